@@ -1,0 +1,80 @@
+"""Python access to one mmu_gather's state; the kernel-facing API lives in pysim.gather."""
+from libc.stdint cimport uint64_t
+
+TASK_SIZE = GATHER_EMPTY_START
+
+
+cdef class Gather:
+    """The range and level bits of one batch (struct mmu_gather minus the page batches)."""
+
+    def __cinit__(self, bint fullmm=False):
+        self.g.fullmm = fullmm
+        self.g.need_flush_all = False
+        c_tlb_reset_range(&self.g)
+
+    def reset_range(self):
+        """__tlb_reset_range()."""
+        c_tlb_reset_range(&self.g)
+
+    def flush_pte_range(self, uint64_t addr, uint64_t size):
+        """tlb_flush_pte_range(): record [addr, addr+size) of 4K entries."""
+        c_tlb_flush_pte_range(&self.g, addr, size)
+
+    def flush_pmd_range(self, uint64_t addr, uint64_t size):
+        """tlb_flush_pmd_range(): record [addr, addr+size) of 2M entries."""
+        c_tlb_flush_pmd_range(&self.g, addr, size)
+
+    def flush_pud_range(self, uint64_t addr, uint64_t size):
+        """tlb_flush_pud_range(): record [addr, addr+size) of 1G entries."""
+        c_tlb_adjust_range(&self.g, addr, size)
+        self.g.cleared_puds = True
+
+    @property
+    def needs_flush(self) -> bool:
+        return c_tlb_needs_flush(&self.g)
+
+    @property
+    def stride_shift(self) -> int:
+        return c_tlb_get_unmap_shift(&self.g)
+
+    @property
+    def empty(self) -> bool:
+        return not c_tlb_needs_flush(&self.g)
+
+    start = property(lambda self: self.g.start)
+    end = property(lambda self: self.g.end)
+
+    @property
+    def fullmm(self): return self.g.fullmm
+    @fullmm.setter
+    def fullmm(self, bint v): self.g.fullmm = v
+
+    @property
+    def need_flush_all(self): return self.g.need_flush_all
+    @need_flush_all.setter
+    def need_flush_all(self, bint v): self.g.need_flush_all = v
+
+    @property
+    def freed_tables(self): return self.g.freed_tables
+    @freed_tables.setter
+    def freed_tables(self, bint v): self.g.freed_tables = v
+
+    @property
+    def cleared_ptes(self): return self.g.cleared_ptes
+    @property
+    def cleared_pmds(self): return self.g.cleared_pmds
+    @property
+    def cleared_puds(self): return self.g.cleared_puds
+
+    def as_dict(self) -> dict:
+        return dict(start=self.g.start, end=self.g.end, fullmm=self.g.fullmm,
+                    need_flush_all=self.g.need_flush_all, freed_tables=self.g.freed_tables,
+                    cleared_ptes=self.g.cleared_ptes, cleared_pmds=self.g.cleared_pmds,
+                    cleared_puds=self.g.cleared_puds)
+
+    def __repr__(self):
+        if self.empty:
+            return "Gather(empty)"
+        return (f"Gather([0x{self.g.start:x}, 0x{self.g.end:x}) stride={self.stride_shift}"
+                f"{' freed_tables' if self.g.freed_tables else ''}"
+                f"{' fullmm' if self.g.fullmm else ''})")

@@ -1,0 +1,46 @@
+# cython: language_level=3
+"""The x86-64 4-level radix page table over pooled numpy storage."""
+from libc.stdint cimport uint64_t
+from mmucore.pte cimport MMU_P, MMU_PSE, MMU_PFN_MASK
+from mmucore.gather cimport gather_t
+
+cdef enum:
+    PT_CHUNK_TABLES = 256      # tables per pooled numpy chunk (1 MiB)
+    PT_LEVELS = 4
+
+cdef struct change_stats_t:
+    uint64_t pages           # the kernel's `pages`: present PTEs visited, +512 per huge PMD
+    uint64_t changed         # entries whose value changed
+    uint64_t flagged         # entries recorded in the gather
+    uint64_t nthp            # huge PMDs changed (their addresses go to the thp buffer)
+    uint64_t nsplit          # huge PMDs split because the range cut them
+
+cdef class PageTable:
+    cdef uint64_t** tables
+    cdef uint64_t ntables
+    cdef uint64_t cap
+    cdef list chunks
+    cdef uint64_t* freelist
+    cdef uint64_t nfree
+    cdef uint64_t freecap
+    cdef uint64_t root
+    cdef public uint64_t next_pfn
+    cdef uint64_t live[PT_LEVELS]
+
+    cdef uint64_t alloc_table(self, int level) except 0
+    cdef void free_table(self, uint64_t tid, int level) noexcept
+    cdef uint64_t* pmd_slot(self, uint64_t va, bint alloc) except? NULL
+    cdef uint64_t* pte_table_for(self, uint64_t* pmd, uint64_t va) except NULL
+    cdef uint64_t* leaf_slot(self, uint64_t va, int* shift) noexcept nogil
+    cdef int _split(self, uint64_t* pmd) except -1
+    cdef uint64_t _fill(self, uint64_t va, uint64_t npages, uint64_t flags, uint64_t pfn,
+                        bint huge, bint only_empty, bint same_pfn) except? 0xFFFFFFFFFFFFFFFF
+    cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
+                     gather_t* g, uint64_t zero_pfn, change_stats_t* st,
+                     uint64_t* thp, uint64_t* splits) except -1
+    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g) except -1
+
+
+cdef inline uint64_t* pt_table(PageTable pt, uint64_t entry) noexcept nogil:
+    """The table a non-leaf entry points to (its PFN field holds a table id)."""
+    return pt.tables[(entry & MMU_PFN_MASK) >> 12]

@@ -1,0 +1,614 @@
+"""x86-64 4-level page table: lazily allocated tables in pooled numpy chunks, and the range
+loops the kernel paths run in C (populate, read, change_protection, zap, A/D clearing).
+
+Non-leaf entries carry the kernel's _PAGE_TABLE flags and, in their PFN field, the id of
+the next table in the pool (id 0 is never used, so a zero entry is always empty).  Leaf
+entries are real PTEs/PMDs.  Memory: one 4 KiB table per 512 mapped 4K pages, i.e. 8 bytes
+per page, plus the upper levels and an 8-byte pointer per table.
+"""
+import numpy as np
+cimport numpy as cnp
+from cpython.mem cimport PyMem_Realloc, PyMem_Free
+from libc.string cimport memset
+from libc.stdint cimport uint64_t, uint8_t
+
+from mmucore.pte cimport *
+from mmucore.gather cimport (Gather, gather_t, c_tlb_flush_pte_range, c_tlb_flush_pmd_range,
+                             c_tlb_adjust_range)
+
+cnp.import_array()
+
+VA_BITS = 47
+VA_LIMIT = 1 << 47
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << 12
+PMD_SHIFT = 21
+PMD_SIZE = 1 << 21
+HPAGE_PMD_NR = 512
+
+cdef enum:
+    DEF_PMD_SIZE = 2097152
+
+# change_range modes: which per-entry rule the profile's change_pte_range applies.
+CP_RECORD_ALL = 1          # patch 1 alone: every present entry goes to the gather
+CP_RECORD_NEEDED = 2       # patch 2: only entries with pte_needs_flush / huge_pmd_needs_flush
+CP_TRY_WRITABLE = 4        # 6.x MM_CP_TRY_CHANGE_WRITABLE: RW on exclusive anon pages
+CP_WRITABLE_NEEDS_DIRTY = 8  # 6.0 variant: only dirty ones
+CP_UFFD_WP = 16            # MM_CP_UFFD_WP: write-protect and set the uffd-wp bit
+CP_UFFD_WP_RESOLVE = 32    # MM_CP_UFFD_WP_RESOLVE: clear the uffd-wp bit only
+CP_DIRTY_ACCT = 64         # MM_CP_DIRTY_ACCT (<=5.19): RW back on dirty shared PTEs
+_CP_ALL = 127
+
+cdef enum:
+    K_RECORD_ALL = 1
+    K_RECORD_NEEDED = 2
+    K_TRY_WRITABLE = 4
+    K_WRITABLE_NEEDS_DIRTY = 8
+    K_UFFD_WP = 16
+    K_UFFD_WP_RESOLVE = 32
+    K_DIRTY_ACCT = 64
+
+cdef uint64_t PMD_MASK_C = ~(<uint64_t>DEF_PMD_SIZE - 1)
+
+
+def _check_range(uint64_t va, npages, uint64_t align=4096, str what="range"):
+    """Validate [va, va + npages pages) before it reaches C: aligned, inside 47 bits."""
+    if npages < 0:
+        raise ValueError(f"{what}: negative page count {npages}")
+    if va >= VA_LIMIT:
+        raise ValueError(f"{what}: address 0x{va:x} is beyond the 47-bit user address space")
+    if va % align:
+        raise ValueError(f"{what}: address 0x{va:x} is not aligned to 0x{align:x}")
+    if va + npages * 4096 > VA_LIMIT:
+        raise ValueError(f"{what}: [0x{va:x}, +{npages} pages) runs past the 47-bit limit")
+    if (npages * 4096) % align:
+        raise ValueError(f"{what}: {npages} pages is not a multiple of 0x{align:x} bytes")
+
+
+cdef inline uint64_t idx(uint64_t va, int shift) noexcept nogil:
+    return (va >> shift) & 511
+
+
+cdef inline uint64_t next_boundary(uint64_t addr, uint64_t size, uint64_t end) noexcept nogil:
+    cdef uint64_t nb = (addr | (size - 1)) + 1
+    return nb if nb < end else end
+
+
+cdef class PageTable:
+    """One address space's page table (what CR3 points to), with range loops in C."""
+
+    def __cinit__(self):
+        self.tables = NULL
+        self.ntables = 1          # id 0 is reserved: a zero entry means "no table"
+        self.cap = 0
+        self.chunks = []
+        self.freelist = NULL
+        self.nfree = 0
+        self.freecap = 0
+        self.next_pfn = 0x1000
+        memset(self.live, 0, sizeof(self.live))
+        self.root = self.alloc_table(3)
+
+    def __dealloc__(self):
+        PyMem_Free(self.tables)
+        PyMem_Free(self.freelist)
+
+    # ---------------------------------------------------------------- table pool
+    cdef uint64_t alloc_table(self, int level) except 0:
+        """A zeroed table from the free list or the pool; grows the pool by one chunk."""
+        cdef uint64_t tid, i
+        cdef cnp.ndarray chunk
+        cdef uint64_t** grown
+        if self.nfree:
+            self.nfree -= 1
+            tid = self.freelist[self.nfree]
+        else:
+            if self.ntables >= self.cap:
+                grown = <uint64_t**>PyMem_Realloc(
+                    self.tables, (self.cap + PT_CHUNK_TABLES) * sizeof(uint64_t*))
+                if grown == NULL:
+                    raise MemoryError("page-table pointer array")
+                self.tables = grown
+                chunk = np.zeros((PT_CHUNK_TABLES, 512), dtype=np.uint64)
+                self.chunks.append(chunk)
+                for i in range(PT_CHUNK_TABLES):
+                    self.tables[self.cap + i] = (<uint64_t*>cnp.PyArray_DATA(chunk)) + 512 * i
+                self.cap += PT_CHUNK_TABLES
+            tid = self.ntables
+            self.ntables += 1
+        memset(self.tables[tid], 0, 512 * sizeof(uint64_t))
+        self.live[level] += 1
+        return tid
+
+    cdef void free_table(self, uint64_t tid, int level) noexcept:
+        cdef uint64_t* grown
+        if self.nfree >= self.freecap:
+            grown = <uint64_t*>PyMem_Realloc(self.freelist,
+                                              (self.freecap * 2 + 64) * sizeof(uint64_t))
+            if grown == NULL:
+                return      # leak the table id rather than fail a zap half way
+            self.freelist = grown
+            self.freecap = self.freecap * 2 + 64
+        self.freelist[self.nfree] = tid
+        self.nfree += 1
+        self.live[level] -= 1
+
+    cdef uint64_t* pmd_slot(self, uint64_t va, bint alloc) except? NULL:
+        """The PMD entry covering va, allocating the upper tables if asked (else NULL)."""
+        cdef uint64_t* t = self.tables[self.root]
+        cdef uint64_t* e
+        cdef int shift, level = 3
+        for shift in (39, 30):
+            e = &t[idx(va, shift)]
+            if not (e[0] & MMU_P):
+                if not alloc:
+                    return NULL
+                e[0] = (self.alloc_table(level - 1) << 12) | MMU_TABLE_FLAGS
+            t = pt_table(self, e[0])
+            level -= 1
+        return &t[idx(va, 21)]
+
+    cdef uint64_t* pte_table_for(self, uint64_t* pmd, uint64_t va) except NULL:
+        """The PTE table under *pmd, allocating one if empty; a huge PMD is replaced."""
+        if not (pmd[0] & MMU_P) or (pmd[0] & MMU_PSE):
+            pmd[0] = (self.alloc_table(0) << 12) | MMU_TABLE_FLAGS
+        return pt_table(self, pmd[0])
+
+    cdef uint64_t* leaf_slot(self, uint64_t va, int* shift) noexcept nogil:
+        """The leaf entry for va (PTE, or a huge PMD with *shift = 21), NULL if no path."""
+        cdef uint64_t e = self.tables[self.root][idx(va, 39)]
+        cdef uint64_t* t
+        if not (e & MMU_P):
+            return NULL
+        e = pt_table(self, e)[idx(va, 30)]
+        if not (e & MMU_P):
+            return NULL
+        t = pt_table(self, e)
+        e = t[idx(va, 21)]
+        if e & MMU_PSE:
+            shift[0] = 21
+            return &t[idx(va, 21)]
+        if not (e & MMU_P):
+            return NULL
+        shift[0] = 12
+        return &pt_table(self, e)[idx(va, 12)]
+
+    # ---------------------------------------------------------------- inspection
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the pool (all chunks) and the pointer/free arrays."""
+        return self.cap * 4096 + self.cap * 8 + self.freecap * 8
+
+    @property
+    def table_bytes(self) -> int:
+        """Bytes of tables in use (live tables x 4 KiB)."""
+        return int(sum(self.live[i] for i in range(4))) * 4096
+
+    @property
+    def table_counts(self) -> dict:
+        """Live tables per level: pte, pmd, pud, pgd."""
+        return {"pte": self.live[0], "pmd": self.live[1], "pud": self.live[2],
+                "pgd": self.live[3]}
+
+    def get(self, uint64_t va):
+        """(entry, page_shift) of the leaf mapping va: shift 12 or 21, (0, 0) when unmapped."""
+        _check_range(va, 0, 1, "get")
+        cdef int shift = 0
+        cdef uint64_t* slot = self.leaf_slot(va, &shift)
+        if slot == NULL or slot[0] == 0:
+            return (0, 0)
+        return (slot[0], shift)
+
+    def upper_entries(self, uint64_t va):
+        """The raw PGD, PUD and PMD entries on va's path (0 where the path ends)."""
+        _check_range(va, 0, 1, "upper_entries")
+        out = []
+        cdef uint64_t e = self.tables[self.root][idx(va, 39)]
+        out.append(e)
+        if e & MMU_P:
+            e = pt_table(self, e)[idx(va, 30)]
+            out.append(e)
+            if e & MMU_P:
+                out.append(pt_table(self, e)[idx(va, 21)])
+        return tuple(out + [0] * (3 - len(out)))
+
+    def set_pte(self, uint64_t va, uint64_t value):
+        """Write one 4K PTE (allocating tables). A huge PMD over va must be split first."""
+        _check_range(va, 1, 4096, "set_pte")
+        cdef uint64_t* pmd = self.pmd_slot(va, True)
+        if pmd[0] & MMU_PSE:
+            raise ValueError(f"set_pte: 0x{va:x} is inside a huge PMD; split it first")
+        self.pte_table_for(pmd, va)[idx(va, 12)] = value
+
+    def set_pmd(self, uint64_t va, uint64_t value):
+        """Write one huge PMD leaf (PSE is added); a PTE table under it is freed."""
+        _check_range(va, 512, DEF_PMD_SIZE, "set_pmd")
+        cdef uint64_t* pmd = self.pmd_slot(va, True)
+        if (pmd[0] & MMU_P) and not (pmd[0] & MMU_PSE):
+            self.free_table((pmd[0] & MMU_PFN_MASK) >> 12, 0)
+        pmd[0] = value | MMU_PSE if value else 0
+
+    def split_huge_pmd(self, uint64_t va) -> bool:
+        """__split_huge_pmd(): replace the huge PMD over va by a PTE table of 512 PTEs."""
+        _check_range(va, 0, 1, "split_huge_pmd")
+        cdef uint64_t* pmd = self.pmd_slot(va, False)
+        if pmd == NULL or not (pmd[0] & MMU_PSE):
+            return False
+        self._split(pmd)
+        return True
+
+    cdef int _split(self, uint64_t* pmd) except -1:
+        cdef uint64_t old = pmd[0], flags, pfn, tid, i
+        cdef uint64_t* t
+        pfn = c_pmd_pfn(old)
+        flags = old & ~MMU_PMD_PFN_MASK & ~MMU_PSE & ~MMU_PAT_LARGE
+        if old & MMU_PAT_LARGE:
+            flags |= MMU_PAT
+        tid = self.alloc_table(0)
+        t = self.tables[tid]
+        for i in range(512):
+            t[i] = c_flip_protnone_guard(0, ((pfn + i) << 12) | flags, MMU_PFN_MASK)
+        pmd[0] = (tid << 12) | MMU_TABLE_FLAGS
+        return 0
+
+    # ---------------------------------------------------------------- range loops
+    def map(self, uint64_t va, npages, uint64_t flags=MMU_P | MMU_RW | MMU_US | MMU_A | MMU_D,
+            pfn=None, bint huge=False):
+        """Populate [va, va+npages pages) with consecutive frames: 4K PTEs, or huge PMDs.
+
+        flags are the entry's low/high bits (P is added).  Returns the first frame used.
+        Existing entries are overwritten; this is the fast populate, not a fault path.
+        """
+        _check_range(va, npages, DEF_PMD_SIZE if huge else 4096, "map")
+        if flags & MMU_PFN_MASK:
+            raise ValueError(f"map: flags 0x{flags:x} overlap the PFN field")
+        cdef uint64_t first = self.next_pfn if pfn is None else pfn
+        if first + npages >= (1 << 40):
+            raise ValueError(f"map: frames 0x{first:x}+{npages} exceed the 40-bit PFN field")
+        if huge and first % 512:
+            raise ValueError(f"map: huge mapping needs a 512-aligned first pfn, got 0x{first:x}")
+        self._fill(va, npages, flags | MMU_P, first, huge, False, 0)
+        if pfn is None:
+            self.next_pfn = first + npages
+        return first
+
+    def populate(self, uint64_t va, npages, uint64_t flags, pfn=None, bint same_pfn=False):
+        """Fill only the empty 4K entries of a range (a fault-in loop); returns how many.
+
+        New entries get consecutive frames, or all the same frame with same_pfn (the zero
+        page).  Present entries, including those under huge PMDs, are left alone.
+        """
+        _check_range(va, npages, 4096, "populate")
+        cdef uint64_t first = self.next_pfn if pfn is None else pfn
+        n = self._fill(va, npages, flags, first, False, True, same_pfn)
+        if pfn is None and not same_pfn:
+            self.next_pfn = first + n
+        return n
+
+    cdef uint64_t _fill(self, uint64_t va, uint64_t npages, uint64_t flags, uint64_t pfn,
+                        bint huge, bint only_empty, bint same_pfn) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint64_t addr = va, end = va + npages * 4096, nxt, i, i0, i1, n = 0
+        cdef uint64_t* pmd
+        cdef uint64_t* t
+        cdef uint64_t step = 0 if same_pfn else 1
+        while addr < end:
+            nxt = next_boundary(addr, DEF_PMD_SIZE, end)
+            pmd = self.pmd_slot(addr, True)
+            if huge:
+                if (pmd[0] & MMU_P) and not (pmd[0] & MMU_PSE):
+                    self.free_table((pmd[0] & MMU_PFN_MASK) >> 12, 0)
+                pmd[0] = (pfn << 12) | flags | MMU_PSE
+                pfn += 512
+                n += 512
+            elif only_empty and (pmd[0] & MMU_PSE):
+                pass
+            else:
+                t = self.pte_table_for(pmd, addr)
+                i0 = idx(addr, 12)
+                i1 = i0 + ((nxt - addr) >> 12)
+                with nogil:
+                    if only_empty:
+                        for i in range(i0, i1):
+                            if t[i] == 0:
+                                t[i] = (pfn << 12) | flags
+                                pfn += step
+                                n += 1
+                    else:
+                        for i in range(i0, i1):
+                            t[i] = (pfn << 12) | flags
+                            pfn += step
+                        n += i1 - i0
+            addr = nxt
+        return n
+
+    def read_range(self, uint64_t va, npages, out=None):
+        """The leaf entry of every 4K page in the range as uint64 (a huge PMD repeats)."""
+        _check_range(va, npages, 4096, "read_range")
+        if out is None:
+            out = np.zeros(npages, dtype=np.uint64)
+        elif not (isinstance(out, np.ndarray) and out.dtype == np.uint64
+                  and out.ndim == 1 and out.shape[0] == npages):
+            raise ValueError(f"read_range: out must be a uint64 array of {npages} entries")
+        cdef uint64_t[::1] o = out
+        cdef uint64_t addr = va, end = va + npages * 4096, nxt, k = 0, i, n
+        cdef uint64_t* pmd
+        cdef uint64_t* t
+        while addr < end:
+            nxt = next_boundary(addr, DEF_PMD_SIZE, end)
+            n = (nxt - addr) >> 12
+            pmd = self.pmd_slot(addr, False)
+            if pmd == NULL or not (pmd[0] & MMU_P):
+                for i in range(n):
+                    o[k + i] = 0 if pmd == NULL else pmd[0]
+            elif pmd[0] & MMU_PSE:
+                for i in range(n):
+                    o[k + i] = pmd[0]
+            else:
+                t = pt_table(self, pmd[0])
+                for i in range(n):
+                    o[k + i] = t[idx(addr, 12) + i]
+            k += n
+            addr = nxt
+        return out
+
+    def change_range(self, uint64_t va, npages, uint64_t newprot, int mode=0,
+                     Gather gather=None, uint64_t zero_pfn=0, thp_out=None):
+        """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
+
+        mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs):
+        `pages` as the kernel counts it, entries recorded into `gather` (CP_RECORD_*),
+        addresses of huge PMDs changed (the pre-patch path flushes each immediately) and
+        of huge PMDs split because the range cut them (split flushes immediately).
+        """
+        _check_range(va, npages, 4096, "change_range")
+        if mode & ~_CP_ALL:
+            raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
+        if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED)) and gather is None:
+            raise ValueError("change_range: recording modes need a Gather")
+        cdef Gather tmp = gather if gather is not None else Gather()
+        cdef change_stats_t st
+        memset(&st, 0, sizeof(st))
+        thp = np.zeros(npages // 512 + 2, dtype=np.uint64)
+        splits = np.zeros(2, dtype=np.uint64)
+        cdef uint64_t[::1] thpv = thp
+        cdef uint64_t[::1] splitv = splits
+        self._change(va, va + npages * 4096, newprot, mode, &tmp.g, zero_pfn, &st,
+                     &thpv[0], &splitv[0])
+        return (st.pages, st.changed, st.flagged, thp[:st.nthp], splits[:st.nsplit])
+
+    cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
+                     gather_t* g, uint64_t zero_pfn, change_stats_t* st,
+                     uint64_t* thp, uint64_t* splits) except -1:
+        cdef uint64_t addr = start, nxt, e
+        cdef uint64_t* pmd
+        cdef uint64_t* t
+        cdef uint64_t* top = self.tables[self.root]
+        cdef uint64_t* pud_t
+        cdef uint64_t* pmd_t
+        while addr < end:
+            e = top[idx(addr, 39)]
+            if not (e & MMU_P):
+                addr = next_boundary(addr, <uint64_t>1 << 39, end)
+                continue
+            pud_t = pt_table(self, e)
+            e = pud_t[idx(addr, 30)]
+            if not (e & MMU_P):
+                addr = next_boundary(addr, <uint64_t>1 << 30, end)
+                continue
+            pmd_t = pt_table(self, e)
+            nxt = next_boundary(addr, DEF_PMD_SIZE, end)
+            pmd = &pmd_t[idx(addr, 21)]
+            if pmd[0] & MMU_PSE:
+                if (addr & (DEF_PMD_SIZE - 1)) == 0 and nxt - addr == DEF_PMD_SIZE:
+                    change_huge_pmd(pmd, addr, newprot, mode, g, zero_pfn, st, thp)
+                    addr = nxt
+                    continue
+                splits[st.nsplit] = addr & PMD_MASK_C
+                st.nsplit += 1
+                self._split(pmd)
+            if pmd[0] & MMU_P:
+                t = pt_table(self, pmd[0])
+                with nogil:
+                    change_pte_range(t, addr, nxt, newprot, mode, g, zero_pfn, st)
+            addr = nxt
+        return 0
+
+    def zap_range(self, uint64_t va, npages, Gather gather, free_start=None, free_end=None):
+        """zap_pte_range()/zap_huge_pmd() over the range, recording every cleared entry.
+
+        Page-table pages whose whole span lies in [free_start, free_end) are then freed
+        (free_pgtables) and the gather gets freed_tables.  Returns (zapped 4K pages,
+        zapped huge PMDs, split addresses).
+        """
+        _check_range(va, npages, 4096, "zap_range")
+        if gather is None:
+            raise ValueError("zap_range: a Gather is required")
+        cdef uint64_t start = va, end = va + npages * 4096, addr, nxt
+        cdef uint64_t fs = start if free_start is None else free_start
+        cdef uint64_t fe = end if free_end is None else free_end
+        cdef uint64_t* pmd
+        cdef uint64_t* t
+        cdef uint64_t n4k = 0, nhuge = 0, i, i0, i1
+        split_addrs = []
+        addr = start
+        while addr < end:
+            nxt = next_boundary(addr, DEF_PMD_SIZE, end)
+            pmd = self.pmd_slot(addr, False)
+            if pmd == NULL:
+                addr = next_boundary(addr, <uint64_t>1 << 30, end)
+                continue
+            if pmd[0] & MMU_PSE:
+                if (addr & (DEF_PMD_SIZE - 1)) == 0 and nxt - addr == DEF_PMD_SIZE:
+                    pmd[0] = 0
+                    c_tlb_flush_pmd_range(&gather.g, addr, DEF_PMD_SIZE)
+                    nhuge += 1
+                    addr = nxt
+                    continue
+                split_addrs.append(addr & PMD_MASK_C)
+                self._split(pmd)
+            if pmd[0] & MMU_P:
+                t = pt_table(self, pmd[0])
+                i0 = idx(addr, 12)
+                i1 = i0 + ((nxt - addr) >> 12)
+                with nogil:
+                    for i in range(i0, i1):
+                        if c_pte_present(t[i]):
+                            t[i] = 0
+                            c_tlb_flush_pte_range(&gather.g, (addr & PMD_MASK_C) + (i << 12), 4096)
+                            n4k += 1
+                        else:
+                            t[i] = 0
+            addr = nxt
+        if fe > fs:
+            self._free_pgtables(fs & ~(<uint64_t>4095), fe, &gather.g)
+        return (n4k, nhuge, split_addrs)
+
+    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g) except -1:
+        """Free PTE/PMD/PUD tables whose span lies inside [fs, fe) (free_pgd_range)."""
+        cdef uint64_t* top = self.tables[self.root]
+        cdef uint64_t* pud_t
+        cdef uint64_t* pmd_t
+        cdef uint64_t a, b, c, base_a, base_b, base_c, e
+        cdef bint freed = False
+        for a in range(idx(fs, 39), idx(fe - 1, 39) + 1):
+            if not (top[a] & MMU_P):
+                continue
+            base_a = a << 39
+            pud_t = pt_table(self, top[a])
+            for b in range(512):
+                base_b = base_a + (b << 30)
+                if base_b + (<uint64_t>1 << 30) <= fs or base_b >= fe or not (pud_t[b] & MMU_P):
+                    continue
+                pmd_t = pt_table(self, pud_t[b])
+                for c in range(512):
+                    base_c = base_b + (c << 21)
+                    e = pmd_t[c]
+                    if base_c < fs or base_c + DEF_PMD_SIZE > fe or not (e & MMU_P) \
+                            or (e & MMU_PSE):
+                        continue
+                    self.free_table((e & MMU_PFN_MASK) >> 12, 0)
+                    pmd_t[c] = 0
+                    c_tlb_adjust_range(g, base_c, 4096)
+                    g.cleared_pmds = True
+                    freed = True
+                if base_b >= fs and base_b + (<uint64_t>1 << 30) <= fe and _table_empty(pmd_t):
+                    self.free_table((pud_t[b] & MMU_PFN_MASK) >> 12, 1)
+                    pud_t[b] = 0
+                    c_tlb_adjust_range(g, base_b, 4096)
+                    g.cleared_puds = True
+                    freed = True
+            if base_a >= fs and base_a + (<uint64_t>1 << 39) <= fe and _table_empty(pud_t):
+                self.free_table((top[a] & MMU_PFN_MASK) >> 12, 2)
+                top[a] = 0
+                g.cleared_p4ds = True
+                freed = True
+        if freed:
+            g.freed_tables = True
+        return 0
+
+    def clear_young_dirty(self, uint64_t va, npages, Gather gather, bint clear_dirty=False):
+        """MADV_COLD (A) / MADV_FREE (A and D): clear the bits of present entries and record
+        each entry changed with tlb_remove_tlb_entry.  Returns (changed 4K, changed huge)."""
+        _check_range(va, npages, 4096, "clear_young_dirty")
+        if gather is None:
+            raise ValueError("clear_young_dirty: a Gather is required")
+        cdef uint64_t bits = MMU_A | (MMU_D if clear_dirty else 0)
+        cdef uint64_t addr = va, end = va + npages * 4096, nxt, i, i0, i1, n = 0, nh = 0
+        cdef uint64_t* pmd
+        cdef uint64_t* t
+        while addr < end:
+            nxt = next_boundary(addr, DEF_PMD_SIZE, end)
+            pmd = self.pmd_slot(addr, False)
+            if pmd == NULL or not (pmd[0] & MMU_P):
+                addr = nxt
+                continue
+            if pmd[0] & MMU_PSE:
+                if pmd[0] & bits:
+                    pmd[0] &= ~bits
+                    c_tlb_flush_pmd_range(&gather.g, addr & PMD_MASK_C, DEF_PMD_SIZE)
+                    nh += 1
+                addr = nxt
+                continue
+            t = pt_table(self, pmd[0])
+            i0 = idx(addr, 12)
+            i1 = i0 + ((nxt - addr) >> 12)
+            for i in range(i0, i1):
+                if (t[i] & MMU_P) and (t[i] & bits):
+                    t[i] &= ~bits
+                    c_tlb_flush_pte_range(&gather.g, (addr & PMD_MASK_C) + (i << 12), 4096)
+                    n += 1
+            addr = nxt
+        return (n, nh)
+
+
+cdef bint _table_empty(uint64_t* t) noexcept nogil:
+    cdef int i
+    for i in range(512):
+        if t[i]:
+            return False
+    return True
+
+
+cdef inline uint64_t apply_rules(uint64_t old, uint64_t new, int mode,
+                                 uint64_t pfn, uint64_t zero_pfn) noexcept nogil:
+    """The per-entry extras of change_pte_range: uffd-wp, DIRTY_ACCT, TRY_CHANGE_WRITABLE."""
+    if mode & K_UFFD_WP:
+        new = (new & ~MMU_RW) | MMU_UFFD_WP
+    elif mode & K_UFFD_WP_RESOLVE:
+        new = new & ~MMU_UFFD_WP
+    if (mode & K_DIRTY_ACCT) and (new & MMU_D) and (new & MMU_P):
+        new |= MMU_RW
+    if (mode & K_TRY_WRITABLE) and (new & MMU_P) and not (new & MMU_RW) \
+            and not (new & MMU_UFFD_WP) and pfn != zero_pfn:
+        if not (mode & K_WRITABLE_NEEDS_DIRTY) or (new & MMU_D):
+            new |= MMU_RW
+    return new
+
+
+cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t newprot,
+                           int mode, gather_t* g, uint64_t zero_pfn,
+                           change_stats_t* st) noexcept nogil:
+    """change_pte_range(): pte_modify every present PTE, record the ones that need a flush."""
+    cdef uint64_t i, i0 = idx(addr, 12), i1 = i0 + ((end - addr) >> 12)
+    cdef uint64_t base = addr & PMD_MASK_C
+    cdef uint64_t old, new
+    cdef uint64_t pages = 0, changed = 0, flagged = 0
+    cdef bint record_all = (mode & K_RECORD_ALL) != 0
+    cdef bint record_needed = (mode & K_RECORD_NEEDED) != 0
+    cdef bint extras = (mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE)) != 0
+    for i in range(i0, i1):
+        old = t[i]
+        if not (old & (MMU_P | MMU_PROTNONE)):
+            continue
+        pages += 1
+        new = c_pte_modify(old, newprot)
+        if extras:
+            new = apply_rules(old, new, mode, c_pte_pfn(old), zero_pfn)
+        if new != old:
+            t[i] = new
+            changed += 1
+        if record_all or (record_needed and c_pte_needs_flush(old, new)):
+            c_tlb_flush_pte_range(g, base + (i << 12), 4096)
+            flagged += 1
+    st.pages += pages
+    st.changed += changed
+    st.flagged += flagged
+
+
+cdef void change_huge_pmd(uint64_t* pmd, uint64_t addr, uint64_t newprot, int mode,
+                          gather_t* g, uint64_t zero_pfn, change_stats_t* st,
+                          uint64_t* thp) noexcept nogil:
+    """change_huge_pmd(): pmd_modify one 2M leaf; its address goes to `thp` for the caller."""
+    cdef uint64_t old = pmd[0]
+    cdef uint64_t new = c_pmd_modify(old, newprot)
+    if mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE):
+        new = apply_rules(old, new, mode, c_pmd_pfn(old), zero_pfn)
+    if new != old:
+        pmd[0] = new
+        st.changed += 1
+    st.pages += 512
+    thp[st.nthp] = addr
+    st.nthp += 1
+    if (mode & K_RECORD_ALL) or ((mode & K_RECORD_NEEDED) and c_huge_pmd_needs_flush(old, new)):
+        c_tlb_flush_pmd_range(g, addr, DEF_PMD_SIZE)
+        st.flagged += 1
