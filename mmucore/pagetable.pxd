@@ -5,7 +5,7 @@ from mmucore.pte cimport MMU_P, MMU_PSE, MMU_PFN_MASK
 from mmucore.gather cimport gather_t
 
 cdef enum:
-    PT_CHUNK_TABLES = 256      # tables per pooled numpy chunk (1 MiB)
+    PT_CHUNK_TABLES = 1024      # tables per pooled numpy chunk (4 MiB: numpy asks for THP)
     PT_LEVELS = 4
 
 cdef struct change_stats_t:

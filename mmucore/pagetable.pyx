@@ -96,7 +96,7 @@ cdef class PageTable:
     # ---------------------------------------------------------------- table pool
     cdef uint64_t alloc_table(self, int level) except 0:
         """A zeroed table from the free list or the pool; grows the pool by one chunk."""
-        cdef uint64_t tid, i
+        cdef uint64_t tid, i, n
         cdef cnp.ndarray chunk
         cdef uint64_t** grown
         if self.nfree:
@@ -104,16 +104,18 @@ cdef class PageTable:
             tid = self.freelist[self.nfree]
         else:
             if self.ntables >= self.cap:
-                grown = <uint64_t**>PyMem_Realloc(
-                    self.tables, (self.cap + PT_CHUNK_TABLES) * sizeof(uint64_t*))
+                # chunks double from 16 tables up to 4 MiB, where numpy asks for THP
+                # backing (fewer host TLB misses in the walker)
+                n = min(PT_CHUNK_TABLES, max(16, self.cap))
+                grown = <uint64_t**>PyMem_Realloc(self.tables, (self.cap + n) * sizeof(uint64_t*))
                 if grown == NULL:
                     raise MemoryError("page-table pointer array")
                 self.tables = grown
-                chunk = np.zeros((PT_CHUNK_TABLES, 512), dtype=np.uint64)
+                chunk = np.zeros((n, 512), dtype=np.uint64)
                 self.chunks.append(chunk)
-                for i in range(PT_CHUNK_TABLES):
+                for i in range(n):
                     self.tables[self.cap + i] = (<uint64_t*>cnp.PyArray_DATA(chunk)) + 512 * i
-                self.cap += PT_CHUNK_TABLES
+                self.cap += n
             tid = self.ntables
             self.ntables += 1
         memset(self.tables[tid], 0, 512 * sizeof(uint64_t))

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """Per-CPU TLB hierarchy, paging-structure caches, and the walker."""
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint64_t, int64_t
 from mmucore.cost cimport cost_t, N_COUNTERS, N_CYCLE_KINDS
 
 cdef struct tlb_array_t:
@@ -10,7 +10,9 @@ cdef struct tlb_array_t:
     uint64_t* tag            # sets*ways tags: vpn<<15 | pcid<<3 | global<<2 | huge<<1 | valid
     uint64_t* data           # cached translation: pfn<<12 | P RW US A D G NX
     uint64_t* stamp          # LRU time of last use
-    uint64_t nvalid
+    int64_t nvalid
+    int64_t nhuge
+    int64_t nglobal
 
 cdef class TLB:
     cdef tlb_array_t l1_4k

@@ -59,17 +59,17 @@ PCID_MAX = 4095
 GEOMETRIES = {
     # Skylake client/server (Intel optimization manual table "TLB parameters"): L1 DTLB
     # 64 x 4K 4-way, 32 x 2M 4-way; STLB 1536 entries 12-way shared by 4K and 2M.
-    # PSC sizes are not documented; 2/4/32 follow the PML4E/PDPTE/PDE cache sizes
-    # measured for Intel cores in the literature (Barr et al., ISCA 2010) - assumed.
+    # PSC sizes are not documented; 2 PML4E, 4 PDPTE and 32 PDE entries (the PDE cache
+    # 4-way) follow sizes reported for Intel cores in the literature - assumed.
     "skylake": {"l1_4k": (16, 4), "l1_2m": (8, 4), "l1_unified": False,
-                "stlb": (128, 12), "psc": (2, 4, 32), "nested_levels": 0},
+                "stlb": (128, 12), "psc": (2, 4, (8, 4)), "nested_levels": 0},
     # Zen 3 (AMD PPR / optimization guide): L1 DTLB 64 entries fully associative, all page
     # sizes; L2 DTLB 2048 entries (associativity assumed 16-way); PSC sizes assumed.
     "zen3": {"l1_4k": (1, 64), "l1_2m": None, "l1_unified": True,
-             "stlb": (128, 16), "psc": (2, 4, 32), "nested_levels": 0},
+             "stlb": (128, 16), "psc": (2, 4, (8, 4)), "nested_levels": 0},
     # Skylake TLBs in a KVM guest with EPT: each guest walk is a 2D walk (4 host levels).
     "skylake-kvm": {"l1_4k": (16, 4), "l1_2m": (8, 4), "l1_unified": False,
-                    "stlb": (128, 12), "psc": (2, 4, 32), "nested_levels": 4},
+                    "stlb": (128, 12), "psc": (2, 4, (8, 4)), "nested_levels": 4},
 }
 GEOMETRIES["zen3-kvm"] = dict(GEOMETRIES["zen3"], nested_levels=4)
 
@@ -106,6 +106,18 @@ def _sets_ways(geo, key):
     return sets, ways
 
 
+def _psc_sets_ways(v):
+    """A PSC level: an entry count (fully associative, 0 = none) or (sets, ways)."""
+    if isinstance(v, (int, np.integer)):
+        if not 0 <= v <= 4096:
+            raise ValueError(f"geometry psc entry count {v} outside 0..4096")
+        return (1, int(v))
+    if (isinstance(v, (tuple, list)) and len(v) == 2
+            and all(isinstance(x, (int, np.integer)) and 1 <= x <= 4096 for x in v)):
+        return (int(v[0]), int(v[1]))
+    raise ValueError(f"geometry psc level must be an entry count or (sets, ways), got {v!r}")
+
+
 def _validate_geometry(geo):
     for key in ("l1_4k", "l1_2m", "l1_unified", "stlb", "psc", "nested_levels"):
         if key not in geo:
@@ -117,10 +129,10 @@ def _validate_geometry(geo):
             raise ValueError("geometry l1_2m must be (sets, ways) unless l1_unified is true")
         _sets_ways(geo, "l1_2m")
     psc = geo["psc"]
-    if len(psc) != 3 or not all(isinstance(x, (int, np.integer)) and 0 <= x <= 4096
-                                for x in psc):
-        raise ValueError(f"geometry psc must be three entry counts (pml4, pdpt, pde), "
-                         f"got {psc!r}")
+    if not isinstance(psc, (tuple, list)) or len(psc) != 3:
+        raise ValueError(f"geometry psc must give (pml4, pdpt, pde) caches, got {psc!r}")
+    for level in psc:
+        _psc_sets_ways(level)
     if geo["nested_levels"] not in (0, 4, 5):
         raise ValueError(f"geometry nested_levels must be 0 (native), 4 or 5, "
                          f"got {geo['nested_levels']!r}")
@@ -137,6 +149,15 @@ cdef inline uint64_t set_of(tlb_array_t* a, uint64_t vpn) noexcept nogil:
     return vpn % <uint64_t>a.sets
 
 
+cdef inline void account(tlb_array_t* a, uint64_t tag, int64_t d) noexcept nogil:
+    """Keep the array's occupancy counts (all, huge, global) in step with a tag change."""
+    a.nvalid += d
+    if tag & T_HUGE:
+        a.nhuge += d
+    if tag & T_GLOBAL:
+        a.nglobal += d
+
+
 cdef inline int64_t array_find(tlb_array_t* a, uint64_t vpn, uint64_t key,
                                uint64_t gkey) noexcept nogil:
     """Slot holding key (or the global key) in vpn's set, -1 if none."""
@@ -144,6 +165,11 @@ cdef inline int64_t array_find(tlb_array_t* a, uint64_t vpn, uint64_t key,
     cdef uint64_t* tags = a.tag + base
     cdef int w
     cdef uint64_t t
+    if a.nglobal == 0:
+        for w in range(a.ways):
+            if tags[w] == key:
+                return <int64_t>(base + w)
+        return -1
     for w in range(a.ways):
         t = tags[w]
         if t == key or t == gkey:
@@ -153,42 +179,49 @@ cdef inline int64_t array_find(tlb_array_t* a, uint64_t vpn, uint64_t key,
 
 cdef inline int64_t array_fill(tlb_array_t* a, uint64_t vpn, uint64_t key, uint64_t data,
                                uint64_t now, uint64_t* evicted) noexcept nogil:
-    """Insert key into vpn's set (replacing the same key, else an invalid way, else LRU)."""
+    """Insert key into vpn's set: over the same key, else the first invalid way, else LRU."""
     cdef uint64_t base = set_of(a, vpn) * <uint64_t>a.ways
-    cdef int w, victim = -1, invalid = -1
+    cdef uint64_t* tags = a.tag + base
+    cdef uint64_t* stamps = a.stamp + base
+    cdef int w, victim = 0, invalid = -1
     cdef uint64_t oldest = <uint64_t>0xFFFFFFFFFFFFFFFF
     cdef uint64_t t
     for w in range(a.ways):
-        t = a.tag[base + w]
+        t = tags[w]
         if t == key:
-            victim = w
-            break
+            a.data[base + w] = data
+            stamps[w] = now
+            return <int64_t>(base + w)
         if not (t & T_VALID):
             if invalid < 0:
                 invalid = w
-        elif invalid < 0 and a.stamp[base + w] < oldest:
-            oldest = a.stamp[base + w]
+        elif stamps[w] < oldest:
+            oldest = stamps[w]
             victim = w
-    if victim < 0 or (invalid >= 0 and a.tag[base + victim] != key):
-        if invalid >= 0:
-            victim = invalid
-            a.nvalid += 1
-        else:
-            evicted[0] += 1
-    a.tag[base + victim] = key
+    if invalid >= 0:
+        victim = invalid
+    else:
+        evicted[0] += 1
+        account(a, tags[victim], -1)
+    account(a, key, 1)
+    tags[victim] = key
     a.data[base + victim] = data
-    a.stamp[base + victim] = now
+    stamps[victim] = now
     return <int64_t>(base + victim)
 
 
 cdef inline void slot_drop(tlb_array_t* a, int64_t s) noexcept nogil:
+    account(a, a.tag[s], -1)
     a.tag[s] = 0
-    a.nvalid -= 1
 
 
 cdef inline void array_drop_key(tlb_array_t* a, uint64_t vpn, uint64_t key) noexcept nogil:
     cdef int64_t s
     if a.nvalid == 0:
+        return
+    if (key & T_HUGE) and a.nhuge == 0:
+        return
+    if (key & T_GLOBAL) and a.nglobal == 0:
         return
     s = array_find(a, vpn, key, key)
     if s >= 0:
@@ -209,8 +242,8 @@ cdef void array_drop_pcid(tlb_array_t* a, uint64_t pcid, bint keep_global) noexc
                 continue
         elif pcid != <uint64_t>0xFFFFFFFFFFFFFFFF and ((t >> 3) & 0xFFF) != pcid:
             continue
+        account(a, t, -1)
         a.tag[i] = 0
-        a.nvalid -= 1
 
 
 # ------------------------------------------------------------------ the TLB object
@@ -234,8 +267,9 @@ cdef class TLB:
         sets, ways = _sets_ways(geo, "stlb")
         self._init_array(&self.stlb, sets, ways)
         for i in range(3):
-            self._init_array(&self.psc[i], 1, max(1, int(geo["psc"][i])))
-            if int(geo["psc"][i]) == 0:
+            sets, ways = _psc_sets_ways(geo["psc"][i])
+            self._init_array(&self.psc[i], sets, max(1, ways))
+            if ways == 0:
                 self.psc[i].ways = 0
         if not 0 <= pcid <= PCID_MAX:
             raise ValueError(f"pcid {pcid} outside 0..{PCID_MAX}")
@@ -256,6 +290,8 @@ cdef class TLB:
         a.data = <uint64_t*>cnp.PyArray_DATA(data)
         a.stamp = <uint64_t*>cnp.PyArray_DATA(stamp)
         a.nvalid = 0
+        a.nhuge = 0
+        a.nglobal = 0
 
     @property
     def geometry(self) -> dict:
@@ -678,7 +714,7 @@ cdef int c_access(TLB t, PageTable pt, uint64_t va, int kind, bint user) noexcep
     l1 = &t.l1_4k
     if s < 0:
         l1 = &t.l1_4k if t.unified_l1 else &t.l1_2m
-        if l1.nvalid:
+        if l1.nhuge:
             s = array_find(l1, v2, mk_tag(v2, pcid, T_VALID | T_HUGE),
                            mk_tag(v2, 0, T_VALID | T_GLOBAL | T_HUGE))
             huge = True
@@ -691,7 +727,7 @@ cdef int c_access(TLB t, PageTable pt, uint64_t va, int kind, bint user) noexcep
         t.counters[C_L1_MISSES] += 1
         huge = False
         s = array_find(&t.stlb, v4, mk_tag(v4, pcid, T_VALID), mk_tag(v4, 0, T_VALID | T_GLOBAL))
-        if s < 0:
+        if s < 0 and t.stlb.nhuge:
             s = array_find(&t.stlb, v2, mk_tag(v2, pcid, T_VALID | T_HUGE),
                            mk_tag(v2, 0, T_VALID | T_GLOBAL | T_HUGE))
             huge = True

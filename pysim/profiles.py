@@ -1,0 +1,188 @@
+"""Kernel behaviour sets ("profiles"): which code paths the simulated kernel runs.
+
+A profile is data: switches for the three patches of "mm/mprotect: avoid unnecessary
+TLB flushes" (Nadav Amit, v6, merged in 5.19) and for the later kernel changes that
+alter the same paths, plus the x86 flush knobs. The mm and flush code read these
+fields; nothing here does any work. Built-ins are in PROFILES; get_profile() returns
+one, optionally with fields overridden, and validates the result.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple, Union
+
+from .errors import ConfigError
+
+__all__ = ["Profile", "PROFILES", "ALIASES", "get_profile", "CHANGE_WRITABLE_MODES",
+           "ARCHES"]
+
+# mprotect's RW handling for private anonymous pages:
+#   "none"      <= 5.19: RW is only set by the write fault (do_wp_page reuse)
+#   "dirty"     6.0 (64fe24a3e05e, MM_CP_TRY_CHANGE_WRITABLE): RW set on dirty exclusive anon PTEs
+#   "exclusive" 6.2 ("allow clean exclusive anon pages to be writable"): dirty not required
+CHANGE_WRITABLE_MODES: Tuple[str, ...] = ("none", "dirty", "exclusive")
+ARCHES: Tuple[str, ...] = ("x86",)     # arm64 is a possible later addition
+# 12-bit PCIDs with PTI using bit 11 for the user copy leave 11 bits for kernel ASIDs
+# (arch/x86/mm/tlb.c: CR3_AVAIL_PCID_BITS), and PCID 0 is not used for dynamic ASIDs.
+_MAX_DYN_ASIDS = (1 << 11) - 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One simulated kernel: the mprotect series' patches, later changes, x86 TLB knobs."""
+
+    name: str
+    # Patch 1, 4a18419f71cd "mm/mprotect: use mmu_gather": one gather per mprotect
+    # instead of a flush_tlb_range per VMA.
+    use_mmu_gather: bool = False
+    # Patch 2, c9fe66560bf2 "do not flush when not required architecturally":
+    # pte_needs_flush()/huge_pmd_needs_flush() decide per entry. Needs patch 1.
+    skip_unneeded_flush: bool = False
+    # Patch 3, 4f83145721f3 "avoid unnecessary flush on change_huge_pmd()":
+    # pmdp_invalidate_ad() without the immediate flush. Needs patch 1.
+    huge_pmd_ad_no_flush: bool = False
+    # mprotect sets RW itself on some anon PTEs (see CHANGE_WRITABLE_MODES).
+    change_writable: str = "none"
+    # MMU_GATHER_MERGE_VMAS (x86 selects it): one flush per gather across VMAs; False
+    # flushes at every tlb_end_vma as arm64/generic do.
+    merge_vmas_in_gather: bool = True
+    # arch/x86/mm/tlb.c: more than this many stride steps -> full flush.
+    tlb_single_page_flush_ceiling: int = 33
+    pcid: bool = True
+    pti: bool = False
+    invpcid: bool = True
+    nr_dyn_asids: int = 6                 # TLB_NR_DYN_ASIDS
+    lazy_tlb: bool = True                 # kernel threads borrow the mm (enter_lazy_tlb)
+    # 3ef938c35035 (2025): x86 flush_tlb_range() passes freed_tables=true, so those
+    # flushes also IPI lazy CPUs.
+    flush_tlb_range_freed_tables: bool = False
+    # aa44284960d5 (6.0): flush_tlb_func returns early if new_tlb_gen <= local gen.
+    flush_func_early_exit: bool = False
+    arch: str = "x86"
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def replace(self, **changes: Any) -> "Profile":
+        """A copy with fields changed and validated; renamed "<name>[k=v,...]" unless a
+        name is given, so results say what was customised."""
+        _check_field_names(changes)
+        if "name" not in changes and changes:
+            tweaks = ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+            changes["name"] = f"{self.name}[{tweaks}]"
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Fields as a plain dict, for result rows and sweeps."""
+        return dataclasses.asdict(self)
+
+
+_FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
+_BOOL_FIELDS = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush",
+                "merge_vmas_in_gather", "pcid", "pti", "invpcid", "lazy_tlb",
+                "flush_tlb_range_freed_tables", "flush_func_early_exit")
+
+
+def _check_field_names(changes: Dict[str, Any]) -> None:
+    """ConfigError if changes names a field Profile does not have."""
+    unknown = sorted(set(changes) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"profile field {unknown[0]!r} unknown; allowed fields: "
+                          f"{', '.join(_FIELDS)}", field=unknown[0], allowed=_FIELDS)
+
+
+def _validate(p: Profile) -> None:
+    """Check types, ranges and that the patch combination existed in some kernel."""
+    if not isinstance(p.name, str) or not p.name:
+        raise ConfigError(f"profile name must be a non-empty string, got {p.name!r}",
+                          field="name")
+    for field in _BOOL_FIELDS:
+        value = getattr(p, field)
+        if not isinstance(value, bool):
+            raise ConfigError(f"profile {p.name!r}: {field} must be True or False, "
+                              f"got {value!r}", field=field, allowed=(True, False))
+    if p.change_writable not in CHANGE_WRITABLE_MODES:
+        raise ConfigError(f"profile {p.name!r}: change_writable={p.change_writable!r} "
+                          f"unknown; allowed: {', '.join(CHANGE_WRITABLE_MODES)}",
+                          field="change_writable", allowed=CHANGE_WRITABLE_MODES)
+    if p.arch not in ARCHES:
+        raise ConfigError(f"profile {p.name!r}: arch={p.arch!r} unknown; allowed: "
+                          f"{', '.join(ARCHES)}", field="arch", allowed=ARCHES)
+    _check_int(p, "tlb_single_page_flush_ceiling", 0, 1 << 63)
+    _check_int(p, "nr_dyn_asids", 1, _MAX_DYN_ASIDS)
+    _check_combination(p)
+
+
+def _check_int(p: Profile, field: str, lo: int, hi: int) -> None:
+    """ConfigError unless the field is an int in [lo, hi]."""
+    value = getattr(p, field)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"profile {p.name!r}: {field} must be an integer in [{lo}, {hi}], "
+                          f"got {value!r}", field=field)
+
+
+def _check_combination(p: Profile) -> None:
+    """Reject switch combinations no kernel had: patches 2 and 3 record their flushes in
+    patch 1's mmu_gather, and the 6.0+ RW change was written on top of all three."""
+    if p.skip_unneeded_flush and not p.use_mmu_gather:
+        raise ConfigError(f"profile {p.name!r}: skip_unneeded_flush=True needs "
+                          f"use_mmu_gather=True (patch 2 builds on patch 1)",
+                          field="skip_unneeded_flush")
+    if p.huge_pmd_ad_no_flush and not p.use_mmu_gather:
+        raise ConfigError(f"profile {p.name!r}: huge_pmd_ad_no_flush=True needs "
+                          f"use_mmu_gather=True (patch 3 defers the flush to patch 1's "
+                          f"gather)", field="huge_pmd_ad_no_flush")
+    if p.change_writable != "none" and not (p.use_mmu_gather and p.skip_unneeded_flush
+                                            and p.huge_pmd_ad_no_flush):
+        raise ConfigError(f"profile {p.name!r}: change_writable={p.change_writable!r} "
+                          f"(6.0+) needs use_mmu_gather, skip_unneeded_flush and "
+                          f"huge_pmd_ad_no_flush all True", field="change_writable",
+                          allowed=("none",))
+
+
+_MMOTS = Profile(name="mmots")
+_PATCHED = Profile(name="patched", use_mmu_gather=True, skip_unneeded_flush=True,
+                   huge_pmd_ad_no_flush=True)
+_V60 = dataclasses.replace(_PATCHED, name="v6.0", change_writable="dirty",
+                           flush_func_early_exit=True)
+
+PROFILES: Dict[str, Profile] = {
+    # v5.17-rc6-mmots-2022-03-06-20-38, the cover letter's baseline: none of the patches.
+    "mmots": _MMOTS,
+    # 5.19: all three patches.
+    "patched": _PATCHED,
+    # Patch 1 alone: gather and merge flushes, but flush every present PTE as before.
+    "mmu_gather": Profile(name="mmu_gather", use_mmu_gather=True),
+    # Patch 2 needs patch 1, so this is patches 1+2.
+    "skip_flush": Profile(name="skip_flush", use_mmu_gather=True, skip_unneeded_flush=True),
+    # Patch 3 needs patch 1, so this is patches 1+3.
+    "huge_pmd_ad": Profile(name="huge_pmd_ad", use_mmu_gather=True,
+                           huge_pmd_ad_no_flush=True),
+    # 6.0: RW set by mprotect on dirty exclusive anon pages; flush_tlb_func early exit.
+    "v6.0": _V60,
+    # 6.2: RW set on clean exclusive anon pages too.
+    "v6.2": dataclasses.replace(_V60, name="v6.2", change_writable="exclusive"),
+}
+
+# Other names for built-ins, by kernel release.
+ALIASES: Dict[str, str] = {"v5.17": "mmots", "v5.19": "patched"}
+
+
+def get_profile(name_or_profile: Union[str, Profile] = "patched",
+                **overrides: Any) -> Profile:
+    """A built-in profile by name (or a given Profile), with fields overridden."""
+    if isinstance(name_or_profile, Profile):
+        base = name_or_profile
+    elif isinstance(name_or_profile, str):
+        key = ALIASES.get(name_or_profile, name_or_profile)
+        if key not in PROFILES:
+            allowed = tuple(PROFILES) + tuple(ALIASES)
+            raise ConfigError(f"profile {name_or_profile!r} unknown; allowed: "
+                              f"{', '.join(allowed)}", field="profile", allowed=allowed)
+        base = PROFILES[key]
+    else:
+        raise ConfigError(f"profile must be a name or a Profile, got "
+                          f"{type(name_or_profile).__name__}", field="profile",
+                          allowed=tuple(PROFILES))
+    return base.replace(**overrides) if overrides else base
