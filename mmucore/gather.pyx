@@ -41,8 +41,13 @@ cdef class Gather:
     def empty(self) -> bool:
         return not c_tlb_needs_flush(&self.g)
 
-    start = property(lambda self: self.g.start)
-    end = property(lambda self: self.g.end)
+    @property
+    def start(self) -> int:
+        return self.g.start
+
+    @property
+    def end(self) -> int:
+        return self.g.end
 
     @property
     def fullmm(self): return self.g.fullmm

@@ -10,9 +10,10 @@ Merge rule (is_mergeable_vma, is_mergeable_anon_vma, can_vma_merge_before/after)
 two adjacent VMAs merge when their vm_flags are equal apart from VM_SOFTDIRTY, neither
 is VM_SPECIAL, they map the same file (identity; None for private anonymous memory)
 at contiguous page offsets, have the same anon_vma_name, and their anon_vmas are
-compatible (equal, or at least one of them is None). Not modelled: mempolicy,
-userfaultfd contexts, vm_ops->close, and the anon_vma_chain singularity test that
-matters only after fork.
+compatible (equal, or at least one of them is None). The model's own `anon` and
+`shared` fields must match too (they follow from file and flags in the kernel). Not
+modelled: mempolicy, userfaultfd contexts, vm_ops->close, the anon_vma_chain
+singularity test that matters only after fork, and stack guard gaps.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class VMA:
 
     `pgoff` is in pages (for anonymous memory the kernel uses start >> PAGE_SHIFT, the
     default here); `file` and `anon_vma` are compared by identity; `page_prot` is the
-    vm_page_prot the mm layer computes (this module only copies it on split).
+    vm_page_prot the mm layer computes: copied on split, recomputed through
+    VMAList.page_prot_fn (if set) when flags change.
     """
 
     start: int
@@ -225,12 +227,15 @@ class VMAList:
 
     # -- container protocol --
     def __len__(self) -> int:
+        """Number of VMAs."""
         return len(self._vmas)
 
     def __iter__(self) -> Iterator[VMA]:
+        """VMAs in address order (over a snapshot, so callers may change the list)."""
         return iter(list(self._vmas))
 
     def __repr__(self) -> str:
+        """All VMAs, for debugging."""
         return f"VMAList({self._vmas!r})"
 
     @property
@@ -321,18 +326,19 @@ class VMAList:
         mmap should use insert_merging: Linux merges a new mapping with compatible
         neighbours, and check_invariants() flags neighbours left unmerged.
         """
-        if self.find_vma_intersection(vma.start, vma.end) is not None:
+        clash = self.find_vma_intersection(vma.start, vma.end)
+        if clash is not None:
             raise SyscallError(errno.EEXIST, f"[0x{vma.start:x}, 0x{vma.end:x}) overlaps "
-                                             f"{self.find_vma_intersection(vma.start, vma.end)!r}")
-        if len(self._vmas) >= self.max_map_count:
-            raise SyscallError(errno.ENOMEM, f"map_count {len(self._vmas)} reached "
-                                             f"max_map_count {self.max_map_count}")
+                                             f"{clash!r}")
         self._insert_at(bisect_left(self._starts, vma.start), vma)
         return vma
 
     def insert_merging(self, vma: VMA) -> VMA:
-        """Add a new mapping as mmap_region does: merge into a neighbour when the rules
-        allow (the returned VMA is then the neighbour), else link vma itself."""
+        """Add a new mapping as do_mmap/mmap_region do: ENOMEM above max_map_count, merge
+        into a neighbour when the rules allow (returning it), else link vma itself."""
+        if len(self._vmas) > self.max_map_count:
+            raise SyscallError(errno.ENOMEM, f"mmap: map_count {len(self._vmas)} exceeds "
+                                             f"max_map_count {self.max_map_count}")
         if self.find_vma_intersection(vma.start, vma.end) is not None:
             return self.insert(vma)                  # raises EEXIST with the details
         _, prev = self.find_vma_prev(vma.start)
@@ -546,7 +552,8 @@ class VMAList:
             raise SyscallError(errno.ENOMEM, f"mmap: length 0x{length:x} exceeds TASK_SIZE")
         if hint:
             addr = max(hint & ~(PAGE_SIZE - 1), self.mmap_min_addr)
-            if addr <= TASK_SIZE - length and self.find_vma_intersection(addr, addr + length) is None:
+            free = self.find_vma_intersection(addr, addr + length) is None
+            if addr <= TASK_SIZE - length and free:
                 return addr
         padded = length + align - PAGE_SIZE
         low = max(PAGE_SIZE, self.mmap_min_addr)

@@ -1,0 +1,251 @@
+"""The x86 page-fault path (arch/x86/mm/fault.c, mm/memory.c, mm/huge_memory.c) and the
+user-access loop that feeds it.
+
+Accesses run in C until one faults; the handler here decides the outcome against the
+*current* page table and VMA, exactly as Linux would: a stale, less permissive TLB
+entry gives a spurious fault (no flush), a write to an exclusive anonymous page reuses
+it (no flush), a write to the zero page or a shared page copies it (a real flush), and
+anything access_error() rejects is a SIGSEGV outcome, never an exception.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+import mmucore
+
+from .constants import PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ, VM_WRITE
+from .errors import PysimError
+from .tlbflush import flush_tlb_mm_range, return_to_user
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from .machine import CPU
+    from .mm import MM
+    from .vma import VMA
+
+P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
+OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
+                   "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
+                   "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious"}
+OUTCOME_COST = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_anon",
+                "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow_copy",
+                "spurious": "fault_spurious", "sigsegv": "fault_spurious",
+                "numa": "fault_spurious"}
+MAX_RETRIES = 4
+
+
+def validate_accesses(vas, kinds) -> tuple[np.ndarray, np.ndarray]:
+    """Check a user access batch before it reaches C (ValueError naming the problem)."""
+    vas = np.asarray(vas)
+    kinds = np.asarray(kinds)
+    if vas.ndim != 1 or kinds.ndim != 1:
+        raise ValueError("accesses: addresses and kinds must be 1-D arrays")
+    if vas.shape != kinds.shape:
+        raise ValueError(f"accesses: {vas.size} addresses but {kinds.size} kinds")
+    if vas.dtype != np.uint64:
+        if vas.size and (not np.issubdtype(vas.dtype, np.integer) or vas.min() < 0):
+            raise ValueError(f"accesses: addresses must be non-negative integers "
+                             f"(dtype {vas.dtype})")
+        vas = vas.astype(np.uint64)
+    if kinds.dtype != np.uint8:
+        if kinds.size and (not np.issubdtype(kinds.dtype, np.integer) or kinds.min() < 0):
+            raise ValueError(f"accesses: kinds must be 0, 1 or 2 (dtype {kinds.dtype})")
+        kinds = kinds.astype(np.uint8)
+    if kinds.size and kinds.max() > 2:
+        raise ValueError("accesses: kinds must be 0 (read), 1 (write) or 2 (fetch)")
+    if vas.size and vas.max() >= TASK_SIZE:
+        raise ValueError(f"accesses: address 0x{int(vas.max()):x} is beyond user space")
+    return np.ascontiguousarray(vas), np.ascontiguousarray(kinds)
+
+
+def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
+    """Run a batch of user accesses on cpu; returns how many completed (SIGSEGV'd accesses
+    are skipped, as if the signal handler moved on)."""
+    vas, kinds = validate_accesses(vas, kinds)
+    op = cpu.machine.current_op
+    tlb = cpu.tlb
+    kpcid, upcid = tlb.pcid, cpu.user_pcid
+    i, n, done = 0, vas.size, 0
+    last, retries = None, 0
+    tlb.pcid = upcid
+    try:
+        while i < n:
+            r = mmucore.access_stream(mm.pt, tlb, vas, kinds, start=i, user=True)
+            done += r.stopped_at - i
+            if not r.faults:
+                break
+            i = r.stopped_at
+            tlb.pcid = kpcid
+            outcome = handle_mm_fault(mm, cpu, r.fault_va, r.fault_kind, r.fault_class,
+                                      r.fault_from_tlb)
+            return_to_user(cpu)
+            tlb.pcid = upcid
+            op.faults.append((i, r.fault_va, r.fault_kind, outcome))
+            if outcome == "sigsegv":
+                i += 1
+                last, retries = None, 0
+                continue
+            retries = retries + 1 if last == i else 1
+            last = i
+            if retries > MAX_RETRIES:
+                raise PysimError(f"access {i} (0x{r.fault_va:x}) keeps faulting after "
+                                 f"{outcome}: the model's fault handling is inconsistent")
+    finally:
+        tlb.pcid = kpcid
+    return done
+
+
+def access_error(vma: "VMA", kind: int, present: bool) -> bool:
+    """access_error(): a write needs VM_WRITE; a read or fetch of a *present* page is an
+    error (x86 has no exec check here, so a stale-NX fetch is a SIGSEGV); a not-present
+    read needs an accessible VMA."""
+    if kind == mmucore.WRITE:
+        return not vma.flags & VM_WRITE
+    if present:
+        return True
+    return not vma.flags & (VM_READ | VM_WRITE | VM_EXEC)
+
+
+def handle_mm_fault(mm: "MM", cpu: "CPU", va: int, kind: int, fault_class: int,
+                    from_tlb: bool) -> str:
+    """do_user_addr_fault() -> handle_mm_fault(); returns the outcome name."""
+    m = cpu.machine
+    op = m.current_op
+    op.charge(cpu, "fault", m.cost("fault_base")
+              + (m.cost("pti_cr3_switch") if m.profile.pti else 0.0))
+    vma = mm.vmas.vma_lookup(va)
+    present = fault_class != mmucore.FAULT_NOT_PRESENT
+    if vma is None or fault_class == mmucore.FAULT_USER or access_error(vma, kind, present):
+        outcome = "sigsegv"
+    else:
+        outcome = _handle_pte_fault(mm, cpu, vma, va & ~(PAGE_SIZE - 1), kind)
+    op.count(cpu, OUTCOME_COUNTER[outcome])
+    op.charge(cpu, "fault", m.cost(OUTCOME_COST[outcome]))
+    return outcome
+
+
+def _thp_eligible(mm: "MM", vma: "VMA", va: int) -> bool:
+    haddr = va & ~(PMD_SIZE - 1)
+    return (bool(vma.flags & VM_HUGEPAGE) and vma.anon and not vma.shared
+            and haddr >= vma.start and haddr + PMD_SIZE <= vma.end
+            and mm.pt.upper_entries(va)[2] == 0)
+
+
+def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> str:
+    m = cpu.machine
+    pt = mm.pt
+    entry, shift = pt.get(va)
+    write = kind == mmucore.WRITE
+    if shift == 21:
+        haddr = va & ~(PMD_SIZE - 1)
+        if write and not entry & RW:
+            pt.set_pmd(haddr, entry | RW | D | A)        # do_huge_pmd_wp_page: reuse
+            return "wp_reuse"
+        pt.set_pmd(haddr, entry | A | (D if write else 0))
+        return "spurious"
+    if entry & P:
+        if not write:
+            pt.set_pte(va, entry | A)
+            return "spurious"
+        if entry & RW:
+            # the PTE already allows it: a stale TLB entry faulted; the #PF dropped it
+            pt.set_pte(va, entry | A | D)
+            return "spurious"
+        return do_wp_page(mm, cpu, vma, va, entry)
+    if mmucore.pte_present(entry):
+        # PROT_NONE entry in an accessible VMA (a NUMA hinting fault): restore it
+        pt.set_pte(va, mmucore.pte_modify(entry, vma.page_prot))
+        return "numa"
+    if _thp_eligible(mm, vma, va):
+        pfn = m.alloc_pfns(512, align=512)
+        prot = vma.page_prot | D | (RW if vma.flags & VM_WRITE else 0)
+        pt.set_pmd(va & ~(PMD_SIZE - 1), mmucore.mk_pte(pfn, prot))
+        return "thp"
+    if vma.anon and not vma.shared:
+        if not write:
+            pt.set_pte(va, mmucore.mk_pte(m.zero_pfn, vma.page_prot | mmucore.PTE_SPECIAL))
+            return "zero_page"
+        pt.set_pte(va, mmucore.mk_pte(m.alloc_pfns(1), vma.page_prot | RW | D))
+        return "anon"
+    # shared anonymous or file-backed: the page is shared, its PTE takes vm_page_prot
+    pfn = m.alloc_pfns(1)
+    if write and not vma.shared:
+        pt.set_pte(va, mmucore.mk_pte(pfn, vma.page_prot | RW | D))   # do_cow_fault
+        return "anon"
+    pt.set_pte(va, mmucore.mk_pte(pfn, vma.page_prot | (D if write else 0)))
+    return "file"
+
+
+def do_wp_page(mm: "MM", cpu: "CPU", vma: "VMA", va: int, entry: int) -> str:
+    """Write to a present read-only PTE in a writable VMA: reuse an exclusive anonymous
+    page (no flush), else copy it and flush the old translation everywhere."""
+    pfn = mmucore.pte_pfn(entry)
+    if vma.shared:
+        mm.pt.set_pte(va, entry | RW | D | A)            # shared: writable in place
+        return "wp_reuse"
+    if vma.anon and pfn != cpu.machine.zero_pfn:
+        mm.pt.set_pte(va, entry | RW | D | A)            # wp_page_reuse: no flush
+        return "wp_reuse"
+    return wp_page_copy(mm, cpu, vma, va)
+
+
+def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
+    """Copy-on-write: ptep_clear_flush() (a real shootdown), then the new private page."""
+    new = mmucore.mk_pte(cpu.machine.alloc_pfns(1), vma.page_prot | RW | D | A)
+    mm.pt.set_pte(va, 0)
+    flush_tlb_mm_range(cpu, mm, va, va + PAGE_SIZE, 12, False)
+    mm.pt.set_pte(va, new)
+    return "cow"
+
+
+def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
+    """GUP-style fault-in of [start, end): THPs where eligible, then the empty 4K entries
+    in C, then (for writes) the read-only present entries through do_wp_page."""
+    m = cpu.machine
+    op = m.current_op
+    pt = mm.pt
+    for vma in mm.vmas.vmas_in(start, end):
+        s, e = max(vma.start, start), min(vma.end, end)
+        counts = {"thp": 0, "anon": 0, "zero_page": 0, "file": 0}
+        if vma.flags & VM_HUGEPAGE and vma.anon and not vma.shared:
+            h = -(-s // PMD_SIZE) * PMD_SIZE
+            prot = vma.page_prot | D | (RW if vma.flags & VM_WRITE else 0)
+            while h + PMD_SIZE <= e:
+                if pt.upper_entries(h)[2] == 0:
+                    pt.set_pmd(h, mmucore.mk_pte(m.alloc_pfns(512, align=512), prot))
+                    counts["thp"] += 1
+                h += PMD_SIZE
+        npages = (e - s) // PAGE_SIZE
+        anon_private = vma.anon and not vma.shared
+        if anon_private and not write:
+            n = pt.populate(s, npages, vma.page_prot | mmucore.PTE_SPECIAL, m.zero_pfn,
+                            same_pfn=True)
+            counts["zero_page"] += n
+        else:
+            prot = vma.page_prot | (RW | D if write and vma.flags & VM_WRITE else 0)
+            pfn = m.next_pfn
+            n = pt.populate(s, npages, prot, pfn)
+            m.next_pfn = pfn + n
+            counts["anon" if anon_private or write else "file"] += n
+        for outcome, k in counts.items():
+            if k:
+                op.count(cpu, OUTCOME_COUNTER[outcome], k)
+                op.charge(cpu, "fault", k * (m.cost("fault_base") + m.cost(OUTCOME_COST[outcome])))
+        if write and vma.flags & VM_WRITE:
+            _upgrade_readonly(mm, cpu, vma, s, e)
+
+
+def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,
+                      chunk: int = 1 << 18) -> None:
+    """Write-fault every present read-only 4K entry of [s, e) (FOLL_WRITE semantics)."""
+    op = cpu.machine.current_op
+    for base in range(s, e, chunk * PAGE_SIZE):
+        n = min(chunk, (e - base) // PAGE_SIZE)
+        entries = mm.pt.read_range(base, n)
+        ro = np.nonzero((entries & np.uint64(P)) != 0)[0]
+        ro = ro[(entries[ro] & np.uint64(RW | mmucore.PTE_PSE)) == 0]
+        for i in ro:
+            outcome = handle_mm_fault(mm, cpu, base + int(i) * PAGE_SIZE, mmucore.WRITE,
+                                      mmucore.FAULT_WRITE, False)
+            op.faults.append((-1, base + int(i) * PAGE_SIZE, mmucore.WRITE, outcome))

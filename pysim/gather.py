@@ -1,0 +1,116 @@
+"""The mmu_gather API (include/asm-generic/tlb.h, mm/mmu_gather.c) for kernel paths.
+
+A batch records what a path invalidated (range, levels, freed tables) and flushes it
+once, at tlb_finish_mmu(), or at every tlb_end_vma() on architectures that do not merge
+VMAs.  The built-in paths use exactly this API, so a user can write a new one:
+
+    with tlb_gather_mmu(cpu, mm) as tlb:
+        tlb_start_vma(tlb, vma)
+        ... change entries, tlb_flush_pte_range(tlb, addr, PAGE_SIZE) ...
+        tlb_end_vma(tlb, vma)
+    # tlb_finish_mmu() ran on exit: one flush_tlb_mm_range() if anything was recorded
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import mmucore
+
+from .constants import TLB_FLUSH_ALL
+from .tlbflush import FlushInfo, flush_tlb_mm_range
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from .machine import CPU
+    from .mm import MM
+    from .vma import VMA
+
+
+class MMUGather:
+    """struct mmu_gather: the core's range/level state plus the mm and the CPU flushing."""
+
+    def __init__(self, cpu: "CPU", mm: "MM", fullmm: bool = False):
+        self.cpu = cpu
+        self.mm = mm
+        self.state = mmucore.Gather(fullmm)
+        self.flushes: list[FlushInfo] = []
+        self.finished = False
+
+    # context-manager form of tlb_gather_mmu ... tlb_finish_mmu
+    def __enter__(self) -> "MMUGather":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.finished:
+            tlb_finish_mmu(self)
+
+    def __repr__(self) -> str:
+        return f"MMUGather({self.state!r}, {len(self.flushes)} flushes)"
+
+
+def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
+    """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
+    mm.tlb_flush_pending += 1
+    return MMUGather(cpu, mm, fullmm)
+
+
+def tlb_start_vma(tlb: MMUGather, vma: "VMA") -> None:
+    """Nothing to do on x86 (flush_cache_range is a no-op)."""
+
+
+def tlb_end_vma(tlb: MMUGather, vma: "VMA") -> None:
+    """Flush now unless the architecture merges VMAs in one gather (x86 does)."""
+    if tlb.state.fullmm:
+        return
+    if not tlb.cpu.machine.profile.merge_vmas_in_gather:
+        tlb_flush_mmu_tlbonly(tlb)
+
+
+def tlb_flush_pte_range(tlb: MMUGather, addr: int, size: int) -> None:
+    tlb.state.flush_pte_range(addr, size)
+
+
+def tlb_flush_pmd_range(tlb: MMUGather, addr: int, size: int) -> None:
+    tlb.state.flush_pmd_range(addr, size)
+
+
+def tlb_flush_pud_range(tlb: MMUGather, addr: int, size: int) -> None:
+    tlb.state.flush_pud_range(addr, size)
+
+
+def tlb_flush(tlb: MMUGather) -> Optional[FlushInfo]:
+    """x86 tlb_flush(): one flush_tlb_mm_range over the recorded range and stride."""
+    g = tlb.state
+    if g.fullmm or g.need_flush_all:
+        start, end = 0, TLB_FLUSH_ALL
+    else:
+        start, end = g.start, g.end
+    f = flush_tlb_mm_range(tlb.cpu, tlb.mm, start, end, g.stride_shift, g.freed_tables)
+    tlb.flushes.append(f)
+    return f
+
+
+def tlb_flush_mmu_tlbonly(tlb: MMUGather) -> None:
+    """Flush what was recorded (if anything) and reset the range."""
+    if not tlb.state.needs_flush:
+        return
+    tlb_flush(tlb)
+    tlb.state.reset_range()
+
+
+def tlb_flush_mmu(tlb: MMUGather) -> None:
+    """tlb_flush_mmu(): flush, then free batched pages/tables (nothing to free here)."""
+    tlb_flush_mmu_tlbonly(tlb)
+
+
+def tlb_finish_mmu(tlb: MMUGather) -> None:
+    """End the batch: nested batchers on the mm force a full flush that also reaches
+    lazy CPUs; then the final flush and tlb_flush_pending--."""
+    if tlb.finished:
+        raise RuntimeError("tlb_finish_mmu called twice on one gather")
+    if tlb.mm.tlb_flush_pending > 1:
+        tlb.state.fullmm = True
+        tlb.state.reset_range()
+        tlb.state.freed_tables = True
+    tlb_flush_mmu(tlb)
+    tlb.mm.tlb_flush_pending -= 1
+    tlb.finished = True

@@ -1,0 +1,161 @@
+"""mprotect (mm/mprotect.c) before and after "mm/mprotect: avoid unnecessary TLB flushes".
+
+Before (5.17, profile "mmots"): every VMA portion flushes its whole range if it holds a
+present entry, changed or not, and each THP change flushes at once in pmdp_invalidate().
+After (5.19, "patched"): one mmu_gather per syscall; patch 1 records every present entry,
+patch 2 only those pte_needs_flush() flags, patch 3 drops the immediate THP flush; x86
+flushes once at tlb_finish_mmu() over [lowest, highest) across all VMAs.
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Optional
+
+import mmucore
+
+from .constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP,
+                        PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE, VM_ACCESS_FLAGS, VM_SHARED,
+                        VM_WRITE)
+from .errors import SyscallError
+from .gather import (MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu, tlb_start_vma)
+from .tlbflush import flush_tlb_range
+from .vma import mprotect_newflags
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from .machine import CPU
+    from .mm import MM
+    from .vma import VMA
+
+_PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+
+
+def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
+    """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits)."""
+    prof = cpu.machine.profile
+    mode = 0
+    if gathering:
+        mode |= mmucore.CP_RECORD_NEEDED if prof.skip_unneeded_flush else mmucore.CP_RECORD_ALL
+    if prof.change_writable != "none" and vma.flags & VM_WRITE and not vma.flags & VM_SHARED \
+            and vma.anon:
+        mode |= mmucore.CP_TRY_WRITABLE
+        if prof.change_writable == "dirty":
+            mode |= mmucore.CP_WRITABLE_NEEDS_DIRTY
+    return mode
+
+
+def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
+                      newprot: int, tlb: Optional[MMUGather], extra_mode: int = 0) -> int:
+    """change_protection() over [start, end) of vma; returns the kernel's `pages`.
+
+    With tlb (patched) entries are recorded in the gather; without it (mmots) the
+    portion flushes itself.  Split and (unless patch 3) THP changes flush at once.
+    """
+    m = cpu.machine
+    op = m.current_op
+    npages = (end - start) // PAGE_SIZE
+    mode = change_mode(cpu, vma, tlb is not None) | extra_mode
+    if tlb is not None:
+        tlb_start_vma(tlb, vma)
+    pages, changed, flagged, thps, splits = mm.pt.change_range(
+        start, npages, newprot, mode, tlb.state if tlb is not None else None, m.zero_pfn)
+    op.charge(cpu, "pte", m.cost("per_vma") + pages * m.cost("per_pte"))
+    for addr in splits:
+        # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
+        flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
+    immediate_thp_flush = tlb is None or not m.profile.huge_pmd_ad_no_flush
+    if immediate_thp_flush:
+        for addr in thps:
+            flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
+    if tlb is None:
+        if pages:
+            flush_tlb_range(cpu, mm, start, end)
+    else:
+        tlb_end_vma(tlb, vma)
+    return pages
+
+
+def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
+                     pkey: int = -1) -> int:
+    """sys_mprotect / sys_pkey_mprotect; returns 0 or raises SyscallError (EINVAL, ENOMEM,
+    EACCES) after keeping whatever it changed before the error, as the kernel does."""
+    m = cpu.machine
+    op = m.current_op
+    if not isinstance(start, int) or not isinstance(length, int) or not isinstance(prot, int):
+        raise SyscallError(errno.EINVAL, "mprotect: start, length and prot must be integers")
+    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+    if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+        raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN and PROT_GROWSUP together")
+    if start % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL, f"mprotect: start 0x{start:x} is not page aligned")
+    if start < 0 or length < 0:
+        raise SyscallError(errno.EINVAL if start < 0 else errno.ENOMEM,
+                           f"mprotect: negative {'start' if start < 0 else 'length'}")
+    if length == 0:
+        return 0
+    length = -(-length // PAGE_SIZE) * PAGE_SIZE
+    end = start + length
+    if prot & ~_PROT_KNOWN:
+        raise SyscallError(errno.EINVAL, f"mprotect: unknown prot bits 0x{prot & ~_PROT_KNOWN:x}")
+    if end > TASK_SIZE:
+        raise SyscallError(errno.ENOMEM, f"mprotect: [0x{start:x}, 0x{end:x}) is beyond "
+                                         f"the user address space")
+    if grows:
+        raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
+                                         "(not modelled)")
+    op.charge(cpu, "pte", m.cost("mprotect_base"))
+    vma = mm.vmas.find_vma(start)
+    if vma is None or vma.start > start:
+        raise SyscallError(errno.ENOMEM, f"mprotect: 0x{start:x} is not mapped")
+    prev = vma if start > vma.start else mm.vmas.find_vma_prev(start)[1]
+    tlb = tlb_gather_mmu(cpu, mm) if m.profile.use_mmu_gather else None
+    error: Optional[SyscallError] = None
+    nstart = start
+    try:
+        while True:
+            newflags = mprotect_newflags(vma.flags, prot, pkey)
+            # VM_MAY* are VM_* << 4: asking for a permission the mapping may never have
+            if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
+                error = SyscallError(errno.EACCES,
+                                     f"mprotect: {vma!r} may not get prot 0x{prot:x}")
+                break
+            tmp = min(vma.end, end)
+            prev = mprotect_fixup(mm, cpu, tlb, vma, prev, nstart, tmp, newflags)
+            nstart = tmp
+            if nstart < prev.end:
+                nstart = prev.end
+            if nstart >= end:
+                break
+            vma = mm.vmas.find_vma(nstart)
+            if vma is None or vma.start != nstart:
+                error = SyscallError(errno.ENOMEM,
+                                     f"mprotect: range [0x{start:x}, 0x{end:x}) has a hole "
+                                     f"at 0x{nstart:x}")
+                break
+    finally:
+        if tlb is not None:
+            tlb_finish_mmu(tlb)
+    if error is not None:
+        raise error
+    return 0
+
+
+def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
+                   prev: Optional["VMA"], start: int, end: int, newflags: int) -> "VMA":
+    """mprotect_fixup(): merge or split (metadata only), then change_protection when the
+    flags really changed.  Returns the VMA now covering [start, end)."""
+    m = cpu.machine
+    op = m.current_op
+    if newflags == vma.flags:
+        return vma
+    count0 = mm.vmas.map_count
+    vma = mm.vmas.mprotect_fixup(vma, prev, start, end, newflags)
+    delta = mm.vmas.map_count - count0
+    if delta > 0:
+        op.count(cpu, "vma_split", delta)
+        op.charge(cpu, "vma", delta * m.cost("vma_split"))
+    elif delta < 0:
+        op.count(cpu, "vma_merge", -delta)
+        op.charge(cpu, "vma", -delta * m.cost("vma_merge"))
+    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb)
+    return vma
