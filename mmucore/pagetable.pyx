@@ -51,15 +51,21 @@ cdef enum:
 cdef uint64_t PMD_MASK_C = ~(<uint64_t>DEF_PMD_SIZE - 1)
 
 
+KERNEL_BASE = 0xFFFF800000000000     # the canonical upper half: kernel mappings
+
+
 def _check_range(uint64_t va, npages, uint64_t align=4096, str what="range"):
-    """Validate [va, va + npages pages) before it reaches C: aligned, inside 47 bits."""
+    """Validate [va, va + npages pages) before it reaches C: aligned, inside the 47-bit
+    user half or the canonical kernel half (never across the non-canonical hole)."""
     if npages < 0:
         raise ValueError(f"{what}: negative page count {npages}")
-    if va >= VA_LIMIT:
-        raise ValueError(f"{what}: address 0x{va:x} is beyond the 47-bit user address space")
+    limit = VA_LIMIT if va < VA_LIMIT else (1 << 64)
+    if VA_LIMIT <= va < KERNEL_BASE:
+        raise ValueError(f"{what}: address 0x{va:x} is beyond the 47-bit user address space"
+                         f" (and not a canonical kernel address)")
     if va % align:
         raise ValueError(f"{what}: address 0x{va:x} is not aligned to 0x{align:x}")
-    if va + npages * 4096 > VA_LIMIT:
+    if va + npages * 4096 > limit:
         raise ValueError(f"{what}: [0x{va:x}, +{npages} pages) runs past the 47-bit limit")
     if (npages * 4096) % align:
         raise ValueError(f"{what}: {npages} pages is not a multiple of 0x{align:x} bytes")

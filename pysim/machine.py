@@ -103,6 +103,63 @@ class Op:
         return res
 
 
+class KernelFootprint:
+    """The kernel memory a syscall touches, run through the TLB model in kernel mode.
+
+    Kernel text and the direct map use 2 MiB pages, the kernel stack 4K pages; all are
+    global unless PTI is on (PTI keeps kernel mappings out of the user PCID and drops
+    _PAGE_GLOBAL).  The page counts are workload structure, not costs: each access is a
+    TLB event like any other, so flushes and lost PSC entries show up as walks.
+    """
+
+    TEXT = 0xFFFFFFFF81000000        # __START_KERNEL_map + 16 MiB
+    DIRECT = 0xFFFF888100000000      # direct map (slab objects, page tables, mm, VMAs)
+    STACK = 0xFFFFC90000000000       # vmalloc'd kernel stacks
+
+    def __init__(self, machine: "Machine", text_pages: int = 3, data_pages: int = 4,
+                 stack_pages: int = 2):
+        for name, v in (("text_pages", text_pages), ("data_pages", data_pages),
+                        ("stack_pages", stack_pages)):
+            if not isinstance(v, int) or not 0 <= v <= 512:
+                raise ConfigError(f"kernel_footprint {name} must be 0..512, got {v!r}",
+                                  field=f"kernel_footprint.{name}")
+        self.machine = machine
+        self.text, self.data, self.stack = text_pages, data_pages, stack_pages
+        self.text_pfn = machine.alloc_pfns(512 * max(1, text_pages), align=512)
+        self.data_pfn = machine.alloc_pfns(512 * max(1, data_pages), align=512)
+        self.stack_pfn = machine.alloc_pfns(max(1, stack_pages))
+        vas, kinds = [], []
+        for i in range(text_pages):
+            vas.append(self.TEXT + i * (1 << 21) + 0x40 * i)
+            kinds.append(mmucore.FETCH)
+        for i in range(data_pages):
+            vas.append(self.DIRECT + i * (1 << 21) + 0x1000 * i)
+            kinds.append(mmucore.WRITE if i % 2 else mmucore.READ)
+        for i in range(stack_pages):
+            vas.append(self.STACK + i * 4096)
+            kinds.append(mmucore.WRITE)
+        self.vas = np.array(vas, dtype=np.uint64)
+        self.kinds = np.array(kinds, dtype=np.uint8)
+
+    def map_into(self, pt: "mmucore.PageTable") -> None:
+        """Map the footprint into an mm's page table (the shared kernel half)."""
+        g = 0 if self.machine.profile.pti else mmucore.PTE_G
+        rw_nx = mmucore.PTE_RW | mmucore.PTE_A | mmucore.PTE_D | mmucore.PTE_NX | g
+        if self.text:
+            pt.map(self.TEXT, 512 * self.text, mmucore.PTE_A | g, pfn=self.text_pfn, huge=True)
+        if self.data:
+            pt.map(self.DIRECT, 512 * self.data, rw_nx, pfn=self.data_pfn, huge=True)
+        if self.stack:
+            pt.map(self.STACK, self.stack, rw_nx, pfn=self.stack_pfn)
+
+    def touch(self, cpu: "CPU", mm: "MM") -> None:
+        """The syscall's kernel-mode accesses on cpu (kernel PCID)."""
+        if self.vas.size:
+            r = mmucore.access_stream(mm.pt, cpu.tlb, self.vas, self.kinds, user=False)
+            if r.faults:
+                raise PysimError(f"kernel footprint access 0x{r.fault_va:x} faulted")
+
+
 class CPU:
     """One CPU: its TLB, loaded mm and ASID, lazy flag, ASID slots and counters."""
 
@@ -143,7 +200,8 @@ class Machine:
     """CPUs, processes, a frame allocator, the kernel profile and the hardware preset."""
 
     def __init__(self, cpus: int = 1, preset: Any = "skylake", profile: Any = "patched",
-                 checker: Any = True, seed: int = 0, **profile_overrides: Any):
+                 checker: Any = True, seed: int = 0, kernel_footprint: Any = False,
+                 **profile_overrides: Any):
         if not isinstance(cpus, int) or not 1 <= cpus <= 4096:
             raise ConfigError(f"cpus must be an integer 1..4096, got {cpus!r}", field="cpus")
         self.preset: Preset = get_preset(preset)
@@ -159,6 +217,10 @@ class Machine:
         self.checker = Checker(self, checker)
         self.history: List[OpResult] = []
         self.keep_history = False
+        if kernel_footprint is True:
+            kernel_footprint = {}
+        self.kernel = (KernelFootprint(self, **kernel_footprint)
+                       if isinstance(kernel_footprint, dict) else None)
 
     # -------------------------------------------------------------- resources
     def cost(self, key: str) -> float:
@@ -317,6 +379,8 @@ class Thread:
                   + (m.cost("pti_cr3_switch") if m.profile.pti else 0.0))
         self.cpu.running_user = False
         try:
+            if m.kernel is not None:
+                m.kernel.touch(self.cpu, self.mm)
             value = fn(self.cpu, *args, **kw)
         except BaseException:
             m.abort(op)

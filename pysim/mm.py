@@ -67,6 +67,8 @@ class MM:
             kw["mmap_base"] = mmap_base
         self.vmas = VMAList(**kw)
         self.pt = mmucore.PageTable()
+        if machine.kernel is not None:
+            machine.kernel.map_into(self.pt)
         self.tlb_gen = 0
         self.cpumask: set[int] = set()
         self.tlb_flush_pending = 0
