@@ -85,7 +85,7 @@ def simulate(preset: Preset, cells: Sequence[Cell], iterations: int = 12,
     return out
 
 
-def fit(base: Any = "kvm-2022", free: Sequence[str] = FREE, iterations: int = 12,
+def fit(base: Any = "kvm-2022-start", free: Sequence[str] = FREE, iterations: int = 12,
         training: Sequence[Cell] = TRAINING) -> Fit:
     """Least-squares fit of `free` (at most five costs) on the training cells."""
     from scipy.optimize import least_squares

@@ -131,6 +131,13 @@ def test_every_preset_value_has_a_source(name):
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_derived_values_agree_with_their_arithmetic(name):
+    if name == "kvm-2022":
+        # calibrated: the fitted values replace the starting arithmetic, sources say so
+        from pysim.presets import KVM_2022_FIT
+        p = PRESETS[name]
+        for key, value in KVM_2022_FIT.items():
+            assert p.cost(key) == value and p.sources[key].startswith("fitted")
+        name = "kvm-2022-start"
     p = PRESETS[name]
     assert p.cost("walk_base") + p.cost("walk_ref") == 45                 # warm-PSC walk
     assert p.cost("flush_per_page") + p.cost("invlpg") == 250             # per flushed page
@@ -141,7 +148,7 @@ def test_derived_values_agree_with_their_arithmetic(name):
     assert 2000 <= anon_fault <= 3200
     one_remote = sum(p.cost(k) for k in ("ipi_send", "ipi_deliver", "ipi_handler",
                                          "invlpg", "ipi_ack"))
-    if name == "kvm-2022":
+    if name == "kvm-2022-start":
         assert one_remote == 5100
         assert p.cost("flush_base") + p.cost("flush_per_page") + p.cost("invlpg") == 3952 - 2724
     else:
