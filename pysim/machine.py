@@ -70,7 +70,7 @@ class Op:
     def count(self, cpu: "CPU", name: str, n: int = 1) -> None:
         self.counts[cpu.id][name] += n
 
-    def charge(self, cpu: "CPU", category: str, cycles: float, remote: bool = False) -> None:
+    def charge(self, cpu: "CPU", category: str, cycles: float) -> None:
         """Kernel-path cycles spent by cpu (hardware cycles come from its TLB)."""
         if cycles:
             self.kernel[cpu.id][category] += cycles
@@ -415,7 +415,6 @@ class Thread:
         except BaseException:
             m.abort(op)
             raise
-        self.cpu.running_user = self.cpu.running_user
         return m.end(op, n)
 
     def _one(self, va: int, kind: int) -> OpResult:

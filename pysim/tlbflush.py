@@ -208,7 +208,7 @@ def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift:
             if c.running_user:
                 return_to_user(c)            # the busy thread goes back to user space
             work += c.tlb.cycles.sum() - hw
-            op.charge(c, "ipi_handler", work - (c.tlb.cycles.sum() - hw), remote=True)
+            op.charge(c, "ipi_handler", work - (c.tlb.cycles.sum() - hw))
             rtt = max(rtt, m.cost("ipi_deliver") + work + m.cost("ipi_ack"))
         send = m.cost("ipi_send") + m.cost("ipi_extra_target") * (len(remote) - 1)
         op.charge(cpu, "ipi", send + max(0.0, rtt - local_cycles))
