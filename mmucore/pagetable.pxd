@@ -42,5 +42,11 @@ cdef class PageTable:
 
 
 cdef inline uint64_t* pt_table(PageTable pt, uint64_t entry) noexcept nogil:
-    """The table a non-leaf entry points to (its PFN field holds a table id)."""
-    return pt.tables[(entry & MMU_PFN_MASK) >> 12]
+    """The table a non-leaf entry points to (its PFN field holds a table id).  An id
+    beyond the pool (a stale PSC entry walking into a freed and reused table, whose
+    entries are leaves) reads the reserved, always-empty table 0: memory-safe, and the
+    walk then sees not-present entries."""
+    cdef uint64_t tid = (entry & MMU_PFN_MASK) >> 12
+    if tid >= pt.ntables:
+        tid = 0
+    return pt.tables[tid]

@@ -287,6 +287,10 @@ cdef class PageTable:
         page).  Present entries, including those under huge PMDs, are left alone.
         """
         _check_range(va, npages, 4096, "populate")
+        if flags & MMU_PFN_MASK:
+            raise ValueError(f"populate: flags 0x{flags:x} overlap the PFN field")
+        if not flags & (MMU_P | MMU_PROTNONE):
+            raise ValueError(f"populate: flags 0x{flags:x} make no present entry")
         cdef uint64_t first = self.next_pfn if pfn is None else pfn
         n = self._fill(va, npages, flags, first, False, True, same_pfn)
         if pfn is None and not same_pfn:
@@ -508,6 +512,7 @@ cdef class PageTable:
             if base_a >= fs and base_a + (<uint64_t>1 << 39) <= fe and _table_empty(pud_t):
                 self.free_table((top[a] & MMU_PFN_MASK) >> 12, 2)
                 top[a] = 0
+                c_tlb_adjust_range(g, base_a, 4096)
                 g.cleared_p4ds = True
                 freed = True
         if freed:
@@ -515,8 +520,9 @@ cdef class PageTable:
         return 0
 
     def clear_young_dirty(self, uint64_t va, npages, Gather gather, bint clear_dirty=False):
-        """MADV_COLD (A) / MADV_FREE (A and D): clear the bits of present entries and record
-        each entry changed with tlb_remove_tlb_entry.  Returns (changed 4K, changed huge)."""
+        """MADV_COLD (A) / MADV_FREE (A and D): clear the bits of present entries with a
+        normal page and record each entry changed with tlb_remove_tlb_entry.  A huge PMD the
+        range only cuts is split first.  Returns (changed 4K, changed huge, split addresses)."""
         _check_range(va, npages, 4096, "clear_young_dirty")
         if gather is None:
             raise ValueError("clear_young_dirty: a Gather is required")
@@ -524,6 +530,7 @@ cdef class PageTable:
         cdef uint64_t addr = va, end = va + npages * 4096, nxt, i, i0, i1, n = 0, nh = 0
         cdef uint64_t* pmd
         cdef uint64_t* t
+        split_addrs = []
         while addr < end:
             nxt = next_boundary(addr, DEF_PMD_SIZE, end)
             pmd = self.pmd_slot(addr, False)
@@ -531,22 +538,26 @@ cdef class PageTable:
                 addr = nxt
                 continue
             if pmd[0] & MMU_PSE:
-                if pmd[0] & bits:
-                    pmd[0] &= ~bits
-                    c_tlb_flush_pmd_range(&gather.g, addr & PMD_MASK_C, DEF_PMD_SIZE)
-                    nh += 1
-                addr = nxt
-                continue
+                if (addr & (DEF_PMD_SIZE - 1)) == 0 and nxt - addr == DEF_PMD_SIZE:
+                    if pmd[0] & bits:
+                        pmd[0] &= ~bits
+                        c_tlb_flush_pmd_range(&gather.g, addr, DEF_PMD_SIZE)
+                        nh += 1
+                    addr = nxt
+                    continue
+                split_addrs.append(addr & PMD_MASK_C)    # the kernel splits a cut THP
+                self._split(pmd)
             t = pt_table(self, pmd[0])
             i0 = idx(addr, 12)
             i1 = i0 + ((nxt - addr) >> 12)
             for i in range(i0, i1):
-                if (t[i] & MMU_P) and (t[i] & bits):
+                # entries without a normal page (the zero page: SPECIAL) are skipped
+                if (t[i] & MMU_P) and (t[i] & bits) and not (t[i] & MMU_SPECIAL):
                     t[i] &= ~bits
                     c_tlb_flush_pte_range(&gather.g, (addr & PMD_MASK_C) + (i << 12), 4096)
                     n += 1
             addr = nxt
-        return (n, nh)
+        return (n, nh, split_addrs)
 
 
 cdef bint _table_empty(uint64_t* t) noexcept nogil:
@@ -580,7 +591,8 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
     cdef uint64_t i, i0 = idx(addr, 12), i1 = i0 + ((end - addr) >> 12)
     cdef uint64_t base = addr & PMD_MASK_C
     cdef uint64_t old, new
-    cdef uint64_t pages = 0, changed = 0, flagged = 0
+    cdef uint64_t pages = 0, changed = 0, flagged = 0, lo = 0, hi = 0
+    cdef bint need
     cdef bint record_all = (mode & K_RECORD_ALL) != 0
     cdef bint record_needed = (mode & K_RECORD_NEEDED) != 0
     cdef bint extras = (mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE)) != 0
@@ -595,9 +607,24 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
         if new != old:
             t[i] = new
             changed += 1
-        if record_all or (record_needed and c_pte_needs_flush(old, new)):
-            c_tlb_flush_pte_range(g, base + (i << 12), 4096)
+        if record_all:
+            need = True
+        elif record_needed:
+            # pte_modify() and the extras keep the frame, so pte_needs_flush() reduces to
+            # its flag test: P was set, and D/P cleared or a change-class flag changed
+            need = (old & MMU_P) != 0 and (((old & ~new) & (MMU_D | MMU_P))
+                                           | ((old ^ new) & MMU_FLUSH_ON_CHANGE
+                                              & ~MMU_PFN_MASK)) != 0
+        else:
+            need = False
+        if need:
+            if flagged == 0:
+                lo = i
+            hi = i
             flagged += 1
+    if flagged:
+        # the union the per-entry __tlb_adjust_range() calls would build
+        c_tlb_flush_pte_range(g, base + (lo << 12), (hi - lo + 1) << 12)
     st.pages += pages
     st.changed += changed
     st.flagged += flagged

@@ -450,7 +450,7 @@ cdef class TLB:
                 "psc_pdpt": self.psc[1].nvalid, "psc_pde": self.psc[2].nvalid}
 
     def check(self, PageTable pt, pcid=None):
-        """Safety check: TLB entries of pcid (and global ones) that grant more than pt now
+        """Safety check: TLB entries of pcid, and global ones, that grant more than pt now
         does.  Returns a list of (va, huge, cached_entry, pte, reason)."""
         cdef uint64_t p = self._pcid_arg(pcid)
         out = []
@@ -461,9 +461,9 @@ cdef class TLB:
             a = &self.l1_4k if which == 0 else (&self.l1_2m if which == 1 else &self.stlb)
             for i in range(<uint64_t>a.sets * <uint64_t>a.ways):
                 t = a.tag[i]
-                if not (t & T_VALID) or (t & T_GLOBAL):
+                if not (t & T_VALID):
                     continue
-                if ((t >> 3) & 0xFFF) != p:
+                if not (t & T_GLOBAL) and ((t >> 3) & 0xFFF) != p:
                     continue
                 data = a.data[i]
                 if t & T_HUGE:
@@ -613,7 +613,7 @@ cdef inline int permission(uint64_t e, int kind, bint user) noexcept nogil:
 
 cdef inline int raise_pf(TLB t, uint64_t va, int cls, bint from_tlb) noexcept nogil:
     """#PF: drop va's TLB and PSC entries for the current PCID, count, return the class."""
-    drop_va(t, va, t.pcid, False)
+    drop_va(t, va, t.pcid, True)
     drop_psc_va(t, va, t.pcid)
     t.counters[C_FAULTS] += 1
     t.counters[C_FAULTS + cls] += 1

@@ -19,4 +19,6 @@ from .presets import PRESETS, Preset, get_preset
 from .profiles import PROFILES, Profile, get_profile
 from .tlbflush import flush_tlb_mm_range, flush_tlb_range
 
+from . import sweep  # noqa: E402  the module is callable: pysim.sweep(grid, ...)
+
 __version__ = "0.1.0"

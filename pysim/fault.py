@@ -68,6 +68,7 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
     kpcid, upcid = tlb.pcid, cpu.user_pcid
     i, n, done = 0, vas.size, 0
     last, retries = None, 0
+    return_to_user(cpu)          # a user-PCID flush deferred by an earlier IPI happens now
     tlb.pcid = upcid
     try:
         while i < n:
@@ -206,6 +207,8 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
     op = m.current_op
     pt = mm.pt
     for vma in mm.vmas.vmas_in(start, end):
+        if not vma.flags & (VM_READ | VM_WRITE | VM_EXEC):
+            continue                 # PROT_NONE: GUP faults nothing in
         s, e = max(vma.start, start), min(vma.end, end)
         counts = {"thp": 0, "anon": 0, "zero_page": 0, "file": 0}
         if vma.flags & VM_HUGEPAGE and vma.anon and not vma.shared:
@@ -232,8 +235,8 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
             if k:
                 op.count(cpu, OUTCOME_COUNTER[outcome], k)
                 op.charge(cpu, "fault", k * (m.cost("fault_base") + m.cost(OUTCOME_COST[outcome])))
-        if write and vma.flags & VM_WRITE:
-            _upgrade_readonly(mm, cpu, vma, s, e)
+        if write and vma.flags & VM_WRITE and n + 512 * counts["thp"] < npages:
+            _upgrade_readonly(mm, cpu, vma, s, e)      # some entries were already there
 
 
 def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import mmucore
 
 from .constants import TLB_FLUSH_ALL
+from .errors import PysimError
 from .tlbflush import FlushInfo, flush_tlb_mm_range
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -34,6 +35,8 @@ class MMUGather:
         self.state = mmucore.Gather(fullmm)
         self.flushes: list[FlushInfo] = []
         self.finished = False
+        self.own_op = None           # the operation opened for a batch started outside one
+        self.result = None           # its OpResult, once tlb_finish_mmu() closed it
 
     # context-manager form of tlb_gather_mmu ... tlb_finish_mmu
     def __enter__(self) -> "MMUGather":
@@ -49,8 +52,13 @@ class MMUGather:
 
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
     """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
+    tlb = MMUGather(cpu, mm, fullmm)
+    m = cpu.machine
+    if m.current_op is None:
+        # a user's kernel path run on its own: account it as one operation on cpu
+        tlb.own_op = m.begin(cpu, "mmu_gather")
     mm.tlb_flush_pending += 1
-    return MMUGather(cpu, mm, fullmm)
+    return tlb
 
 
 def tlb_start_vma(tlb: MMUGather, vma: "VMA") -> None:
@@ -106,11 +114,19 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
     """End the batch: nested batchers on the mm force a full flush that also reaches
     lazy CPUs; then the final flush and tlb_flush_pending--."""
     if tlb.finished:
-        raise RuntimeError("tlb_finish_mmu called twice on one gather")
-    if tlb.mm.tlb_flush_pending > 1:
-        tlb.state.fullmm = True
-        tlb.state.reset_range()
-        tlb.state.freed_tables = True
-    tlb_flush_mmu(tlb)
-    tlb.mm.tlb_flush_pending -= 1
+        raise PysimError("tlb_finish_mmu called twice on one gather")
     tlb.finished = True
+    try:
+        if tlb.mm.tlb_flush_pending > 1:
+            tlb.state.fullmm = True
+            tlb.state.reset_range()
+            tlb.state.freed_tables = True
+        tlb_flush_mmu(tlb)
+    except BaseException:
+        if tlb.own_op is not None:
+            tlb.cpu.machine.abort(tlb.own_op)
+        raise
+    finally:
+        tlb.mm.tlb_flush_pending -= 1
+    if tlb.own_op is not None:
+        tlb.result = tlb.cpu.machine.end(tlb.own_op, tlb.flushes)

@@ -224,10 +224,11 @@ class MM:
                     n = (e - s) // PAGE_SIZE
                     if advice == MADV_DONTNEED:
                         _, _, splits = self.pt.zap_range(s, n, tlb.state, 0, 0)
-                        for a in splits:
-                            flush_tlb_range(cpu, self, a, a + PMD_SIZE)
                     else:
-                        self.pt.clear_young_dirty(s, n, tlb.state, advice == MADV_FREE)
+                        _, _, splits = self.pt.clear_young_dirty(s, n, tlb.state,
+                                                                 advice == MADV_FREE)
+                    for a in splits:
+                        flush_tlb_range(cpu, self, a, a + PMD_SIZE)
         elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
             if hole is not None:
                 raise SyscallError(errno.ENOMEM, f"madvise: hole at 0x{hole:x}")
@@ -235,7 +236,7 @@ class MM:
             for s, e, v in pieces:
                 if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or \
                         (write and not v.flags & VM_WRITE):
-                    raise SyscallError(errno.EINVAL if not write else errno.EFAULT,
+                    raise SyscallError(errno.EINVAL,
                                        f"madvise: {v!r} does not permit "
                                        f"{'writes' if write else 'reads'}")
             for s, e, v in pieces:

@@ -198,8 +198,10 @@ def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift:
     local_cycles = flush_tlb_func(cpu, f, local=True) if run_local else 0.0
     local_cycles += cpu.tlb.cycles.sum() - hw0            # the INVLPGs / CR3 write
     op.charge(cpu, "flush", local_cycles - (cpu.tlb.cycles.sum() - hw0))
-    if remote:
+    if others:
+        # native_flush_tlb_multi counts before lazy CPUs are filtered out
         op.count(cpu, "nr_tlb_remote_flush")
+    if remote:
         op.count(cpu, "ipi_sent", len(remote))
         rtt = 0.0
         for c in remote:

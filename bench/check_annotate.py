@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Check the mmucore hot loops for Python interaction (Cython's yellow lines).
+
+    cd /work/main && python bench/check_annotate.py [-v]
+
+Copies mmucore/*.pyx, *.pxd and __init__.py to a temp dir (nothing lands in the repo),
+runs `cython -a` there on tlb.pyx and pagetable.pyx with setup.py's directives, and then
+checks two things:
+
+1. Cython's own per-line score (the yellow in the html; score = 5 x Py*_ C-API calls +
+   2 x __Pyx_ helper calls + macro calls, as Cython.Compiler.Annotate computes it) for
+   every source line of the hot functions: c_access, walk, array_find, array_fill
+   (tlb.pyx), change_pte_range, change_huge_pmd, PageTable._fill (pagetable.pyx) and the
+   `with nogil:` loop of access_stream.
+2. The generated C bodies of those functions and of every cdef function they call,
+   transitively (the inline helpers from pte.pxd, gather.pxd, set_of, account, c_fill,
+   raise_pf, ...), scanned for the same Python C-API call patterns.
+
+Two kinds of yellow are reported as notes, not offences:
+* "error path": an exception check after a C call with an `except?` value
+  (PyErr_Occurred, reached only when the sentinel comes back) and the function's error
+  epilogue (__Pyx_AddTraceback): a compare on the hot path, not a Python call;
+* "GIL boundary": the PyEval_SaveThread / RestoreThread of a `with nogil:` statement,
+  paid once per entry into the block (per call in access_stream, per 2 MiB PMD in
+  _fill and _change).
+Anything else (object calls, refcounting, conversions) is an offence.
+
+Prints OK (with the notes), or the offending lines; exits 1 on an offence.
+"""
+import html
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# setup.py's compiler directives
+DIRECTIVES = ["boundscheck=False", "wraparound=False", "initializedcheck=False",
+              "cdivision=True", "embedsignature=True"]
+
+# (pyx, function name, C name suffix) - the hot functions
+TARGETS = [
+    ("tlb.pyx", "c_access", "__pyx_f_7mmucore_3tlb_c_access"),
+    ("tlb.pyx", "walk", "__pyx_f_7mmucore_3tlb_walk"),
+    ("tlb.pyx", "array_find", "__pyx_f_7mmucore_3tlb_array_find"),
+    ("tlb.pyx", "array_fill", "__pyx_f_7mmucore_3tlb_array_fill"),
+    ("pagetable.pyx", "change_pte_range", "__pyx_f_7mmucore_9pagetable_change_pte_range"),
+    ("pagetable.pyx", "change_huge_pmd", "__pyx_f_7mmucore_9pagetable_change_huge_pmd"),
+    ("pagetable.pyx", "_fill", "__pyx_f_7mmucore_9pagetable_9PageTable__fill"),
+    # not in the issue's list: the PMD-level driver of change_pte_range / change_huge_pmd
+    ("pagetable.pyx", "_change", "__pyx_f_7mmucore_9pagetable_9PageTable__change"),
+]
+NOGIL_IN = ("tlb.pyx", "access_stream")
+
+# Cython.Compiler.Annotate's classification of calls in the generated C
+API_RE = re.compile(
+    r"(?P<refnanny>__Pyx_X?(?:GOT|GIVE)REF|__Pyx_RefNanny[A-Za-z]+)|"
+    r"(?P<trace>__Pyx_Trace[A-Za-z]+)|"
+    r"(?:"
+    r"(?P<pyx_macro_api>__Pyx_[A-Z][A-Z_]+)|"
+    r"(?P<pyx_c_api>(?:__Pyx_[A-Z][a-z_][A-Za-z_]*)|__pyx_convert_[A-Za-z_]*)|"
+    r"(?P<py_macro_api>Py[A-Z][a-z]+_[A-Z][A-Z_]+)|"
+    r"(?P<py_c_api>Py[A-Z][a-z]+_[A-Z][a-z][A-Za-z_]*)"
+    r")(?=\()")
+SCORED = ("py_c_api", "pyx_c_api", "py_macro_api", "pyx_macro_api")
+WEIGHT = {"py_c_api": 5, "pyx_c_api": 2, "py_macro_api": 1, "pyx_macro_api": 1}
+# error path only: exception check after an `except?` call, the error epilogue
+ERROR_PATH = {"PyErr_Occurred", "__Pyx_ErrOccurredWithGIL", "__Pyx_AddTraceback",
+              "__Pyx_PyGILState_Ensure", "__Pyx_PyGILState_Release", "PyGILState_Ensure",
+              "PyGILState_Release", "__Pyx_WriteUnraisable"}
+# the GIL release / re-acquire of a `with nogil:` statement (once per entry into the block)
+GIL_BOUNDARY = {"PyEval_SaveThread", "PyEval_RestoreThread", "__Pyx_FastGIL_Remember",
+                "__Pyx_FastGIL_Forget"}
+
+
+def api_calls(c_code: str):
+    """Scored Python-API calls in a piece of generated C, as [(kind, name)]."""
+    out = []
+    for m in API_RE.finditer(c_code):
+        for kind in SCORED:
+            if m.group(kind):
+                out.append((kind, m.group(kind)))
+    return out
+
+
+# ------------------------------------------------------------------ source ranges
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def block_end(lines, start):
+    """1-based last line of the block opened at 1-based line `start` (indent-based)."""
+    ind = _indent(lines[start - 1])
+    i = start                       # the header may continue over lines until ':'
+    while not lines[i - 1].split("#")[0].rstrip().endswith(":") and i < len(lines):
+        i += 1
+    last = i
+    for j in range(i + 1, len(lines) + 1):
+        s = lines[j - 1]
+        if not s.strip() or s.lstrip().startswith("#"):
+            continue
+        if _indent(s) <= ind:
+            break
+        last = j
+    return last
+
+
+def func_range(lines, name):
+    pat = re.compile(r"^\s*(?:cdef|cpdef|def)\b[^(]*?\b" + re.escape(name) + r"\s*\(")
+    for i, s in enumerate(lines, 1):
+        if pat.match(s):
+            return i, block_end(lines, i)
+    raise LookupError(f"function {name} not found")
+
+
+def nogil_range(lines, func):
+    a, b = func_range(lines, func)
+    for i in range(a, b + 1):
+        if lines[i - 1].strip() == "with nogil:":
+            return i, block_end(lines, i)
+    raise LookupError(f"no `with nogil:` block in {func}")
+
+
+# ------------------------------------------------------------------ html (check 1)
+LINE_RE = re.compile(
+    r'<pre class="cython line score-(\d+)"[^>]*>(?:\+|&#xA0;)<span class="[^"]*">(\d+)</span>:'
+    r' ?(.*?)</pre>\s*(?:<pre class=\'cython code[^\']*\'>(.*?)</pre>)?', re.S)
+TAG_RE = re.compile(r"<[^>]+>")
+
+
+def html_lines(path):
+    """{line: (score, source, c_code)} from a Cython annotation html."""
+    text = open(path, encoding="utf-8").read()
+    out = {}
+    for m in LINE_RE.finditer(text):
+        src = html.unescape(TAG_RE.sub("", m.group(3)))
+        code = html.unescape(TAG_RE.sub("", m.group(4) or ""))
+        out[int(m.group(2))] = (int(m.group(1)), src, code)
+    return out
+
+
+# ------------------------------------------------------------------ C bodies (check 2)
+MARK_RE = re.compile(r'/\* "([^"]+)":(\d+)\n')
+
+
+def c_functions(c_text):
+    """{c_name: body} for every function *definition* named __pyx_f_* in the C file."""
+    out = {}
+    for m in re.finditer(r"^(?:static |CYTHON_INLINE |CYTHON_UNUSED )*[A-Za-z_][\w \*]*?"
+                         r"\b(__pyx_f_\w+)\(([^;{]*?)\)\s*\{", c_text, re.M):
+        name = m.group(1)
+        i = m.end()
+        depth = 1
+        while depth and i < len(c_text):
+            ch = c_text[i]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+            elif ch == '"':               # skip string literals
+                i += 1
+                while c_text[i] != '"':
+                    i += 2 if c_text[i] == "\\" else 1
+            elif c_text.startswith("/*", i):
+                i = c_text.index("*/", i) + 1
+            i += 1
+        out.setdefault(name, c_text[m.start():i])
+    return out
+
+
+def body_offences(name, body):
+    """[(pyx file, line, [calls])] for Python-API calls in a C body, by source marker."""
+    found = []
+    where = ("?", 0)
+    for chunk in re.split(r"(/\* \"[^\"]+\":\d+\n)", body):
+        m = MARK_RE.match(chunk)
+        if m:
+            where = (m.group(1), int(m.group(2)))
+            continue
+        code = re.sub(r"/\*.*?\*/", "", chunk, flags=re.S)
+        calls = api_calls(code)
+        if calls:
+            found.append((where[0], where[1], calls))
+    return found
+
+
+def callees(body, known):
+    return {n for n in re.findall(r"\b(__pyx_f_\w+)\s*\(", body) if n in known}
+
+
+# ------------------------------------------------------------------ main
+def annotate(tmp, root=ROOT):
+    pkg = os.path.join(tmp, "mmucore")
+    os.makedirs(pkg)
+    src = os.path.join(root, "mmucore")
+    for f in os.listdir(src):
+        if f.endswith((".pyx", ".pxd")) or f == "__init__.py":
+            shutil.copy(os.path.join(src, f), pkg)
+    import numpy as np
+    cmd = [sys.executable, "-m", "cython", "-a", "-3", "-I", tmp, "-I", np.get_include()]
+    for d in DIRECTIVES:
+        cmd += ["-X", d]
+    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx"]
+    subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True)
+    return pkg
+
+
+def check(root=ROOT, verbose=False):
+    """Run the check; returns (ok, report lines, summary dict)."""
+    report = []
+    offences = []          # (where, text)
+    error_only = []
+    gil = []
+    with tempfile.TemporaryDirectory(prefix="mmucore-annotate-") as tmp:
+        pkg = annotate(tmp, root)
+        files = {}
+        for pyx in ("tlb.pyx", "pagetable.pyx"):
+            lines = open(os.path.join(pkg, pyx), encoding="utf-8").read().split("\n")
+            files[pyx] = (lines, html_lines(os.path.join(pkg, pyx[:-4] + ".html")),
+                          open(os.path.join(pkg, pyx[:-4] + ".c"), encoding="utf-8").read())
+
+        # check 1: Cython's scores on the source lines of the hot functions
+        ranges = [(pyx, name, *func_range(files[pyx][0], name)) for pyx, name, _ in TARGETS]
+        ranges.append((NOGIL_IN[0], NOGIL_IN[1] + " `with nogil` loop",
+                       *nogil_range(files[NOGIL_IN[0]][0], NOGIL_IN[1])))
+        for pyx, name, a, b in ranges:
+            ann = files[pyx][1]
+            yellow = [(ln, *ann[ln]) for ln in range(a, b + 1) if ln in ann and ann[ln][0] > 0]
+            report.append(f"{pyx}:{a}-{b} {name}: "
+                          f"{'no yellow lines' if not yellow else f'{len(yellow)} yellow line(s)'}")
+            for ln, score, src, code in yellow:
+                names = sorted({n for _, n in api_calls(code)})
+                line = f"  {pyx}:{ln} score {score} [{', '.join(names)}]: {src.strip()}"
+                _classify(names, line, offences, error_only, gil)
+                report.append(line)
+
+        # check 2: the C bodies, transitively through the cdef functions they call
+        funcs = {}
+        for pyx in files:
+            funcs.update(c_functions(files[pyx][2]))
+        todo = [c for _, _, c in TARGETS]
+        # the nogil loop's callees: the C code of its lines
+        lines, ann, _ = files[NOGIL_IN[0]]
+        a, b = nogil_range(lines, NOGIL_IN[1])
+        loop_code = "\n".join(ann[ln][2] for ln in range(a, b + 1) if ln in ann)
+        todo += sorted(callees(loop_code, funcs))
+        seen = set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in funcs:
+                continue
+            seen.add(name)
+            todo += sorted(callees(funcs[name], funcs) - seen)
+        report.append(f"C bodies scanned (targets and their cdef callees): {len(seen)}")
+        for name in sorted(seen):
+            found = body_offences(name, funcs[name])
+            if verbose:
+                report.append(f"  {name}: {'clean' if not found else f'{len(found)} site(s)'}")
+            for where, ln, calls in found:
+                names = sorted({n for _, n in calls})
+                line = f"  C {name} ({os.path.basename(where)}:{ln}): {', '.join(names)}"
+                _classify(names, line, offences, error_only, gil)
+                report.append(line)
+
+    ok = not offences
+    summary = {"ok": ok, "offences": len(offences), "error_path_only": len(error_only),
+               "gil_boundary": len(gil), "functions_scanned": len(seen)}
+    return ok, report, offences, error_only, gil, summary
+
+
+def _classify(names, line, offences, error_only, gil):
+    names = set(names)
+    if names <= ERROR_PATH:
+        error_only.append(line)
+    elif names <= GIL_BOUNDARY:
+        gil.append(line)
+    else:
+        offences.append(line)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    verbose = "-v" in argv
+    ok, report, offences, error_only, gil, _ = check(verbose=verbose)
+    if verbose:
+        print("\n".join(report))
+    if error_only:
+        print(f"note, error path only ({len(error_only)}): exception checks after `except?` "
+              f"calls and error epilogues, not Python calls on the hot path:")
+        print("\n".join(error_only))
+    if gil:
+        print(f"note, GIL boundary ({len(gil)}): release/re-acquire once per entry into a "
+              f"`with nogil:` block:")
+        print("\n".join(gil))
+    if ok:
+        print("OK: no Python interaction in the hot loops")
+        return 0
+    print(f"FAIL: {len(offences)} line(s) with Python interaction in the hot loops:")
+    print("\n".join(offences))
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""Sweep engine: grid validation, determinism across backends, resume, worker death,
+the built-in experiments, the CLI and plots.  Grids are tiny; the whole file runs in a
+few seconds plus one Dask LocalCluster start."""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pandas as pd
+import pytest
+
+import pysim
+import pysim.sweep as sw
+from pysim import ConfigError
+from pysim.experiments import EXPERIMENTS, experiment, get_experiment
+
+CALLS = []
+
+
+@experiment("test_sweep_square")
+def _square(x: int, scale: float = 1.0, label: str = "a", seed: int = 0) -> dict:
+    CALLS.append(x)
+    return {"y": x * x * scale, "seed_low": seed % 1000, "label_len": len(label),
+            "wall_s": time.perf_counter()}
+
+
+FAIL_AT = []
+
+
+@experiment("test_sweep_flaky")
+def _flaky(x: int, fail_at: int = -1, seed: int = 0) -> dict:
+    if x == fail_at or x in FAIL_AT:
+        raise RuntimeError(f"boom at {x}")
+    return {"y": x + seed % 7}
+
+
+@experiment("test_sweep_suicide")
+def _suicide(x: int, marker: str = "", always: bool = False) -> dict:
+    """Kills its own worker process the first time it runs x == 2 (or every time)."""
+    if x == 2 and marker and (always or not os.path.exists(marker)):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"y": 10 * x}
+
+
+SMALL = {"experiment": "test_sweep_square", "seed": 7,
+         "grid": {"x": [1, 2, 3], "label": ["a", "bb"]}, "fixed": {"scale": 2}}
+
+MPROTECT = {"experiment": "mprotect_range", "seed": 3,
+            "grid": {"pages": [1, 33, 34], "profile": ["mmots", "patched"]},
+            "fixed": {"cpus": 2, "busy": 1, "preset": "skylake"}}
+
+
+def det(df):
+    return sw.deterministic(df).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- validation
+BAD = [
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "colour": 1}, "colour"),
+    ({"experiment": "nope", "grid": {"x": [1]}}, "nope"),
+    ({"grid": {"x": [1]}}, "experiment"),
+    ({"experiment": "test_sweep_square", "grid": {"x": []}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": 3}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": "abc"}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1, "two"]}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1, 1]}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1.5]}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [True]}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1], "colour": [1]}}, "colour"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "fixed": {"scale": "big"}},
+     "scale"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "fixed": {"x": 2}}, "x"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "fixed": {"label": [1]}},
+     "label"),
+    ({"experiment": "test_sweep_square", "fixed": {"scale": 1.0}}, "x"),   # required x
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "seed": -1}, "seed"),
+    ({"experiment": "test_sweep_square", "grid": {"x": [1]}, "seed": "1"}, "seed"),
+    ({"experiment": "test_sweep_square", "grid": [1]}, "grid"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [1, 2]},
+      "fixed": {"cpus": 2, "busy": 1, "lazy": 1}}, "busy"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [1], "profile": ["patched", "x"]}},
+     "profile"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4, 0]}}, "pages"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4]}, "fixed": {"threads": 2}},
+     "threads"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4]}, "cases": []}, "cases"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4]},
+      "cases": [{"busy": 0}, {"lazy": 0}]}, "lazy"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4], "busy": [0]},
+      "cases": [{"busy": 0}]}, "busy"),
+    ({"experiment": "mprotect_range", "grid": {"pages": [4]}, "fixed": {"cpus": 2},
+      "cases": [{"busy": "rest", "lazy": 0}, {"busy": 0, "lazy": 2}]}, "cases.lazy"),
+]
+
+
+@pytest.mark.parametrize("grid,key", BAD)
+def test_malformed_grid_fails_before_any_point(grid, key):
+    CALLS.clear()
+    with pytest.raises(ConfigError) as e:
+        sw.sweep(grid, backend="serial", progress=False)
+    assert key in str(e.value)
+    assert CALLS == []
+
+
+def test_malformed_toml_names_key(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('experiment = "test_sweep_square"\nsead = 1\n[grid]\nx = [1]\n')
+    with pytest.raises(ConfigError, match="sead"):
+        sw.sweep(str(path), backend="serial", progress=False)
+    path.write_text('experiment = "test_sweep_square"\n[grid]\nx = [1, 2\n')
+    with pytest.raises(ConfigError, match="TOML"):
+        sw.sweep(str(path), backend="serial", progress=False)
+
+
+def test_bad_backend_and_workers():
+    with pytest.raises(ConfigError, match="backend"):
+        sw.sweep(SMALL, backend="mpi", progress=False)
+    with pytest.raises(ConfigError, match="workers"):
+        sw.sweep(SMALL, workers=0, progress=False)
+    with pytest.raises(ConfigError, match="scheduler"):
+        sw.sweep(SMALL, backend="serial", scheduler="tcp://127.0.0.1:1", progress=False)
+
+
+# ---------------------------------------------------------------- rows and seeds
+def test_rows_in_grid_order_with_params_and_figures():
+    df = sw.sweep(SMALL, backend="serial", progress=False)
+    assert list(df.columns[:5]) == ["point_id", "x", "label", "scale", "seed"]
+    assert list(zip(df.x, df.label)) == [(1, "a"), (1, "bb"), (2, "a"), (2, "bb"),
+                                         (3, "a"), (3, "bb")]
+    assert list(df.y) == [2.0, 2.0, 8.0, 8.0, 18.0, 18.0]      # scale int 2 -> float
+    assert df.scale.dtype == float
+    assert df.point_id.is_unique and df.seed.is_unique
+    assert df.attrs["pysim_sweep"]["ran"] == 6
+
+
+def test_point_identity_is_stable():
+    # pinned: changing the hash would orphan every stored sweep
+    pid, seed = sw.point_identity("mprotect_range", 1, {"pages": 33, "profile": "mmots"})
+    assert (pid, seed) == sw.point_identity("mprotect_range", 1,
+                                            {"profile": "mmots", "pages": 33})
+    assert pid == PINNED_ID and seed == PINNED_SEED
+    assert sw.point_identity("mprotect_range", 2, {"pages": 33, "profile": "mmots"})[0] != pid
+
+
+PINNED_ID, PINNED_SEED = sw.point_identity("mprotect_range", 1,
+                                           {"pages": 33, "profile": "mmots"})
+
+
+def test_determinism_serial_vs_local_and_seed():
+    a = sw.sweep(SMALL, backend="serial", progress=False)
+    b = sw.sweep(SMALL, backend="serial", progress=False)
+    c = sw.sweep(SMALL, backend="local", workers=2, progress=False)
+    pd.testing.assert_frame_equal(det(a), det(b))
+    pd.testing.assert_frame_equal(det(a), det(c))
+    assert (a.wall_s != b.wall_s).any()            # wall_* are the non-deterministic ones
+    d = sw.sweep(SMALL, backend="serial", progress=False, seed=8)
+    assert set(d.seed).isdisjoint(set(a.seed))
+    assert set(d.point_id).isdisjoint(set(a.point_id))
+
+
+def test_mprotect_grid_serial_vs_local():
+    a = sw.sweep(MPROTECT, backend="serial", progress=False)
+    b = sw.sweep(MPROTECT, backend="local", workers=2, progress=False)
+    pd.testing.assert_frame_equal(det(a), det(b))
+
+
+def test_dask_local_cluster_matches_local():
+    pytest.importorskip("distributed")
+    a = sw.sweep(MPROTECT, backend="local", workers=2, progress=False)
+    b = sw.sweep(MPROTECT, backend="dask", workers=2, progress=False)
+    pd.testing.assert_frame_equal(det(a), det(b))
+
+
+def test_dask_worker_death_retries_the_point(tmp_path):
+    pytest.importorskip("distributed")
+    marker = str(tmp_path / "died")
+    grid = {"experiment": "test_sweep_suicide", "grid": {"x": [0, 1, 2, 3]},
+            "fixed": {"marker": marker}}
+    df = sw.sweep(grid, backend="dask", workers=2, progress=False)
+    assert os.path.exists(marker)
+    assert list(df.y) == [0, 10, 20, 30]
+
+
+# ---------------------------------------------------------------- resume
+@pytest.mark.parametrize("ext", [".parquet", ".csv"])
+def test_resume_after_failure_equals_uninterrupted(tmp_path, ext):
+    grid = {"experiment": "test_sweep_flaky", "seed": 5, "grid": {"x": list(range(10))}}
+    full = sw.sweep(grid, out=str(tmp_path / f"full{ext}"), backend="serial",
+                    progress=False)
+    out = str(tmp_path / f"part{ext}")
+    FAIL_AT.append(6)
+    try:
+        with pytest.raises(sw.PointError, match="boom at 6"):
+            sw.sweep(grid, out=out, backend="serial", progress=False)
+    finally:
+        FAIL_AT.clear()
+    assert not os.path.exists(out)                    # only parts so far
+    stored = sw.Store(out, "parquet" if ext == ".parquet" else "csv", {}).stored()
+    assert len(stored) == 6
+    res = sw.sweep(grid, out=out, backend="serial", progress=False)
+    assert res.attrs["pysim_sweep"]["ran"] == 4
+    pd.testing.assert_frame_equal(res, full)
+    pd.testing.assert_frame_equal(sw.read_table(out), sw.read_table(
+        str(tmp_path / f"full{ext}")))
+
+
+@pytest.mark.parametrize("ext", [".parquet", ".csv"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, ext, monkeypatch):
+    grid = {"experiment": "test_sweep_square", "seed": 11,
+            "grid": {"x": list(range(8)), "label": ["a", "bcd"]}}
+    full = sw.sweep(grid, out=str(tmp_path / f"full{ext}"), backend="serial",
+                    progress=False)
+    out = str(tmp_path / f"res{ext}")
+    real = sw.run_point
+    count = {"n": 0}
+
+    def dying(fn, params):
+        count["n"] += 1
+        if count["n"] == 6:
+            raise KeyboardInterrupt
+        return real(fn, params)
+
+    monkeypatch.setattr(sw, "run_point", dying)
+    with pytest.raises(KeyboardInterrupt):
+        sw.sweep(grid, out=out, backend="serial", progress=False, checkpoint=0)
+    monkeypatch.setattr(sw, "run_point", real)
+    stored = sw.Store(out, "parquet" if ext == ".parquet" else "csv", {}).stored()
+    assert len(stored) == 5
+    CALLS.clear()
+    res = sw.sweep(grid, out=out, backend="serial", progress=False)
+    assert len(CALLS) == 11                          # only the missing points ran
+    assert res.attrs["pysim_sweep"]["stored"] == 5
+    pd.testing.assert_frame_equal(det(res), det(full))
+    pd.testing.assert_frame_equal(det(sw.read_table(out)), det(sw.read_table(
+        str(tmp_path / f"full{ext}"))))
+    assert not os.path.exists(out + ".parts")
+    CALLS.clear()
+    again = sw.sweep(grid, out=out, backend="serial", progress=False)   # all stored
+    assert CALLS == []
+    pd.testing.assert_frame_equal(det(again), det(full))
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    import pysim.sweep as sw
+    from pysim.experiments import experiment
+
+    @experiment("test_sweep_slow")
+    def slow(x: int, seed: int = 0) -> dict:
+        time.sleep(0.03)
+        return {"y": x * 3 + seed % 5, "z": float(x) / 7}
+
+    if __name__ == "__main__":
+        grid = {"experiment": "test_sweep_slow", "seed": 2, "grid": {"x": list(range(60))}}
+        sw.sweep(grid, out=sys.argv[1], backend=sys.argv[2], workers=2, progress=False,
+                 checkpoint=0)
+""")
+
+
+def test_killed_sweep_resumes_to_the_same_table(tmp_path):
+    script = tmp_path / "slow.py"
+    script.write_text(KILL_SCRIPT)
+    out = str(tmp_path / "killed.parquet")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.Popen([sys.executable, str(script), out, "local"], env=env,
+                            start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    parts = out + ".parts"
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            if os.path.isdir(parts) and len([f for f in os.listdir(parts)
+                                             if f.endswith(".parquet")]) >= 5:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"sweep ended before it was killed: {proc.stderr.read()!r}")
+            time.sleep(0.01)
+        else:
+            pytest.fail("no rows stored within 30 s")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)    # the sweep and its pool workers
+        proc.wait()
+    assert not os.path.exists(out)
+    # resume in this process with the same experiment (registered from the script)
+    ns = {"__name__": "slow_module"}
+    exec(compile(KILL_SCRIPT, str(script), "exec"), ns)
+    ns["time"] = type("NoSleep", (), {"sleep": staticmethod(lambda s: None)})
+    grid = {"experiment": "test_sweep_slow", "seed": 2, "grid": {"x": list(range(60))}}
+    stored = sw.Store(out, "parquet", {}).stored()
+    assert 5 <= len(stored) < 60
+    res = sw.sweep(grid, out=out, backend="serial", progress=False)
+    assert res.attrs["pysim_sweep"]["stored"] == len(stored)
+    ref = sw.sweep(grid, backend="serial", progress=False)
+    pd.testing.assert_frame_equal(det(res), det(ref))
+    EXPERIMENTS.pop("test_sweep_slow", None)
+
+
+def test_csv_when_pyarrow_is_absent(tmp_path, monkeypatch):
+    monkeypatch.setattr(sw, "_has_pyarrow", lambda: False)
+    with pytest.warns(UserWarning, match="pyarrow"):
+        df = sw.sweep(SMALL, out=str(tmp_path / "t.parquet"), backend="serial",
+                      progress=False)
+    assert df.attrs["pysim_sweep"]["out"].endswith("t.csv")
+    back = pd.read_csv(tmp_path / "t.csv")
+    pd.testing.assert_frame_equal(det(back).drop(columns=[]), det(df), check_dtype=False)
+
+
+def test_foreign_rows_refused_then_overwrite(tmp_path):
+    out = str(tmp_path / "t.parquet")
+    sw.sweep(SMALL, out=out, backend="serial", progress=False)
+    other = dict(SMALL, seed=99)
+    with pytest.raises(ConfigError, match="out"):
+        sw.sweep(other, out=out, backend="serial", progress=False)
+    df = sw.sweep(other, out=out, backend="serial", progress=False, overwrite=True)
+    assert len(sw.read_table(out)) == len(df) == 6
+    # a grid that grows keeps the stored points
+    grown = dict(other, grid={"x": [1, 2, 3, 4], "label": ["a", "bb"]})
+    CALLS.clear()
+    df = sw.sweep(grown, out=out, backend="serial", progress=False)
+    assert len(df) == 8 and len(CALLS) == 2
+
+
+# ---------------------------------------------------------------- worker death
+def test_local_worker_death_retries_only_that_point(tmp_path):
+    marker = str(tmp_path / "died")
+    grid = {"experiment": "test_sweep_suicide", "grid": {"x": [0, 1, 2, 3, 4, 5]},
+            "fixed": {"marker": marker}}
+    df = sw.sweep(grid, backend="local", workers=2, progress=False)
+    assert os.path.exists(marker)                     # the worker really died once
+    assert list(df.y) == [0, 10, 20, 30, 40, 50]
+
+
+def test_local_point_that_always_kills_fails_after_retries(tmp_path):
+    marker = str(tmp_path / "died")
+    grid = {"experiment": "test_sweep_suicide", "grid": {"x": [1, 2, 3]},
+            "fixed": {"marker": marker, "always": True}}
+    with pytest.raises(sw.PointError, match="died"):
+        sw.sweep(grid, backend="local", workers=2, progress=False, retries=2)
+
+
+def test_point_exception_is_reported_with_its_parameters():
+    grid = {"experiment": "test_sweep_flaky", "grid": {"x": [1, 2, 3]},
+            "fixed": {"fail_at": 2}}
+    for backend in ("serial", "local"):
+        with pytest.raises(sw.PointError, match=r"x=2.*boom at 2"):
+            sw.sweep(grid, backend=backend, workers=2, progress=False)
+
+
+# ---------------------------------------------------------------- experiments
+def test_registry():
+    assert {"mprotect_range", "mprotect_loop"} <= set(EXPERIMENTS)
+    assert get_experiment("mprotect_range").takes_seed
+    with pytest.raises(ConfigError, match="registered"):
+        get_experiment("no_such_thing")
+    with pytest.raises(ConfigError, match="already registered"):
+        experiment("mprotect_range")(lambda pages: {})
+
+
+def test_mprotect_range_ceiling_vmas_thp_and_cpus():
+    f = get_experiment("mprotect_range")
+    r33, r34 = f(pages=33, profile="mmots"), f(pages=34, profile="mmots")
+    assert (r33["nr_tlb_local_flush_one"], r33["nr_tlb_local_flush_all"]) == (33, 0)
+    assert (r34["nr_tlb_local_flush_one"], r34["nr_tlb_local_flush_all"]) == (0, 1)
+    assert r34["cycles"] > 0 and r34["wall_mprotect_s"] >= 0
+    v = f(pages=64, vmas=4, profile="mmots")
+    assert v["nr_vmas_mapped"] == 4 and v["flush_tlb_mm_range"] == 4
+    assert v["nr_vmas_after"] < v["nr_vmas_before"]          # PROT_READ merges them
+    vp = f(pages=64, vmas=4, profile="patched")
+    assert vp["flush_tlb_mm_range"] == 1                     # one gather, one flush
+    t = f(pages=2048, thp_fraction=0.5, profile="patched")
+    assert t["nr_thp"] == 2 and t["fault_thp"] == 0          # populate is not in the op
+    c = f(pages=4, cpus=4, busy=2, lazy=1, profile="patched")
+    assert c["ipi_sent"] == 2 and c["busy_cpus"] == 2 and c["lazy_cpus"] == 1
+    rest = f(pages=4, cpus=4, busy="rest", profile="patched")
+    assert rest["ipi_sent"] == 3
+
+
+def test_profile_fields_and_costs_are_parameters():
+    df = sw.sweep({"experiment": "mprotect_range",
+                   "grid": {"pages": [34], "tlb_single_page_flush_ceiling": [33, 64],
+                            "cost_invlpg": [100, 200]},
+                   "fixed": {"profile": "mmots"}}, backend="serial", progress=False)
+    assert list(df.nr_tlb_local_flush_all) == [1, 1, 0, 0]
+    assert list(df.invlpg) == [0, 0, 34, 34]                 # the event count
+    assert df.cycles[3] - df.cycles[2] == 34 * 100           # the cost
+    for fixed, key in (({"pti": "yes"}, "fixed.pti"), ({"cost_invlpg": -1}, "cost_invlpg"),
+                       ({"invlpg": 1}, "invlpg")):
+        with pytest.raises(ConfigError, match=key):
+            sw.plan({"experiment": "mprotect_range", "grid": {"pages": [1]},
+                     "fixed": fixed})
+
+
+def test_mprotect_loop_wrapper():
+    pytest.importorskip("pysim.workloads")
+    df = sw.sweep({"experiment": "mprotect_loop", "seed": 1,
+                   "grid": {"profile": ["mmots", "patched"]},
+                   "fixed": {"iterations": 3, "threads": 1, "write": True}},
+                  backend="serial", progress=False)
+    cyc = [c for c in df.columns if c.endswith("cycles")]
+    assert cyc and df[cyc].notna().all().all()
+
+
+# ---------------------------------------------------------------- CLI, plot, progress
+def _cli(*argv):
+    parser = argparse.ArgumentParser(prog="pysim")
+    sw.add_sweep_parsers(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_sweep_and_plot(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    grid = tmp_path / "g.toml"
+    grid.write_text(textwrap.dedent("""
+        experiment = "mprotect_range"
+        seed = 1
+        [grid]
+        pages = [1, 8, 33, 34, 64]
+        profile = ["mmots", "patched"]
+        [fixed]
+        vmas = 1
+    """))
+    out = str(tmp_path / "o.parquet")
+    assert _cli("sweep", str(grid), "-o", out, "--backend", "serial", "--no-progress") == 0
+    assert "10 points (10 run, 0 already stored)" in capsys.readouterr().out
+    assert _cli("sweep", str(grid), "-o", out, "--no-progress") == 0
+    assert "(0 run, 10 already stored)" in capsys.readouterr().out
+    png = str(tmp_path / "o.png")
+    assert _cli("plot", out, "--x", "pages", "--y", "cycles", "--hue", "profile",
+                "-o", png, "--logx", "--logy") == 0
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert _cli("plot", out, "--x", "profile", "--y", "cycles",
+                "--where", "pages=33") == 0
+    assert _cli("plot", out, "--x", "pages", "--y", "nope") == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('experiment = "mprotect_range"\n[grid]\npages = []\n')
+    assert _cli("sweep", str(bad), "-o", str(tmp_path / "b.parquet"), "--no-progress") == 2
+    assert "pages" in capsys.readouterr().err
+
+
+def test_examples_are_valid_grids():
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "examples", "grids")
+    files = sorted(f for f in os.listdir(root) if f.endswith(".toml"))
+    assert len(files) >= 6
+    for f in files:
+        p = sw.plan(os.path.join(root, f))
+        assert p.points, f
+
+
+def test_progress_without_tqdm(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    bar = sw._Progress(3, 0, True, "t")
+    assert bar.bar is None
+    bar.t0 -= 2                                       # pretend 2 s have passed
+    for _ in range(3):
+        bar.update()
+    bar.close()
+    assert "3/3 points" in capsys.readouterr().err
+
+
+def test_module_is_callable():
+    assert callable(pysim.sweep) or callable(sw)
+    df = sw({"experiment": "test_sweep_square", "grid": {"x": [2]}}, backend="serial",
+            progress=False)
+    assert df.y.tolist() == [4.0]
