@@ -195,9 +195,9 @@ def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift:
     remote = [c for c in others if freed_tables or not c.is_lazy]
     run_local = cpu.loaded_mm is mm
     hw0 = cpu.tlb.cycles.sum()
-    local_cycles = flush_tlb_func(cpu, f, local=True) if run_local else 0.0
-    local_cycles += cpu.tlb.cycles.sum() - hw0            # the INVLPGs / CR3 write
-    op.charge(cpu, "flush", local_cycles - (cpu.tlb.cycles.sum() - hw0))
+    kernel = flush_tlb_func(cpu, f, local=True) if run_local else 0.0
+    op.charge(cpu, "flush", kernel)
+    local_cycles = kernel + (cpu.tlb.cycles.sum() - hw0)  # + the INVLPGs / CR3 write
     if others:
         # native_flush_tlb_multi counts before lazy CPUs are filtered out
         op.count(cpu, "nr_tlb_remote_flush")
@@ -206,11 +206,11 @@ def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift:
         rtt = 0.0
         for c in remote:
             hw = c.tlb.cycles.sum()
-            work = m.cost("ipi_handler") + flush_tlb_func(c, f, local=False)
+            kernel = m.cost("ipi_handler") + flush_tlb_func(c, f, local=False)
             if c.running_user:
                 return_to_user(c)            # the busy thread goes back to user space
-            work += c.tlb.cycles.sum() - hw
-            op.charge(c, "ipi_handler", work - (c.tlb.cycles.sum() - hw))
+            op.charge(c, "ipi_handler", kernel)
+            work = kernel + (c.tlb.cycles.sum() - hw)
             rtt = max(rtt, m.cost("ipi_deliver") + work + m.cost("ipi_ack"))
         send = m.cost("ipi_send") + m.cost("ipi_extra_target") * (len(remote) - 1)
         op.charge(cpu, "ipi", send + max(0.0, rtt - local_cycles))
