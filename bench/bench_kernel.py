@@ -1,0 +1,84 @@
+"""The kernel model's syscall path: mprotect driven from Python, small and large.
+
+    python -m pytest bench/bench_kernel.py -q          (figures in the summary table)
+
+* One-page mprotect calls per second: one thread alternates PROT_READ and
+  PROT_READ|PROT_WRITE on a page written once, with 1 CPU, and with 2 CPUs where a
+  second thread keeps the mm busy.  No write comes between the calls, so this is the
+  cover letter's no-write case: mmots flushes (and with 2 CPUs sends an IPI) on every
+  call, patched only on the first (ipis_per_call shows it).  Checker on (the default)
+  and off.  This is the whole Python path: syscall entry, VMA lookup, mprotect_fixup,
+  change_range in C, the gather, the flush decision, the TLB operations on every CPU
+  and the end-of-op bookkeeping.
+* One mprotect over 1 GiB (262,144 populated 4K PTEs in one VMA), alternating
+  PROT_READ and PROT_READ|PROT_WRITE, under mmots and patched: ms per call and ns per
+  PTE.  The page walk is in C; the figure is dominated by change_range.
+
+Benchmarks report; they never assert on speed.
+"""
+import pytest
+
+import pysim
+from pysim.constants import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE
+
+RW = pysim.PROT_READ | pysim.PROT_WRITE
+PROTS = (pysim.PROT_READ, RW)
+GIB_PAGES = 262_144
+
+
+def _machine(profile: str, cpus: int, checker: bool):
+    m = pysim.Machine(cpus=cpus, preset="skylake", profile=profile, checker=checker)
+    proc = m.process()
+    t0 = proc.thread(cpu=0)
+    if cpus > 1:
+        proc.thread(cpu=1).busy()
+    return m, t0
+
+
+@pytest.mark.parametrize("checker", [True, False], ids=["checker", "nochecker"])
+@pytest.mark.parametrize("cpus", [1, 2])
+@pytest.mark.parametrize("profile", ["mmots", "patched"])
+def test_mprotect_one_page(benchmark, report, profile, cpus, checker):
+    m, t0 = _machine(profile, cpus, checker)
+    p = t0.mmap(4096, RW)
+    t0.write(p)
+    state = [1]
+    ipis = [0, 0]
+
+    def run():
+        k = state[0] ^ 1
+        state[0] = k
+        r = t0.mprotect(p, 4096, PROTS[k])
+        ipis[0] += r.events["ipi_sent"]
+        ipis[1] += 1
+
+    iterations = 2_000
+    benchmark.pedantic(run, rounds=5, iterations=iterations, warmup_rounds=1)
+    st = benchmark.stats.stats
+    report("mprotect, one page (calls per second)", f"{profile}-{cpus}cpu-"
+           f"{'checker' if checker else 'nochecker'}",
+           calls_per_s_best=1.0 / st.min, calls_per_s_median=1.0 / st.median,
+           us_per_call=st.min * 1e6,
+           ipis_per_call=ipis[0] / ipis[1])
+
+
+@pytest.mark.parametrize("profile", ["mmots", "patched"])
+def test_mprotect_1gib(benchmark, report, profile):
+    m, t0 = _machine(profile, 1, False)
+    p = t0.mmap(GIB_PAGES * 4096, RW, flags=MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    state = [1]
+    last = [None]
+
+    def run():
+        k = state[0] ^ 1
+        state[0] = k
+        last[0] = t0.mprotect(p, GIB_PAGES * 4096, PROTS[k])
+
+    benchmark.pedantic(run, rounds=10, iterations=2, warmup_rounds=1)
+    st = benchmark.stats.stats
+    ev = last[0].events
+    report("mprotect, 1 GiB = 262,144 PTEs", profile,
+           ms_per_call_best=st.min * 1e3, ms_per_call_median=st.median * 1e3,
+           ns_per_pte=st.min / GIB_PAGES * 1e9,
+           full_flushes=int(ev.get("nr_tlb_local_flush_all", 0)),
+           sim_cycles=float(last[0].cycles))
