@@ -54,7 +54,7 @@ def test_change_range(benchmark, report, big_pt, mode_name, npages):
         last[0] = pt.change_range(BASE, npages, PROTS[k], mode, g)
 
     benchmark.pedantic(run, rounds=rounds, iterations=iterations)
-    pages, changed, flagged, _thp, _splits = last[0]
+    pages, changed, flagged = last[0][:3]
     st = benchmark.stats.stats
     figs = dict(
         mode=mode_name,

@@ -16,7 +16,7 @@ def main() -> None:
     print(f"{res.accesses} accesses: {res.l1_hits} L1 hits, {res.stlb_hits} STLB hits, "
           f"{res.walks} walks, {res.faults} faults")
     gather = mmucore.Gather()
-    pages, changed, flagged, _, _ = pt.change_range(va, npages, mmucore.PAGE_READONLY,
+    pages, changed, flagged, *_ = pt.change_range(va, npages, mmucore.PAGE_READONLY,
                                                     mmucore.CP_RECORD_NEEDED, gather)
     print(f"mprotect(PROT_READ) over {npages} pages: {pages} present, {flagged} need a flush,"
           f" gather {gather}")

@@ -14,6 +14,7 @@ cdef struct change_stats_t:
     uint64_t flagged         # entries recorded in the gather
     uint64_t nthp            # huge PMDs changed (their addresses go to the thp buffer)
     uint64_t nsplit          # huge PMDs split because the range cut them
+    uint64_t ntables         # PTE tables walked (each one pte_offset_map_lock in the kernel)
 
 cdef class PageTable:
     cdef uint64_t** tables

@@ -367,10 +367,12 @@ cdef class PageTable:
                      Gather gather=None, uint64_t zero_pfn=0, thp_out=None):
         """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
 
-        mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs):
-        `pages` as the kernel counts it, entries recorded into `gather` (CP_RECORD_*),
-        addresses of huge PMDs changed (the pre-patch path flushes each immediately) and
-        of huge PMDs split because the range cut them (split flushes immediately).
+        mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs,
+        tables): `pages` as the kernel counts it (present PTEs, +512 per huge PMD),
+        entries recorded into `gather` (CP_RECORD_*), addresses of the huge PMDs
+        change_huge_pmd visited (the pre-patch path flushes each immediately), of huge
+        PMDs split because the range cut them (split flushes immediately), and the number
+        of PTE tables change_pte_range walked (what a per-table cost is charged on).
         """
         _check_range(va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
@@ -386,7 +388,8 @@ cdef class PageTable:
         cdef uint64_t[::1] splitv = splits
         self._change(va, va + npages * 4096, newprot, mode, &tmp.g, zero_pfn, &st,
                      &thpv[0], &splitv[0])
-        return (st.pages, st.changed, st.flagged, thp[:st.nthp], splits[:st.nsplit])
+        return (st.pages, st.changed, st.flagged, thp[:st.nthp], splits[:st.nsplit],
+                st.ntables)
 
     cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
                      gather_t* g, uint64_t zero_pfn, change_stats_t* st,
@@ -420,6 +423,7 @@ cdef class PageTable:
                 self._split(pmd)
             if pmd[0] & MMU_P:
                 t = pt_table(self, pmd[0])
+                st.ntables += 1
                 with nogil:
                     change_pte_range(t, addr, nxt, newprot, mode, g, zero_pfn, st)
             addr = nxt

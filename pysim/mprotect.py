@@ -43,6 +43,16 @@ def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     return mode
 
 
+def change_cost(cpu: "CPU", pages: int, nthp: int, tables: int) -> float:
+    """Kernel cycles of one change_protection() portion: the VMA setup, each PTE table's
+    lock/map section, each present 4K entry, and each huge PMD (one lock and one entry:
+    change_huge_pmd takes the PMD lock and modifies a single entry, not 512)."""
+    m = cpu.machine
+    per_pte, per_table = m.cost("per_pte"), m.cost("per_pmd_table")
+    n4k = pages - 512 * nthp
+    return m.cost("per_vma") + n4k * per_pte + tables * per_table + nthp * (per_table + per_pte)
+
+
 def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
                       newprot: int, tlb: Optional[MMUGather], extra_mode: int = 0) -> int:
     """change_protection() over [start, end) of vma; returns the kernel's `pages`.
@@ -56,9 +66,9 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     mode = change_mode(cpu, vma, tlb is not None) | extra_mode
     if tlb is not None:
         tlb_start_vma(tlb, vma)
-    pages, changed, flagged, thps, splits = mm.pt.change_range(
+    pages, changed, flagged, thps, splits, tables = mm.pt.change_range(
         start, npages, newprot, mode, tlb.state if tlb is not None else None, m.zero_pfn)
-    op.charge(cpu, "pte", m.cost("per_vma") + pages * m.cost("per_pte"))
+    op.charge(cpu, "pte", change_cost(cpu, pages, len(thps), tables))
     for addr in splits:
         # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
         flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)

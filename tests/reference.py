@@ -509,9 +509,9 @@ class RefPageTable:
         return n
 
     def change_range(self, va, npages, prot, mode=0, gather=None, zero_pfn=0):
-        """Returns (pages, changed, flagged, thp_addrs, split_addrs)."""
+        """Returns (pages, changed, flagged, thp_addrs, split_addrs, PTE tables walked)."""
         g = gather if gather is not None else RefGather()
-        pages = changed = flagged = 0
+        pages = changed = flagged = tables = 0
         thp, splits = [], []
         extras = mode & (CP_UFFD_WP | CP_UFFD_WP_RESOLVE | CP_DIRTY_ACCT | CP_TRY_WRITABLE)
         for addr, nxt in self._chunks(va, va + npages * PAGE):
@@ -540,6 +540,7 @@ class RefPageTable:
             if not pmd & P:
                 continue
             t = self.table_of(pmd)
+            tables += 1
             for a in range(addr, nxt, PAGE):
                 old = self.read(t, _idx(a, 12))
                 if not present(old):
@@ -555,7 +556,7 @@ class RefPageTable:
                                             and pte_needs_flush(old, new)):
                     g.pte(a)
                     flagged += 1
-        return pages, changed, flagged, thp, splits
+        return pages, changed, flagged, thp, splits, tables
 
     def zap_range(self, va, npages, gather, free_start=None, free_end=None):
         """Returns (zapped 4K pages, zapped huge PMDs, split addresses)."""

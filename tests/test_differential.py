@@ -218,9 +218,10 @@ class Pair:
         elif name == "change":
             va, npages, prot, mode, zero = args
             g, rg = mmucore.Gather(), ref.RefGather()
-            pages, changed, flagged, thp, splits = pt.change_range(va, npages, prot, mode, g,
-                                                                   zero_pfn=zero)
-            got = (pages, changed, flagged, [int(x) for x in thp], [int(x) for x in splits])
+            pages, changed, flagged, thp, splits, tables = pt.change_range(
+                va, npages, prot, mode, g, zero_pfn=zero)
+            got = (pages, changed, flagged, [int(x) for x in thp], [int(x) for x in splits],
+                   tables)
             self.check("change_range", got, rpt.change_range(va, npages, prot, mode, rg, zero))
             self.check("change_range gather", self.gathers_equal(g, rg), True)
             self.coverage["THP splits"] += len(splits)

@@ -422,6 +422,25 @@ def test_cycles_positive_and_ipi_costs_more():
     assert res[2][0].cpu_cycles[1] > 0                  # the handler ran on CPU 1
 
 
+@pytest.mark.parametrize("huge", [False, True])
+def test_change_protection_charges_entries_tables_and_huge_pmds(huge):
+    """change_protection's kernel cost: per VMA, per PTE table walked, per present 4K
+    entry, and one lock plus one entry per huge PMD (not 512 entries)."""
+    m = pysim.Machine(cpus=1, profile="patched", preset="skylake")
+    t = m.process().thread(cpu=0)
+    p = t.mmap(2 * HPAGE, RW, POPULATE, huge=huge)
+    r = t.mprotect(p + (0 if huge else 10 * PAGE), 2 * HPAGE - (0 if huge else 20 * PAGE),
+                   PROT_READ)
+    c = m.preset.cost
+    if huge:
+        # two huge PMDs, no PTE table
+        change = 2 * (c("per_pmd_table") + c("per_pte"))
+    else:
+        # 1004 present entries in two PTE tables (the range starts and ends mid-table)
+        change = 2 * c("per_pmd_table") + 1004 * c("per_pte")
+    assert r.breakdown["pte"] == pytest.approx(c("mprotect_base") + c("per_vma") + change)
+
+
 COUNTERS = (
     "nr_tlb_local_flush_one", "nr_tlb_local_flush_all", "nr_tlb_remote_flush",
     "nr_tlb_remote_flush_received", "ipi_sent",

@@ -136,10 +136,10 @@ def test_change_range_record_all():
     pt = mmucore.PageTable()
     _mixed(pt)
     g = Gather()
-    pages, changed, flagged, thp, splits = pt.change_range(VA, 6, mmucore.PAGE_READONLY,
-                                                           CP_RECORD_ALL, g)
+    pages, changed, flagged, thp, splits, tables = pt.change_range(
+        VA, 6, mmucore.PAGE_READONLY, CP_RECORD_ALL, g)
     # present (incl. PROT_NONE) entries: 0, 1, 2, 4, 5; page 2 was already read-only
-    assert (pages, changed, flagged, list(thp), list(splits)) == (5, 4, 5, [], [])
+    assert (pages, changed, flagged, list(thp), list(splits), tables) == (5, 4, 5, [], [], 1)
     assert gather_state(g) == (VA, VA + 6 * K, 12, True, True, False, False)
     assert pt.get(VA)[0] == pte(0x1000, P | US | A | D | NX)
     assert pt.get(VA + 4 * K)[0] == pte(0x1004, P | US | A | D | NX)   # back from PROT_NONE
@@ -150,15 +150,15 @@ def test_change_range_record_needed():
     pt = mmucore.PageTable()
     _mixed(pt)
     g = Gather()
-    pages, changed, flagged, _, _ = pt.change_range(VA, 6, mmucore.PAGE_READONLY,
-                                                    CP_RECORD_NEEDED, g)
+    pages, changed, flagged = pt.change_range(VA, 6, mmucore.PAGE_READONLY,
+                                              CP_RECORD_NEEDED, g)[:3]
     # RW cleared on 0, 1, 5; page 2 unchanged; page 4 was not present (P clear)
     assert (pages, changed, flagged) == (5, 4, 3)
     assert gather_state(g) == (VA, VA + 6 * K, 12, True, True, False, False)
     # READ|WRITE on a private mapping is the same read-only prot: nothing to flush
     g = Gather()
-    pages, changed, flagged, _, _ = pt.change_range(VA, 6, mmucore.PAGE_COPY,
-                                                    CP_RECORD_NEEDED, g)
+    pages, changed, flagged = pt.change_range(VA, 6, mmucore.PAGE_COPY,
+                                              CP_RECORD_NEEDED, g)[:3]
     assert (pages, changed, flagged) == (5, 0, 0) and g.empty and not g.needs_flush
     # only the middle page needs it: the gather covers just that page
     pt.set_pte(VA + 2 * K, pt.get(VA + 2 * K)[0] | RW)
@@ -170,7 +170,7 @@ def test_change_range_record_needed():
 def test_change_range_without_recording():
     pt = mmucore.PageTable()
     _mixed(pt)
-    pages, changed, flagged, _, _ = pt.change_range(VA, 6, mmucore.PAGE_NONE)
+    pages, changed, flagged = pt.change_range(VA, 6, mmucore.PAGE_NONE)[:3]
     assert (pages, changed, flagged) == (5, 4, 0)
     assert all(not int(e) & P for e in pt.read_range(VA, 6))
 
@@ -238,10 +238,10 @@ def test_change_range_huge_pmd():
     pt = mmucore.PageTable()
     pt.map(HVA, 1024, huge=True, pfn=0x40000)
     g = Gather()
-    pages, changed, flagged, thp, splits = pt.change_range(HVA, 1024, mmucore.PAGE_READONLY,
-                                                           CP_RECORD_NEEDED, g)
-    assert (pages, changed, flagged, [int(x) for x in thp], list(splits)) == (
-        1024, 2, 2, [HVA, HVA + M2], [])
+    pages, changed, flagged, thp, splits, tables = pt.change_range(
+        HVA, 1024, mmucore.PAGE_READONLY, CP_RECORD_NEEDED, g)
+    assert (pages, changed, flagged, [int(x) for x in thp], list(splits), tables) == (
+        1024, 2, 2, [HVA, HVA + M2], [], 0)
     assert gather_state(g) == (HVA, HVA + 2 * M2, 21, True, False, True, False)
     assert pt.get(HVA)[0] == pte(0x40000, P | US | A | D | NX | PSE)
     # unchanged huge PMDs need no flush but are still counted and listed
@@ -255,11 +255,10 @@ def test_change_over_a_partial_huge_pmd_splits_it():
     pt = mmucore.PageTable()
     pt.map(HVA, 1024, huge=True, pfn=0x40000, flags=RW | US | A | D)
     g = Gather()
-    pages, changed, flagged, thp, splits = pt.change_range(HVA + 100 * K, 10,
-                                                           mmucore.PAGE_READONLY,
-                                                           CP_RECORD_NEEDED, g)
-    assert (pages, changed, flagged, list(thp), [int(x) for x in splits]) == (
-        10, 10, 10, [], [HVA])
+    pages, changed, flagged, thp, splits, tables = pt.change_range(
+        HVA + 100 * K, 10, mmucore.PAGE_READONLY, CP_RECORD_NEEDED, g)
+    assert (pages, changed, flagged, list(thp), [int(x) for x in splits], tables) == (
+        10, 10, 10, [], [HVA], 1)
     assert pt.table_counts["pte"] == 1
     for i in range(512):
         e, shift = pt.get(HVA + i * K)
@@ -272,6 +271,17 @@ def test_change_over_a_partial_huge_pmd_splits_it():
     pt2.map(HVA, 1024, huge=True, pfn=0x40000)
     splits = pt2.change_range(HVA + 500 * K, 20, mmucore.PAGE_READONLY)[4]
     assert [int(x) for x in splits] == [HVA, HVA + M2]
+
+
+def test_change_range_counts_pte_tables_walked():
+    pt = mmucore.PageTable()
+    pt.map(VA, 3 * 512)                                       # three full PTE tables
+    pt.zap_range(VA + 512 * K, 512, Gather())                 # the middle one freed
+    # [VA + 10 pages, VA + 3 tables - 10 pages): two tables walked, the freed one skipped
+    out = pt.change_range(VA + 10 * K, 3 * 512 - 20, mmucore.PAGE_READONLY)
+    assert (out[0], out[5]) == (2 * 512 - 20, 2)
+    # no mapping at all: nothing walked
+    assert pt.change_range(VA + 1024 * M2, 512, mmucore.PAGE_READONLY)[5] == 0
 
 
 # ------------------------------------------------------------------ zap_range
