@@ -39,6 +39,14 @@ CP_UFFD_WP_RESOLVE = 32    # MM_CP_UFFD_WP_RESOLVE: clear the uffd-wp bit only
 CP_DIRTY_ACCT = 64         # MM_CP_DIRTY_ACCT (<=5.19): RW back on dirty shared PTEs
 _CP_ALL = 127
 
+# PageAnon(page) for the TRY_WRITABLE rule: the core sees frames, not struct pages, so the
+# model keeps page-cache (file and shmem) frames at and above this PFN; anonymous frames
+# are below it (the shared zero page is excluded by its own PFN).
+FILE_PFN_BASE = 1 << 39
+
+cdef enum:
+    K_FILE_PFN_BASE_SHIFT = 39
+
 cdef enum:
     K_RECORD_ALL = 1
     K_RECORD_NEEDED = 2
@@ -582,7 +590,8 @@ cdef inline uint64_t apply_rules(uint64_t old, uint64_t new, int mode,
     if (mode & K_DIRTY_ACCT) and (new & MMU_D) and (new & MMU_P):
         new |= MMU_RW
     if (mode & K_TRY_WRITABLE) and (new & MMU_P) and not (new & MMU_RW) \
-            and not (new & MMU_UFFD_WP) and pfn != zero_pfn:
+            and not (new & MMU_UFFD_WP) and pfn != zero_pfn \
+            and (pfn >> K_FILE_PFN_BASE_SHIFT) == 0:
         if not (mode & K_WRITABLE_NEEDS_DIRTY) or (new & MMU_D):
             new |= MMU_RW
     return new

@@ -169,11 +169,13 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
             return "zero_page"
         pt.set_pte(va, mmucore.mk_pte(m.alloc_pfns(1), vma.page_prot | RW | D))
         return "anon"
-    # shared anonymous or file-backed: the page is shared, its PTE takes vm_page_prot
-    pfn = m.alloc_pfns(1)
+    # shared anonymous (shmem) or file-backed
     if write and not vma.shared:
-        pt.set_pte(va, mmucore.mk_pte(pfn, vma.page_prot | RW | D))   # do_cow_fault
+        # do_cow_fault: a private anonymous copy of the file page
+        pt.set_pte(va, mmucore.mk_pte(m.alloc_pfns(1), vma.page_prot | RW | D))
         return "anon"
+    # the page-cache page itself, with vm_page_prot
+    pfn = m.alloc_file_pfns(1)
     pt.set_pte(va, mmucore.mk_pte(pfn, vma.page_prot | (D if write else 0)))
     return "file"
 
@@ -181,14 +183,15 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
 def do_wp_page(mm: "MM", cpu: "CPU", vma: "VMA", va: int, entry: int) -> str:
     """Write to a present read-only PTE in a writable VMA: reuse an exclusive anonymous
     page (no flush), else copy it and flush the old translation everywhere."""
-    pfn = mmucore.pte_pfn(entry)
     if vma.shared:
         mm.pt.set_pte(va, entry | RW | D | A)            # shared: writable in place
         return "wp_reuse"
-    if vma.anon and pfn != cpu.machine.zero_pfn:
-        mm.pt.set_pte(va, entry | RW | D | A)            # wp_page_reuse: no flush
+    if cpu.machine.is_anon_pfn(mmucore.pte_pfn(entry)):
+        # an exclusive anonymous page (also the copies in a private file mapping):
+        # wp_page_reuse, no flush
+        mm.pt.set_pte(va, entry | RW | D | A)
         return "wp_reuse"
-    return wp_page_copy(mm, cpu, vma, va)
+    return wp_page_copy(mm, cpu, vma, va)            # zero page or page cache: copy
 
 
 def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
@@ -227,9 +230,15 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
             counts["zero_page"] += n
         else:
             prot = vma.page_prot | (RW | D if write and vma.flags & VM_WRITE else 0)
-            pfn = m.next_pfn
+            # anonymous frames for private anon memory and for COW copies of file pages;
+            # page-cache frames for shared memory and private file pages only read
+            anon = anon_private or (write and not vma.shared)
+            pfn = m.next_pfn if anon else m.next_file_pfn
             n = pt.populate(s, npages, prot, pfn)
-            m.next_pfn = pfn + n
+            if anon:
+                m.alloc_pfns(n)
+            else:
+                m.alloc_file_pfns(n)
             counts["anon" if anon_private or write else "file"] += n
         for outcome, k in counts.items():
             if k:

@@ -212,6 +212,7 @@ class Machine:
         self.mms: List[MM] = []
         self._ctx_ids = itertools.count(1)
         self.next_pfn = 0x1000
+        self.next_file_pfn = mmucore.FILE_PFN_BASE
         self.zero_pfn = ZERO_PFN
         self.current_op: Optional[Op] = None
         self.checker = Checker(self, checker)
@@ -228,12 +229,25 @@ class Machine:
         return self.preset.kernel[key]
 
     def alloc_pfns(self, n: int, align: int = 1) -> int:
-        """n consecutive fresh frames (aligned to `align` frames)."""
+        """n consecutive fresh anonymous frames (aligned to `align` frames)."""
         pfn = -(-self.next_pfn // align) * align
+        if pfn + n > mmucore.FILE_PFN_BASE:
+            raise PysimError("out of simulated anonymous frames (PFNs below 2^39)")
         self.next_pfn = pfn + n
-        if self.next_pfn >= 1 << 40:
-            raise PysimError("out of simulated physical frames (40-bit PFN space)")
         return pfn
+
+    def alloc_file_pfns(self, n: int) -> int:
+        """n consecutive fresh page-cache frames (file or shmem pages): the model keeps
+        them at and above mmucore.FILE_PFN_BASE, which is how the core tells PageAnon."""
+        pfn = self.next_file_pfn
+        if pfn + n > 1 << 40:
+            raise PysimError("out of simulated page-cache frames (40-bit PFN space)")
+        self.next_file_pfn = pfn + n
+        return pfn
+
+    def is_anon_pfn(self, pfn: int) -> bool:
+        """PageAnon(pfn_to_page(pfn)) in the model: an anonymous frame, not the zero page."""
+        return pfn < mmucore.FILE_PFN_BASE and pfn != self.zero_pfn
 
     def process(self, **kw: Any) -> "Process":
         """A new address space (an mm) with no threads yet."""

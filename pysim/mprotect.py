@@ -35,8 +35,10 @@ def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     mode = 0
     if gathering:
         mode |= mmucore.CP_RECORD_NEEDED if prof.skip_unneeded_flush else mmucore.CP_RECORD_ALL
-    if prof.change_writable != "none" and vma.flags & VM_WRITE and not vma.flags & VM_SHARED \
-            and vma.anon:
+    # vma_wants_manual_pte_write_upgrade(): a private writable VMA, anonymous or file;
+    # the per-entry test (can_change_pte_writable) then takes only anonymous frames.
+    # Shared VMAs would need write-notify, which the model does not do.
+    if prof.change_writable != "none" and vma.flags & VM_WRITE and not vma.flags & VM_SHARED:
         mode |= mmucore.CP_TRY_WRITABLE
         if prof.change_writable == "dirty":
             mode |= mmucore.CP_WRITABLE_NEEDS_DIRTY

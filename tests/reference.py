@@ -126,6 +126,7 @@ FLUSH_ON_CHANGE = RW | US | PWT | PCD | PSE | G | PAT_LARGE | PKEY_MASK | NX
 
 PAGE = 1 << 12
 HPAGE = 1 << 21
+FILE_PFN_BASE = 1 << 39          # page-cache frames start here (the model's PageAnon test)
 GATHER_EMPTY_START = (1 << 47) - PAGE
 
 READ, WRITE, FETCH = 0, 1, 2
@@ -236,7 +237,7 @@ def apply_cp_rules(new, mode, pfn, zero_pfn):
     if mode & CP_DIRTY_ACCT and new & D and new & P:
         new |= RW
     if (mode & CP_TRY_WRITABLE and new & P and not new & RW and not new & UFFD_WP
-            and pfn != zero_pfn):
+            and pfn != zero_pfn and pfn < FILE_PFN_BASE):      # PageAnon: below the file frames
         if not mode & CP_WRITABLE_NEEDS_DIRTY or new & D:
             new |= RW
     return new

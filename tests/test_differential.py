@@ -255,6 +255,8 @@ def random_pte(rng):
     flags |= ref.PWT * (rng.random() < 0.1) | ref.SOFT_DIRTY * (rng.random() < 0.2)
     flags |= ref.UFFD_WP * (rng.random() < 0.1) | (rng.randrange(16) << 59) * (rng.random() < 0.1)
     pfn = rng.randrange(0x3000, 0x3040)
+    if pfn % 5 == 0:                                        # a page-cache frame
+        pfn += ref.FILE_PFN_BASE
     if rng.random() < 0.1:                                  # PROT_NONE, frame inverted
         return ref._fix_protnone(0, (pfn << 12) | (flags & ~G) | ref.PROTNONE, ref.PFN_MASK)
     return (pfn << 12) | flags | P
@@ -263,7 +265,8 @@ def random_pte(rng):
 def random_pmd(rng):
     if rng.random() < 0.1:
         return 0
-    pfn = 0x80000 + 512 * rng.randrange(8)
+    k = rng.randrange(8)
+    pfn = 0x80000 + 512 * k + ref.FILE_PFN_BASE * (k == 7)     # k == 7: page-cache frames
     flags = A * (rng.random() < 0.7) | D * (rng.random() < 0.4) | RW * (rng.random() < 0.6)
     flags |= US * (rng.random() < 0.85) | NX * (rng.random() < 0.5) | G * (rng.random() < 0.1)
     flags |= ref.PAT_LARGE * (rng.random() < 0.1)

@@ -97,7 +97,11 @@ def test_map_populate_of_prot_none_maps_nothing(flags):
     t.mprotect(p, PAGE, PROT_READ)
     r = t.read(p)
     e = proc.mm.pt.get(p)[0]
-    assert e & P and mmucore.pte_pfn(e) < m.next_pfn
+    pfn = mmucore.pte_pfn(e)
+    if flags & MAP_SHARED:          # a shmem page from the page cache
+        assert e & P and mmucore.FILE_PFN_BASE <= pfn < m.next_file_pfn
+    else:
+        assert e & P and pfn == m.zero_pfn
 
 
 # ------------------------------------------------------------------ write protect
@@ -158,6 +162,46 @@ def test_cow_of_a_private_file_page():
     r = t.write(p)
     assert outcomes(r) == ["cow"] and ev(r, "flush_tlb_mm_range") == 1
     assert mmucore.pte_pfn(proc.mm.pt.get(p)[0]) != old
+    assert not m.is_anon_pfn(old) and m.is_anon_pfn(mmucore.pte_pfn(proc.mm.pt.get(p)[0]))
+
+
+def _private_file_page_cache_and_copy(profile):
+    """A private file mapping of two pages: page 0 only read (the page-cache page), page 1
+    written (its anonymous copy); then mprotect(READ) and mprotect(READ|WRITE)."""
+    m, proc, (t,) = machine(profile=profile)
+    p = t.mmap(2 * PAGE, RW, pysim.MAP_PRIVATE, file=pysim.File("data"))
+    t.read(p)
+    t.write(p + PAGE)
+    t.mprotect(p, 2 * PAGE, PROT_READ)
+    r = t.mprotect(p, 2 * PAGE, RW)
+    return m, proc, t, p, r
+
+
+@pytest.mark.parametrize("profile", ["v6.0", "v6.2"])
+def test_mprotect_makes_anon_copies_in_a_private_file_mapping_writable(profile):
+    """6.0+: vma_wants_manual_pte_write_upgrade() holds for any private writable VMA, and
+    can_change_pte_writable() takes exclusive anonymous pages only: the COW copy gets RW
+    back from mprotect, the page-cache page stays read-only (a write must copy it)."""
+    m, proc, t, p, r = _private_file_page_cache_and_copy(profile)
+    rw = [bool(proc.mm.pt.get(p + i * PAGE)[0] & PRW) for i in range(2)]
+    assert rw == [False, True]
+    assert ev(r, "flush_tlb_mm_range") == 1            # RW set on a present entry: flushed
+    r = t.write(p + PAGE)
+    assert r.faults == [] and no_flush(r)
+    r = t.write(p)
+    assert outcomes(r) == ["cow"]
+
+
+@pytest.mark.parametrize("profile", ["mmots", "patched"])
+def test_write_to_a_read_only_anon_copy_in_a_file_mapping_reuses_it(profile):
+    """<= 5.19: mprotect leaves both read-only; do_wp_page reuses the exclusive anonymous
+    copy without a flush and copies the page-cache page with one."""
+    m, proc, t, p, r = _private_file_page_cache_and_copy(profile)
+    assert [bool(proc.mm.pt.get(p + i * PAGE)[0] & PRW) for i in range(2)] == [False, False]
+    r = t.write(p + PAGE)
+    assert outcomes(r) == ["wp_reuse"] and no_flush(r)
+    r = t.write(p)
+    assert outcomes(r) == ["cow"] and ev(r, "flush_tlb_mm_range") == 1
 
 
 # ------------------------------------------------------------------ spurious faults

@@ -188,6 +188,19 @@ def test_change_range_try_writable():
     assert (g.start, g.end, g.stride_shift) == (VA, VA + 2 * K, 12)   # RW set flushes
 
 
+def test_change_range_try_writable_skips_page_cache_frames():
+    """A private file mapping holds page-cache frames (not PageAnon: stay read-only) next
+    to the anonymous copies its write faults made (made writable)."""
+    pt = mmucore.PageTable()
+    pt.map(VA, 1, flags=US | A | D | NX, pfn=mmucore.FILE_PFN_BASE + 7)    # page cache
+    pt.map(VA + K, 1, flags=US | A | D | NX, pfn=0x5000)                    # anon copy
+    g = Gather()
+    mode = CP_RECORD_NEEDED | CP_TRY_WRITABLE
+    assert pt.change_range(VA, 2, mmucore.PAGE_COPY, mode, g)[1:3] == (1, 1)
+    assert [bool(int(e) & RW) for e in pt.read_range(VA, 2)] == [False, True]
+    assert (g.start, g.end) == (VA + K, VA + 2 * K)
+
+
 def test_change_range_try_writable_needs_dirty():
     pt = mmucore.PageTable()
     pt.map(VA, 2, flags=US | A | NX)
