@@ -1,6 +1,8 @@
 """Python access to one mmu_gather's state; the kernel-facing API lives in pysim.gather."""
 from libc.stdint cimport uint64_t
 
+from mmucore.pte cimport u64
+
 TASK_SIZE = GATHER_EMPTY_START
 
 
@@ -16,17 +18,23 @@ cdef class Gather:
         """__tlb_reset_range()."""
         c_tlb_reset_range(&self.g)
 
-    def flush_pte_range(self, uint64_t addr, uint64_t size):
+    def flush_pte_range(self, addr, size):
         """tlb_flush_pte_range(): record [addr, addr+size) of 4K entries."""
-        c_tlb_flush_pte_range(&self.g, addr, size)
+        cdef uint64_t c_addr = u64(addr, "flush_pte_range: addr")
+        cdef uint64_t c_size = u64(size, "flush_pte_range: size")
+        c_tlb_flush_pte_range(&self.g, c_addr, c_size)
 
-    def flush_pmd_range(self, uint64_t addr, uint64_t size):
+    def flush_pmd_range(self, addr, size):
         """tlb_flush_pmd_range(): record [addr, addr+size) of 2M entries."""
-        c_tlb_flush_pmd_range(&self.g, addr, size)
+        cdef uint64_t c_addr = u64(addr, "flush_pmd_range: addr")
+        cdef uint64_t c_size = u64(size, "flush_pmd_range: size")
+        c_tlb_flush_pmd_range(&self.g, c_addr, c_size)
 
-    def flush_pud_range(self, uint64_t addr, uint64_t size):
+    def flush_pud_range(self, addr, size):
         """tlb_flush_pud_range(): record [addr, addr+size) of 1G entries."""
-        c_tlb_adjust_range(&self.g, addr, size)
+        cdef uint64_t c_addr = u64(addr, "flush_pud_range: addr")
+        cdef uint64_t c_size = u64(size, "flush_pud_range: size")
+        c_tlb_adjust_range(&self.g, c_addr, c_size)
         self.g.cleared_puds = True
 
     @property

@@ -206,48 +206,55 @@ cdef class PageTable:
         return {"pte": self.live[0], "pmd": self.live[1], "pud": self.live[2],
                 "pgd": self.live[3]}
 
-    def get(self, uint64_t va):
+    def get(self, va):
         """(entry, page_shift) of the leaf mapping va: shift 12 or 21, (0, 0) when unmapped."""
-        _check_range(va, 0, 1, "get")
+        cdef uint64_t c_va = u64(va, "get: va")
+        _check_range(c_va, 0, 1, "get")
         cdef int shift = 0
-        cdef uint64_t* slot = self.leaf_slot(va, &shift)
+        cdef uint64_t* slot = self.leaf_slot(c_va, &shift)
         if slot == NULL or slot[0] == 0:
             return (0, 0)
         return (slot[0], shift)
 
-    def upper_entries(self, uint64_t va):
+    def upper_entries(self, va):
         """The raw PGD, PUD and PMD entries on va's path (0 where the path ends)."""
-        _check_range(va, 0, 1, "upper_entries")
+        cdef uint64_t c_va = u64(va, "upper_entries: va")
+        _check_range(c_va, 0, 1, "upper_entries")
         out = []
-        cdef uint64_t e = self.tables[self.root][idx(va, 39)]
+        cdef uint64_t e = self.tables[self.root][idx(c_va, 39)]
         out.append(e)
         if e & MMU_P:
-            e = pt_table(self, e)[idx(va, 30)]
+            e = pt_table(self, e)[idx(c_va, 30)]
             out.append(e)
             if e & MMU_P:
-                out.append(pt_table(self, e)[idx(va, 21)])
+                out.append(pt_table(self, e)[idx(c_va, 21)])
         return tuple(out + [0] * (3 - len(out)))
 
-    def set_pte(self, uint64_t va, uint64_t value):
+    def set_pte(self, va, value):
         """Write one 4K PTE (allocating tables). A huge PMD over va must be split first."""
-        _check_range(va, 1, 4096, "set_pte")
-        cdef uint64_t* pmd = self.pmd_slot(va, True)
+        cdef uint64_t c_va = u64(va, "set_pte: va")
+        cdef uint64_t c_value = u64(value, "set_pte: value")
+        _check_range(c_va, 1, 4096, "set_pte")
+        cdef uint64_t* pmd = self.pmd_slot(c_va, True)
         if pmd[0] & MMU_PSE:
-            raise ValueError(f"set_pte: 0x{va:x} is inside a huge PMD; split it first")
-        self.pte_table_for(pmd, va)[idx(va, 12)] = value
+            raise ValueError(f"set_pte: 0x{c_va:x} is inside a huge PMD; split it first")
+        self.pte_table_for(pmd, c_va)[idx(c_va, 12)] = c_value
 
-    def set_pmd(self, uint64_t va, uint64_t value):
+    def set_pmd(self, va, value):
         """Write one huge PMD leaf (PSE is added); a PTE table under it is freed."""
-        _check_range(va, 512, DEF_PMD_SIZE, "set_pmd")
-        cdef uint64_t* pmd = self.pmd_slot(va, True)
+        cdef uint64_t c_va = u64(va, "set_pmd: va")
+        cdef uint64_t c_value = u64(value, "set_pmd: value")
+        _check_range(c_va, 512, DEF_PMD_SIZE, "set_pmd")
+        cdef uint64_t* pmd = self.pmd_slot(c_va, True)
         if (pmd[0] & MMU_P) and not (pmd[0] & MMU_PSE):
             self.free_table((pmd[0] & MMU_PFN_MASK) >> 12, 0)
-        pmd[0] = value | MMU_PSE if value else 0
+        pmd[0] = c_value | MMU_PSE if c_value else 0
 
-    def split_huge_pmd(self, uint64_t va) -> bool:
+    def split_huge_pmd(self, va) -> bool:
         """__split_huge_pmd(): replace the huge PMD over va by a PTE table of 512 PTEs."""
-        _check_range(va, 0, 1, "split_huge_pmd")
-        cdef uint64_t* pmd = self.pmd_slot(va, False)
+        cdef uint64_t c_va = u64(va, "split_huge_pmd: va")
+        _check_range(c_va, 0, 1, "split_huge_pmd")
+        cdef uint64_t* pmd = self.pmd_slot(c_va, False)
         if pmd == NULL or not (pmd[0] & MMU_PSE):
             return False
         self._split(pmd)
@@ -268,39 +275,43 @@ cdef class PageTable:
         return 0
 
     # ---------------------------------------------------------------- range loops
-    def map(self, uint64_t va, npages, uint64_t flags=MMU_P | MMU_RW | MMU_US | MMU_A | MMU_D,
+    def map(self, va, npages, flags=MMU_P | MMU_RW | MMU_US | MMU_A | MMU_D,
             pfn=None, bint huge=False):
         """Populate [va, va+npages pages) with consecutive frames: 4K PTEs, or huge PMDs.
 
         flags are the entry's low/high bits (P is added).  Returns the first frame used.
         Existing entries are overwritten; this is the fast populate, not a fault path.
         """
-        _check_range(va, npages, DEF_PMD_SIZE if huge else 4096, "map")
-        if flags & MMU_PFN_MASK:
-            raise ValueError(f"map: flags 0x{flags:x} overlap the PFN field")
+        cdef uint64_t c_va = u64(va, "map: va")
+        cdef uint64_t c_flags = u64(flags, "map: flags")
+        _check_range(c_va, npages, DEF_PMD_SIZE if huge else 4096, "map")
+        if c_flags & MMU_PFN_MASK:
+            raise ValueError(f"map: flags 0x{c_flags:x} overlap the PFN field")
         cdef uint64_t first = self.next_pfn if pfn is None else pfn
         if first + npages >= (1 << 40):
             raise ValueError(f"map: frames 0x{first:x}+{npages} exceed the 40-bit PFN field")
         if huge and first % 512:
             raise ValueError(f"map: huge mapping needs a 512-aligned first pfn, got 0x{first:x}")
-        self._fill(va, npages, flags | MMU_P, first, huge, False, 0)
+        self._fill(c_va, npages, c_flags | MMU_P, first, huge, False, 0)
         if pfn is None:
             self.next_pfn = first + npages
         return first
 
-    def populate(self, uint64_t va, npages, uint64_t flags, pfn=None, bint same_pfn=False):
+    def populate(self, va, npages, flags, pfn=None, bint same_pfn=False):
         """Fill only the empty 4K entries of a range (a fault-in loop); returns how many.
 
         New entries get consecutive frames, or all the same frame with same_pfn (the zero
         page).  Present entries, including those under huge PMDs, are left alone.
         """
-        _check_range(va, npages, 4096, "populate")
-        if flags & MMU_PFN_MASK:
-            raise ValueError(f"populate: flags 0x{flags:x} overlap the PFN field")
-        if not flags & (MMU_P | MMU_PROTNONE):
-            raise ValueError(f"populate: flags 0x{flags:x} make no present entry")
+        cdef uint64_t c_va = u64(va, "populate: va")
+        cdef uint64_t c_flags = u64(flags, "populate: flags")
+        _check_range(c_va, npages, 4096, "populate")
+        if c_flags & MMU_PFN_MASK:
+            raise ValueError(f"populate: flags 0x{c_flags:x} overlap the PFN field")
+        if not c_flags & (MMU_P | MMU_PROTNONE):
+            raise ValueError(f"populate: flags 0x{c_flags:x} make no present entry")
         cdef uint64_t first = self.next_pfn if pfn is None else pfn
-        n = self._fill(va, npages, flags, first, False, True, same_pfn)
+        n = self._fill(c_va, npages, c_flags, first, False, True, same_pfn)
         if pfn is None and not same_pfn:
             self.next_pfn = first + n
         return n
@@ -341,16 +352,17 @@ cdef class PageTable:
             addr = nxt
         return n
 
-    def read_range(self, uint64_t va, npages, out=None):
+    def read_range(self, va, npages, out=None):
         """The leaf entry of every 4K page in the range as uint64 (a huge PMD repeats)."""
-        _check_range(va, npages, 4096, "read_range")
+        cdef uint64_t c_va = u64(va, "read_range: va")
+        _check_range(c_va, npages, 4096, "read_range")
         if out is None:
             out = np.zeros(npages, dtype=np.uint64)
         elif not (isinstance(out, np.ndarray) and out.dtype == np.uint64
                   and out.ndim == 1 and out.shape[0] == npages):
             raise ValueError(f"read_range: out must be a uint64 array of {npages} entries")
         cdef uint64_t[::1] o = out
-        cdef uint64_t addr = va, end = va + npages * 4096, nxt, k = 0, i, n
+        cdef uint64_t addr = c_va, end = c_va + npages * 4096, nxt, k = 0, i, n
         cdef uint64_t* pmd
         cdef uint64_t* t
         while addr < end:
@@ -371,8 +383,8 @@ cdef class PageTable:
             addr = nxt
         return out
 
-    def change_range(self, uint64_t va, npages, uint64_t newprot, int mode=0,
-                     Gather gather=None, uint64_t zero_pfn=0, thp_out=None):
+    def change_range(self, va, npages, newprot, int mode=0,
+                     Gather gather=None, zero_pfn=0, thp_out=None):
         """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
 
         mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs,
@@ -382,7 +394,10 @@ cdef class PageTable:
         PMDs split because the range cut them (split flushes immediately), and the number
         of PTE tables change_pte_range walked (what a per-table cost is charged on).
         """
-        _check_range(va, npages, 4096, "change_range")
+        cdef uint64_t c_va = u64(va, "change_range: va")
+        cdef uint64_t c_newprot = u64(newprot, "change_range: newprot")
+        cdef uint64_t c_zero_pfn = u64(zero_pfn, "change_range: zero_pfn")
+        _check_range(c_va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
         if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED)) and gather is None:
@@ -394,7 +409,7 @@ cdef class PageTable:
         splits = np.zeros(2, dtype=np.uint64)
         cdef uint64_t[::1] thpv = thp
         cdef uint64_t[::1] splitv = splits
-        self._change(va, va + npages * 4096, newprot, mode, &tmp.g, zero_pfn, &st,
+        self._change(c_va, c_va + npages * 4096, c_newprot, mode, &tmp.g, c_zero_pfn, &st,
                      &thpv[0], &splitv[0])
         return (st.pages, st.changed, st.flagged, thp[:st.nthp], splits[:st.nsplit],
                 st.ntables)
@@ -437,17 +452,18 @@ cdef class PageTable:
             addr = nxt
         return 0
 
-    def zap_range(self, uint64_t va, npages, Gather gather, free_start=None, free_end=None):
+    def zap_range(self, va, npages, Gather gather, free_start=None, free_end=None):
         """zap_pte_range()/zap_huge_pmd() over the range, recording every cleared entry.
 
         Page-table pages whose whole span lies in [free_start, free_end) are then freed
         (free_pgtables) and the gather gets freed_tables.  Returns (zapped 4K pages,
         zapped huge PMDs, split addresses).
         """
-        _check_range(va, npages, 4096, "zap_range")
+        cdef uint64_t c_va = u64(va, "zap_range: va")
+        _check_range(c_va, npages, 4096, "zap_range")
         if gather is None:
             raise ValueError("zap_range: a Gather is required")
-        cdef uint64_t start = va, end = va + npages * 4096, addr, nxt
+        cdef uint64_t start = c_va, end = c_va + npages * 4096, addr, nxt
         cdef uint64_t fs = start if free_start is None else free_start
         cdef uint64_t fe = end if free_end is None else free_end
         cdef uint64_t* pmd
@@ -531,15 +547,16 @@ cdef class PageTable:
             g.freed_tables = True
         return 0
 
-    def clear_young_dirty(self, uint64_t va, npages, Gather gather, bint clear_dirty=False):
+    def clear_young_dirty(self, va, npages, Gather gather, bint clear_dirty=False):
         """MADV_COLD (A) / MADV_FREE (A and D): clear the bits of present entries with a
         normal page and record each entry changed with tlb_remove_tlb_entry.  A huge PMD the
         range only cuts is split first.  Returns (changed 4K, changed huge, split addresses)."""
-        _check_range(va, npages, 4096, "clear_young_dirty")
+        cdef uint64_t c_va = u64(va, "clear_young_dirty: va")
+        _check_range(c_va, npages, 4096, "clear_young_dirty")
         if gather is None:
             raise ValueError("clear_young_dirty: a Gather is required")
         cdef uint64_t bits = MMU_A | (MMU_D if clear_dirty else 0)
-        cdef uint64_t addr = va, end = va + npages * 4096, nxt, i, i0, i1, n = 0, nh = 0
+        cdef uint64_t addr = c_va, end = c_va + npages * 4096, nxt, i, i0, i1, n = 0, nh = 0
         cdef uint64_t* pmd
         cdef uint64_t* t
         split_addrs = []

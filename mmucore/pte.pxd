@@ -144,3 +144,17 @@ cdef inline bint c_huge_pmd_needs_flush(uint64_t old, uint64_t new) noexcept nog
 
 
 cdef uint64_t c_vm_get_page_prot(uint64_t vm_flags) noexcept nogil
+
+
+cdef inline uint64_t u64(object x, str what) except *:
+    """x as an unsigned 64-bit value for C, or a TypeError/ValueError naming `what`
+    (Python entry points take untyped addresses and entries and convert them here, so a
+    negative address is a clear error, not a bare OverflowError)."""
+    cdef object v
+    try:
+        v = x.__index__()
+    except AttributeError:
+        raise TypeError(f"{what} must be an integer, got {type(x).__name__}") from None
+    if v < 0 or v > 0xFFFFFFFFFFFFFFFF:
+        raise ValueError(f"{what} {v:#x} is not an unsigned 64-bit value")
+    return <uint64_t>v

@@ -342,14 +342,16 @@ cdef class TLB:
             raise ValueError(f"pcid {pcid} outside 0..{PCID_MAX}")
         return pcid
 
-    def invlpg(self, uint64_t va, pcid=None):
+    def invlpg(self, va, pcid=None):
         """INVLPG va: drop the 4K and covering 2M entries of the PCID (globals too) and
         every PSC entry of that PCID."""
-        c_invlpg(self, va, self._pcid_arg(pcid))
+        cdef uint64_t c_va = u64(va, "invlpg: va")
+        c_invlpg(self, c_va, self._pcid_arg(pcid))
 
-    def invpcid_single(self, uint64_t va, int pcid):
+    def invpcid_single(self, va, int pcid):
         """INVPCID type 0: drop va's non-global entries of pcid and pcid's PSC entries."""
-        c_invpcid_single(self, va, self._pcid_arg(pcid))
+        cdef uint64_t c_va = u64(va, "invpcid_single: va")
+        c_invpcid_single(self, c_va, self._pcid_arg(pcid))
 
     def flush_pcid(self, pcid=None):
         """CR3 write without NOFLUSH (or INVPCID type 1): drop pcid's non-global entries."""
@@ -369,19 +371,22 @@ cdef class TLB:
             self.counters[C_CR3_NOFLUSH] += 1
             self.cycles[Y_INVALIDATE] += self.cost.cr3_noflush
 
-    def fill(self, uint64_t va, uint64_t entry, bint huge=False, pcid=None):
+    def fill(self, va, entry, bint huge=False, pcid=None):
         """Insert a translation into the STLB and L1 (as a walk would), for tests and tools.
         entry is a leaf entry (its permission bits and frame are what gets cached)."""
-        if not entry & MMU_P:
+        cdef uint64_t c_va = u64(va, "fill: va")
+        cdef uint64_t c_entry = u64(entry, "fill: entry")
+        if not c_entry & MMU_P:
             raise ValueError("fill: a not-present entry is never cached")
-        c_fill(self, va & VA48, entry, huge, self._pcid_arg(pcid))
+        c_fill(self, c_va & VA48, c_entry, huge, self._pcid_arg(pcid))
 
-    def probe(self, uint64_t va, pcid=None):
+    def probe(self, va, pcid=None):
         """What the TLB holds for va, without side effects: (level, entry, huge) or None.
         level is 'l1' or 'stlb'; entry is the cached frame and permission bits."""
+        cdef uint64_t c_va = u64(va, "probe: va")
         cdef uint64_t p = self._pcid_arg(pcid)
         cdef int64_t s
-        cdef uint64_t v4 = (va & VA48) >> 12, v2 = (va & VA48) >> 21
+        cdef uint64_t v4 = (c_va & VA48) >> 12, v2 = (c_va & VA48) >> 21
         for name, arr in (("l1", 0), ("stlb", 1)):
             for huge in (False, True):
                 s = self._find(arr, huge, v2 if huge else v4, p)
@@ -751,13 +756,14 @@ cdef int c_access(TLB t, PageTable pt, uint64_t va, int kind, bint user) noexcep
     return F_NONE
 
 
-def access(PageTable pt, TLB tlb, uint64_t va, int kind=READ, bint user=True) -> int:
+def access(PageTable pt, TLB tlb, va, int kind=READ, bint user=True) -> int:
     """One access through tlb against pt; returns the fault class (FAULT_NONE when done)."""
+    cdef uint64_t c_va = u64(va, "access: va")
     if kind not in (READ, WRITE, FETCH):
         raise ValueError(f"access kind {kind} unknown: 0 read, 1 write, 2 fetch")
-    if va >= (1 << 47) and user:
-        raise ValueError(f"user access to 0x{va:x} beyond the 47-bit user address space")
-    return c_access(tlb, pt, va, kind, user)
+    if c_va >= (1 << 47) and user:
+        raise ValueError(f"user access to 0x{c_va:x} beyond the 47-bit user address space")
+    return c_access(tlb, pt, c_va, kind, user)
 
 
 class StreamResult:

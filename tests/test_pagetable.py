@@ -486,3 +486,18 @@ def test_bad_input_raises_before_changing_anything(what, call):
     with pytest.raises(ValueError):
         call(pt)
     assert (pt.table_counts, pt.next_pfn, [int(x) for x in pt.read_range(VA, 4)]) == before
+
+
+@pytest.mark.parametrize("call", [
+    lambda pt: pt.get(-1), lambda pt: pt.map(-4096, 1), lambda pt: pt.set_pte(VA, -1),
+    lambda pt: pt.change_range(-4096, 1, mmucore.PAGE_READONLY),
+    lambda pt: pt.zap_range(-4096, 1, Gather()), lambda pt: Gather().flush_pte_range(-1, K),
+    lambda pt: pt.get(1 << 64)], ids=["get", "map", "set_pte", "change", "zap", "gather", "big"])
+def test_negative_or_oversized_values_are_named_value_errors(call):
+    with pytest.raises(ValueError, match=r"(va|value|addr) .* unsigned 64-bit"):
+        call(mmucore.PageTable())
+
+
+def test_non_integer_address_is_a_type_error():
+    with pytest.raises(TypeError, match="get: va must be an integer, got str"):
+        mmucore.PageTable().get("0x1000")

@@ -587,3 +587,15 @@ def test_check_reports_huge_and_frame_and_unmapped():
     assert "not present" in reasons[(HVA, True)]
     assert "stale frame" in reasons[(VA, False)]
     assert "not present" in reasons[(VA + 4096, False)]
+
+
+@pytest.mark.parametrize("name, call", [
+    ("invlpg", lambda t, pt: t.invlpg(-4096)),
+    ("invpcid_single", lambda t, pt: t.invpcid_single(-4096, 1)),
+    ("fill", lambda t, pt: t.fill(-4096, 0x1067)),
+    ("probe", lambda t, pt: t.probe(-1)),
+    ("access", lambda t, pt: access(pt, t, -4096, READ))])
+def test_negative_addresses_are_named_value_errors(name, call):
+    tlb = mmucore.TLB(mmucore.geometry("skylake"))
+    with pytest.raises(ValueError, match=f"{name}: va -0x[0-9a-f]+ is not an unsigned 64-bit"):
+        call(tlb, mmucore.PageTable())
