@@ -119,9 +119,13 @@ def _psc_sets_ways(v):
 
 
 def _validate_geometry(geo):
-    for key in ("l1_4k", "l1_2m", "l1_unified", "stlb", "psc", "nested_levels"):
+    fields = ("l1_4k", "l1_2m", "l1_unified", "stlb", "psc", "nested_levels")
+    for key in fields:
         if key not in geo:
             raise ValueError(f"geometry lacks field {key!r}")
+    unknown = sorted(set(geo) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown geometry field(s) {unknown}; allowed: {sorted(fields)}")
     _sets_ways(geo, "l1_4k")
     _sets_ways(geo, "stlb")
     if not geo["l1_unified"]:

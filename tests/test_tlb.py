@@ -599,3 +599,12 @@ def test_negative_addresses_are_named_value_errors(name, call):
     tlb = mmucore.TLB(mmucore.geometry("skylake"))
     with pytest.raises(ValueError, match=f"{name}: va -0x[0-9a-f]+ is not an unsigned 64-bit"):
         call(tlb, mmucore.PageTable())
+
+
+def test_geometry_rejects_unknown_fields_even_when_complete():
+    geo = dict(mmucore.GEOMETRIES["skylake"], stlb_ways=16)
+    for make in (mmucore.geometry, mmucore.TLB):
+        with pytest.raises(ValueError, match=r"unknown geometry field\(s\) \['stlb_ways'\]"):
+            make(geo)
+    with pytest.raises(ValueError, match="unknown geometry field"):
+        mmucore.geometry("zen3", sets=4)
