@@ -4,7 +4,7 @@ COUNTER_NAMES = (
     "accesses", "reads", "writes", "fetches",
     "l1_hits", "l1_misses", "stlb_hits", "stlb_misses",
     "walks", "walk_refs", "psc_pml4_hits", "psc_pdpt_hits", "psc_pde_hits", "psc_misses",
-    "dirty_walks", "l1_evictions", "stlb_evictions",
+    "dirty_walks", "l1_evictions", "stlb_evictions", "psc_evictions",
     "invlpg", "invpcid_single", "flush_pcid", "flush_all", "cr3_noflush",
     "faults", "fault_not_present", "fault_write", "fault_nx", "fault_user", "fault_from_tlb",
 )

@@ -701,6 +701,7 @@ cdef int walk(TLB t, PageTable pt, uint64_t va, int kind, bint user) noexcept no
     if t.nested_levels:
         refs = refs * (t.nested_levels + 1) + t.nested_levels
     t.counters[C_WALK_REFS] += refs
+    t.counters[C_PSC_EVICTIONS] += psc_evictions
     t.cycles[Y_WALK] += t.cost.walk_base + refs * t.cost.walk_ref
     return cls
 

@@ -58,7 +58,7 @@ TLB (RefTLB)
   over a 2M one.  With a unified L1 ("zen3") both page sizes live in the one L1 array.
 * Rule L2 (fill): a slot holding the same key is overwritten in place; else the first
   empty way; else the way with the smallest stamp (first one on a tie) is evicted and
-  counted (l1_evictions / stlb_evictions; PSC evictions are not counted).
+  counted (l1_evictions / stlb_evictions / psc_evictions).
 * Rule L3 (LRU clock): one global counter, incremented every time an entry is stamped
   (a hit, a PSC hit, a fill).  Stamps within one array are then strictly increasing in
   time, which is all LRU needs.
@@ -144,7 +144,7 @@ COUNTER_NAMES = (
     "accesses", "reads", "writes", "fetches",
     "l1_hits", "l1_misses", "stlb_hits", "stlb_misses",
     "walks", "walk_refs", "psc_pml4_hits", "psc_pdpt_hits", "psc_pde_hits", "psc_misses",
-    "dirty_walks", "l1_evictions", "stlb_evictions",
+    "dirty_walks", "l1_evictions", "stlb_evictions", "psc_evictions",
     "invlpg", "invpcid_single", "flush_pcid", "flush_all", "cr3_noflush",
     "faults", "fault_not_present", "fault_write", "fault_nx", "fault_user", "fault_from_tlb",
 )
@@ -927,7 +927,9 @@ class RefTLB:
             arr = self.psc[4 - level]
             if arr is not None:
                 v = va >> PSC_SHIFTS[4 - level]
-                arr.fill(v, (v, pcid, False, False), (e & PFN_MASK) | rw_us | nx, self.tick())
+                if arr.fill(v, (v, pcid, False, False), (e & PFN_MASK) | rw_us | nx,
+                            self.tick()):
+                    c["psc_evictions"] += 1
             tid = pt.table_of(e)
             level -= 1
         if self.nested:

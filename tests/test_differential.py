@@ -386,6 +386,7 @@ def test_random_stream(geo_name, seed):
         name = ("psc_pml4_hits", "psc_pdpt_hits", "psc_pde_hits")[lvl]
         assert c[name] > 0, f"{geo_name}/{seed}: no {name}"
     assert c["stlb_evictions"] > 0
+    assert (c["psc_evictions"] > 0) == bool(psc_levels)
     for what in ("huge translations", "global translations", "nonzero PCID translations",
                  "THP splits", "THP changes", "table frees"):
         assert pair.coverage[what] > 0, f"{geo_name}/{seed}: the stream never had {what}"

@@ -608,3 +608,17 @@ def test_geometry_rejects_unknown_fields_even_when_complete():
             make(geo)
     with pytest.raises(ValueError, match="unknown geometry field"):
         mmucore.geometry("zen3", sets=4)
+
+
+def test_psc_evictions_are_counted():
+    """A 1-entry PDE cache: walks through two different PMD tables evict each other."""
+    geo = mmucore.geometry("skylake", psc=(0, 0, 1))
+    tlb = mmucore.TLB(geo)
+    pt = mmucore.PageTable()
+    a, b = 0x7F0000000000, 0x7F0000200000                   # two PTE tables
+    pt.map(a, 2)
+    pt.map(b, 1)
+    for va in (a, b, a + 4096):              # three walks, PDE entries a, b, a again
+        assert access(pt, tlb, va) == FAULT_NONE
+    c = tlb.counter_dict()
+    assert (c["walks"], c["psc_pde_hits"], c["psc_evictions"]) == (3, 0, 2)
