@@ -785,12 +785,16 @@ class StreamResult:
                 + ")")
 
 
-def access_stream(PageTable pt, TLB tlb, vas, kinds, Py_ssize_t start=0, bint user=True):
+def access_stream(PageTable pt, TLB tlb, vas, kinds, Py_ssize_t start=0, bint user=True,
+                  bint checked=False):
     """Run accesses vas[start:] (uint64) with kinds (uint8: 0 read, 1 write, 2 fetch) on one
     CPU's TLB, all in C, stopping at the first access that faults.
 
     stopped_at is that access's index (len(vas) when none faulted); the kernel model
-    handles the fault and calls again with start=stopped_at to retry it.
+    handles the fault and calls again with start=stopped_at to retry it.  The values of
+    vas[start:] and kinds[start:] are scanned before the loop runs; checked=True skips
+    that scan when the caller already validated these same arrays (a retry), so a stream
+    with many faults is not rescanned after each one.  Types and shapes are always checked.
     """
     if not isinstance(vas, np.ndarray) or vas.dtype != np.uint64 or vas.ndim != 1:
         raise ValueError("access_stream: vas must be a 1-D numpy uint64 array")
@@ -801,7 +805,7 @@ def access_stream(PageTable pt, TLB tlb, vas, kinds, Py_ssize_t start=0, bint us
     cdef Py_ssize_t n = vas.shape[0]
     if not 0 <= start <= n:
         raise ValueError(f"access_stream: start {start} outside 0..{n}")
-    if n > start:
+    if n > start and not checked:
         if kinds[start:].max() > 2:
             raise ValueError("access_stream: kinds must be 0 (read), 1 (write) or 2 (fetch)")
         if user and vas[start:].max() >= (1 << 47):
@@ -816,12 +820,20 @@ def access_stream(PageTable pt, TLB tlb, vas, kinds, Py_ssize_t start=0, bint us
         y0 += tlb.cycles[k]
     cdef Py_ssize_t i = start
     cdef int cls = F_NONE
+    cdef bint bad_kind = False
     with nogil:
         while i < n:
+            if kd[i] > 2:                 # only reachable with checked=True: stop, never index
+                bad_kind = True
+                break
             cls = c_access(tlb, pt, va[i], kd[i], user)
             if cls != F_NONE:
                 break
             i += 1
+    if bad_kind:
+        raise ValueError(f"access_stream: kinds[{i}] = {kd[i]} is not 0 (read), 1 (write) or "
+                         f"2 (fetch); accesses {start}..{i - 1} ran (checked=True skipped the "
+                         f"scan that rejects this before running anything)")
     cdef double y1 = 0.0
     for k in range(N_CYCLE_KINDS):
         y1 += tlb.cycles[k]

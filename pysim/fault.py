@@ -72,7 +72,9 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
     tlb.pcid = upcid
     try:
         while i < n:
-            r = mmucore.access_stream(mm.pt, tlb, vas, kinds, start=i, user=True)
+            # validate_accesses() checked the values once; retries do not rescan them
+            r = mmucore.access_stream(mm.pt, tlb, vas, kinds, start=i, user=True,
+                                      checked=True)
             done += r.stopped_at - i
             if not r.faults:
                 break

@@ -622,3 +622,15 @@ def test_psc_evictions_are_counted():
         assert access(pt, tlb, va) == FAULT_NONE
     c = tlb.counter_dict()
     assert (c["walks"], c["psc_pde_hits"], c["psc_evictions"]) == (3, 0, 2)
+
+
+def test_access_stream_checked_skips_the_value_scan_but_never_misindexes():
+    pt, tlb = _untouched_setup()
+    # checked=True: the caller vouches for the values; a bad kind still stops the loop
+    # (with a ValueError naming it) instead of indexing counters out of range
+    with pytest.raises(ValueError, match=r"kinds\[1\] = 7"):
+        mmucore.access_stream(pt, tlb, _u64([VA, VA]), _u8([0, 7]), checked=True)
+    assert int(tlb.counters[mmucore.COUNTER_INDEX["accesses"]]) == 1
+    # types are checked either way
+    with pytest.raises(ValueError, match="uint8"):
+        mmucore.access_stream(pt, tlb, _u64([VA]), np.array([0], dtype=np.int32), checked=True)
