@@ -21,6 +21,7 @@ from typing import Dict, List
 import numpy as np
 import pytest
 
+import mmucore
 import pysim
 from pysim import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE, MADV_POPULATE_READ,
                    MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE,
@@ -87,6 +88,7 @@ class Workload:
         self.other = self.m.process()
         self.threads = [self.proc.thread(cpu=c) for c in range(ncpus)]
         self.other_threads = {}
+        self.files = [pysim.File("a"), pysim.File("b")]
         self.res = RunResult(ops=__import__("collections").Counter())
         for t in self.threads[1:]:
             self.rng.choice((t.busy, t.sleep, t.run))()
@@ -120,7 +122,10 @@ class Workload:
         length = rng.randint(1, 3) * HPAGE if huge else rng.randint(1, 48) * PAGE
         prot = rng.choice(PROTS)
         shared = not huge and rng.random() < 0.15
-        flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS
+        file = None
+        if not huge and rng.random() < 0.2:              # a file mapping, private or shared
+            file = self.files[rng.randrange(len(self.files))]
+        flags = (MAP_SHARED if shared else MAP_PRIVATE) | (MAP_ANONYMOUS if file is None else 0)
         if prot != PROT_NONE and rng.random() < 0.35:
             flags |= MAP_POPULATE        # (PROT_NONE + MAP_POPULATE: see test_kernel_faults)
         addr = 0
@@ -130,8 +135,10 @@ class Workload:
             addr = v.start + (rng.randrange((v.end - v.start) // PAGE) * PAGE
                               if not huge else 0)
             flags |= MAP_FIXED
-        t.mmap(length, prot, flags, addr=addr, huge=huge)
+        t.mmap(length, prot, flags, addr=addr, huge=huge, file=file)
         self.res.ops["mmap"] += 1
+        if file is not None:
+            self.res.ops["mmap_file"] += 1
 
     def op_munmap(self):
         vs = self.vmas()
@@ -260,6 +267,24 @@ class Workload:
         if got_errno:
             st["mprotect_enomem"] = st.get("mprotect_enomem", 0) + 1
 
+    def check_frames(self):
+        """Frame invariants: a shared VMA maps only page-cache frames; a private VMA never
+        maps a page-cache frame writable (a write would reach the file, not a copy)."""
+        P, RW = mmucore.PTE_P, mmucore.PTE_RW
+        for v in self.vmas():
+            e = self.mm.pt.read_range(v.start, (v.end - v.start) // PAGE)
+            e = e[(e & np.uint64(P)) != 0]
+            file_frame = ((e & np.uint64(mmucore.PTE_PFN_MASK)) >> np.uint64(12)) \
+                >= np.uint64(mmucore.FILE_PFN_BASE)
+            if v.shared:
+                assert file_frame.all(), f"op {self.n}: {v!r} maps an anonymous frame"
+            else:
+                writable_file = file_frame & ((e & np.uint64(RW)) != 0)
+                assert not writable_file.any(), \
+                    f"op {self.n}: {v!r} maps a page-cache frame writable"
+                self.res.stats["file_frames_private"] = \
+                    self.res.stats.get("file_frames_private", 0) + int(file_frame.sum())
+
     def run(self, nops):
         ops = (self.op_mmap, self.op_munmap, self.op_mprotect, self.op_madvise,
                self.op_access, self.op_schedule)
@@ -274,6 +299,7 @@ class Workload:
                 op = self.rng.choices(ops, weights)[0]
             op()
             self.mm.vmas.check_invariants()
+            self.check_frames()
             assert self.mm.tlb_flush_pending == 0
         assert self.m.check() == []
         assert self.m.checker.violations == []
@@ -310,6 +336,7 @@ def test_random_ops_are_safe(profile):
     assert total.get("mprotect_enomem", 0) > 0
     assert total.get("fault_sigsegv", 0) > 0 and total.get("fault_anon", 0) > 0
     assert total.get("fault_thp", 0) > 0
+    assert total.get("mmap_file", 0) > 0 and total.get("file_frames_private", 0) > 0
 
 
 @pytest.mark.parametrize("profile", PROFILES)
