@@ -384,7 +384,7 @@ cdef class PageTable:
         return out
 
     def change_range(self, va, npages, newprot, int mode=0,
-                     Gather gather=None, zero_pfn=0, thp_out=None):
+                     Gather gather=None, zero_pfn=0):
         """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
 
         mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs,
