@@ -32,3 +32,8 @@ cdef class TLB:
     cdef list _buffers
     cdef _init_array(self, tlb_array_t* a, int sets, int ways)
     cdef tlb_array_t* _array_ptr(self, int arr, bint huge)
+
+# TLB operations for other core modules (tlbstate's flush paths); defined in tlb.pyx.
+cdef void c_invlpg(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
+cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
+cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil

@@ -11,13 +11,12 @@
 """
 from .constants import *  # noqa: F401,F403  PROT_*, MAP_*, MADV_*, VM_*, page sizes
 from .errors import ConfigError, PysimError, SafetyViolation, SyscallError, Violation
-from .gather import (MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_flush_mmu,
-                     tlb_flush_pmd_range, tlb_flush_pte_range, tlb_gather_mmu, tlb_start_vma)
+from .config import PRESETS, PROFILES, Preset, Profile, get_preset, get_profile
 from .machine import CPU, KERNEL_COUNTERS, Machine, OpResult, Process, Thread
-from .mm import MM, File
-from .presets import PRESETS, Preset, get_preset
-from .profiles import PROFILES, Profile, get_profile
-from .tlbflush import flush_tlb_mm_range, flush_tlb_range
+from .mm import (MM, File, MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_flush_mmu,
+                 tlb_flush_pmd_range, tlb_flush_pte_range, tlb_gather_mmu, tlb_start_vma)
+from .mm.mprotect import change_protection
+from .arch.x86.tlb import flush_tlb_mm_range, flush_tlb_range
 
 from . import sweep  # noqa: E402  the module is callable: pysim.sweep(grid, ...)
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .presets import Preset, get_preset
+from .config import Preset, get_preset
 from .workloads import mprotect_loop
 
 # (operation, threads, write, profile) -> published cycles (cover letter, KVM guest)

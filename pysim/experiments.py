@@ -247,11 +247,8 @@ def split_overrides(overrides: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[
     tlb_single_page_flush_ceiling=64, pti=True, cost_invlpg=150, ... (ConfigError
     otherwise).  Costs carry the cost_ prefix: their names (invlpg, ...) are also
     event counters, which are figures."""
-    import dataclasses
-
-    from .presets import COST_KEYS
-    from .profiles import Profile
-    fields = tuple(f.name for f in dataclasses.fields(Profile) if f.name != "name")
+    from .config import COST_KEYS, FEATURES, PROFILE_FIELDS
+    fields = PROFILE_FIELDS + tuple(FEATURES)
     prof: Dict[str, Any] = {}
     costs: Dict[str, Any] = {}
     for key, value in overrides.items():
@@ -269,11 +266,10 @@ def split_overrides(overrides: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[
 
 
 def _check_overrides(p: Dict[str, Any], own: Tuple[str, ...], preset_default: str) -> None:
-    from .presets import get_preset
-    from .profiles import get_profile
+    from .config import get_preset, resolve
     prof, costs = split_overrides({k: v for k, v in p.items() if k not in own})
-    get_profile(p.get("profile", "patched"), **prof)
-    get_preset(p.get("preset", preset_default), **costs)
+    resolve(p.get("profile", "patched"), get_preset(p.get("preset", preset_default), **costs),
+            **prof)
 
 
 def _check_mprotect_range(p: Dict[str, Any]) -> None:
@@ -346,7 +342,7 @@ def mprotect_range(pages: int, vmas: int = 1, cpus: int = 1,
 
     t_start = time.perf_counter()
     busy, lazy = _resolve_roles(cpus, busy, lazy)
-    from .presets import get_preset
+    from .config import get_preset
     prof_over, costs = split_overrides(overrides)
     m = Machine(cpus=cpus, preset=get_preset(preset, **costs), profile=profile,
                 checker=False, seed=seed, **prof_over)
@@ -412,7 +408,7 @@ def mprotect_loop(threads: int = 1, write: bool = True, pages: int = 1,
     [*p = 0], via pysim.workloads.mprotect_loop: cycles per step and events per
     iteration, one column each (prot_read_cycles, prot_rw_ipi_sent, ...).  Other
     parameters override profile fields or preset costs, as for mprotect_range."""
-    from .presets import get_preset
+    from .config import get_preset
     from .workloads import mprotect_loop as loop       # lazy: the workload is optional
 
     prof_over, costs = split_overrides(overrides)

@@ -7,7 +7,7 @@ import json
 from typing import Any, Dict, List, Optional
 
 from .calibrate import ENVIRONMENT, PUBLISHED, Fit, fit, simulate
-from .presets import get_preset
+from .config import get_preset
 from .workloads import STEPS
 
 OPS = ("PROT_READ", "PROT_READ|PROT_WRITE")

@@ -6,9 +6,9 @@ import pytest
 
 import mmucore
 import pysim
-import pysim.gather
-import pysim.mprotect
-import pysim.tlbflush
+import pysim.mm.mmu_gather
+import pysim.mm.mprotect
+import pysim.arch.x86.tlb
 from pysim import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MAP_ANONYMOUS, MAP_POPULATE,
                    MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE)
 
@@ -37,11 +37,30 @@ def assert_violation(ei, cpu, va, operation):
 
 
 # ------------------------------------------------------------------ broken policies
+def skip_remote(x, initiator, mm, info, local_cycles):
+    """A flush_tlb_multi backend that never reaches another CPU (the local flush ran)."""
+
+
+def test_python_backend_that_does_the_ipi_work_is_safe():
+    """The same seam with a backend that calls the native IPI loop: no violation, and
+    the remote CPU really flushed (so the broken backends below are the only change)."""
+    m, proc, t0, t1 = two_cpus("patched")
+    p = t0.mmap(PAGE, RW)
+    t0.write(p)
+    t1.write(p)
+    t1.busy()
+    m.arch.flush.set_python_backend(
+        lambda x, cpu, mm, info, local: x.native_flush_tlb_multi(cpu, mm, info, local))
+    r = t0.mprotect(p, PAGE, PROT_READ)
+    assert r.events["ipi_sent"] == 1 and r.cpu_events[1]["invlpg"] == 1
+    assert m.check() == []
+
+
 def test_mmots_without_the_vma_flush_is_caught(monkeypatch):
     m, proc, t0, t1 = two_cpus("mmots")
     p = t0.mmap(PAGE, RW)
     t0.write(p)
-    monkeypatch.setattr(pysim.mprotect, "flush_tlb_range", lambda *a, **k: None)
+    monkeypatch.setattr(pysim.mm.mprotect, "flush_tlb_range", lambda *a, **k: None)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.mprotect(p, PAGE, PROT_READ)
     v = assert_violation(ei, 0, p, "mprotect")
@@ -53,7 +72,7 @@ def test_patched_without_the_gather_flush_is_caught(monkeypatch):
     m, proc, t0, t1 = two_cpus("patched")
     p = t0.mmap(PAGE, RW)
     t0.write(p)
-    monkeypatch.setattr(pysim.gather, "tlb_flush", lambda tlb: None)
+    monkeypatch.setattr(pysim.mm.mmu_gather, "tlb_flush", lambda tlb: None)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.mprotect(p, PAGE, PROT_READ)
     assert_violation(ei, 0, p, "mprotect")
@@ -67,7 +86,7 @@ def test_skipping_one_of_three_vma_flushes_is_caught(monkeypatch):
     t0.mprotect(p + 10 * PAGE, 10 * PAGE, RW | PROT_EXEC)
     for i in (0, 10, 20):
         t0.write(p + i * PAGE)
-    real = pysim.mprotect.flush_tlb_range
+    real = pysim.mm.mprotect.flush_tlb_range
     calls = []
 
     def drop_second(cpu, mm, start, end, *a, **k):
@@ -75,7 +94,7 @@ def test_skipping_one_of_three_vma_flushes_is_caught(monkeypatch):
         if len(calls) != 2:
             real(cpu, mm, start, end, *a, **k)
 
-    monkeypatch.setattr(pysim.mprotect, "flush_tlb_range", drop_second)
+    monkeypatch.setattr(pysim.mm.mprotect, "flush_tlb_range", drop_second)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.mprotect(p, 30 * PAGE, PROT_READ)
     assert calls == [(p, p + 10 * PAGE), (p + 10 * PAGE, p + 20 * PAGE),
@@ -93,12 +112,7 @@ def test_skipping_the_remote_flush_is_caught(monkeypatch):
     t0.write(p)
     t1.write(p)
     t1.busy()
-    real = pysim.tlbflush.flush_tlb_func
-
-    def local_only(cpu, f, local):
-        return real(cpu, f, local) if local else 0.0
-
-    monkeypatch.setattr(pysim.tlbflush, "flush_tlb_func", local_only)
+    m.arch.flush.set_python_backend(skip_remote)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.mprotect(p, PAGE, PROT_READ)
     assert {v.cpu for v in ei.value.violations} == {1}
@@ -111,8 +125,8 @@ def test_wrong_needs_flush_rule_is_caught(monkeypatch):
     m, proc, t0, t1 = two_cpus("patched")
     p = t0.mmap(PAGE, RW)
     t0.write(p)
-    real = pysim.mprotect.change_mode
-    monkeypatch.setattr(pysim.mprotect, "change_mode",
+    real = pysim.mm.mprotect.change_mode
+    monkeypatch.setattr(pysim.mm.mprotect, "change_mode",
                         lambda cpu, vma, gathering: real(cpu, vma, False))
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.mprotect(p, PAGE, PROT_READ)
@@ -124,7 +138,7 @@ def test_munmap_without_flush_is_caught(monkeypatch):
     p = t0.mmap(2 * PAGE, RW)
     t0.write(p)
     t0.write(p + PAGE)
-    monkeypatch.setattr(pysim.gather, "tlb_flush", lambda tlb: None)
+    monkeypatch.setattr(pysim.mm.mmu_gather, "tlb_flush", lambda tlb: None)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.munmap(p, PAGE)
     v = assert_violation(ei, 0, p, "munmap")
@@ -139,9 +153,7 @@ def test_cow_without_shootdown_is_caught(monkeypatch):
     t0.read(p)
     t1.read(p)
     t1.busy()
-    real = pysim.tlbflush.flush_tlb_func
-    monkeypatch.setattr(pysim.tlbflush, "flush_tlb_func",
-                        lambda cpu, f, local: real(cpu, f, local) if local else 0.0)
+    m.arch.flush.set_python_backend(skip_remote)
     with pytest.raises(pysim.SafetyViolation) as ei:
         t0.write(p)
     v = assert_violation(ei, 1, p, "access")
@@ -152,7 +164,7 @@ def test_record_mode_collects_instead_of_raising(monkeypatch):
     m, proc, t0, t1 = two_cpus("mmots", checker="record")
     p = t0.mmap(PAGE, RW)
     t0.write(p)
-    monkeypatch.setattr(pysim.mprotect, "flush_tlb_range", lambda *a, **k: None)
+    monkeypatch.setattr(pysim.mm.mprotect, "flush_tlb_range", lambda *a, **k: None)
     r = t0.mprotect(p, PAGE, PROT_READ)
     assert r.value == 0
     assert {(v.cpu, v.va, v.operation) for v in m.checker.violations} == {(0, p, "mprotect")}
@@ -163,7 +175,7 @@ def test_checker_off_does_not_look(monkeypatch):
     m, proc, t0, t1 = two_cpus("mmots", checker=False)
     p = t0.mmap(PAGE, RW)
     t0.write(p)
-    monkeypatch.setattr(pysim.mprotect, "flush_tlb_range", lambda *a, **k: None)
+    monkeypatch.setattr(pysim.mm.mprotect, "flush_tlb_range", lambda *a, **k: None)
     t0.mprotect(p, PAGE, PROT_READ)
     assert m.checker.violations == []
     assert {(v.cpu, v.va) for v in m.check()} == {(0, p)}   # an explicit check works

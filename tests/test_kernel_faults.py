@@ -99,7 +99,7 @@ def test_map_populate_of_prot_none_maps_nothing(flags):
     e = proc.mm.pt.get(p)[0]
     pfn = mmucore.pte_pfn(e)
     if flags & MAP_SHARED:          # a shmem page from the page cache
-        assert e & P and mmucore.FILE_PFN_BASE <= pfn < m.next_file_pfn
+        assert e & P and mmucore.FILE_PFN_BASE <= pfn < m.frames.next_file_pfn
     else:
         assert e & P and pfn == m.zero_pfn
 

@@ -12,7 +12,7 @@ import pytest
 import pysim
 from pysim import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_NONE, PROT_READ,
                    PROT_WRITE, PROT_EXEC)
-from pysim.mprotect import change_protection
+from pysim.mm.mprotect import change_protection
 
 PAGE = 4096
 HPAGE = 2 << 20

@@ -1,4 +1,4 @@
-"""Tests of pysim.profiles, pysim.presets and pysim.errors."""
+"""Tests of pysim.config.profiles, pysim.config.presets and pysim.errors."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +7,13 @@ import pickle
 
 import pytest
 
+import pysim
+
 from pysim.errors import ConfigError, PysimError, SafetyViolation, SyscallError, Violation
-from pysim.presets import (
+from pysim.config.presets import (
     GEOMETRIES, HW_KEYS, KERNEL_KEYS, MAX_FREE_PARAMS, PRESETS, Preset, get_preset,
 )
-from pysim.profiles import CHANGE_WRITABLE_MODES, PROFILES, Profile, get_profile
+from pysim.config.profiles import CHANGE_WRITABLE_MODES, PROFILES, Profile, get_profile
 
 PATCHES = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush")
 
@@ -38,8 +40,25 @@ def test_builtin_profiles_have_the_patch_switches_of_their_kernel(name, patches,
 
 def test_profile_defaults_are_the_x86_kernel_defaults():
     for p in PROFILES.values():
-        assert (p.tlb_single_page_flush_ceiling, p.nr_dyn_asids, p.arch) == (33, 6, "x86")
-        assert p.pcid and p.invpcid and p.lazy_tlb and p.merge_vmas_in_gather and not p.pti
+        assert (p.tlb_single_page_flush_ceiling, p.nr_dyn_asids) == (33, 6)
+        assert p.lazy_tlb and p.merge_vmas_in_gather and not p.pti
+
+
+def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
+    """PCID and INVPCID are hardware (the preset); PTI is a kernel option (the profile).
+    Machine(..., pcid=False) and get_preset(..., invpcid=False) both reach the preset;
+    a profile asked for a CPU feature says where it lives."""
+    from pysim.config.presets import PRESETS, get_preset
+    for pr in PRESETS.values():
+        assert pr.arch == "x86" and pr.features == {"pcid": True, "invpcid": True}
+    assert get_preset("skylake", invpcid=False).features == {"pcid": True, "invpcid": False}
+    m = pysim.Machine(cpus=1, pcid=False, pti=True)
+    assert m.preset.features["pcid"] is False and m.profile.pti is True
+    assert m.cfg.pcid is False and m.cfg.invpcid is True
+    with pytest.raises(pysim.ConfigError, match="CPU feature"):
+        get_profile("patched", pcid=False)
+    with pytest.raises(pysim.ConfigError, match="pcid"):
+        pysim.Machine(cpus=1, pcidd=False)
 
 
 def test_release_aliases():
@@ -52,7 +71,7 @@ def test_overrides_rename_and_validate():
     assert p.pti and p.tlb_single_page_flush_ceiling == 0
     assert p.name == "mmots[pti=True,tlb_single_page_flush_ceiling=0]"
     assert get_profile(p) is p
-    assert get_profile(p, name="mine", pcid=False).name == "mine"
+    assert get_profile(p, name="mine", lazy_tlb=False).name == "mine"
     assert PROFILES["mmots"].pti is False                     # built-ins are not touched
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.pti = False
@@ -133,7 +152,7 @@ def test_every_preset_value_has_a_source(name):
 def test_derived_values_agree_with_their_arithmetic(name):
     if name == "kvm-2022":
         # calibrated: the fitted values replace the starting arithmetic, sources say so
-        from pysim.presets import KVM_2022_FIT
+        from pysim.config.presets import KVM_2022_FIT
         p = PRESETS[name]
         for key, value in KVM_2022_FIT.items():
             assert p.cost(key) == value and p.sources[key].startswith("fitted")

@@ -1,4 +1,4 @@
-"""Tests of pysim.vma: lookup, split, merge, munmap, mprotect_fixup, get_unmapped_area."""
+"""Tests of pysim.mm.vma: lookup, split, merge, munmap, mprotect_fixup, get_unmapped_area."""
 from __future__ import annotations
 
 import errno
@@ -14,7 +14,7 @@ from pysim.constants import (
     VM_SOFTDIRTY, VM_WRITE,
 )
 from pysim.errors import PysimError, SyscallError
-from pysim.vma import (
+from pysim.mm.vma import (
     VMA, VMAList, anon_vma_compatible, mmap_vm_flags, mprotect_flags_permitted,
     mprotect_newflags, vmas_mergeable,
 )

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import mmucore
+from mmucore import stats as _stats
+from mmucore.stats import B_FAULT
 
-from .constants import PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ, VM_WRITE
-from .errors import PysimError
-from .tlbflush import flush_tlb_mm_range, return_to_user
+from ..constants import (PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ,
+                         VM_WRITE)
+from ..errors import PysimError
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from .machine import CPU
     from .mm import MM
     from .vma import VMA
 
@@ -28,6 +29,7 @@ P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
 OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                    "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
                    "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious"}
+_OUTCOME_K = {k: _stats.KERNEL_COUNTER_INDEX[v] for k, v in OUTCOME_COUNTER.items()}
 OUTCOME_COST = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_anon",
                 "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow_copy",
                 "spurious": "fault_spurious", "sigsegv": "fault_spurious",
@@ -63,12 +65,12 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
     """Run a batch of user accesses on cpu; returns how many completed (SIGSEGV'd accesses
     are skipped, as if the signal handler moved on)."""
     vas, kinds = validate_accesses(vas, kinds)
-    op = cpu.machine.current_op
     tlb = cpu.tlb
-    kpcid, upcid = tlb.pcid, cpu.user_pcid
+    arch = cpu.arch
+    kpcid, upcid = tlb.pcid, arch.user_pcid(cpu)
     i, n, done = 0, vas.size, 0
     last, retries = None, 0
-    return_to_user(cpu)          # a user-PCID flush deferred by an earlier IPI happens now
+    arch.return_to_user(cpu)     # a user-PCID flush deferred by an earlier IPI happens now
     tlb.pcid = upcid
     try:
         while i < n:
@@ -82,9 +84,9 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
             tlb.pcid = kpcid
             outcome = handle_mm_fault(mm, cpu, r.fault_va, r.fault_kind, r.fault_class,
                                       r.fault_from_tlb)
-            return_to_user(cpu)
+            arch.return_to_user(cpu)
             tlb.pcid = upcid
-            op.faults.append((i, r.fault_va, r.fault_kind, outcome))
+            cpu.faults.append((i, r.fault_va, r.fault_kind, outcome))
             if outcome == "sigsegv":
                 i += 1
                 last, retries = None, 0
@@ -113,18 +115,17 @@ def access_error(vma: "VMA", kind: int, present: bool) -> bool:
 def handle_mm_fault(mm: "MM", cpu: "CPU", va: int, kind: int, fault_class: int,
                     from_tlb: bool) -> str:
     """do_user_addr_fault() -> handle_mm_fault(); returns the outcome name."""
-    m = cpu.machine
-    op = m.current_op
-    op.charge(cpu, "fault", m.cost("fault_base")
-              + (m.cost("pti_cr3_switch") if m.profile.pti else 0.0))
+    cost = cpu.cfg.cost
+    cpu.stats.charge(B_FAULT, cost.fault_base
+                     + (cost.pti_cr3_switch if cpu.cfg.profile.pti else 0.0))
     vma = mm.vmas.vma_lookup(va)
     present = fault_class != mmucore.FAULT_NOT_PRESENT
     if vma is None or fault_class == mmucore.FAULT_USER or access_error(vma, kind, present):
         outcome = "sigsegv"
     else:
         outcome = _handle_pte_fault(mm, cpu, vma, va & ~(PAGE_SIZE - 1), kind)
-    op.count(cpu, OUTCOME_COUNTER[outcome])
-    op.charge(cpu, "fault", m.cost(OUTCOME_COST[outcome]))
+    cpu.stats.count(_OUTCOME_K[outcome], 1)
+    cpu.stats.charge(B_FAULT, getattr(cost, OUTCOME_COST[outcome]))
     return outcome
 
 
@@ -136,7 +137,7 @@ def _thp_eligible(mm: "MM", vma: "VMA", va: int) -> bool:
 
 
 def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> str:
-    m = cpu.machine
+    frames = mm.frames
     pt = mm.pt
     entry, shift = pt.get(va)
     write = kind == mmucore.WRITE
@@ -161,23 +162,23 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
         pt.set_pte(va, mmucore.pte_modify(entry, vma.page_prot))
         return "numa"
     if _thp_eligible(mm, vma, va):
-        pfn = m.alloc_pfns(512, align=512)
+        pfn = frames.alloc(512, align=512)
         prot = vma.page_prot | D | (RW if vma.flags & VM_WRITE else 0)
         pt.set_pmd(va & ~(PMD_SIZE - 1), mmucore.mk_pte(pfn, prot))
         return "thp"
     if vma.anon and not vma.shared:
         if not write:
-            pt.set_pte(va, mmucore.mk_pte(m.zero_pfn, vma.page_prot | mmucore.PTE_SPECIAL))
+            pt.set_pte(va, mmucore.mk_pte(frames.zero_pfn, vma.page_prot | mmucore.PTE_SPECIAL))
             return "zero_page"
-        pt.set_pte(va, mmucore.mk_pte(m.alloc_pfns(1), vma.page_prot | RW | D))
+        pt.set_pte(va, mmucore.mk_pte(frames.alloc(1), vma.page_prot | RW | D))
         return "anon"
     # shared anonymous (shmem) or file-backed
     if write and not vma.shared:
         # do_cow_fault: a private anonymous copy of the file page
-        pt.set_pte(va, mmucore.mk_pte(m.alloc_pfns(1), vma.page_prot | RW | D))
+        pt.set_pte(va, mmucore.mk_pte(frames.alloc(1), vma.page_prot | RW | D))
         return "anon"
     # the page-cache page itself, with vm_page_prot
-    pfn = m.alloc_file_pfns(1)
+    pfn = frames.alloc_file(1)
     pt.set_pte(va, mmucore.mk_pte(pfn, vma.page_prot | (D if write else 0)))
     return "file"
 
@@ -188,7 +189,7 @@ def do_wp_page(mm: "MM", cpu: "CPU", vma: "VMA", va: int, entry: int) -> str:
     if vma.shared:
         mm.pt.set_pte(va, entry | RW | D | A)            # shared: writable in place
         return "wp_reuse"
-    if cpu.machine.is_anon_pfn(mmucore.pte_pfn(entry)):
+    if mm.frames.is_anon(mmucore.pte_pfn(entry)):
         # an exclusive anonymous page (also the copies in a private file mapping):
         # wp_page_reuse, no flush
         mm.pt.set_pte(va, entry | RW | D | A)
@@ -198,9 +199,9 @@ def do_wp_page(mm: "MM", cpu: "CPU", vma: "VMA", va: int, entry: int) -> str:
 
 def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
     """Copy-on-write: ptep_clear_flush() (a real shootdown), then the new private page."""
-    new = mmucore.mk_pte(cpu.machine.alloc_pfns(1), vma.page_prot | RW | D | A)
+    new = mmucore.mk_pte(mm.frames.alloc(1), vma.page_prot | RW | D | A)
     mm.pt.set_pte(va, 0)
-    flush_tlb_mm_range(cpu, mm, va, va + PAGE_SIZE, 12, False)
+    cpu.arch.flush_tlb_mm_range(cpu, mm, va, va + PAGE_SIZE, 12, False)
     mm.pt.set_pte(va, new)
     return "cow"
 
@@ -208,8 +209,8 @@ def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
 def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
     """GUP-style fault-in of [start, end): THPs where eligible, then the empty 4K entries
     in C, then (for writes) the read-only present entries through do_wp_page."""
-    m = cpu.machine
-    op = m.current_op
+    frames = mm.frames
+    cost = cpu.cfg.cost
     pt = mm.pt
     for vma in mm.vmas.vmas_in(start, end):
         if not vma.flags & (VM_READ | VM_WRITE | VM_EXEC):
@@ -221,13 +222,13 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
             prot = vma.page_prot | D | (RW if vma.flags & VM_WRITE else 0)
             while h + PMD_SIZE <= e:
                 if pt.upper_entries(h)[2] == 0:
-                    pt.set_pmd(h, mmucore.mk_pte(m.alloc_pfns(512, align=512), prot))
+                    pt.set_pmd(h, mmucore.mk_pte(frames.alloc(512, align=512), prot))
                     counts["thp"] += 1
                 h += PMD_SIZE
         npages = (e - s) // PAGE_SIZE
         anon_private = vma.anon and not vma.shared
         if anon_private and not write:
-            n = pt.populate(s, npages, vma.page_prot | mmucore.PTE_SPECIAL, m.zero_pfn,
+            n = pt.populate(s, npages, vma.page_prot | mmucore.PTE_SPECIAL, frames.zero_pfn,
                             same_pfn=True)
             counts["zero_page"] += n
         else:
@@ -235,17 +236,18 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
             # anonymous frames for private anon memory and for COW copies of file pages;
             # page-cache frames for shared memory and private file pages only read
             anon = anon_private or (write and not vma.shared)
-            pfn = m.next_pfn if anon else m.next_file_pfn
+            pfn = frames.next_pfn if anon else frames.next_file_pfn
             n = pt.populate(s, npages, prot, pfn)
             if anon:
-                m.alloc_pfns(n)
+                frames.alloc(n)
             else:
-                m.alloc_file_pfns(n)
+                frames.alloc_file(n)
             counts["anon" if anon_private or write else "file"] += n
         for outcome, k in counts.items():
             if k:
-                op.count(cpu, OUTCOME_COUNTER[outcome], k)
-                op.charge(cpu, "fault", k * (m.cost("fault_base") + m.cost(OUTCOME_COST[outcome])))
+                cpu.stats.count(_OUTCOME_K[outcome], k)
+                cpu.stats.charge(B_FAULT, k * (cost.fault_base
+                                               + getattr(cost, OUTCOME_COST[outcome])))
         if write and vma.flags & VM_WRITE and n + 512 * counts["thp"] < npages:
             _upgrade_readonly(mm, cpu, vma, s, e)      # some entries were already there
 
@@ -253,7 +255,6 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
 def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,
                       chunk: int = 1 << 18) -> None:
     """Write-fault every present read-only 4K entry of [s, e) (FOLL_WRITE semantics)."""
-    op = cpu.machine.current_op
     for base in range(s, e, chunk * PAGE_SIZE):
         n = min(chunk, (e - base) // PAGE_SIZE)
         entries = mm.pt.read_range(base, n)
@@ -262,4 +263,4 @@ def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,
         for i in ro:
             outcome = handle_mm_fault(mm, cpu, base + int(i) * PAGE_SIZE, mmucore.WRITE,
                                       mmucore.FAULT_WRITE, False)
-            op.faults.append((-1, base + int(i) * PAGE_SIZE, mmucore.WRITE, outcome))
+            cpu.faults.append((-1, base + int(i) * PAGE_SIZE, mmucore.WRITE, outcome))

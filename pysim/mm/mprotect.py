@@ -12,17 +12,18 @@ import errno
 from typing import TYPE_CHECKING, Optional
 
 import mmucore
+from mmucore.stats import B_PTE, B_VMA, K_VMA_MERGE, K_VMA_SPLIT
 
-from .constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP,
-                        PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE, VM_ACCESS_FLAGS, VM_SHARED,
-                        VM_WRITE)
-from .errors import SyscallError
-from .gather import (MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu, tlb_start_vma)
-from .tlbflush import flush_tlb_range
+from ..constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP,
+                         PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE, VM_ACCESS_FLAGS,
+                         VM_SHARED, VM_WRITE)
+from ..errors import SyscallError
+from .mmu_gather import (MMUGather, flush_tlb_range, tlb_end_vma, tlb_finish_mmu,
+                         tlb_gather_mmu, tlb_start_vma)
 from .vma import mprotect_newflags
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from .machine import CPU
+    from ..machine.cpu import CPU
     from .mm import MM
     from .vma import VMA
 
@@ -31,7 +32,7 @@ _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
 
 def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits)."""
-    prof = cpu.machine.profile
+    prof = cpu.cfg.profile
     mode = 0
     if gathering:
         mode |= mmucore.CP_RECORD_NEEDED if prof.skip_unneeded_flush else mmucore.CP_RECORD_ALL
@@ -49,10 +50,10 @@ def change_cost(cpu: "CPU", pages: int, nthp: int, tables: int) -> float:
     """Kernel cycles of one change_protection() portion: the VMA setup, each PTE table's
     lock/map section, each present 4K entry, and each huge PMD (one lock and one entry:
     change_huge_pmd takes the PMD lock and modifies a single entry, not 512)."""
-    m = cpu.machine
-    per_pte, per_table = m.cost("per_pte"), m.cost("per_pmd_table")
+    c = cpu.cfg.cost
     n4k = pages - 512 * nthp
-    return m.cost("per_vma") + n4k * per_pte + tables * per_table + nthp * (per_table + per_pte)
+    return (c.per_vma + n4k * c.per_pte + tables * c.per_pmd_table
+            + nthp * (c.per_pmd_table + c.per_pte))
 
 
 def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
@@ -62,19 +63,18 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     With tlb (patched) entries are recorded in the gather; without it (mmots) the
     portion flushes itself.  Split and (unless patch 3) THP changes flush at once.
     """
-    m = cpu.machine
-    op = m.current_op
     npages = (end - start) // PAGE_SIZE
     mode = change_mode(cpu, vma, tlb is not None) | extra_mode
     if tlb is not None:
         tlb_start_vma(tlb, vma)
     pages, changed, flagged, thps, splits, tables = mm.pt.change_range(
-        start, npages, newprot, mode, tlb.state if tlb is not None else None, m.zero_pfn)
-    op.charge(cpu, "pte", change_cost(cpu, pages, len(thps), tables))
+        start, npages, newprot, mode, tlb.state if tlb is not None else None,
+        mm.frames.zero_pfn)
+    cpu.stats.charge(B_PTE, change_cost(cpu, pages, len(thps), tables))
     for addr in splits:
         # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
         flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
-    immediate_thp_flush = tlb is None or not m.profile.huge_pmd_ad_no_flush
+    immediate_thp_flush = tlb is None or not cpu.cfg.profile.huge_pmd_ad_no_flush
     if immediate_thp_flush:
         for addr in thps:
             flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
@@ -90,8 +90,6 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
                      pkey: int = -1) -> int:
     """sys_mprotect / sys_pkey_mprotect; returns 0 or raises SyscallError (EINVAL, ENOMEM,
     EACCES) after keeping whatever it changed before the error, as the kernel does."""
-    m = cpu.machine
-    op = m.current_op
     if not isinstance(start, int) or not isinstance(length, int) or not isinstance(prot, int):
         raise SyscallError(errno.EINVAL, "mprotect: start, length and prot must be integers")
     grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
@@ -115,12 +113,12 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
     if grows:
         raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
                                          "(not modelled)")
-    op.charge(cpu, "pte", m.cost("mprotect_base"))
+    cpu.stats.charge(B_PTE, cpu.cfg.cost.mprotect_base)
     vma = mm.vmas.find_vma(start)
     if vma is None or vma.start > start:
         raise SyscallError(errno.ENOMEM, f"mprotect: 0x{start:x} is not mapped")
     prev = vma if start > vma.start else mm.vmas.find_vma_prev(start)[1]
-    tlb = tlb_gather_mmu(cpu, mm) if m.profile.use_mmu_gather else None
+    tlb = tlb_gather_mmu(cpu, mm) if cpu.cfg.profile.use_mmu_gather else None
     error: Optional[SyscallError] = None
     nstart = start
     try:
@@ -156,18 +154,16 @@ def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
                    prev: Optional["VMA"], start: int, end: int, newflags: int) -> "VMA":
     """mprotect_fixup(): merge or split (metadata only), then change_protection when the
     flags really changed.  Returns the VMA now covering [start, end)."""
-    m = cpu.machine
-    op = m.current_op
     if newflags == vma.flags:
         return vma
     count0 = mm.vmas.map_count
     vma = mm.vmas.mprotect_fixup(vma, prev, start, end, newflags)
     delta = mm.vmas.map_count - count0
     if delta > 0:
-        op.count(cpu, "vma_split", delta)
-        op.charge(cpu, "vma", delta * m.cost("vma_split"))
+        cpu.stats.count(K_VMA_SPLIT, delta)
+        cpu.stats.charge(B_VMA, delta * cpu.cfg.cost.vma_split)
     elif delta < 0:
-        op.count(cpu, "vma_merge", -delta)
-        op.charge(cpu, "vma", -delta * m.cost("vma_merge"))
+        cpu.stats.count(K_VMA_MERGE, -delta)
+        cpu.stats.charge(B_VMA, -delta * cpu.cfg.cost.vma_merge)
     change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb)
     return vma

@@ -2,8 +2,9 @@
 
 A profile is data: switches for the three patches of "mm/mprotect: avoid unnecessary
 TLB flushes" (Nadav Amit, v6, merged in 5.19) and for the later kernel changes that
-alter the same paths, plus the x86 flush knobs. The mm and flush code read these
-fields; nothing here does any work. Built-ins are in PROFILES; get_profile() returns
+alter the same paths, plus the kernel's flush knobs (the ceiling, lazy TLB, PTI as a
+kernel option). CPU features (PCID, INVPCID) are hardware and live in the preset. The
+mm and flush code read these fields; nothing here does any work. Built-ins are in PROFILES; get_profile() returns
 one, optionally with fields overridden, and validates the result.
 """
 from __future__ import annotations
@@ -12,17 +13,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple, Union
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Profile", "PROFILES", "ALIASES", "get_profile", "CHANGE_WRITABLE_MODES",
-           "ARCHES"]
+           "PROFILE_FIELDS"]
 
 # mprotect's RW handling for private anonymous pages:
 #   "none"      <= 5.19: RW is only set by the write fault (do_wp_page reuse)
 #   "dirty"     6.0 (64fe24a3e05e, MM_CP_TRY_CHANGE_WRITABLE): RW set on dirty exclusive anon PTEs
 #   "exclusive" 6.2 ("allow clean exclusive anon pages to be writable"): dirty not required
 CHANGE_WRITABLE_MODES: Tuple[str, ...] = ("none", "dirty", "exclusive")
-ARCHES: Tuple[str, ...] = ("x86",)     # arm64 is a possible later addition
 # 12-bit PCIDs with PTI using bit 11 for the user copy leave 11 bits for kernel ASIDs
 # (arch/x86/mm/tlb.c: CR3_AVAIL_PCID_BITS), and PCID 0 is not used for dynamic ASIDs.
 _MAX_DYN_ASIDS = (1 << 11) - 1
@@ -49,9 +49,7 @@ class Profile:
     merge_vmas_in_gather: bool = True
     # arch/x86/mm/tlb.c: more than this many stride steps -> full flush.
     tlb_single_page_flush_ceiling: int = 33
-    pcid: bool = True
-    pti: bool = False
-    invpcid: bool = True
+    pti: bool = False                     # page-table isolation, a kernel option
     nr_dyn_asids: int = 6                 # TLB_NR_DYN_ASIDS
     lazy_tlb: bool = True                 # kernel threads borrow the mm (enter_lazy_tlb)
     # 3ef938c35035 (2025): x86 flush_tlb_range() passes freed_tables=true, so those
@@ -59,7 +57,6 @@ class Profile:
     flush_tlb_range_freed_tables: bool = False
     # aa44284960d5 (6.0): flush_tlb_func returns early if new_tlb_gen <= local gen.
     flush_func_early_exit: bool = False
-    arch: str = "x86"
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -79,14 +76,20 @@ class Profile:
 
 
 _FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
+PROFILE_FIELDS: Tuple[str, ...] = tuple(f for f in _FIELDS if f != "name")
 _BOOL_FIELDS = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush",
-                "merge_vmas_in_gather", "pcid", "pti", "invpcid", "lazy_tlb",
+                "merge_vmas_in_gather", "pti", "lazy_tlb",
                 "flush_tlb_range_freed_tables", "flush_func_early_exit")
 
 
 def _check_field_names(changes: Dict[str, Any]) -> None:
     """ConfigError if changes names a field Profile does not have."""
     unknown = sorted(set(changes) - set(_FIELDS))
+    hardware = [k for k in unknown if k in ("pcid", "invpcid", "invlpgb")]
+    if hardware:
+        raise ConfigError(f"{hardware[0]!r} is a CPU feature, not kernel behaviour: set it "
+                          f"on the preset (get_preset(name, {hardware[0]}=False)) or pass "
+                          f"it to Machine(...)", field=hardware[0])
     if unknown:
         raise ConfigError(f"profile field {unknown[0]!r} unknown; allowed fields: "
                           f"{', '.join(_FIELDS)}", field=unknown[0], allowed=_FIELDS)
@@ -106,9 +109,6 @@ def _validate(p: Profile) -> None:
         raise ConfigError(f"profile {p.name!r}: change_writable={p.change_writable!r} "
                           f"unknown; allowed: {', '.join(CHANGE_WRITABLE_MODES)}",
                           field="change_writable", allowed=CHANGE_WRITABLE_MODES)
-    if p.arch not in ARCHES:
-        raise ConfigError(f"profile {p.name!r}: arch={p.arch!r} unknown; allowed: "
-                          f"{', '.join(ARCHES)}", field="arch", allowed=ARCHES)
     _check_int(p, "tlb_single_page_flush_ceiling", 0, 1 << 63)
     _check_int(p, "nr_dyn_asids", 1, _MAX_DYN_ASIDS)
     _check_combination(p)

@@ -26,10 +26,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Preset", "PRESETS", "get_preset", "HW_KEYS", "KERNEL_KEYS", "GEOMETRIES",
-           "MAX_FREE_PARAMS"]
+           "MAX_FREE_PARAMS", "FEATURES", "ARCHES"]
 
 HW_KEYS: Tuple[str, ...] = (
     "l1_hit", "stlb_hit", "walk_base", "walk_ref", "invlpg", "invpcid_single",
@@ -46,8 +46,13 @@ COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
 GEOMETRIES: Tuple[str, ...] = ("skylake", "zen3", "skylake-kvm", "zen3-kvm")
 MAX_FREE_PARAMS = 5           # SPEC section 5: calibrate with at most five free parameters
+# CPU features a preset's hardware has or lacks (the kernel uses what is there):
+# pcid - tagged TLB entries, so a switch need not flush; invpcid - INVPCID, which PTI
+# uses to flush one user-PCID entry at once instead of deferring to the exit to user.
+FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True}
+ARCHES: Tuple[str, ...] = ("x86",)
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
-           "description")
+           "description", "features", "arch")
 
 
 @dataclass(frozen=True)
@@ -66,9 +71,11 @@ class Preset:
     sources: Dict[str, str]
     free_params: Tuple[str, ...] = ()
     description: str = ""
+    features: Dict[str, bool] = dataclasses.field(default_factory=lambda: dict(FEATURES))
+    arch: str = "x86"
 
     def __post_init__(self) -> None:
-        for field in ("hw", "kernel", "sources"):   # private copies: callers' dicts stay theirs
+        for field in ("hw", "kernel", "sources", "features"):   # private copies
             value = getattr(self, field)
             if not isinstance(value, Mapping):
                 raise ConfigError(f"preset {self.name!r}: {field} must be a dict, got "
@@ -100,29 +107,32 @@ class Preset:
         A changed cost's source becomes "override" plus the old source; the name becomes
         "<name>[k=v,...]" unless a name is given.
         """
-        unknown = sorted(set(changes) - set(_FIELDS) - set(COST_KEYS))
+        unknown = sorted(set(changes) - set(_FIELDS) - set(COST_KEYS) - set(FEATURES))
         if unknown:
-            allowed = _FIELDS + COST_KEYS
+            allowed = _FIELDS + COST_KEYS + tuple(FEATURES)
             raise ConfigError(f"preset field or cost {unknown[0]!r} unknown; allowed: "
                               f"{', '.join(allowed)}", field=unknown[0], allowed=allowed)
         fields = {k: v for k, v in changes.items() if k in _FIELDS}
         hw = dict(fields.pop("hw", self.hw))
         kernel = dict(fields.pop("kernel", self.kernel))
         sources = dict(fields.pop("sources", self.sources))
+        features = dict(fields.pop("features", self.features))
+        features.update({k: v for k, v in changes.items() if k in FEATURES})
         for key in (k for k in changes if k in COST_KEYS):
             (hw if key in HW_KEYS else kernel)[key] = changes[key]
             sources[key] = f"override: set to {changes[key]} (was: {sources.get(key, '?')})"
         if "name" not in fields:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
-                      if k in COST_KEYS or k in ("geometry", "ghz")]
+                      if k in COST_KEYS or k in FEATURES or k in ("geometry", "ghz", "arch")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
-        return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources, **fields)
+        return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
+                                   features=features, **fields)
 
     def as_dict(self) -> Dict[str, Any]:
         """Flat dict (name, geometry, ghz and every cost) for result rows and sweeps."""
         return {"preset": self.name, "geometry": self.geometry, "ghz": self.ghz,
-                **self.costs()}
+                "arch": self.arch, **self.features, **self.costs()}
 
 
 def _is_number(value: Any) -> bool:
@@ -154,6 +164,14 @@ def _validate(p: Preset) -> None:
     if not _is_number(p.ghz) or p.ghz <= 0:
         raise ConfigError(f"preset {p.name!r}: ghz must be a positive number, got {p.ghz!r}",
                           field="ghz")
+    if p.arch not in ARCHES:
+        raise ConfigError(f"preset {p.name!r}: arch {p.arch!r} unknown; allowed: "
+                          f"{', '.join(ARCHES)}", field="arch", allowed=ARCHES)
+    _check_keys(p, "features", p.features, tuple(FEATURES))
+    for key, value in p.features.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"preset {p.name!r}: feature {key} must be True or False, "
+                              f"got {value!r}", field=key, allowed=(True, False))
     _check_keys(p, "hw", p.hw, HW_KEYS)
     _check_keys(p, "kernel", p.kernel, KERNEL_KEYS)
     for key, value in p.costs().items():

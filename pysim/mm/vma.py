@@ -22,7 +22,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
-from .constants import (
+from ..constants import (
     DEFAULT_MAX_MAP_COUNT, DEFAULT_MMAP_BASE, DEFAULT_MMAP_MIN_ADDR, MAP_GROWSDOWN,
     MAP_LOCKED, MAP_NORESERVE, MAP_TYPE, MAP_PRIVATE, PAGE_SHIFT, PAGE_SIZE, PROT_EXEC,
     PROT_READ, PROT_WRITE, TASK_SIZE, TASK_UNMAPPED_BASE, VM_ACCESS_FLAGS, VM_ACCOUNT,
@@ -30,7 +30,7 @@ from .constants import (
     VM_MAYWRITE, VM_NORESERVE, VM_PKEY_MASK, VM_PKEY_SHIFT, VM_READ, VM_SHARED,
     VM_SOFTDIRTY, VM_SPECIAL, VM_WRITE,
 )
-from .errors import PysimError, SyscallError
+from ..errors import PysimError, SyscallError
 
 __all__ = [
     "VMA", "VMAList", "vmas_mergeable", "is_mergeable_anon_vma", "anon_vma_compatible",

@@ -1,8 +1,13 @@
 """The mmu_gather API (include/asm-generic/tlb.h, mm/mmu_gather.c) for kernel paths.
 
-A batch records what a path invalidated (range, levels, freed tables) and flushes it
-once, at tlb_finish_mmu(), or at every tlb_end_vma() on architectures that do not merge
-VMAs.  The built-in paths use exactly this API, so a user can write a new one:
+The ordering rule: a path first changes or clears page-table entries, recording each in
+the gather (tlb_flush_pte_range / tlb_flush_pmd_range, or the core's range loops that
+record as they go), and only then flushes: the TLB may keep the old translations until
+tlb_flush_mmu(), so nothing freed may be reused before it.  A batch flushes once, at
+tlb_finish_mmu(), or at every tlb_end_vma() on architectures that do not merge VMAs.
+The flush itself is the architecture's hook, `cpu.arch.tlb_flush(tlb)` (x86: one
+flush_tlb_mm_range over [start, end) at the finest cleared level's stride); the rest is
+generic.  The built-in paths use exactly this API, so a user can write a new one:
 
     with tlb_gather_mmu(cpu, mm) as tlb:
         tlb_start_vma(tlb, vma)
@@ -16,12 +21,11 @@ from typing import TYPE_CHECKING, Optional
 
 import mmucore
 
-from .constants import TLB_FLUSH_ALL
-from .errors import PysimError
-from .tlbflush import FlushInfo, flush_tlb_mm_range
+from ..errors import PysimError
+from ..results import OpResult
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from .machine import CPU
+    from ..machine.cpu import CPU
     from .mm import MM
     from .vma import VMA
 
@@ -33,10 +37,10 @@ class MMUGather:
         self.cpu = cpu
         self.mm = mm
         self.state = mmucore.Gather(fullmm)
-        self.flushes: list[FlushInfo] = []
+        self.flushes: list = []      # the FlushInfo of every flush the batch made
         self.finished = False
-        self.own_op = None           # the operation opened for a batch started outside one
-        self.result = None           # its OpResult, once tlb_finish_mmu() closed it
+        self.own_window = False      # the batch opened the CPU's accounting window itself
+        self.result: Optional[OpResult] = None   # then its OpResult, once finished
 
     # context-manager form of tlb_gather_mmu ... tlb_finish_mmu
     def __enter__(self) -> "MMUGather":
@@ -50,13 +54,21 @@ class MMUGather:
         return f"MMUGather({self.state!r}, {len(self.flushes)} flushes)"
 
 
+def flush_tlb_range(cpu: "CPU", mm: "MM", start: int, end: int, hugetlb: bool = False):
+    """flush_tlb_range(vma, start, end) through the architecture (stride 4K unless hugetlb)."""
+    return cpu.arch.flush_tlb_range(cpu, mm, start, end, hugetlb)
+
+
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
     """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
     tlb = MMUGather(cpu, mm, fullmm)
-    m = cpu.machine
-    if m.current_op is None:
+    acct = cpu.stats.acct
+    if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
-        tlb.own_op = m.begin(cpu, "mmu_gather")
+        # (tlb.result); the machine's checker does not run for it (call m.check())
+        acct.begin(cpu.stats)
+        cpu.faults = []
+        tlb.own_window = True
     mm.tlb_flush_pending += 1
     return tlb
 
@@ -69,7 +81,7 @@ def tlb_end_vma(tlb: MMUGather, vma: "VMA") -> None:
     """Flush now unless the architecture merges VMAs in one gather (x86 does)."""
     if tlb.state.fullmm:
         return
-    if not tlb.cpu.machine.profile.merge_vmas_in_gather:
+    if not tlb.cpu.cfg.profile.merge_vmas_in_gather:
         tlb_flush_mmu_tlbonly(tlb)
 
 
@@ -85,14 +97,9 @@ def tlb_flush_pud_range(tlb: MMUGather, addr: int, size: int) -> None:
     tlb.state.flush_pud_range(addr, size)
 
 
-def tlb_flush(tlb: MMUGather) -> Optional[FlushInfo]:
-    """x86 tlb_flush(): one flush_tlb_mm_range over the recorded range and stride."""
-    g = tlb.state
-    if g.fullmm or g.need_flush_all:
-        start, end = 0, TLB_FLUSH_ALL
-    else:
-        start, end = g.start, g.end
-    f = flush_tlb_mm_range(tlb.cpu, tlb.mm, start, end, g.stride_shift, g.freed_tables)
+def tlb_flush(tlb: MMUGather):
+    """The architecture's tlb_flush() over what the batch recorded."""
+    f = tlb.cpu.arch.tlb_flush(tlb)
     tlb.flushes.append(f)
     return f
 
@@ -123,10 +130,12 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
             tlb.state.freed_tables = True
         tlb_flush_mmu(tlb)
     except BaseException:
-        if tlb.own_op is not None:
-            tlb.cpu.machine.abort(tlb.own_op)
+        if tlb.own_window:
+            tlb.cpu.stats.acct.abort()
         raise
     finally:
         tlb.mm.tlb_flush_pending -= 1
-    if tlb.own_op is not None:
-        tlb.result = tlb.cpu.machine.end(tlb.own_op, tlb.flushes)
+    if tlb.own_window:
+        cpu = tlb.cpu
+        tlb.result = OpResult("mmu_gather", cpu.id, tlb.flushes, cpu.stats.acct.finish(),
+                              cpu.faults)

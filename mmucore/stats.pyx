@@ -1,0 +1,214 @@
+"""Per-CPU kernel counters and cycle categories, and one operation's delta rows.
+
+    acct = OpAccount(); s = CpuStats(0, tlb, acct)
+    acct.begin(s); s.count(K_SYSCALLS); s.charge(B_SYSCALL, 100.0)
+    rows = acct.finish()          # (1 + touched, N_COLS) float64; row 0 holds the totals
+"""
+import numpy as np
+cimport numpy as cnp
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy, memset
+
+from mmucore.cost import COUNTER_NAMES, CYCLE_NAMES
+
+cnp.import_array()
+
+KERNEL_COUNTER_NAMES = (
+    "syscalls", "nr_tlb_local_flush_one", "nr_tlb_local_flush_all", "nr_tlb_remote_flush",
+    "nr_tlb_remote_flush_received", "remote_flush_one", "remote_flush_all", "ipi_sent",
+    "flush_tlb_mm_range", "tlb_flush_on_switch", "user_pcid_flush", "context_switches",
+    "fault_anon", "fault_zero_page", "fault_thp", "fault_wp_reuse", "fault_cow",
+    "fault_spurious", "sigsegv", "vma_split", "vma_merge",
+)
+assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
+BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",
+                   "walks", "context_switch", "vma")
+assert len(BREAKDOWN_NAMES) == N_BREAKDOWN
+# which breakdown category each hardware cycle kind (CYCLE_NAMES) falls into
+HW_CYCLE_CATEGORY = {"tlb_hit": "walks", "walk": "walks", "invalidate": "invalidate",
+                     "fault_hw": "fault"}
+
+# the enums for Python callers: K.SYSCALLS, B.PTE, ... as module ints
+for _i, _n in enumerate(KERNEL_COUNTER_NAMES):
+    globals()["K_" + _n.upper()] = _i
+for _i, _n in enumerate(BREAKDOWN_NAMES):
+    globals()["B_" + _n.upper()] = _i
+KERNEL_COUNTER_INDEX = {n: i for i, n in enumerate(KERNEL_COUNTER_NAMES)}
+BREAKDOWN_INDEX = {n: i for i, n in enumerate(BREAKDOWN_NAMES)}
+N_KERNEL_COUNTERS = N_KCOUNTERS
+N_CATEGORIES = N_BREAKDOWN
+
+# the layout of a delta row, for the Python side (pysim.results)
+COLUMNS = {"cpu": COL_CPU, "hw": COL_HW, "hw_cycles": COL_HWY, "kernel": COL_K,
+           "breakdown": COL_B, "cycles": COL_CYCLES, "n": N_COLS}
+
+
+cdef class OpAccount:
+    """Which CPUs the open operation touched, and when it began (its epoch)."""
+
+    def __cinit__(self):
+        self.epoch = 0
+        self.active = False
+        self.ntouched = 0
+        self.cap = 0
+        self.touched = NULL
+
+    def __dealloc__(self):
+        free(self.touched)
+
+    def __reduce__(self):
+        # an operation never spans a pickle: the window is rebuilt closed
+        return (OpAccount, ())
+
+    cdef int touch_slow(self, CpuStats s) except -1:
+        cdef void** grown
+        if self.ntouched == self.cap:
+            grown = <void**>realloc(self.touched, (self.cap * 2 + 8) * sizeof(void*))
+            if grown == NULL:
+                raise MemoryError()
+            self.touched = grown
+            self.cap = self.cap * 2 + 8
+        self.touched[self.ntouched] = <void*>s
+        self.ntouched += 1
+        s.epoch = self.epoch
+        s.fill_row(s.snap)
+        return 0
+
+    def begin(self, CpuStats initiator):
+        """Open a window; the initiating CPU is its first row."""
+        if self.active:
+            raise RuntimeError("an operation is already open on this machine")
+        self.epoch += 1
+        self.active = True
+        self.ntouched = 0
+        self.touch_slow(initiator)
+
+    def touch(self, CpuStats s):
+        """Make s part of the open operation (its delta is reported even if zero)."""
+        stats_touch(s)
+
+    def finish(self):
+        """Close the window: (1 + touched, N_COLS) float64 rows, totals first, then each
+        touched CPU's delta in the order the operation reached it."""
+        if not self.active:
+            raise RuntimeError("no operation is open")
+        cdef Py_ssize_t n = self.ntouched, i, j
+        cdef cnp.ndarray out = np.zeros((n + 1, N_COLS), dtype=np.float64)
+        cdef double* base = <double*>cnp.PyArray_DATA(out)
+        cdef double* row
+        cdef CpuStats s
+        for i in range(n):
+            s = <CpuStats>self.touched[i]
+            row = base + (i + 1) * N_COLS
+            s.fill_row(row)
+            for j in range(N_COLS):
+                row[j] -= s.snap[j]
+                base[j] += row[j]
+            row[COL_CPU] = s.cpu
+        base[COL_CPU] = -1
+        self.active = False
+        self.ntouched = 0
+        return out
+
+    def abort(self):
+        """Close the window without a result (the counts stay on the CPUs)."""
+        self.active = False
+        self.ntouched = 0
+
+
+cdef class CpuStats:
+    """Kernel counters and cycle categories of one CPU, read beside its TLB's."""
+
+    def __cinit__(self, int cpu, TLB tlb, OpAccount acct):
+        self.cpu = cpu
+        self.tlb = tlb
+        self.acct = acct
+        memset(self.kcount, 0, sizeof(self.kcount))
+        memset(self.kcycles, 0, sizeof(self.kcycles))
+        self.epoch = 0
+
+    def __reduce__(self):
+        return (_rebuild_stats, (self.cpu, self.tlb, self.acct, self.kernel_counts_array(),
+                                 self.kernel_cycles_array()))
+
+    cdef void fill_row(self, double* row) noexcept:
+        """Current totals of this CPU in delta-row layout."""
+        cdef int i
+        cdef double total = 0.0
+        row[COL_CPU] = self.cpu
+        for i in range(N_COUNTERS):
+            row[COL_HW + i] = <double>self.tlb.counters[i]
+        for i in range(N_CYCLE_KINDS):
+            row[COL_HWY + i] = self.tlb.cycles[i]
+            total += self.tlb.cycles[i]
+        for i in range(N_KCOUNTERS):
+            row[COL_K + i] = <double>self.kcount[i]
+        for i in range(N_BREAKDOWN):
+            row[COL_B + i] = self.kcycles[i]
+            total += self.kcycles[i]
+        row[COL_CYCLES] = total
+
+    cpdef count(self, int counter, int64_t n=1):
+        """Count n events of kernel counter `counter` (an index of KERNEL_COUNTER_NAMES)."""
+        if not 0 <= counter < N_KCOUNTERS:
+            raise ValueError(f"kernel counter {counter} unknown (0..{N_KCOUNTERS - 1})")
+        stats_add(self, counter, n)
+
+    cpdef charge(self, int category, double cycles):
+        """Charge kernel cycles to a category (an index of BREAKDOWN_NAMES)."""
+        if not 0 <= category < N_BREAKDOWN:
+            raise ValueError(f"cycle category {category} unknown (0..{N_BREAKDOWN - 1})")
+        stats_spend(self, category, cycles)
+
+    def kernel_counts_array(self):
+        """The kernel counters as int64 (index = KERNEL_COUNTER_NAMES)."""
+        cdef cnp.ndarray out = np.empty(N_KCOUNTERS, dtype=np.int64)
+        memcpy(cnp.PyArray_DATA(out), self.kcount, sizeof(self.kcount))
+        return out
+
+    def kernel_cycles_array(self):
+        """Kernel cycles per category as float64 (index = BREAKDOWN_NAMES)."""
+        cdef cnp.ndarray out = np.empty(N_BREAKDOWN, dtype=np.float64)
+        memcpy(cnp.PyArray_DATA(out), self.kcycles, sizeof(self.kcycles))
+        return out
+
+    def kernel_count(self, int counter):
+        """One kernel counter's value."""
+        if not 0 <= counter < N_KCOUNTERS:
+            raise ValueError(f"kernel counter {counter} unknown (0..{N_KCOUNTERS - 1})")
+        return self.kcount[counter]
+
+    @property
+    def kernel_cycles(self) -> float:
+        """All kernel cycles charged to this CPU."""
+        cdef double total = 0.0
+        cdef int i
+        for i in range(N_BREAKDOWN):
+            total += self.kcycles[i]
+        return total
+
+    @property
+    def clock(self) -> float:
+        """Cycles this CPU has spent: kernel cycles plus its TLB's hardware cycles."""
+        cdef double total = self.kernel_cycles
+        cdef int i
+        for i in range(N_CYCLE_KINDS):
+            total += self.tlb.cycles[i]
+        return total
+
+    def reset(self):
+        """Zero the kernel counters and cycles (the TLB's are reset by the TLB)."""
+        if self.acct.active:
+            raise RuntimeError("cannot reset counters while an operation is open")
+        memset(self.kcount, 0, sizeof(self.kcount))
+        memset(self.kcycles, 0, sizeof(self.kcycles))
+
+
+def _rebuild_stats(cpu, tlb, acct, counts, cycles):
+    cdef CpuStats s = CpuStats(cpu, tlb, acct)
+    cdef Py_ssize_t i
+    for i in range(N_KCOUNTERS):
+        s.kcount[i] = counts[i]
+    for i in range(N_BREAKDOWN):
+        s.kcycles[i] = cycles[i]
+    return s

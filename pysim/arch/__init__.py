@@ -1,0 +1,91 @@
+"""The architecture seam: what differs per architecture, behind one interface.
+
+Generic kernel paths (pysim.mm) call these hooks through `cpu.arch`, never an
+architecture's module: flushing a gather, flush_tlb_mm_range, switch_mm, the exit to
+user space, the VMA protection map, and which PCIDs of a CPU hold live translations.
+The preset chooses the architecture (`preset.arch`); x86 is the one implementation so
+far, with its flush_tlb_multi backends in C (mmucore.tlbstate).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from ..config import KernelConfig
+
+
+class Arch:
+    """Hooks an architecture provides; each raises until an implementation overrides it."""
+
+    name = "none"
+
+    def __init__(self, cfg: "KernelConfig", tlbs: list, cpu_stats: list):
+        self.cfg = cfg
+
+    def cpu_state(self, cpu_id: int) -> Any:
+        """The per-CPU TLB state object of cpu_id (its tlbstate)."""
+        raise NotImplementedError
+
+    def new_context(self, ctx_id: int) -> Any:
+        """A new mm's flush context (ctx_id, tlb_gen, cpumask)."""
+        raise NotImplementedError
+
+    def switch_mm(self, cpu: Any, mm: Optional[Any]) -> None:
+        """switch_mm_irqs_off(): make cpu run mm (None: no user mm)."""
+        raise NotImplementedError
+
+    def enter_lazy_tlb(self, cpu: Any) -> None:
+        """cpu goes idle and may keep its mm loaded."""
+        raise NotImplementedError
+
+    def return_to_user(self, cpu: Any) -> None:
+        """The exit to user space on cpu (deferred invalidations happen here)."""
+        raise NotImplementedError
+
+    def flush_tlb_mm_range(self, cpu: Any, mm: Any, start: int, end: int,
+                           stride_shift: int, freed_tables: bool) -> Any:
+        """Invalidate [start, end) of mm everywhere it may be cached."""
+        raise NotImplementedError
+
+    def flush_tlb_range(self, cpu: Any, mm: Any, start: int, end: int,
+                        hugetlb: bool = False) -> Any:
+        """flush_tlb_range(vma, start, end): the arch's stride and freed-tables choice."""
+        raise NotImplementedError
+
+    def tlb_flush(self, tlb: Any) -> Any:
+        """Flush what an mmu_gather recorded (the arch's tlb_flush())."""
+        raise NotImplementedError
+
+    def vm_page_prot(self, vm_flags: int) -> int:
+        """The page protection (PTE bits) of a VMA's flags."""
+        raise NotImplementedError
+
+    def user_pcid(self, cpu: Any) -> int:
+        """The PCID / ASID tag user-mode accesses run under on cpu."""
+        raise NotImplementedError
+
+    def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
+        """Tags of cpu's ASID slot whose cached entries user code may still use."""
+        raise NotImplementedError
+
+
+ARCHES: Dict[str, Type[Arch]] = {}
+
+
+def register(cls: Type[Arch]) -> Type[Arch]:
+    """Class decorator: make an Arch implementation selectable by preset.arch."""
+    ARCHES[cls.name] = cls
+    return cls
+
+
+def get_arch(cfg: "KernelConfig", tlbs: list, cpu_stats: list) -> Arch:
+    """The preset's architecture, built over the machine's TLBs and CPU counters."""
+    from . import x86  # noqa: F401  (registers itself)
+    try:
+        cls = ARCHES[cfg.preset.arch]
+    except KeyError:
+        raise ConfigError(f"arch {cfg.preset.arch!r} unknown; allowed: "
+                          f"{', '.join(ARCHES)}", field="arch", allowed=tuple(ARCHES))
+    return cls(cfg, tlbs, cpu_stats)

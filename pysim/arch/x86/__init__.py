@@ -1,0 +1,103 @@
+"""x86-64: 4-level page tables with the real bit layout, PCID-tagged TLBs, PTI, and
+the shootdown machinery of arch/x86/mm/tlb.c (state and loops in mmucore.tlbstate)."""
+from __future__ import annotations
+
+from typing import Any, List, Optional
+
+import mmucore
+from mmucore import tlbstate
+
+from .. import Arch, register
+from ...constants import PAGE_SHIFT, TLB_FLUSH_ALL
+
+USER_PCID_BIT = tlbstate.USER_PCID_BIT
+
+
+def kern_pcid(asid: int) -> int:
+    """The hardware PCID of a kernel ASID (ASID + 1: PCID 0 is never a dynamic one)."""
+    return asid + 1
+
+
+def user_pcid(asid: int) -> int:
+    """The PCID of an ASID's user copy under PTI (kernel PCID | bit 11)."""
+    return kern_pcid(asid) | USER_PCID_BIT
+
+
+@register
+class X86(Arch):
+    """x86-64 behind the Arch seam; flush_tlb_multi backend "ipi" (native)."""
+
+    name = "x86"
+
+    def __init__(self, cfg, tlbs: list, cpu_stats: list, backend: str = "ipi"):
+        super().__init__(cfg, tlbs, cpu_stats)
+        prof = cfg.profile
+        states = [tlbstate.CpuTlbState(i, t, cpu_stats[i], prof.nr_dyn_asids)
+                  for i, t in enumerate(tlbs)]
+        params = dict(pcid=cfg.pcid, invpcid=cfg.invpcid, pti=prof.pti,
+                      lazy_tlb=prof.lazy_tlb, early_exit=prof.flush_func_early_exit,
+                      ceiling=prof.tlb_single_page_flush_ceiling, nr_asids=prof.nr_dyn_asids)
+        costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
+        self.flush = tlbstate.X86Flush(states, params, costs, backend)
+        self.ncpus = len(tlbs)
+        self.pti = prof.pti
+        self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
+
+    def cpu_state(self, cpu_id: int) -> tlbstate.CpuTlbState:
+        return self.flush.cpu(cpu_id)
+
+    def new_context(self, ctx_id: int) -> tlbstate.MMContext:
+        return tlbstate.MMContext(ctx_id, self.ncpus)
+
+    def switch_mm(self, cpu: Any, mm: Optional[Any]) -> None:
+        self.flush.switch_mm(cpu.tlbstate, mm.context if mm is not None else None)
+
+    def enter_lazy_tlb(self, cpu: Any) -> None:
+        self.flush.enter_lazy_tlb(cpu.tlbstate)
+
+    def return_to_user(self, cpu: Any) -> None:
+        self.flush.return_to_user(cpu.tlbstate)
+
+    def flush_tlb_mm_range(self, cpu: Any, mm: Any, start: int, end: int,
+                           stride_shift: int, freed_tables: bool) -> tlbstate.FlushInfo:
+        return self.flush.flush_tlb_mm_range(cpu.tlbstate, mm.context, start, end,
+                                             stride_shift, freed_tables)
+
+    def flush_tlb_range(self, cpu: Any, mm: Any, start: int, end: int,
+                        hugetlb: bool = False) -> tlbstate.FlushInfo:
+        """flush_tlb_range(vma, start, end): stride 4K unless the VMA is hugetlb."""
+        return self.flush.flush_tlb_mm_range(cpu.tlbstate, mm.context, start, end,
+                                             21 if hugetlb else PAGE_SHIFT,
+                                             self.freed_tables_on_range)
+
+    def tlb_flush(self, tlb: Any) -> tlbstate.FlushInfo:
+        """x86 tlb_flush(): one flush_tlb_mm_range over the recorded range and stride."""
+        g = tlb.state
+        if g.fullmm or g.need_flush_all:
+            start, end = 0, TLB_FLUSH_ALL
+        else:
+            start, end = g.start, g.end
+        return self.flush.flush_tlb_mm_range(tlb.cpu.tlbstate, tlb.mm.context, start, end,
+                                             g.stride_shift, g.freed_tables)
+
+    def vm_page_prot(self, vm_flags: int) -> int:
+        """vm_get_page_prot() plus the protection-key bits (arch_vm_get_page_prot)."""
+        return mmucore.vm_get_page_prot(vm_flags & 0xF) | (((vm_flags >> 32) & 0xF) << 59)
+
+    def user_pcid(self, cpu: Any) -> int:
+        """The PCID user-mode accesses run under (the user copy with PTI)."""
+        s = cpu.tlbstate
+        return user_pcid(s.loaded_mm_asid) if self.pti else kern_pcid(s.loaded_mm_asid)
+
+    def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
+        """PCIDs of one ASID slot whose entries could still be used: the kernel PCID,
+        and with PTI the user PCID unless its flush is pending (SWITCH_TO_USER_CR3 will
+        flush it before user code runs with this ASID again).  Without PCIDs only the
+        running slot's entries survive (every switch flushes)."""
+        s = cpu.tlbstate
+        if not self.cfg.pcid:
+            return [kern_pcid(0)] if running else []
+        tags = [kern_pcid(asid)]
+        if self.pti and not s.user_flush_is_pending(asid):
+            tags.append(user_pcid(asid))
+        return tags

@@ -1,0 +1,47 @@
+"""arch/x86/mm/tlb.c under its kernel names, for kernel paths written in Python.
+
+The state (cpu_tlbstate, mm->context, mm_cpumask) and the rules (flush_tlb_func's three
+generations, ASID choice, lazy TLB, PTI's deferred user-PCID flush, the IPI loop) live
+in C, in mmucore.tlbstate, whose module comment explains them; these functions hand a
+CPU and an mm down to it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from mmucore.tlbstate import FlushInfo  # noqa: F401  (the request record)
+
+from ...constants import PAGE_SHIFT
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from ...machine.cpu import CPU
+    from ...mm.mm import MM
+
+
+def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift: int,
+                       freed_tables: bool) -> FlushInfo:
+    """flush_tlb_mm_range(): ceiling rule, tlb_gen bump, the local flush and IPIs to
+    every other non-lazy CPU of mm_cpumask (lazy ones too when page tables were freed)."""
+    return cpu.arch.flush_tlb_mm_range(cpu, mm, start, end, stride_shift, freed_tables)
+
+
+def flush_tlb_range(cpu: "CPU", mm: "MM", start: int, end: int,
+                    hugetlb: bool = False) -> FlushInfo:
+    """flush_tlb_range(vma, start, end): stride 4K unless the VMA is hugetlb."""
+    return cpu.arch.flush_tlb_mm_range(cpu, mm, start, end, 21 if hugetlb else PAGE_SHIFT,
+                                       cpu.cfg.profile.flush_tlb_range_freed_tables)
+
+
+def switch_mm_irqs_off(cpu: "CPU", mm: Optional["MM"]) -> None:
+    """Make cpu run mm (None: init_mm): cpumask, ASID choice, CR3."""
+    cpu.arch.switch_mm(cpu, mm)
+
+
+def enter_lazy_tlb(cpu: "CPU") -> None:
+    """A kernel thread borrows the mm: keep CR3 and the cpumask bit, mark the CPU lazy."""
+    cpu.arch.enter_lazy_tlb(cpu)
+
+
+def return_to_user(cpu: "CPU") -> None:
+    """The exit-to-user path: with PTI, the deferred flush of the loaded ASID's user PCID."""
+    cpu.arch.return_to_user(cpu)

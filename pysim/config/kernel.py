@@ -1,0 +1,66 @@
+"""The frozen configuration every kernel path is handed: the profile (kernel
+behaviour), the preset (hardware features and costs) and the kernel costs as
+attributes, resolved once when the machine is built."""
+from __future__ import annotations
+
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Any, Dict, Tuple
+
+from ..errors import ConfigError
+from .presets import FEATURES, KERNEL_KEYS, Preset, get_preset
+from .profiles import PROFILE_FIELDS, Profile, get_profile
+
+# cfg.cost.per_pte, cfg.cost.flush_base, ...: kernel-path costs as attributes
+KernelCosts = namedtuple("KernelCosts", KERNEL_KEYS)
+
+
+@dataclass(frozen=True)
+class KernelConfig:
+    """What a kernel path may read: the profile, the preset, its kernel costs, and the
+    CPU features in one place (pcid, invpcid from the preset; pti from the profile)."""
+
+    profile: Profile
+    preset: Preset
+    cost: KernelCosts
+
+    @classmethod
+    def build(cls, profile: Profile, preset: Preset) -> "KernelConfig":
+        return cls(profile, preset, KernelCosts(**preset.kernel))
+
+    @property
+    def pcid(self) -> bool:
+        return self.preset.features["pcid"]
+
+    @property
+    def invpcid(self) -> bool:
+        return self.preset.features["invpcid"]
+
+    @property
+    def pti(self) -> bool:
+        return self.profile.pti
+
+
+def split_machine_overrides(overrides: Dict[str, Any]) -> Tuple[Dict[str, Any],
+                                                                Dict[str, Any]]:
+    """Machine(..., **overrides) as (profile field overrides, preset feature overrides):
+    pcid=False and invpcid=False are hardware, everything else a profile field."""
+    prof, feat = {}, {}
+    for key, value in overrides.items():
+        if key in FEATURES:
+            feat[key] = value
+        elif key in PROFILE_FIELDS:
+            prof[key] = value
+        else:
+            allowed = PROFILE_FIELDS + tuple(FEATURES)
+            raise ConfigError(f"Machine option {key!r} unknown: not a profile field or a CPU "
+                              f"feature; allowed: {', '.join(allowed)}", field=key,
+                              allowed=allowed)
+    return prof, feat
+
+
+def resolve(profile: Any, preset: Any, **overrides: Any) -> KernelConfig:
+    """The configuration of Machine(preset=..., profile=..., **overrides)."""
+    prof_over, feat_over = split_machine_overrides(overrides)
+    return KernelConfig.build(get_profile(profile, **prof_over),
+                              get_preset(preset, **feat_over))

@@ -1,0 +1,130 @@
+"""One simulated CPU as the kernel paths see it: its TLB, its counters (mmucore.stats),
+its cpu_tlbstate (mmucore.tlbstate), the frozen config and the architecture hooks.
+
+A CPU holds no reference to the machine; the thread running on it is held weakly, so a
+dropped machine is freed by reference counting alone.
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any, Iterator, List, Optional
+
+from mmucore import stats as _stats
+
+
+class KernelCounts(Mapping):
+    """A CPU's kernel counters by name (live: reads the C array each time)."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, s: "_stats.CpuStats"):
+        self._s = s
+
+    def __getitem__(self, name: str) -> int:
+        return self._s.kernel_count(_stats.KERNEL_COUNTER_INDEX[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_stats.KERNEL_COUNTER_NAMES)
+
+    def __len__(self) -> int:
+        return len(_stats.KERNEL_COUNTER_NAMES)
+
+    def __repr__(self) -> str:
+        return repr({k: v for k, v in self.items() if v})
+
+
+class CPU:
+    """A CPU: id, TLB, counters, TLB state, and what runs on it."""
+
+    __slots__ = ("id", "tlb", "stats", "tlbstate", "cfg", "arch", "faults", "_cur",
+                 "__weakref__")
+
+    def __init__(self, cpu_id: int, tlbstate: Any, cfg: Any, arch: Any):
+        self.id = cpu_id
+        self.tlbstate = tlbstate
+        self.tlb = tlbstate.tlb
+        self.stats = tlbstate.stats
+        self.cfg = cfg
+        self.arch = arch
+        self.faults: List[tuple] = []      # (index, va, kind, outcome) of the op in flight
+        self._cur: Optional[weakref.ref] = None
+
+    def __getstate__(self):
+        cur = self._cur() if self._cur is not None else None
+        return (self.id, self.tlbstate, self.cfg, self.arch, cur)
+
+    def __setstate__(self, state) -> None:
+        cpu_id, tlbstate, cfg, arch, cur = state
+        CPU.__init__(self, cpu_id, tlbstate, cfg, arch)
+        if cur is not None:
+            self._cur = cur._ref
+
+    # the thread running here (weak: a thread keeps its machine alive, not the reverse)
+    @property
+    def current(self):
+        return self._cur() if self._cur is not None else None
+
+    @current.setter
+    def current(self, thread) -> None:
+        self._cur = thread._ref if thread is not None else None
+
+    # cpu_tlbstate under its kernel names
+    @property
+    def loaded_mm(self):
+        """The mm loaded here (None: init_mm)."""
+        ctx = self.tlbstate.loaded_mm
+        return ctx.owner() if ctx is not None else None
+
+    @property
+    def loaded_asid(self) -> int:
+        return self.tlbstate.loaded_mm_asid
+
+    @property
+    def is_lazy(self) -> bool:
+        return self.tlbstate.is_lazy
+
+    @property
+    def asids(self) -> list:
+        """The ASID slots as [ctx_id, tlb_gen] (ctx_id -1: empty)."""
+        return self.tlbstate.asids
+
+    @property
+    def next_asid(self) -> int:
+        return self.tlbstate.next_asid
+
+    @property
+    def user_flush_pending(self) -> set:
+        """ASIDs whose user PCID is flushed on their next exit to user space (PTI)."""
+        return self.tlbstate.user_flush_pending
+
+    @property
+    def running_user(self) -> bool:
+        return self.tlbstate.running_user
+
+    @running_user.setter
+    def running_user(self, value: bool) -> None:
+        self.tlbstate.running_user = value
+
+    @property
+    def user_pcid(self) -> int:
+        return self.arch.user_pcid(self)
+
+    # counters
+    @property
+    def kernel_counts(self) -> KernelCounts:
+        return KernelCounts(self.stats)
+
+    @property
+    def kernel_cycles(self) -> float:
+        return self.stats.kernel_cycles
+
+    @property
+    def clock(self) -> float:
+        """Cycles this CPU has spent: kernel work charged to it plus its TLB's."""
+        return self.stats.clock
+
+    def __repr__(self) -> str:
+        mm = self.loaded_mm
+        name = f"mm{mm.ctx_id}" if mm is not None else "init_mm"
+        return f"CPU({self.id}, {name}{' lazy' if self.is_lazy else ''})"

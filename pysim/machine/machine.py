@@ -1,0 +1,353 @@
+"""The simulated machine: CPUs, processes and threads, and the per-operation
+accounting every kernel path reports into.
+
+    m = pysim.Machine(cpus=2, preset="skylake", profile="patched")
+    proc = m.process()
+    t0 = proc.thread(cpu=0); t1 = proc.thread(cpu=1); t1.busy()
+    p = t0.mmap(4096, PROT_READ | PROT_WRITE)
+    t0.write(p); r = t0.mprotect(p, 4096, PROT_READ)
+    r.cycles, r.events, m.counters()
+
+Ownership runs one way: a thread holds its process, the process its machine, the
+machine its CPUs and mms; nothing below holds anything above (a CPU holds its thread
+weakly), so a dropped machine is freed by reference counting and pickles whole.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+import mmucore
+from mmucore import stats as _stats
+from mmucore.stats import B_SYSCALL, K_SYSCALLS
+
+from ..arch import get_arch
+from ..checker import Checker
+from ..config import KernelConfig, resolve
+from ..errors import ConfigError, PysimError
+from ..mm import memory, mmap as mm_mmap, madvise as mm_madvise
+from ..mm.footprint import KernelFootprint
+from ..mm.mm import MM
+from ..mm.mprotect import do_mprotect_pkey
+from ..results import BREAKDOWN, KERNEL_COUNTERS, OpResult
+from .cpu import CPU
+from .frames import Frames
+
+
+def _count(value: Any, name: str, lo: int, hi: int) -> int:
+    """An integer option (numpy integers too) in [lo, hi], else a ConfigError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer {lo}..{hi}, got {value!r}", field=name)
+    return int(value)
+
+
+class Op:
+    """The operation in flight (Machine.current_op while it runs)."""
+
+    __slots__ = ("name", "cpu")
+
+    def __init__(self, name: str, cpu: CPU):
+        self.name, self.cpu = name, cpu
+
+    @property
+    def faults(self) -> list:
+        return self.cpu.faults
+
+
+class Machine:
+    """CPUs, processes, the frame allocator, the kernel profile and the hardware preset."""
+
+    def __init__(self, cpus: int = 1, preset: Any = "skylake", profile: Any = "patched",
+                 checker: Any = True, seed: int = 0, kernel_footprint: Any = False,
+                 **overrides: Any):
+        ncpus = _count(cpus, "cpus", 1, 4096)
+        self.seed = _count(seed, "seed", 0, 2 ** 63 - 1)
+        self.cfg: KernelConfig = resolve(profile, preset, **overrides)
+        self.profile, self.preset = self.cfg.profile, self.cfg.preset
+        self.rng = np.random.default_rng(self.seed)
+        costs = mmucore.CostModel(**self.preset.hw)
+        geo = mmucore.geometry(self.preset.geometry)
+        tlbs = [mmucore.TLB(geo, costs) for _ in range(ncpus)]
+        self.acct = _stats.OpAccount()
+        cpu_stats = [_stats.CpuStats(i, t, self.acct) for i, t in enumerate(tlbs)]
+        self.arch = get_arch(self.cfg, tlbs, cpu_stats)
+        self.cpus = [CPU(i, self.arch.cpu_state(i), self.cfg, self.arch)
+                     for i in range(ncpus)]
+        self.frames = Frames()
+        self.mms: List[MM] = []
+        self._next_ctx = 1                  # mm context ids are never reused
+        self.current_op: Optional[Op] = None
+        self.checker = Checker(self.cfg, self.cpus, self.mms, checker)
+        self.history: List[OpResult] = []
+        self.keep_history = False
+        if kernel_footprint is True:
+            kernel_footprint = {}
+        if not isinstance(kernel_footprint, (dict, bool)) and kernel_footprint is not None:
+            raise ConfigError(f"kernel_footprint must be True/False or a dict of page "
+                              f"counts, got {kernel_footprint!r}", field="kernel_footprint")
+        self.kernel = (KernelFootprint(self.frames, self.profile.pti, **kernel_footprint)
+                       if isinstance(kernel_footprint, dict) else None)
+        self._syscall_cost = self.cfg.cost.syscall + (self.cfg.cost.pti_cr3_switch
+                                                      if self.profile.pti else 0.0)
+
+    def __getstate__(self):
+        if self.current_op is not None:
+            raise PysimError("cannot pickle a machine while an operation is running")
+        return self.__dict__
+
+    # -------------------------------------------------------------- resources
+    def cost(self, key: str) -> float:
+        """A kernel-path cost from the preset (hardware costs live in the TLBs)."""
+        return self.preset.kernel[key]
+
+    @property
+    def zero_pfn(self) -> int:
+        return self.frames.zero_pfn
+
+    @property
+    def next_pfn(self) -> int:
+        return self.frames.next_pfn
+
+    def alloc_pfns(self, n: int, align: int = 1) -> int:
+        """n consecutive fresh anonymous frames (aligned to `align` frames)."""
+        return self.frames.alloc(n, align)
+
+    def alloc_file_pfns(self, n: int) -> int:
+        """n consecutive fresh page-cache frames (file or shmem pages)."""
+        return self.frames.alloc_file(n)
+
+    def is_anon_pfn(self, pfn: int) -> bool:
+        return self.frames.is_anon(pfn)
+
+    def process(self, **kw: Any) -> "Process":
+        """A new address space (an mm) with no threads yet."""
+        ctx_id = self._next_ctx
+        self._next_ctx += 1
+        mm = MM(ctx_id, self.arch.new_context(ctx_id), self.frames, self.kernel, **kw)
+        self.mms.append(mm)
+        return Process(self, mm)
+
+    def cpu(self, cpu_id: int) -> CPU:
+        if isinstance(cpu_id, (bool, np.bool_)) or not isinstance(cpu_id, (int, np.integer)):
+            raise ConfigError(f"cpu must be an integer, got {cpu_id!r}", field="cpu")
+        if not 0 <= cpu_id < len(self.cpus):
+            raise ConfigError(f"cpu {cpu_id!r} out of range 0..{len(self.cpus) - 1}",
+                              field="cpu")
+        return self.cpus[int(cpu_id)]
+
+    # -------------------------------------------------------------- operations
+    def begin(self, cpu: CPU, name: str) -> Op:
+        """Open the accounting window of one operation initiated on cpu."""
+        if self.current_op is not None:
+            raise PysimError(f"{name} started while {self.current_op.name} is running")
+        self.acct.begin(cpu.stats)
+        cpu.faults = []
+        op = self.current_op = Op(name, cpu)
+        return op
+
+    def end(self, op: Op, value: Any = None, check: bool = True) -> OpResult:
+        """Close the window: the exit to user space, the result, the checker."""
+        cpu = op.cpu
+        try:
+            if cpu._cur is not None and cpu.tlbstate.loaded_mm is not None:
+                self.arch.return_to_user(cpu)
+            rows = self.acct.finish()
+        finally:
+            self.current_op = None
+        res = OpResult(op.name, cpu.id, value, rows, cpu.faults)
+        if self.keep_history:
+            self.history.append(res)
+        if check and self.checker.mode != "off":
+            self.checker.after(op.name, res)
+        return res
+
+    def abort(self, op: Op) -> None:
+        """End an operation that raised (a syscall error): keep its counts, skip the check."""
+        self.acct.abort()
+        self.current_op = None
+
+    # -------------------------------------------------------------- reporting
+    def reset_counters(self) -> None:
+        """Zero every counter and cycle total (hardware and kernel) and the history;
+        the machine's state (page tables, TLB contents, ASIDs) is untouched."""
+        if self.current_op is not None:
+            raise PysimError("cannot reset counters while an operation is running")
+        for c in self.cpus:
+            c.tlb.reset_counters()
+            c.stats.reset()
+        self.history.clear()
+
+    def counter_array(self) -> Dict[str, np.ndarray]:
+        """Per-CPU counters as numpy columns (index = CPU id)."""
+        cols: Dict[str, np.ndarray] = {}
+        k = np.stack([c.stats.kernel_counts_array() for c in self.cpus])
+        for i, name in enumerate(KERNEL_COUNTERS):
+            cols[name] = k[:, i]
+        hw = np.stack([c.tlb.counters for c in self.cpus]).astype(np.int64)
+        for i, name in enumerate(mmucore.COUNTER_NAMES):
+            cols[name] = hw[:, i]
+        cols["cycles"] = np.array([c.clock for c in self.cpus])
+        return cols
+
+    def counters(self):
+        """Per-CPU counters as a pandas DataFrame (one row per CPU)."""
+        import pandas as pd
+        df = pd.DataFrame(self.counter_array())
+        df.index.name = "cpu"
+        return df
+
+    def check(self) -> list:
+        """Run the safety checker now; returns the violations (empty when safe)."""
+        return self.checker.scan("explicit check")
+
+    def __repr__(self) -> str:
+        return (f"Machine({len(self.cpus)} cpus, preset={self.preset.name}, "
+                f"profile={self.profile.name})")
+
+
+class Process:
+    """A process: one mm and the threads that share it."""
+
+    def __init__(self, machine: Machine, mm: MM):
+        self.machine = machine
+        self.mm = mm
+        self.threads: List[Thread] = []
+
+    def thread(self, cpu: int = 0) -> "Thread":
+        """A thread of this process pinned to `cpu`; it starts running there."""
+        t = Thread(self, self.machine.cpu(cpu))
+        self.threads.append(t)
+        t.run()
+        return t
+
+    @property
+    def vmas(self):
+        return self.mm.vmas
+
+    @property
+    def pt(self):
+        return self.mm.pt
+
+
+class Thread:
+    """A thread pinned to one CPU; its methods are the syscalls and memory accesses,
+    each returning the OpResult of the operation (mmap's address is its .value)."""
+
+    def __init__(self, proc: Process, cpu: CPU):
+        self.proc = proc
+        self.machine = proc.machine
+        self.cpu = cpu
+        self.mm = proc.mm
+        self._ref = weakref.ref(self)
+        self.last: Optional[OpResult] = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_ref"]
+        return state
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        self._ref = weakref.ref(self)
+
+    # -------------------------------------------------------------- scheduling
+    def run(self) -> "Thread":
+        """Schedule this thread on its CPU (context switch to its mm if needed)."""
+        cpu = self.cpu
+        ts = cpu.tlbstate
+        if cpu._cur is self._ref and ts.loaded_mm is self.mm.context and not ts.is_lazy:
+            return self
+        m = self.machine
+        own = m.current_op is None
+        op = m.begin(cpu, "schedule") if own else None
+        try:
+            if cpu._cur is not None and cpu._cur is not self._ref:
+                ts.running_user = False
+            cpu._cur = self._ref
+            m.arch.switch_mm(cpu, self.mm)
+        finally:
+            if own:
+                m.end(op, check=False)
+        return self
+
+    def busy(self) -> "Thread":
+        """Spin in user space on this CPU: the mm stays loaded and the CPU non-lazy."""
+        self.run()
+        self.cpu.tlbstate.running_user = True
+        return self
+
+    def sleep(self) -> "Thread":
+        """Block: the CPU goes idle in lazy-TLB mode, keeping the mm loaded."""
+        cpu = self.cpu
+        if cpu._cur is self._ref:
+            cpu._cur = None
+            cpu.tlbstate.running_user = False
+            self.machine.arch.enter_lazy_tlb(cpu)
+        return self
+
+    # -------------------------------------------------------------- syscalls
+    def _syscall(self, name: str, fn, *args, **kw) -> OpResult:
+        self.run()
+        m = self.machine
+        cpu = self.cpu
+        op = m.begin(cpu, name)
+        st = cpu.stats
+        st.count(K_SYSCALLS, 1)
+        st.charge(B_SYSCALL, m._syscall_cost)
+        cpu.tlbstate.running_user = False
+        try:
+            if m.kernel is not None:
+                m.kernel.touch(cpu, self.mm)
+            value = fn(self.mm, cpu, *args, **kw)
+        except BaseException:
+            m.abort(op)
+            raise
+        return m.end(op, value)
+
+    def mmap(self, length: int, prot: int, flags: Optional[int] = None, addr: int = 0,
+             **kw: Any) -> int:
+        """mmap(): returns the address (anonymous private unless flags say otherwise);
+        the call's OpResult is in `self.last` (its .value is the address too)."""
+        self.last = self._syscall("mmap", mm_mmap.do_mmap, addr, length, prot, flags, **kw)
+        return self.last.value
+
+    def munmap(self, addr: int, length: int) -> OpResult:
+        return self._syscall("munmap", mm_mmap.do_munmap, addr, length)
+
+    def mprotect(self, addr: int, length: int, prot: int, pkey: int = -1) -> OpResult:
+        return self._syscall("mprotect", do_mprotect_pkey, addr, length, prot, pkey)
+
+    def madvise(self, addr: int, length: int, advice: int) -> OpResult:
+        return self._syscall("madvise", mm_madvise.do_madvise, addr, length, advice)
+
+    # -------------------------------------------------------------- accesses
+    def access(self, vas, kinds) -> OpResult:
+        """A batch of user accesses (numpy uint64 addresses, uint8 kinds 0/1/2) run in C;
+        faults are handled by the kernel model and the faulting access retried."""
+        self.run()
+        m = self.machine
+        op = m.begin(self.cpu, "access")
+        try:
+            n = memory.run_accesses(self.mm, self.cpu, vas, kinds)
+        except BaseException:
+            m.abort(op)
+            raise
+        return m.end(op, n)
+
+    def _one(self, va: int, kind: int) -> OpResult:
+        return self.access(np.array([va], dtype=np.uint64), np.array([kind], dtype=np.uint8))
+
+    def read(self, va: int) -> OpResult:
+        return self._one(va, mmucore.READ)
+
+    def write(self, va: int) -> OpResult:
+        return self._one(va, mmucore.WRITE)
+
+    def fetch(self, va: int) -> OpResult:
+        return self._one(va, mmucore.FETCH)
+
+    def __repr__(self) -> str:
+        return f"Thread(mm{self.mm.ctx_id} on cpu{self.cpu.id})"

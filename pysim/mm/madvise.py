@@ -1,0 +1,87 @@
+"""madvise (mm/madvise.c): DONTNEED (zap), FREE and COLD (A/D clears), HUGEPAGE and
+NOHUGEPAGE (VMA flags with split and merge), POPULATE_READ and POPULATE_WRITE."""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mmucore.stats import B_PTE
+
+from ..constants import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE,
+                         MADV_NOHUGEPAGE, MADV_NORMAL, MADV_POPULATE_READ,
+                         MADV_POPULATE_WRITE, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC,
+                         VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ, VM_WRITE)
+from ..errors import SyscallError
+from .memory import populate
+from .mmu_gather import tlb_gather_mmu
+
+if TYPE_CHECKING:                                   # pragma: no cover
+    from ..machine.cpu import CPU
+    from .mm import MM
+
+_MADV_KNOWN = {MADV_NORMAL, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_HUGEPAGE,
+               MADV_NOHUGEPAGE, MADV_POPULATE_READ, MADV_POPULATE_WRITE}
+
+
+def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> int:
+    """madvise(): DONTNEED, FREE, COLD, HUGEPAGE/NOHUGEPAGE, POPULATE_READ/WRITE."""
+    for name, v in (("start", start), ("length", length), ("advice", advice)):
+        if not isinstance(v, (int, np.integer)):
+            raise SyscallError(errno.EINVAL, f"madvise: {name} must be an integer")
+    if advice not in _MADV_KNOWN:
+        raise SyscallError(errno.EINVAL, f"madvise: advice {advice} is unknown or not "
+                                         f"modelled")
+    if start % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL, f"madvise: 0x{start:x} is not page aligned")
+    if length < 0:
+        raise SyscallError(errno.EINVAL, "madvise: negative length")
+    length = -(-length // PAGE_SIZE) * PAGE_SIZE
+    end = start + length
+    if end > TASK_SIZE:
+        raise SyscallError(errno.EINVAL, "madvise: range beyond the user address space")
+    if length == 0:
+        return 0
+    cpu.stats.charge(B_PTE, cpu.cfg.cost.madvise_base)
+    pieces = [(max(v.start, start), min(v.end, end), v) for v in mm.vmas.vmas_in(start, end)]
+    hole = mm.vmas.first_hole(start, end)
+    if advice in (MADV_HUGEPAGE, MADV_NOHUGEPAGE):
+        for s, e, v in pieces:
+            cur = mm.vmas.find_vma(s)
+            newflags = (cur.flags | VM_HUGEPAGE) & ~VM_NOHUGEPAGE if advice == MADV_HUGEPAGE \
+                else (cur.flags | VM_NOHUGEPAGE) & ~VM_HUGEPAGE
+            if newflags != cur.flags:
+                prev = cur if s > cur.start else mm.vmas.find_vma_prev(s)[1]
+                mm.vmas.vma_modify_flags(cur, prev, s, e, newflags)
+    elif advice in (MADV_DONTNEED, MADV_FREE, MADV_COLD):
+        if advice == MADV_FREE and any(not v.anon or v.shared for _, _, v in pieces):
+            raise SyscallError(errno.EINVAL, "madvise: MADV_FREE needs private anonymous "
+                                             "memory")
+        with tlb_gather_mmu(cpu, mm) as tlb:
+            for s, e, v in pieces:
+                n = (e - s) // PAGE_SIZE
+                if advice == MADV_DONTNEED:
+                    _, _, splits = mm.pt.zap_range(s, n, tlb.state, 0, 0)
+                else:
+                    _, _, splits = mm.pt.clear_young_dirty(s, n, tlb.state,
+                                                             advice == MADV_FREE)
+                for a in splits:
+                    cpu.arch.flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
+    elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
+        if hole is not None:
+            raise SyscallError(errno.ENOMEM, f"madvise: hole at 0x{hole:x}")
+        write = advice == MADV_POPULATE_WRITE
+        for s, e, v in pieces:
+            if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or \
+                    (write and not v.flags & VM_WRITE):
+                raise SyscallError(errno.EINVAL,
+                                   f"madvise: {v!r} does not permit "
+                                   f"{'writes' if write else 'reads'}")
+        for s, e, v in pieces:
+            populate(mm, cpu, s, e, write=write)
+    if hole is not None:
+        raise SyscallError(errno.ENOMEM, f"madvise: [0x{start:x}, 0x{end:x}) has a hole "
+                                         f"at 0x{hole:x}")
+    return 0
+
