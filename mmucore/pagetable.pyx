@@ -14,7 +14,7 @@ from libc.stdint cimport uint64_t, uint8_t
 
 from mmucore.pte cimport *
 from mmucore.gather cimport (Gather, gather_t, c_tlb_flush_pte_range, c_tlb_flush_pmd_range,
-                             c_tlb_adjust_range)
+                             c_tlb_adjust_range, c_tlb_reset_range)
 
 cnp.import_array()
 
@@ -38,6 +38,11 @@ CP_UFFD_WP = 16            # MM_CP_UFFD_WP: write-protect and set the uffd-wp bi
 CP_UFFD_WP_RESOLVE = 32    # MM_CP_UFFD_WP_RESOLVE: clear the uffd-wp bit only
 CP_DIRTY_ACCT = 64         # MM_CP_DIRTY_ACCT (<=5.19): RW back on dirty shared PTEs
 _CP_ALL = 127
+_NO_ADDRS = np.zeros(0, dtype=np.uint64)
+_NO_ADDRS.flags.writeable = False
+
+cdef enum:
+    _SMALL_THP = 64          # huge PMDs change_range reports from its stack buffer
 
 # PageAnon(page) for the TRY_WRITABLE rule: the core sees frames, not struct pages, so the
 # model keeps page-cache (file and shmem) frames at and above this PFN; anonymous frames
@@ -402,17 +407,36 @@ cdef class PageTable:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
         if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED)) and gather is None:
             raise ValueError("change_range: recording modes need a Gather")
-        cdef Gather tmp = gather if gather is not None else Gather()
+        cdef gather_t scratch
+        cdef gather_t* g = &scratch
+        if gather is not None:
+            g = &gather.g
+        else:
+            scratch.fullmm = False
+            scratch.need_flush_all = False
+            c_tlb_reset_range(&scratch)
         cdef change_stats_t st
         memset(&st, 0, sizeof(st))
-        thp = np.zeros(npages // 512 + 2, dtype=np.uint64)
-        splits = np.zeros(2, dtype=np.uint64)
-        cdef uint64_t[::1] thpv = thp
-        cdef uint64_t[::1] splitv = splits
-        self._change(c_va, c_va + npages * 4096, c_newprot, mode, &tmp.g, c_zero_pfn, &st,
-                     &thpv[0], &splitv[0])
-        return (st.pages, st.changed, st.flagged, thp[:st.nthp], splits[:st.nsplit],
-                st.ntables)
+        # huge-PMD and split addresses: a stack buffer for small ranges, numpy for big
+        cdef uint64_t small_thp[_SMALL_THP]
+        cdef uint64_t splitbuf[2]
+        cdef uint64_t nthp_max = <uint64_t>npages // 512 + 2
+        cdef uint64_t[::1] thpv
+        thp = None
+        if nthp_max > _SMALL_THP:
+            thp = np.zeros(nthp_max, dtype=np.uint64)
+            thpv = thp
+        self._change(c_va, c_va + npages * 4096, c_newprot, mode, g, c_zero_pfn, &st,
+                     &thpv[0] if thp is not None else small_thp, splitbuf)
+        if st.nthp == 0:
+            thp = _NO_ADDRS
+        elif thp is None:
+            thp = np.array(<uint64_t[:st.nthp]>small_thp, dtype=np.uint64)
+        else:
+            thp = thp[:st.nthp]
+        splits = (_NO_ADDRS if st.nsplit == 0
+                  else np.array(<uint64_t[:st.nsplit]>splitbuf, dtype=np.uint64))
+        return (st.pages, st.changed, st.flagged, thp, splits, st.ntables)
 
     cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
                      gather_t* g, uint64_t zero_pfn, change_stats_t* st,

@@ -93,7 +93,10 @@ cdef class OpAccount:
         if not self.active:
             raise RuntimeError("no operation is open")
         cdef Py_ssize_t n = self.ntouched, i, j
-        cdef cnp.ndarray out = np.zeros((n + 1, N_COLS), dtype=np.float64)
+        cdef cnp.npy_intp dims[2]
+        dims[0] = n + 1
+        dims[1] = N_COLS
+        cdef cnp.ndarray out = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
         cdef double* base = <double*>cnp.PyArray_DATA(out)
         cdef double* row
         cdef CpuStats s

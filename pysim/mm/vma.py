@@ -483,9 +483,11 @@ class VMAList:
             raise PysimError(f"[0x{start:x}, 0x{end:x}) is not inside {vma!r}")
         if newflags == vma.flags:
             return vma
-        merged = self.vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
-                                vma.pgoff_at(start), vma.name, anon=vma.anon,
-                                shared=vma.shared)
+        merged = None
+        if self._may_merge(vma, start, end):
+            merged = self.vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
+                                    vma.pgoff_at(start), vma.name, anon=vma.anon,
+                                    shared=vma.shared)
         if merged is not None:
             vma = merged
         else:
@@ -496,6 +498,15 @@ class VMAList:
         vma.flags = newflags
         self._set_page_prot(vma)
         return vma
+
+    def _may_merge(self, vma: VMA, start: int, end: int) -> bool:
+        """Whether [start, end) of vma touches a neighbour vma_merge could merge with:
+        only a range that starts at vma.start can join the VMA ending there, only one
+        that ends at vma.end the VMA starting there (a quick test before vma_merge)."""
+        i = self._index(vma)
+        return ((start == vma.start and i > 0 and self._ends[i - 1] == start)
+                or (end == vma.end and i + 1 < len(self._vmas)
+                    and self._starts[i + 1] == end))
 
     def mprotect_fixup(self, vma: VMA, prev: Optional[VMA], start: int, end: int,
                        newflags: int) -> VMA:
