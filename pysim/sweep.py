@@ -5,7 +5,8 @@
                       "grid": {"pages": [1, 33, 34], "profile": ["mmots", "patched"]},
                       "fixed": {"preset": "skylake"}}, out="mprotect.parquet")
 
-or from the command line, `pysim sweep GRID.toml -o OUT [--backend local|dask|serial]`.
+or from the command line, `pysim sweep GRID.toml -o OUT [--backend local|dask|serial]`
+(the parser is in pysim.cli).
 
 A grid (a TOML file or a dict) has the keys
     experiment   the name of a registered experiment (pysim.experiments)
@@ -44,7 +45,6 @@ scheduler reschedules the points of a dead worker and `retries` re-runs failed o
 """
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 from concurrent.futures.process import BrokenProcessPool
 import hashlib
@@ -69,7 +69,7 @@ from .errors import ConfigError, PysimError
 from .experiments import COST_PREFIX, WALL_PREFIX, Experiment, figures_of, get_experiment
 
 __all__ = ["sweep", "load_grid", "plan", "Plan", "Point", "read_table", "run_point",
-           "add_sweep_parsers", "PointError", "BACKENDS", "GRID_KEYS", "deterministic"]
+           "PointError", "BACKENDS", "GRID_KEYS", "deterministic"]
 
 GRID_KEYS = ("experiment", "seed", "grid", "cases", "fixed", "description")
 _CASES = "\0cases"            # the axis holding [[cases]] in Plan.axes
@@ -835,87 +835,6 @@ def sweep(grid: Any, out: Optional[str] = None, backend: Optional[str] = None,
 
 def _isnan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
-
-
-# ====================================================================== CLI
-def add_sweep_parsers(subparsers) -> None:
-    """Add `sweep` and `plot` to an argparse subparsers object (func= handlers)."""
-    sp = subparsers.add_parser(
-        "sweep", help="run a parameter grid (one row per point) to Parquet/CSV",
-        description="Run every point of a grid (TOML) and store one row per point. "
-                    "Re-running with the same -o resumes: stored points are skipped.")
-    sp.add_argument("grid", metavar="GRID.toml", help="the grid file")
-    sp.add_argument("-o", "--out", help="output table (.parquet, or .csv); default: the "
-                                        "grid's name with .parquet")
-    sp.add_argument("--backend", choices=BACKENDS, default=None,
-                    help="local processes (default), serial, or dask")
-    sp.add_argument("--workers", type=int, default=None,
-                    help="worker processes (default: all cores)")
-    sp.add_argument("--scheduler", metavar="ADDR", default=None,
-                    help="dask scheduler address (implies --backend dask)")
-    sp.add_argument("--seed", type=int, default=None, help="override the grid's seed")
-    sp.add_argument("--retries", type=int, default=3,
-                    help="re-runs of a point whose worker died (default 3)")
-    sp.add_argument("--overwrite", action="store_true",
-                    help="discard what OUT holds instead of resuming")
-    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sp.set_defaults(func=_cmd_sweep)
-
-    pp = subparsers.add_parser(
-        "plot", help="plot a sweep's table (matplotlib)",
-        description="Plot one figure of a sweep against a parameter, one line per --hue "
-                    "value; other varying parameters are aggregated (--agg) unless "
-                    "pinned with --where.")
-    pp.add_argument("table", metavar="OUT", help="a table written by `pysim sweep`")
-    pp.add_argument("--x", required=True, help="column on the x axis (e.g. pages)")
-    pp.add_argument("--y", required=True, help="column on the y axis (e.g. cycles)")
-    pp.add_argument("--hue", default=None, help="one line per value of this column")
-    pp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                    help="keep rows with KEY == VALUE (repeatable)")
-    pp.add_argument("--agg", default="mean", choices=("mean", "median", "min", "max"),
-                    help="how to combine rows with the same x and hue (default mean)")
-    pp.add_argument("-o", "--out", default=None,
-                    help="image file (default: OUT with .png)")
-    pp.add_argument("--logx", action="store_true", help="log-scale x axis")
-    pp.add_argument("--logy", action="store_true", help="log-scale y axis")
-    pp.add_argument("--title", default=None)
-    pp.set_defaults(func=_cmd_plot)
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    out = args.out or os.path.splitext(os.path.basename(args.grid))[0] + ".parquet"
-    try:
-        df = sweep(args.grid, out=out, backend=args.backend, workers=args.workers,
-                   scheduler=args.scheduler, progress=not args.no_progress, seed=args.seed,
-                   retries=args.retries, overwrite=args.overwrite)
-    except ConfigError as e:
-        print(f"pysim sweep: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pysim sweep: interrupted; finished points are stored, run the same "
-              "command again to resume", file=sys.stderr)
-        return 130
-    except PysimError as e:
-        print(f"pysim sweep: {e}\n(finished points are stored; fix the cause and run the "
-              f"same command again to resume)", file=sys.stderr)
-        return 1
-    info = df.attrs.get("pysim_sweep", {})
-    print(f"{info.get('points', len(df))} points ({info.get('ran', '?')} run, "
-          f"{info.get('stored', '?')} already stored) -> {info.get('out', out)}")
-    return 0
-
-
-def _cmd_plot(args: argparse.Namespace) -> int:
-    from .plot import plot_file
-    try:
-        path = plot_file(args.table, x=args.x, y=args.y, hue=args.hue, where=args.where,
-                         agg=args.agg, out=args.out, logx=args.logx, logy=args.logy,
-                         title=args.title)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"pysim plot: error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
 
 
 # `import pysim.sweep; pysim.sweep(grid)` works whether pysim's namespace holds this

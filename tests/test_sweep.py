@@ -15,6 +15,7 @@ import pytest
 import pysim
 import pysim.sweep as sw
 from pysim import ConfigError
+from pysim.cli import add_sweep_parsers
 from pysim.experiments import EXPERIMENTS, experiment, get_experiment
 
 CALLS = []
@@ -408,7 +409,7 @@ def test_mprotect_loop_wrapper():
 # ---------------------------------------------------------------- CLI, plot, progress
 def _cli(*argv):
     parser = argparse.ArgumentParser(prog="pysim")
-    sw.add_sweep_parsers(parser.add_subparsers(dest="cmd", required=True))
+    add_sweep_parsers(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
