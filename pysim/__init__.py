@@ -19,6 +19,6 @@ from .presets import PRESETS, Preset, get_preset
 from .profiles import PROFILES, Profile, get_profile
 from .tlbflush import flush_tlb_mm_range, flush_tlb_range
 
-from . import sweep  # noqa: E402  the module is callable: pysim.sweep(grid, ...)
+from .sweeps import sweep  # noqa: E402  pysim.sweep(grid, ...) is a plain function
 
 __version__ = "0.1.0"

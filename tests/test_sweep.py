@@ -8,15 +8,19 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pandas as pd
 import pytest
 
 import pysim
-import pysim.sweep as sw
+import pysim.sweeps as sw
+import pysim.sweeps.store as sweep_store
 from pysim import ConfigError
 from pysim.cli import add_sweep_parsers
 from pysim.experiments import EXPERIMENTS, experiment, get_experiment
+from pysim.sweeps import runners
+from pysim.sweeps.progress import Progress
 
 CALLS = []
 
@@ -225,10 +229,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, ext, monkeypatc
             raise KeyboardInterrupt
         return real(fn, params)
 
-    monkeypatch.setattr(sw, "run_point", dying)
+    monkeypatch.setattr(runners, "run_point", dying)
     with pytest.raises(KeyboardInterrupt):
         sw.sweep(grid, out=out, backend="serial", progress=False, checkpoint=0)
-    monkeypatch.setattr(sw, "run_point", real)
+    monkeypatch.setattr(runners, "run_point", real)
     stored = sw.Store(out, "parquet" if ext == ".parquet" else "csv", {}).stored()
     assert len(stored) == 5
     CALLS.clear()
@@ -247,7 +251,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, ext, monkeypatc
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    import pysim.sweep as sw
+    import pysim.sweeps as sw
     from pysim.experiments import experiment
 
     @experiment("test_sweep_slow")
@@ -302,7 +306,7 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
 
 
 def test_csv_when_pyarrow_is_absent(tmp_path, monkeypatch):
-    monkeypatch.setattr(sw, "_has_pyarrow", lambda: False)
+    monkeypatch.setattr(sweep_store, "has_pyarrow", lambda: False)
     with pytest.warns(UserWarning, match="pyarrow"):
         df = sw.sweep(SMALL, out=str(tmp_path / "t.parquet"), backend="serial",
                       progress=False)
@@ -457,7 +461,7 @@ def test_examples_are_valid_grids():
 
 def test_progress_without_tqdm(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    bar = sw._Progress(3, 0, True, "t")
+    bar = Progress(3, 0, True, "t")
     assert bar.bar is None
     bar.t0 -= 2                                       # pretend 2 s have passed
     for _ in range(3):
@@ -466,8 +470,11 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     assert "3/3 points" in capsys.readouterr().err
 
 
-def test_module_is_callable():
-    assert callable(pysim.sweep) or callable(sw)
-    df = sw({"experiment": "test_sweep_square", "grid": {"x": [2]}}, backend="serial",
-            progress=False)
+def test_sweep_is_a_plain_function():
+    assert isinstance(pysim.sweep, types.FunctionType)
+    assert pysim.sweep is sw.sweep
+    df = pysim.sweep({"experiment": "test_sweep_square", "grid": {"x": [2]}},
+                     backend="serial", progress=False)
     assert df.y.tolist() == [4.0]
+    # no module of the old name is left to shadow the function
+    assert not os.path.exists(os.path.join(os.path.dirname(pysim.__file__), "sweep.py"))
