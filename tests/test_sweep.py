@@ -2,6 +2,7 @@
 the built-in experiments, the CLI and plots.  Grids are tiny; the whole file runs in a
 few seconds plus one Dask LocalCluster start."""
 import argparse
+import ast
 import os
 import signal
 import subprocess
@@ -478,3 +479,40 @@ def test_sweep_is_a_plain_function():
     assert df.y.tolist() == [4.0]
     # no module of the old name is left to shadow the function
     assert not os.path.exists(os.path.join(os.path.dirname(pysim.__file__), "sweep.py"))
+
+
+def test_import_pysim_is_light():
+    """`import pysim` loads no process pools or cluster clients: the runners import them
+    when they start."""
+    heavy = ("multiprocessing", "concurrent.futures", "dask", "distributed")
+    code = ("import sys, pysim; heavy = %r; "
+            "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') "
+            "for h in heavy)))" % (heavy,))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def _imports(path):
+    """Every module name a source file imports, relative ones with their dots."""
+    names = []
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            sep = "." if node.module else ""
+            names += [base] + [base + sep + a.name for a in node.names]
+    return names
+
+
+def test_sweeps_never_import_plot_or_cli_and_plot_reads_through_the_store():
+    pkg = os.path.dirname(sw.__file__)
+    for name in sorted(f for f in os.listdir(pkg) if f.endswith(".py")):
+        for mod in _imports(os.path.join(pkg, name)):
+            parts = set(mod.strip(".").split("."))
+            assert not parts & {"plot", "cli", "report"}, f"sweeps/{name} imports {mod}"
+    plot_src = os.path.join(os.path.dirname(pysim.__file__), "plot.py")
+    ours = [m for m in _imports(plot_src) if "sweep" in m]
+    assert ours and all(m.startswith(".sweeps.store") for m in ours), ours
