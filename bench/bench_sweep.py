@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-import pysim.sweep as sw
+import pysim.sweeps as sw
 from pysim.experiments import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +106,7 @@ def hwm():
                 return int(line.split()[1]) * 1024
 t0 = time.perf_counter()
 from pysim.experiments import mprotect_range
-import pysim.sweep as sw
+import pysim.sweeps as sw
 from pysim.experiments import experiment
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 t1 = time.perf_counter()

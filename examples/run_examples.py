@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
 
-    import pysim.sweep as sw
+    import pysim.sweeps as sw
     from pysim import ConfigError
     from pysim.plot import plot_table
 

@@ -18,6 +18,6 @@ from .mm import (MM, File, MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_flush_mmu
 from .mm.mprotect import change_protection
 from .arch.x86.tlb import flush_tlb_mm_range, flush_tlb_range
 
-from . import sweep  # noqa: E402  the module is callable: pysim.sweep(grid, ...)
+from .sweeps import sweep  # noqa: E402  pysim.sweep(grid, ...) is a plain function
 
 __version__ = "0.1.0"

@@ -1,12 +1,24 @@
-"""The `pysim` command: reproduce (the main job), sweep and plot."""
+"""The `pysim` command: reproduce (the main job), sweep and plot.
+
+Every argparse parser of pysim is built here; each subcommand's function only turns
+its arguments into one call of pysim.report, pysim.sweeps or pysim.plot and the
+outcome into output and an exit status.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
+
+from .errors import ConfigError, PysimError
+from .plot import plot_file
+from .sweeps import BACKENDS, sweep
 
 
+# ---------------------------------------------------------------- commands
 def _reproduce(args: argparse.Namespace) -> int:
+    """`pysim reproduce`: print the cover letter's table (or JSON), maybe a plot."""
     from .report import reproduce
     print(reproduce(as_json=args.json, plot_path=args.plot, iterations=args.iterations))
     if args.plot and not args.json:
@@ -14,25 +26,120 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pysim", description="Simulate the Linux MMU and its "
-                                "TLB-flush machinery.")
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("reproduce", help="reproduce the mprotect series' cover-letter table")
+def _sweep(args: argparse.Namespace) -> int:
+    """`pysim sweep`: run a grid into its table; exit 2 on a bad grid or option, 1 when
+    a point failed, 130 on Ctrl-C (finished points stay stored in each case)."""
+    out = args.out or os.path.splitext(os.path.basename(args.grid))[0] + ".parquet"
+    try:
+        df = sweep(args.grid, out=out, backend=args.backend, workers=args.workers,
+                   scheduler=args.scheduler, progress=not args.no_progress, seed=args.seed,
+                   retries=args.retries, overwrite=args.overwrite)
+    except ConfigError as e:
+        print(f"pysim sweep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pysim sweep: interrupted; finished points are stored, run the same "
+              "command again to resume", file=sys.stderr)
+        return 130
+    except PysimError as e:
+        print(f"pysim sweep: {e}\n(finished points are stored; fix the cause and run the "
+              f"same command again to resume)", file=sys.stderr)
+        return 1
+    info = df.attrs.get("pysim_sweep", {})
+    print(f"{info.get('points', len(df))} points ({info.get('ran', '?')} run, "
+          f"{info.get('stored', '?')} already stored) -> {info.get('out', out)}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    """`pysim plot`: draw one picture of a stored table and print its path."""
+    try:
+        path = plot_file(args.table, x=args.x, y=args.y, hue=args.hue, where=args.where,
+                         agg=args.agg, out=args.out, logx=args.logx, logy=args.logy,
+                         title=args.title)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"pysim plot: error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+# ---------------------------------------------------------------- parsers
+def add_reproduce_parser(subparsers: Any) -> None:
+    """Add `reproduce` to an argparse subparsers object."""
+    r = subparsers.add_parser("reproduce",
+                              help="reproduce the mprotect series' cover-letter table")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument("--plot", metavar="FILE.png", help="also write a bar chart")
     r.add_argument("--iterations", type=int, default=20, help="measured loop iterations")
     r.set_defaults(func=_reproduce)
-    try:
-        from .sweep import add_sweep_parsers
-    except ImportError:              # the sweep extra is optional
-        pass
-    else:
-        add_sweep_parsers(sub)
+
+
+def add_sweep_parser(subparsers: Any) -> None:
+    """Add `sweep` to an argparse subparsers object."""
+    sp = subparsers.add_parser(
+        "sweep", help="run a parameter grid (one row per point) to Parquet/CSV",
+        description="Run every point of a grid (TOML) and store one row per point. "
+                    "Re-running with the same -o resumes: stored points are skipped.")
+    sp.add_argument("grid", metavar="GRID.toml", help="the grid file")
+    sp.add_argument("-o", "--out", help="output table (.parquet, or .csv); default: the "
+                                        "grid's name with .parquet")
+    sp.add_argument("--backend", choices=BACKENDS, default=None,
+                    help="local processes (default), serial, or dask")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: all cores)")
+    sp.add_argument("--scheduler", metavar="ADDR", default=None,
+                    help="dask scheduler address (implies --backend dask)")
+    sp.add_argument("--seed", type=int, default=None, help="override the grid's seed")
+    sp.add_argument("--retries", type=int, default=3,
+                    help="re-runs of a point whose worker died (default 3)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="discard what OUT holds instead of resuming")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_sweep)
+
+
+def add_plot_parser(subparsers: Any) -> None:
+    """Add `plot` to an argparse subparsers object."""
+    pp = subparsers.add_parser(
+        "plot", help="plot a sweep's table (matplotlib)",
+        description="Plot one figure of a sweep against a parameter, one line per --hue "
+                    "value; other varying parameters are aggregated (--agg) unless "
+                    "pinned with --where.")
+    pp.add_argument("table", metavar="OUT", help="a table written by `pysim sweep`")
+    pp.add_argument("--x", required=True, help="column on the x axis (e.g. pages)")
+    pp.add_argument("--y", required=True, help="column on the y axis (e.g. cycles)")
+    pp.add_argument("--hue", default=None, help="one line per value of this column")
+    pp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                    help="keep rows with KEY == VALUE (repeatable)")
+    pp.add_argument("--agg", default="mean", choices=("mean", "median", "min", "max"),
+                    help="how to combine rows with the same x and hue (default mean)")
+    pp.add_argument("-o", "--out", default=None,
+                    help="image file (default: OUT with .png)")
+    pp.add_argument("--logx", action="store_true", help="log-scale x axis")
+    pp.add_argument("--logy", action="store_true", help="log-scale y axis")
+    pp.add_argument("--title", default=None)
+    pp.set_defaults(func=_plot)
+
+
+def add_sweep_parsers(subparsers: Any) -> None:
+    """Add the two subcommands of sweeps, `sweep` and `plot`."""
+    add_sweep_parser(subparsers)
+    add_plot_parser(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the whole `pysim` command."""
+    p = argparse.ArgumentParser(prog="pysim", description="Simulate the Linux MMU and its "
+                                "TLB-flush machinery.")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_reproduce_parser(sub)
+    add_sweep_parsers(sub)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """Run the `pysim` command on argv (default sys.argv[1:]); returns the exit status."""
     args = build_parser().parse_args(argv)
     if getattr(args, "iterations", 1) is not None and getattr(args, "iterations", 1) < 1:
         print("pysim: --iterations must be >= 1", file=sys.stderr)

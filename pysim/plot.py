@@ -12,6 +12,7 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 from .errors import ConfigError
+from .sweeps.store import read_table
 
 __all__ = ["plot_table", "plot_file", "parse_where"]
 
@@ -134,7 +135,6 @@ def plot_file(table: str, x: str, y: str, hue: Optional[str] = None, where=None,
               agg: str = "mean", out: Optional[str] = None, logx: bool = False,
               logy: bool = False, title: Optional[str] = None) -> str:
     """Read a sweep table, plot it, save the picture; returns the image path."""
-    from .sweep import read_table
     if not os.path.exists(table):
         raise FileNotFoundError(f"{table}: no such file")
     df = read_table(table)

@@ -2,20 +2,26 @@
 the built-in experiments, the CLI and plots.  Grids are tiny; the whole file runs in a
 few seconds plus one Dask LocalCluster start."""
 import argparse
+import ast
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import pandas as pd
 import pytest
 
 import pysim
-import pysim.sweep as sw
+import pysim.sweeps as sw
+import pysim.sweeps.store as sweep_store
 from pysim import ConfigError
+from pysim.cli import add_sweep_parsers
 from pysim.experiments import EXPERIMENTS, experiment, get_experiment
+from pysim.sweeps import runners
+from pysim.sweeps.progress import Progress
 
 CALLS = []
 
@@ -224,10 +230,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, ext, monkeypatc
             raise KeyboardInterrupt
         return real(fn, params)
 
-    monkeypatch.setattr(sw, "run_point", dying)
+    monkeypatch.setattr(runners, "run_point", dying)
     with pytest.raises(KeyboardInterrupt):
         sw.sweep(grid, out=out, backend="serial", progress=False, checkpoint=0)
-    monkeypatch.setattr(sw, "run_point", real)
+    monkeypatch.setattr(runners, "run_point", real)
     stored = sw.Store(out, "parquet" if ext == ".parquet" else "csv", {}).stored()
     assert len(stored) == 5
     CALLS.clear()
@@ -246,7 +252,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, ext, monkeypatc
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys, time
-    import pysim.sweep as sw
+    import pysim.sweeps as sw
     from pysim.experiments import experiment
 
     @experiment("test_sweep_slow")
@@ -301,7 +307,7 @@ def test_killed_sweep_resumes_to_the_same_table(tmp_path):
 
 
 def test_csv_when_pyarrow_is_absent(tmp_path, monkeypatch):
-    monkeypatch.setattr(sw, "_has_pyarrow", lambda: False)
+    monkeypatch.setattr(sweep_store, "has_pyarrow", lambda: False)
     with pytest.warns(UserWarning, match="pyarrow"):
         df = sw.sweep(SMALL, out=str(tmp_path / "t.parquet"), backend="serial",
                       progress=False)
@@ -408,7 +414,7 @@ def test_mprotect_loop_wrapper():
 # ---------------------------------------------------------------- CLI, plot, progress
 def _cli(*argv):
     parser = argparse.ArgumentParser(prog="pysim")
-    sw.add_sweep_parsers(parser.add_subparsers(dest="cmd", required=True))
+    add_sweep_parsers(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -456,7 +462,7 @@ def test_examples_are_valid_grids():
 
 def test_progress_without_tqdm(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm", None)
-    bar = sw._Progress(3, 0, True, "t")
+    bar = Progress(3, 0, True, "t")
     assert bar.bar is None
     bar.t0 -= 2                                       # pretend 2 s have passed
     for _ in range(3):
@@ -465,8 +471,48 @@ def test_progress_without_tqdm(monkeypatch, capsys):
     assert "3/3 points" in capsys.readouterr().err
 
 
-def test_module_is_callable():
-    assert callable(pysim.sweep) or callable(sw)
-    df = sw({"experiment": "test_sweep_square", "grid": {"x": [2]}}, backend="serial",
-            progress=False)
+def test_sweep_is_a_plain_function():
+    assert isinstance(pysim.sweep, types.FunctionType)
+    assert pysim.sweep is sw.sweep
+    df = pysim.sweep({"experiment": "test_sweep_square", "grid": {"x": [2]}},
+                     backend="serial", progress=False)
     assert df.y.tolist() == [4.0]
+    # no module of the old name is left to shadow the function
+    assert not os.path.exists(os.path.join(os.path.dirname(pysim.__file__), "sweep.py"))
+
+
+def test_import_pysim_is_light():
+    """`import pysim` loads no process pools or cluster clients: the runners import them
+    when they start."""
+    heavy = ("multiprocessing", "concurrent.futures", "dask", "distributed")
+    code = ("import sys, pysim; heavy = %r; "
+            "print(sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') "
+            "for h in heavy)))" % (heavy,))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.strip() == "[]", proc.stdout
+
+
+def _imports(path):
+    """Every module name a source file imports, relative ones with their dots."""
+    names = []
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "." * node.level + (node.module or "")
+            sep = "." if node.module else ""
+            names += [base] + [base + sep + a.name for a in node.names]
+    return names
+
+
+def test_sweeps_never_import_plot_or_cli_and_plot_reads_through_the_store():
+    pkg = os.path.dirname(sw.__file__)
+    for name in sorted(f for f in os.listdir(pkg) if f.endswith(".py")):
+        for mod in _imports(os.path.join(pkg, name)):
+            parts = set(mod.strip(".").split("."))
+            assert not parts & {"plot", "cli", "report"}, f"sweeps/{name} imports {mod}"
+    plot_src = os.path.join(os.path.dirname(pysim.__file__), "plot.py")
+    ours = [m for m in _imports(plot_src) if "sweep" in m]
+    assert ours and all(m.startswith(".sweeps.store") for m in ours), ours
