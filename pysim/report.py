@@ -64,7 +64,7 @@ def explain(preset, iterations: int) -> Dict[str, Any]:
         v = simulate(preset, [cell_m, cell_p], iterations, env=env, **kw)
         a, b = v[cell_m].cycles["PROT_READ"], v[cell_p].cycles["PROT_READ"]
         variants[label] = {"mmots": round(a, 1), "patched": round(b, 1),
-                           "change": round((b - a) / a * 100, 1)}
+                           "change": round((b - a) / a * 100, 1) + 0.0}   # no -0.0
     return {"simulated_change": round((p.cycles["PROT_READ"] - m.cycles["PROT_READ"])
                                       / m.cycles["PROT_READ"] * 100, 1),
             "published_change": -22.0, "breakdown_difference": diff,

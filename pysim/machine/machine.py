@@ -33,7 +33,7 @@ from ..mm.mm import MM
 from ..mm.mprotect import do_mprotect_pkey
 from ..results import BREAKDOWN, KERNEL_COUNTERS, OpResult
 from .cpu import CPU
-from .frames import Frames
+from ..mm.frames import Frames
 
 
 def _count(value: Any, name: str, lo: int, hi: int) -> int:

@@ -16,7 +16,7 @@ import mmucore
 from ..errors import ConfigError, PysimError
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from ..machine.frames import Frames
+    from .frames import Frames
     from .mm import MM
 
 _FIELDS = ("text_pages", "data_pages", "stack_pages")

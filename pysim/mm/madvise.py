@@ -18,7 +18,6 @@ from .memory import populate
 from .mmu_gather import tlb_gather_mmu
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from ..machine.cpu import CPU
     from .mm import MM
 
 _MADV_KNOWN = {MADV_NORMAL, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_HUGEPAGE,

@@ -13,7 +13,7 @@ from ..constants import VM_PKEY_MASK, VM_PKEY_SHIFT
 from .vma import VMA, VMAList
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from ..machine.frames import Frames
+    from .frames import Frames
     from .footprint import KernelFootprint
 
 

@@ -25,7 +25,6 @@ from ..errors import PysimError
 from ..results import OpResult
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from ..machine.cpu import CPU
     from .mm import MM
     from .vma import VMA
 

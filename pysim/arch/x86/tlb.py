@@ -14,7 +14,6 @@ from mmucore.tlbstate import FlushInfo  # noqa: F401  (the request record)
 from ...constants import PAGE_SHIFT
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from ...machine.cpu import CPU
     from ...mm.mm import MM
 
 
