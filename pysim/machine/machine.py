@@ -237,20 +237,28 @@ class Thread:
     each returning the OpResult of the operation (mmap's address is its .value)."""
 
     def __init__(self, proc: Process, cpu: CPU):
-        self.proc = proc
+        self._proc = weakref.ref(proc)      # the process holds its threads, not the reverse
         self.machine = proc.machine
         self.cpu = cpu
         self.mm = proc.mm
         self._ref = weakref.ref(self)
         self.last: Optional[OpResult] = None
 
+    @property
+    def proc(self) -> Optional[Process]:
+        """The process this thread belongs to (None once nothing else holds it)."""
+        return self._proc()
+
     def __getstate__(self):
         state = dict(self.__dict__)
+        state["_proc"] = self._proc()
         del state["_ref"]
         return state
 
     def __setstate__(self, state) -> None:
+        proc = state.pop("_proc")
         self.__dict__.update(state)
+        self._proc = weakref.ref(proc) if proc is not None else (lambda: None)
         self._ref = weakref.ref(self)
 
     # -------------------------------------------------------------- scheduling
