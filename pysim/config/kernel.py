@@ -3,7 +3,6 @@ behaviour), the preset (hardware features and costs) and the kernel costs as
 attributes, resolved once when the machine is built."""
 from __future__ import annotations
 
-from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any, Dict, Tuple
 
@@ -11,8 +10,42 @@ from ..errors import ConfigError
 from .presets import FEATURES, KERNEL_KEYS, Preset, get_preset
 from .profiles import PROFILE_FIELDS, Profile, get_profile
 
-# cfg.cost.per_pte, cfg.cost.flush_base, ...: kernel-path costs as attributes
-KernelCosts = namedtuple("KernelCosts", KERNEL_KEYS)
+class KernelCosts:
+    """The preset's kernel-path costs as read-only attributes (cfg.cost.per_pte, ...):
+    slots, because kernel paths read them on every call."""
+
+    __slots__ = KERNEL_KEYS
+
+    def __init__(self, **costs: float):
+        missing = [k for k in KERNEL_KEYS if k not in costs]
+        extra = sorted(set(costs) - set(KERNEL_KEYS))
+        if missing or extra:
+            raise ConfigError(f"kernel costs need exactly {', '.join(KERNEL_KEYS)}; "
+                              f"missing {missing}, unknown {extra}", field="kernel")
+        for k in KERNEL_KEYS:
+            object.__setattr__(self, k, float(costs[k]))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("KernelCosts is read-only: change the preset instead")
+
+    def __reduce__(self):
+        return (_costs, (self._asdict(),))
+
+    def _asdict(self) -> Dict[str, float]:
+        return {k: getattr(self, k) for k in KERNEL_KEYS}
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, KernelCosts) and self._asdict() == other._asdict()
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._asdict().values()))
+
+    def __repr__(self) -> str:
+        return "KernelCosts(" + ", ".join(f"{k}={v:g}" for k, v in self._asdict().items()) + ")"
+
+
+def _costs(d: Dict[str, float]) -> KernelCosts:
+    return KernelCosts(**d)
 
 
 @dataclass(frozen=True)

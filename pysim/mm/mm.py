@@ -28,10 +28,17 @@ class File:
         return f"File({self.name!r}{'' if self.writable else ', read-only'})"
 
 
+_PAGE_PROT: dict = {}                 # (R/W/X/SHARED | pkey) flags -> pgprot, memoised
+
+
 def vma_page_prot(vma: VMA) -> int:
     """vm_get_page_prot() plus x86 protection-key bits (arch_vm_get_page_prot)."""
-    pkey = (vma.flags & VM_PKEY_MASK) >> VM_PKEY_SHIFT
-    return mmucore.vm_get_page_prot(vma.flags & 0xF) | (pkey << 59)
+    key = vma.flags & (0xF | VM_PKEY_MASK)
+    prot = _PAGE_PROT.get(key)
+    if prot is None:
+        pkey = (key & VM_PKEY_MASK) >> VM_PKEY_SHIFT
+        prot = _PAGE_PROT[key] = mmucore.vm_get_page_prot(key & 0xF) | (pkey << 59)
+    return prot
 
 
 class MM:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:                                   # pragma: no cover
 class MMUGather:
     """struct mmu_gather: the core's range/level state plus the mm and the CPU flushing."""
 
+    __slots__ = ("cpu", "mm", "state", "flushes", "finished", "own_window", "result")
+
     def __init__(self, cpu: "CPU", mm: "MM", fullmm: bool = False):
         self.cpu = cpu
         self.mm = mm
@@ -122,18 +124,20 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
     if tlb.finished:
         raise PysimError("tlb_finish_mmu called twice on one gather")
     tlb.finished = True
+    mm, g = tlb.mm, tlb.state
     try:
-        if tlb.mm.tlb_flush_pending > 1:
-            tlb.state.fullmm = True
-            tlb.state.reset_range()
-            tlb.state.freed_tables = True
-        tlb_flush_mmu(tlb)
+        if mm.tlb_flush_pending > 1:
+            g.fullmm = True
+            g.reset_range()
+            g.freed_tables = True
+        if g.needs_flush:
+            tlb_flush_mmu(tlb)
     except BaseException:
         if tlb.own_window:
             tlb.cpu.stats.acct.abort()
         raise
     finally:
-        tlb.mm.tlb_flush_pending -= 1
+        mm.tlb_flush_pending -= 1
     if tlb.own_window:
         cpu = tlb.cpu
         tlb.result = OpResult("mmu_gather", cpu.id, tlb.flushes, cpu.stats.acct.finish(),

@@ -38,6 +38,10 @@ __all__ = [
 ]
 
 
+assert (PROT_READ, PROT_WRITE, PROT_EXEC) == (VM_READ, VM_WRITE, VM_EXEC)
+_PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
+
+
 def _aligned(addr: int) -> bool:
     """True if addr is a multiple of PAGE_SIZE."""
     return addr & (PAGE_SIZE - 1) == 0
@@ -97,14 +101,9 @@ class VMA:
 
 def calc_vm_prot_bits(prot: int, pkey: int = 0) -> int:
     """PROT_* bits (and an x86 protection key) as VM_READ/WRITE/EXEC (+ VM_PKEY_*) bits."""
-    flags = 0
-    if prot & PROT_READ:
-        flags |= VM_READ
-    if prot & PROT_WRITE:
-        flags |= VM_WRITE
-    if prot & PROT_EXEC:
-        flags |= VM_EXEC
-    return flags | ((pkey << VM_PKEY_SHIFT) & VM_PKEY_MASK)
+    # PROT_READ/WRITE/EXEC and VM_READ/WRITE/EXEC share bit values (1, 2, 4), so the
+    # kernel's _calc_vm_trans() is a mask here
+    return (prot & _PROT_RWX) | ((pkey << VM_PKEY_SHIFT) & VM_PKEY_MASK)
 
 
 def mmap_vm_flags(prot: int, flags: int, pkey: int = 0) -> int:
