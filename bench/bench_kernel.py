@@ -82,3 +82,50 @@ def test_mprotect_1gib(benchmark, report, profile):
            ns_per_pte=st.min / GIB_PAGES * 1e9,
            full_flushes=int(ev.get("nr_tlb_local_flush_all", 0)),
            sim_cycles=float(last[0].cycles))
+
+
+# (case, profile, cpus, busy CPUs of the same mm, whether the other CPUs run another mm)
+SCALING = [
+    ("patched-1cpu", "patched", 1, 0, False),
+    ("patched-2cpu-1busy", "patched", 2, 1, False),
+    ("mmots-1cpu", "mmots", 1, 0, False),
+    ("mmots-2cpu-1busy", "mmots", 2, 1, False),
+    ("mmots-64cpu-63busy", "mmots", 64, 63, False),
+    ("patched-256cpu-other-mm", "patched", 256, 0, True),
+]
+
+
+@pytest.mark.parametrize("case,profile,cpus,busy,other_mm", SCALING,
+                         ids=[c[0] for c in SCALING])
+def test_mprotect_scaling(benchmark, report, case, profile, cpus, busy, other_mm):
+    """One-page mprotect (checker off) as the machine grows: an operation costs what it
+    touches.  mmots sends one IPI per busy CPU on every call; under patched the page is
+    written once and no call after the first needs a flush, so the 2-CPU case's one
+    remote flush happens in the warm-up; 256 CPUs running another mm are never touched."""
+    m = pysim.Machine(cpus=cpus, preset="skylake", profile=profile, checker=False)
+    proc = m.process()
+    t0 = proc.thread(cpu=0)
+    if other_mm:
+        other = m.process()
+        for c in range(1, cpus):
+            other.thread(cpu=c).busy()
+    for c in range(1, busy + 1):
+        proc.thread(cpu=c).busy()
+    p = t0.mmap(4096, RW)
+    t0.write(p)
+    state = [1]
+    ipis = [0, 0]
+
+    def run():
+        k = state[0] ^ 1
+        state[0] = k
+        r = t0.mprotect(p, 4096, PROTS[k])
+        ipis[0] += r.events["ipi_sent"]
+        ipis[1] += 1
+
+    benchmark.pedantic(run, rounds=5, iterations=2_000 if cpus < 64 else 500,
+                       warmup_rounds=1)
+    st = benchmark.stats.stats
+    report("mprotect, one page, as the machine grows (us per call)", case,
+           us_per_call_best=st.min * 1e6, us_per_call_median=st.median * 1e6,
+           ipis_per_call=ipis[0] / ipis[1])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mmucore.stats import B_PTE
 
 from ..constants import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE,
@@ -14,6 +12,7 @@ from ..constants import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE,
                          MADV_POPULATE_WRITE, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC,
                          VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ, VM_WRITE)
 from ..errors import SyscallError
+from .args import syscall_ints
 from .memory import populate
 from .mmu_gather import tlb_gather_mmu
 
@@ -26,9 +25,8 @@ _MADV_KNOWN = {MADV_NORMAL, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_HUGEPAGE,
 
 def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> int:
     """madvise(): DONTNEED, FREE, COLD, HUGEPAGE/NOHUGEPAGE, POPULATE_READ/WRITE."""
-    for name, v in (("start", start), ("length", length), ("advice", advice)):
-        if not isinstance(v, (int, np.integer)):
-            raise SyscallError(errno.EINVAL, f"madvise: {name} must be an integer")
+    start, length, advice = syscall_ints("madvise", ("start", "length", "advice"),
+                                         start, length, advice)
     if advice not in _MADV_KNOWN:
         raise SyscallError(errno.EINVAL, f"madvise: advice {advice} is unknown or not "
                                          f"modelled")

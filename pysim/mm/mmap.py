@@ -5,8 +5,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
-
 from mmucore.stats import B_PTE, B_VMA
 
 from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE,
@@ -15,6 +13,7 @@ from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORE
                          PROT_SEM, PROT_WRITE, TASK_SIZE, VM_HUGEPAGE, VM_MAYWRITE,
                          VM_SHARED, VM_WRITE)
 from ..errors import SyscallError
+from .args import syscall_ints
 from .memory import populate
 from .mm import File, vma_page_prot
 from .mmu_gather import tlb_gather_mmu
@@ -36,9 +35,8 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     cost = cpu.cfg.cost
     if flags is None:
         flags = MAP_PRIVATE | (MAP_ANONYMOUS if file is None else 0)
-    for name, v in (("addr", addr), ("length", length), ("prot", prot), ("flags", flags)):
-        if not isinstance(v, (int, np.integer)):
-            raise SyscallError(errno.EINVAL, f"mmap: {name} must be an integer")
+    addr, length, prot, flags = syscall_ints("mmap", ("addr", "length", "prot", "flags"),
+                                             addr, length, prot, flags)
     if flags & ~_MAP_KNOWN:
         raise SyscallError(errno.EINVAL, f"mmap: unknown or unmodelled flags "
                                          f"0x{flags & ~_MAP_KNOWN:x}")
@@ -96,9 +94,7 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
 
 def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
     """munmap(): remove the VMAs, zap their entries, free page tables, flush."""
-    for name, v in (("addr", addr), ("length", length)):
-        if not isinstance(v, (int, np.integer)):
-            raise SyscallError(errno.EINVAL, f"munmap: {name} must be an integer")
+    addr, length = syscall_ints("munmap", ("addr", "length"), addr, length)
     if addr % PAGE_SIZE:
         raise SyscallError(errno.EINVAL, f"munmap: 0x{addr:x} is not page aligned")
     if length <= 0:

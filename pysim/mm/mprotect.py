@@ -18,6 +18,7 @@ from ..constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GR
                          PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE, VM_ACCESS_FLAGS,
                          VM_SHARED, VM_WRITE)
 from ..errors import SyscallError
+from .args import syscall_ints
 from .mmu_gather import (MMUGather, flush_tlb_range, tlb_end_vma, tlb_finish_mmu,
                          tlb_gather_mmu, tlb_start_vma)
 from .vma import mprotect_newflags
@@ -89,8 +90,10 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
                      pkey: int = -1) -> int:
     """sys_mprotect / sys_pkey_mprotect; returns 0 or raises SyscallError (EINVAL, ENOMEM,
     EACCES) after keeping whatever it changed before the error, as the kernel does."""
-    if not isinstance(start, int) or not isinstance(length, int) or not isinstance(prot, int):
-        raise SyscallError(errno.EINVAL, "mprotect: start, length and prot must be integers")
+    if type(start) is not int or type(length) is not int or type(prot) is not int \
+            or type(pkey) is not int:
+        start, length, prot, pkey = syscall_ints("mprotect", ("start", "length", "prot",
+                                                              "pkey"), start, length, prot, pkey)
     grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
     prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
     if grows == (PROT_GROWSDOWN | PROT_GROWSUP):

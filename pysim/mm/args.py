@@ -1,0 +1,24 @@
+"""Syscall arguments as the kernel sees them: machine integers.  Python and numpy
+integers are accepted alike and become Python ints once, at the syscall boundary."""
+from __future__ import annotations
+
+import errno
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..errors import SyscallError
+
+
+def syscall_ints(call: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:
+    """The values as Python ints, or SyscallError(EINVAL) naming the first non-integer."""
+    out = []
+    for name, v in zip(names, values):
+        if type(v) is int:
+            out.append(v)
+        elif isinstance(v, (int, np.integer)):
+            out.append(int(v))
+        else:
+            raise SyscallError(errno.EINVAL, f"{call}: {name} must be an integer, "
+                                             f"got {type(v).__name__}")
+    return tuple(out)
