@@ -14,7 +14,7 @@ reports the fault class; handling it is the kernel model's job.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint64_t, uint8_t, int64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from mmucore.pte cimport *
 from mmucore.cost cimport *
@@ -320,12 +320,12 @@ cdef class TLB:
     @property
     def counters(self) -> np.ndarray:
         """A copy of the event counters (names in mmucore.COUNTER_NAMES)."""
-        return np.array([self.counters[i] for i in range(N_COUNTERS)], dtype=np.uint64)
+        return _copy_counters(self)
 
     @property
     def cycles(self) -> np.ndarray:
         """Cycles accumulated per kind (names in mmucore.CYCLE_NAMES)."""
-        return np.array([self.cycles[i] for i in range(N_CYCLE_KINDS)], dtype=np.float64)
+        return _copy_cycles(self)
 
     def counter_dict(self) -> dict:
         c = self.counters
@@ -488,6 +488,22 @@ cdef class TLB:
                     if r is not None:
                         out.append((va, False, int(data), r[0], r[1]))
         return out
+
+
+cdef cnp.ndarray _copy_counters(TLB t):
+    """The counters as a new uint64 array: one allocation and one memcpy."""
+    cdef cnp.npy_intp n = N_COUNTERS
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_UINT64, 0)
+    memcpy(cnp.PyArray_DATA(out), t.counters, sizeof(t.counters))
+    return out
+
+
+cdef cnp.ndarray _copy_cycles(TLB t):
+    """The cycle sums as a new float64 array: one allocation and one memcpy."""
+    cdef cnp.npy_intp n = N_CYCLE_KINDS
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT64, 0)
+    memcpy(cnp.PyArray_DATA(out), t.cycles, sizeof(t.cycles))
+    return out
 
 
 def _stale_reason(PageTable pt, uint64_t va, uint64_t cached):
