@@ -87,4 +87,8 @@ cdef class CostModel:
 
 
 def _rebuild_cost(d):
-    return CostModel(**d)
+    """Unpickle a CostModel with its fields as stored (attribute writes were never checked)."""
+    c = CostModel()
+    for name, value in d.items():
+        setattr(c, name, value)
+    return c

@@ -5,6 +5,9 @@ from mmucore.pte cimport u64
 
 TASK_SIZE = GATHER_EMPTY_START
 
+_STATE_FIELDS = ("start", "end", "fullmm", "need_flush_all", "freed_tables", "cleared_ptes",
+                 "cleared_pmds", "cleared_puds", "cleared_p4ds")
+
 
 cdef class Gather:
     """The range and level bits of one batch (struct mmu_gather minus the page batches)."""
@@ -84,6 +87,40 @@ cdef class Gather:
                     need_flush_all=self.g.need_flush_all, freed_tables=self.g.freed_tables,
                     cleared_ptes=self.g.cleared_ptes, cleared_pmds=self.g.cleared_pmds,
                     cleared_puds=self.g.cleared_puds)
+
+    @property
+    def state(self) -> dict:
+        """Every field of the gather (as_dict plus cleared_p4ds): what pickle stores."""
+        return dict(start=self.g.start, end=self.g.end, fullmm=self.g.fullmm,
+                    need_flush_all=self.g.need_flush_all, freed_tables=self.g.freed_tables,
+                    cleared_ptes=self.g.cleared_ptes, cleared_pmds=self.g.cleared_pmds,
+                    cleared_puds=self.g.cleared_puds, cleared_p4ds=self.g.cleared_p4ds)
+
+    @state.setter
+    def state(self, dict value):
+        """Restore every field from a `state` dict; a missing or unknown key is an error."""
+        if set(value) != set(_STATE_FIELDS):
+            raise ValueError(f"Gather state needs exactly the fields {', '.join(_STATE_FIELDS)}; "
+                             f"got {', '.join(sorted(value))}")
+        cdef uint64_t c_start = u64(value["start"], "Gather state: start")
+        cdef uint64_t c_end = u64(value["end"], "Gather state: end")
+        self.g.start = c_start
+        self.g.end = c_end
+        self.g.fullmm = value["fullmm"]
+        self.g.need_flush_all = value["need_flush_all"]
+        self.g.freed_tables = value["freed_tables"]
+        self.g.cleared_ptes = value["cleared_ptes"]
+        self.g.cleared_pmds = value["cleared_pmds"]
+        self.g.cleared_puds = value["cleared_puds"]
+        self.g.cleared_p4ds = value["cleared_p4ds"]
+
+    def __reduce__(self):
+        """Pickle as a new Gather plus its state (exact round trip)."""
+        return (Gather, (self.g.fullmm,), self.state)
+
+    def __setstate__(self, state):
+        """Unpickle: apply the stored state."""
+        self.state = state
 
     def __repr__(self):
         if self.empty:

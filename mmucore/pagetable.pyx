@@ -8,8 +8,8 @@ per page, plus the upper levels and an 8-byte pointer per table.
 """
 import numpy as np
 cimport numpy as cnp
-from cpython.mem cimport PyMem_Realloc, PyMem_Free
-from libc.string cimport memset
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t, uint8_t
 
 from mmucore.pte cimport *
@@ -115,31 +115,101 @@ cdef class PageTable:
     # ---------------------------------------------------------------- table pool
     cdef uint64_t alloc_table(self, int level) except 0:
         """A zeroed table from the free list or the pool; grows the pool by one chunk."""
-        cdef uint64_t tid, i, n
-        cdef cnp.ndarray chunk
-        cdef uint64_t** grown
+        cdef uint64_t tid
         if self.nfree:
             self.nfree -= 1
             tid = self.freelist[self.nfree]
         else:
             if self.ntables >= self.cap:
-                # chunks double from 16 tables up to 4 MiB, where numpy asks for THP
-                # backing (fewer host TLB misses in the walker)
-                n = min(PT_CHUNK_TABLES, max(16, self.cap))
-                grown = <uint64_t**>PyMem_Realloc(self.tables, (self.cap + n) * sizeof(uint64_t*))
-                if grown == NULL:
-                    raise MemoryError("page-table pointer array")
-                self.tables = grown
-                chunk = np.zeros((n, 512), dtype=np.uint64)
-                self.chunks.append(chunk)
-                for i in range(n):
-                    self.tables[self.cap + i] = (<uint64_t*>cnp.PyArray_DATA(chunk)) + 512 * i
-                self.cap += n
+                _grow_pool(self)
             tid = self.ntables
             self.ntables += 1
         memset(self.tables[tid], 0, 512 * sizeof(uint64_t))
         self.live[level] += 1
         return tid
+
+    # ---------------------------------------------------------------- state
+    @property
+    def state(self) -> dict:
+        """A copy of the whole table as numpy arrays and scalars: what pickle stores."""
+        cdef cnp.npy_intp dims[2]
+        dims[0] = <cnp.npy_intp>self.ntables
+        dims[1] = 512
+        cdef cnp.ndarray tables = cnp.PyArray_EMPTY(2, dims, cnp.NPY_UINT64, 0)
+        cdef uint64_t* dst = <uint64_t*>cnp.PyArray_DATA(tables)
+        cdef uint64_t i
+        with nogil:
+            for i in range(self.ntables):
+                memcpy(dst + 512 * i, self.tables[i], 512 * sizeof(uint64_t))
+        freelist = np.empty(self.nfree, dtype=np.uint64)
+        if self.nfree:
+            memcpy(cnp.PyArray_DATA(freelist), self.freelist, self.nfree * sizeof(uint64_t))
+        live = np.empty(PT_LEVELS, dtype=np.uint64)
+        memcpy(cnp.PyArray_DATA(live), self.live, sizeof(self.live))
+        return {"tables": tables, "freelist": freelist, "root": self.root, "live": live,
+                "next_pfn": self.next_pfn, "cap": self.cap, "freecap": self.freecap}
+
+    @state.setter
+    def state(self, dict value):
+        """Replace the whole table by a `state`, checking it before changing anything."""
+        _check_state_keys(value)
+        tables = value["tables"]
+        if not (isinstance(tables, np.ndarray) and tables.dtype == np.uint64
+                and tables.ndim == 2 and tables.shape[1] == 512 and tables.shape[0] >= 1):
+            raise ValueError("PageTable state: tables must be a uint64 array of shape (n, 512), "
+                             "n >= 1 (table 0 is the reserved empty table)")
+        cdef uint64_t n = tables.shape[0]
+        if np.any(tables[0]):
+            raise ValueError("PageTable state: table 0 (the reserved empty table) is not empty")
+        cdef uint64_t root = u64(value["root"], "PageTable state: root")
+        if not 1 <= root < n:
+            raise ValueError(f"PageTable state: root {root} outside the {n} tables")
+        _check_tree(tables, root)
+        freelist = value["freelist"]
+        if not (isinstance(freelist, np.ndarray) and freelist.dtype == np.uint64
+                and freelist.ndim == 1):
+            raise ValueError("PageTable state: freelist must be a 1-D uint64 array")
+        if freelist.size and not (freelist.min() >= 1 and freelist.max() < n):
+            raise ValueError(f"PageTable state: a freelist id is outside 1..{n - 1}")
+        live = value["live"]
+        if not (isinstance(live, np.ndarray) and live.dtype == np.uint64
+                and live.shape == (PT_LEVELS,)):
+            raise ValueError(f"PageTable state: live must be a uint64 array of {PT_LEVELS} counts")
+        cdef uint64_t next_pfn = u64(value["next_pfn"], "PageTable state: next_pfn")
+        cdef uint64_t cap = u64(value["cap"], "PageTable state: cap")
+        cdef uint64_t freecap = u64(value["freecap"], "PageTable state: freecap")
+        # the pool grows only when full and the free-id array only when full, so both
+        # stay within one growth step of what they hold
+        if not n <= cap <= n + PT_CHUNK_TABLES:
+            raise ValueError(f"PageTable state: cap {cap} outside {n}..{n + PT_CHUNK_TABLES} "
+                             f"for {n} tables")
+        if not <uint64_t>freelist.size <= freecap <= 2 * n + 64:
+            raise ValueError(f"PageTable state: freecap {freecap} outside "
+                             f"{freelist.size}..{2 * n + 64} for {n} tables")
+        cdef const uint64_t[:, ::1] src = np.ascontiguousarray(tables)
+        cdef const uint64_t[::1] fsrc = np.ascontiguousarray(freelist)
+        cdef const uint64_t[::1] lsrc = np.ascontiguousarray(live)
+        _install_pool(self, cap, freecap)
+        cdef uint64_t i
+        with nogil:
+            for i in range(n):
+                memcpy(self.tables[i], &src[i, 0], 512 * sizeof(uint64_t))
+            for i in range(<uint64_t>fsrc.shape[0]):
+                self.freelist[i] = fsrc[i]
+        self.ntables = n
+        self.nfree = fsrc.shape[0]
+        self.root = root
+        for i in range(PT_LEVELS):
+            self.live[i] = lsrc[i]
+        self.next_pfn = next_pfn
+
+    def __reduce__(self):
+        """Pickle as a new PageTable plus its state (exact round trip)."""
+        return (PageTable, (), self.state)
+
+    def __setstate__(self, state):
+        """Unpickle: apply the stored state."""
+        self.state = state
 
     cdef void free_table(self, uint64_t tid, int level) noexcept:
         cdef uint64_t* grown
@@ -611,6 +681,77 @@ cdef class PageTable:
                     n += 1
             addr = nxt
         return (n, nh, split_addrs)
+
+
+cdef int _grow_pool(PageTable pt) except -1:
+    """Add one chunk of tables to the pool; the size depends on the pool's size alone."""
+    cdef uint64_t i, n
+    cdef cnp.ndarray chunk
+    cdef uint64_t** grown
+    # chunks double from 16 tables up to 4 MiB, where numpy asks for THP backing (fewer
+    # host TLB misses in the walker)
+    n = min(PT_CHUNK_TABLES, max(16, pt.cap))
+    grown = <uint64_t**>PyMem_Realloc(pt.tables, (pt.cap + n) * sizeof(uint64_t*))
+    if grown == NULL:
+        raise MemoryError("page-table pointer array")
+    pt.tables = grown
+    chunk = np.zeros((n, 512), dtype=np.uint64)
+    pt.chunks.append(chunk)
+    for i in range(n):
+        pt.tables[pt.cap + i] = (<uint64_t*>cnp.PyArray_DATA(chunk)) + 512 * i
+    pt.cap += n
+    return 0
+
+
+cdef int _install_pool(PageTable pt, uint64_t cap, uint64_t freecap) except -1:
+    """A fresh pool of cap tables (grown as alloc_table grows it) and free-id array for pt."""
+    cdef uint64_t** old_tables = pt.tables
+    cdef uint64_t old_cap = pt.cap
+    cdef list old_chunks = pt.chunks
+    cdef uint64_t* fl = <uint64_t*>PyMem_Malloc(max(freecap, 1) * sizeof(uint64_t))
+    if fl == NULL:
+        raise MemoryError("page-table free list")
+    pt.tables = NULL
+    pt.cap = 0
+    pt.chunks = []
+    try:
+        while pt.cap < cap:
+            _grow_pool(pt)
+    except BaseException:
+        PyMem_Free(pt.tables)
+        PyMem_Free(fl)
+        pt.tables, pt.cap, pt.chunks = old_tables, old_cap, old_chunks
+        raise
+    PyMem_Free(old_tables)
+    PyMem_Free(pt.freelist)
+    pt.freelist = fl
+    pt.freecap = freecap
+    return 0
+
+
+def _check_tree(tables, uint64_t root):
+    """Every table id the tree under root names must be in the pool (free_table trusts it)."""
+    cdef uint64_t n = tables.shape[0]
+    rows = np.array([root], dtype=np.uint64)
+    for level in range(3):           # PGD, PUD, PMD tables name the next level's tables
+        e = tables[rows].ravel()
+        e = e[(e & MMU_P) != 0]
+        if level == 2:
+            e = e[(e & MMU_PSE) == 0]
+        rows = (e & MMU_PFN_MASK) >> np.uint64(12)
+        if rows.size and (rows.min() < 1 or rows.max() >= n):
+            raise ValueError(f"PageTable state: a level-{3 - level} entry names a table "
+                             f"outside 1..{n - 1}")
+
+
+def _check_state_keys(dict value):
+    """A PageTable state has exactly these keys: name what is missing or extra."""
+    keys = ("tables", "freelist", "root", "live", "next_pfn", "cap", "freecap")
+    missing = [k for k in keys if k not in value]
+    extra = sorted(set(value) - set(keys))
+    if missing or extra:
+        raise ValueError(f"PageTable state: missing {missing}, unknown {extra}; "
+                         f"expected exactly {', '.join(keys)}")
 
 
 cdef bint _table_empty(uint64_t* t) noexcept nogil:

@@ -14,11 +14,11 @@ reports the fault class; handling it is the kernel model's job.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport uint64_t, uint8_t, int64_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from mmucore.pte cimport *
 from mmucore.cost cimport *
-from mmucore.cost import COUNTER_NAMES, CYCLE_NAMES
+from mmucore.cost import COST_FIELDS, COUNTER_NAMES, CYCLE_NAMES, _rebuild_cost
 from mmucore.cost cimport CostModel
 from mmucore.pagetable cimport PageTable, pt_table
 
@@ -55,6 +55,12 @@ cdef uint64_t PERM_BITS = MMU_P | MMU_RW | MMU_US | MMU_A | MMU_D | MMU_G | MMU_
 cdef uint64_t PCID_FIELD = <uint64_t>0xFFF << 3
 
 PCID_MAX = 4095
+
+# the TLB's arrays in the order of TLB._buffers (three buffers each: tag, data, stamp)
+ARRAY_NAMES = ("l1_4k", "l1_2m", "stlb", "psc_pml4", "psc_pdpt", "psc_pde")
+_STATE_KEYS = ("geometry", "costs", "cost", "pcid", "clock", "last_fault_tlb", "counters",
+               "cycles", "arrays")
+_ARRAY_KEYS = ("tag", "data", "stamp", "nvalid", "nhuge", "nglobal")
 
 GEOMETRIES = {
     # Skylake client/server (Intel optimization manual table "TLB parameters"): L1 DTLB
@@ -320,12 +326,12 @@ cdef class TLB:
     @property
     def counters(self) -> np.ndarray:
         """A copy of the event counters (names in mmucore.COUNTER_NAMES)."""
-        return np.array([self.counters[i] for i in range(N_COUNTERS)], dtype=np.uint64)
+        return _copy_counters(self)
 
     @property
     def cycles(self) -> np.ndarray:
         """Cycles accumulated per kind (names in mmucore.CYCLE_NAMES)."""
-        return np.array([self.cycles[i] for i in range(N_CYCLE_KINDS)], dtype=np.float64)
+        return _copy_cycles(self)
 
     def counter_dict(self) -> dict:
         c = self.counters
@@ -337,6 +343,73 @@ cdef class TLB:
     def add_cycles(self, str kind, double cycles):
         """Charge cycles of a hardware event done outside the loops (used by the kernel model)."""
         self.cycles[CYCLE_NAMES.index(kind)] += cycles
+
+    # -------------------------------------------------------------- state
+    @property
+    def state(self) -> dict:
+        """A copy of everything the TLB holds, as numpy arrays and scalars: what pickle stores."""
+        cdef tlb_array_t* a
+        cdef int i
+        arrays = {}
+        for i in range(6):
+            a = _array_at(self, i)
+            arrays[ARRAY_NAMES[i]] = {
+                "tag": self._buffers[3 * i].copy(), "data": self._buffers[3 * i + 1].copy(),
+                "stamp": self._buffers[3 * i + 2].copy(),
+                "nvalid": a.nvalid, "nhuge": a.nhuge, "nglobal": a.nglobal}
+        # costs: the CostModel's fields; cost: what the loops charge (copied when set)
+        return {"geometry": dict(self._geometry), "costs": self._costmodel.as_dict(),
+                "cost": self.cost, "pcid": self.pcid, "clock": self.clock,
+                "last_fault_tlb": bool(self.last_fault_tlb), "counters": _copy_counters(self),
+                "cycles": _copy_cycles(self), "arrays": arrays}
+
+    @state.setter
+    def state(self, dict value):
+        """Restore a state of a TLB of this geometry; all is checked before anything changes."""
+        cdef tlb_array_t* a
+        cdef int i
+        _check_keys(value, _STATE_KEYS, "TLB state")
+        if value["geometry"] != self._geometry:
+            raise ValueError(f"TLB state: geometry {value['geometry']!r} is not this TLB's "
+                             f"{self._geometry!r}")
+        cdef int pcid = value["pcid"]
+        if not 0 <= pcid <= PCID_MAX:
+            raise ValueError(f"TLB state: pcid {pcid} outside 0..{PCID_MAX}")
+        cdef uint64_t clock = u64(value["clock"], "TLB state: clock")
+        counters = _state_array(value["counters"], np.uint64, (N_COUNTERS,), "counters")
+        cycles = _state_array(value["cycles"], np.float64, (N_CYCLE_KINDS,), "cycles")
+        _check_keys(value["cost"], COST_FIELDS, "TLB state: cost")
+        cdef cost_t cost = value["cost"]
+        costs = _rebuild_cost(value["costs"])
+        arrays = value["arrays"]
+        _check_keys(arrays, ARRAY_NAMES, "TLB state: arrays")
+        checked = []
+        for i in range(6):
+            checked.append(_checked_array_state(arrays[ARRAY_NAMES[i]], self._buffers[3 * i],
+                                                ARRAY_NAMES[i]))
+        # everything is valid: copy in place (the C structs keep pointing at the same buffers)
+        for i in range(6):
+            a = _array_at(self, i)
+            tag, data, stamp, counts = checked[i]
+            np.copyto(self._buffers[3 * i], tag)
+            np.copyto(self._buffers[3 * i + 1], data)
+            np.copyto(self._buffers[3 * i + 2], stamp)
+            a.nvalid, a.nhuge, a.nglobal = counts
+        self._costmodel = costs
+        self.cost = cost
+        self.pcid = pcid
+        self.clock = clock
+        self.last_fault_tlb = bool(value["last_fault_tlb"])
+        memcpy(self.counters, cnp.PyArray_DATA(counters), sizeof(self.counters))
+        memcpy(self.cycles, cnp.PyArray_DATA(cycles), sizeof(self.cycles))
+
+    def __reduce__(self):
+        """Pickle as a new TLB of the same geometry plus its state (exact round trip)."""
+        return (TLB, (self.geometry,), self.state)
+
+    def __setstate__(self, state):
+        """Unpickle: apply the stored state."""
+        self.state = state
 
     # -------------------------------------------------------------- operations
     def _pcid_arg(self, pcid):
@@ -488,6 +561,69 @@ cdef class TLB:
                     if r is not None:
                         out.append((va, False, int(data), r[0], r[1]))
         return out
+
+
+cdef tlb_array_t* _array_at(TLB t, int i) noexcept:
+    """The i-th array in ARRAY_NAMES order (the order of TLB._buffers)."""
+    if i == 0:
+        return &t.l1_4k
+    if i == 1:
+        return &t.l1_2m
+    if i == 2:
+        return &t.stlb
+    return &t.psc[i - 3]
+
+
+def _check_keys(d, keys, str what):
+    """A state dict must have exactly these keys: name what is missing or extra."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{what} must be a dict, got {type(d).__name__}")
+    missing = [k for k in keys if k not in d]
+    extra = sorted(set(d) - set(keys))
+    if missing or extra:
+        raise ValueError(f"{what}: missing {missing}, unknown {extra}; "
+                         f"expected exactly {', '.join(keys)}")
+
+
+def _state_array(x, dtype, shape, str what):
+    """A state array of this dtype and shape, as a C-contiguous array (a copy if needed)."""
+    if not isinstance(x, np.ndarray) or x.dtype != dtype or x.shape != shape:
+        raise ValueError(f"TLB state: {what} must be a {np.dtype(dtype)} array of shape "
+                         f"{shape}, got {x!r:.80}")
+    return np.ascontiguousarray(x)
+
+
+def _checked_array_state(d, buf, str name):
+    """One array's (tag, data, stamp, counts), checked against its buffer and its tags."""
+    _check_keys(d, _ARRAY_KEYS, f"TLB state: arrays[{name!r}]")
+    tag = _state_array(d["tag"], np.uint64, buf.shape, f"{name} tag")
+    data = _state_array(d["data"], np.uint64, buf.shape, f"{name} data")
+    stamp = _state_array(d["stamp"], np.uint64, buf.shape, f"{name} stamp")
+    valid = (tag & T_VALID) != 0
+    if np.any(tag[~valid]):
+        raise ValueError(f"TLB state: {name} has an invalid tag that is not 0")
+    counts = (int(valid.sum()), int(((tag & T_HUGE) != 0).sum()),
+              int(((tag & T_GLOBAL) != 0).sum()))
+    if counts != (d["nvalid"], d["nhuge"], d["nglobal"]):
+        raise ValueError(f"TLB state: {name} counts (nvalid, nhuge, nglobal) = "
+                         f"{(d['nvalid'], d['nhuge'], d['nglobal'])} but its tags hold {counts}")
+    return tag, data, stamp, counts
+
+
+cdef cnp.ndarray _copy_counters(TLB t):
+    """The counters as a new uint64 array: one allocation and one memcpy."""
+    cdef cnp.npy_intp n = N_COUNTERS
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_UINT64, 0)
+    memcpy(cnp.PyArray_DATA(out), t.counters, sizeof(t.counters))
+    return out
+
+
+cdef cnp.ndarray _copy_cycles(TLB t):
+    """The cycle sums as a new float64 array: one allocation and one memcpy."""
+    cdef cnp.npy_intp n = N_CYCLE_KINDS
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, cnp.NPY_FLOAT64, 0)
+    memcpy(cnp.PyArray_DATA(out), t.cycles, sizeof(t.cycles))
+    return out
 
 
 def _stale_reason(PageTable pt, uint64_t va, uint64_t cached):
