@@ -64,6 +64,15 @@ cdef enum:
 cdef class CpuStats
 
 
+cdef class OpRecord:
+    """The raw result of one operation (pysim.results.OpResult adds the views)."""
+    cdef public object op            # the operation's name
+    cdef public int cpu              # the initiating CPU
+    cdef public object value         # the syscall's return value
+    cdef public object rows          # delta rows (see OpAccount.finish)
+    cdef public object faults        # (index, va, kind, outcome) per page fault
+
+
 cdef class OpAccount:
     """The accounting window of the operation in flight on a machine (at most one)."""
     cdef readonly uint64_t epoch     # bumped by every begin(); a CPU snapshotted in this

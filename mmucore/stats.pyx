@@ -43,6 +43,17 @@ COLUMNS = {"cpu": COL_CPU, "hw": COL_HW, "hw_cycles": COL_HWY, "kernel": COL_K,
            "breakdown": COL_B, "cycles": COL_CYCLES, "n": N_COLS}
 
 
+cdef class OpRecord:
+    """One operation's name, initiating CPU, return value, delta rows and faults."""
+
+    def __init__(self, op, int cpu, value, rows, faults=None):
+        self.op, self.cpu, self.value, self.rows = op, cpu, value, rows
+        self.faults = faults if faults is not None else []
+
+    def __reduce__(self):
+        return (type(self), (self.op, self.cpu, self.value, self.rows, self.faults))
+
+
 cdef class OpAccount:
     """Which CPUs the open operation touched, and when it began (its epoch)."""
 
@@ -86,6 +97,13 @@ cdef class OpAccount:
     def touch(self, CpuStats s):
         """Make s part of the open operation (its delta is reported even if zero)."""
         stats_touch(s)
+
+    def close(self, type cls, op, int cpu, value, faults):
+        """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call."""
+        cdef OpRecord r = OpRecord.__new__(cls)
+        r.rows = self.finish()
+        r.op, r.cpu, r.value, r.faults = op, cpu, value, faults
+        return r
 
     def finish(self):
         """Close the window: (1 + touched, N_COLS) float64 rows, totals first, then each

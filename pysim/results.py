@@ -76,7 +76,7 @@ def _nonzero_events(row: np.ndarray) -> Dict[str, int]:
     return {n: int(row[c]) for n, c in _EVENT_COL.items() if row[c]}
 
 
-class OpResult:
+class OpResult(stats.OpRecord):
     """What one operation cost: the initiating CPU's cycles, by category, and the events
     every CPU it touched saw (kernel counters plus the core's TLB counters).
 
@@ -85,12 +85,7 @@ class OpResult:
     outcome) for each page fault the operation took.
     """
 
-    __slots__ = ("op", "cpu", "value", "faults", "rows")
-
-    def __init__(self, op: str, cpu: int, value: Any, rows: np.ndarray,
-                 faults: Optional[list] = None):
-        self.op, self.cpu, self.value, self.rows = op, cpu, value, rows
-        self.faults = faults if faults is not None else []
+    __slots__ = ()
 
     @property
     def cycles(self) -> float:
@@ -128,12 +123,6 @@ class OpResult:
             if int(r[0]) == cpu:
                 return _breakdown(r)
         return {}
-
-    def __getstate__(self):
-        return (self.op, self.cpu, self.value, self.rows, self.faults)
-
-    def __setstate__(self, state) -> None:
-        self.op, self.cpu, self.value, self.rows, self.faults = state
 
     def __repr__(self) -> str:
         ev = {k: v for k, v in self.events.items() if v}

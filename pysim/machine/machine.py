@@ -154,10 +154,9 @@ class Machine:
         try:
             if cpu._cur is not None and cpu.tlbstate.loaded_mm is not None:
                 self.arch.return_to_user(cpu)
-            rows = self.acct.finish()
+            res = self.acct.close(OpResult, op.name, cpu.id, value, cpu.faults)
         finally:
             self.current_op = None
-        res = OpResult(op.name, cpu.id, value, rows, cpu.faults)
         if self.keep_history:
             self.history.append(res)
         if check and self.checker.mode != "off":

@@ -140,5 +140,5 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
         mm.tlb_flush_pending -= 1
     if tlb.own_window:
         cpu = tlb.cpu
-        tlb.result = OpResult("mmu_gather", cpu.id, tlb.flushes, cpu.stats.acct.finish(),
-                              cpu.faults)
+        tlb.result = cpu.stats.acct.close(OpResult, "mmu_gather", cpu.id, tlb.flushes,
+                                          cpu.faults)

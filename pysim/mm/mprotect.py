@@ -28,21 +28,20 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .vma import VMA
 
 _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
+_CP_NEEDED, _CP_ALL = mmucore.CP_RECORD_NEEDED, mmucore.CP_RECORD_ALL
+_CP_WRITABLE = {"dirty": mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY,
+                "exclusive": mmucore.CP_TRY_WRITABLE}
 
 
 def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits)."""
     prof = cpu.cfg.profile
-    mode = 0
-    if gathering:
-        mode |= mmucore.CP_RECORD_NEEDED if prof.skip_unneeded_flush else mmucore.CP_RECORD_ALL
+    mode = (_CP_NEEDED if prof.skip_unneeded_flush else _CP_ALL) if gathering else 0
     # vma_wants_manual_pte_write_upgrade(): a private writable VMA, anonymous or file;
     # the per-entry test (can_change_pte_writable) then takes only anonymous frames.
     # Shared VMAs would need write-notify, which the model does not do.
-    if prof.change_writable != "none" and vma.flags & VM_WRITE and not vma.flags & VM_SHARED:
-        mode |= mmucore.CP_TRY_WRITABLE
-        if prof.change_writable == "dirty":
-            mode |= mmucore.CP_WRITABLE_NEEDS_DIRTY
+    if prof.change_writable != "none" and vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE:
+        mode |= _CP_WRITABLE[prof.change_writable]
     return mode
 
 
@@ -70,14 +69,15 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     pages, changed, flagged, thps, splits, tables = mm.pt.change_range(
         start, npages, newprot, mode, tlb.state if tlb is not None else None,
         mm.frames.zero_pfn)
-    cpu.stats.charge(B_PTE, change_cost(cpu, pages, len(thps), tables))
-    for addr in splits:
-        # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
-        flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
-    immediate_thp_flush = tlb is None or not cpu.cfg.profile.huge_pmd_ad_no_flush
-    if immediate_thp_flush:
-        for addr in thps:
-            flush_tlb_range(cpu, mm, int(addr), int(addr) + PMD_SIZE)
+    nthp = len(thps)
+    cpu.stats.charge(B_PTE, change_cost(cpu, pages, nthp, tables))
+    if len(splits):              # (iterating an empty numpy array is not free)
+        for addr in splits.tolist():
+            # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
+            flush_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
+    if nthp and (tlb is None or not cpu.cfg.profile.huge_pmd_ad_no_flush):
+        for addr in thps.tolist():
+            flush_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
     if tlb is None:
         if pages:
             flush_tlb_range(cpu, mm, start, end)
@@ -94,32 +94,40 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
             or type(pkey) is not int:
         start, length, prot, pkey = syscall_ints("mprotect", ("start", "length", "prot",
                                                               "pkey"), start, length, prot, pkey)
-    grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
-    prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
-    if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
-        raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN and PROT_GROWSUP together")
-    if start % PAGE_SIZE:
-        raise SyscallError(errno.EINVAL, f"mprotect: start 0x{start:x} is not page aligned")
-    if start < 0 or length < 0:
-        raise SyscallError(errno.EINVAL if start < 0 else errno.ENOMEM,
-                           f"mprotect: negative {'start' if start < 0 else 'length'}")
-    if length == 0:
-        return 0
+    if start & (PAGE_SIZE - 1) or start < 0 or length <= 0 or prot & ~_PROT_KNOWN \
+            or start + length > TASK_SIZE:
+        # not the plain case: check in the kernel's order, for its errno
+        grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP)
+        prot &= ~(PROT_GROWSDOWN | PROT_GROWSUP)
+        if grows == (PROT_GROWSDOWN | PROT_GROWSUP):
+            raise SyscallError(errno.EINVAL,
+                               "mprotect: PROT_GROWSDOWN and PROT_GROWSUP together")
+        if start % PAGE_SIZE:
+            raise SyscallError(errno.EINVAL,
+                               f"mprotect: start 0x{start:x} is not page aligned")
+        if start < 0 or length < 0:
+            raise SyscallError(errno.EINVAL if start < 0 else errno.ENOMEM,
+                               f"mprotect: negative {'start' if start < 0 else 'length'}")
+        if length == 0:
+            return 0
+        length = -(-length // PAGE_SIZE) * PAGE_SIZE
+        if prot & ~_PROT_KNOWN:
+            raise SyscallError(errno.EINVAL,
+                               f"mprotect: unknown prot bits 0x{prot & ~_PROT_KNOWN:x}")
+        if start + length > TASK_SIZE:
+            raise SyscallError(errno.ENOMEM, f"mprotect: [0x{start:x}, 0x{start + length:x})"
+                                             f" is beyond the user address space")
+        if grows:
+            raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
+                                             "(not modelled)")
     length = -(-length // PAGE_SIZE) * PAGE_SIZE
     end = start + length
-    if prot & ~_PROT_KNOWN:
-        raise SyscallError(errno.EINVAL, f"mprotect: unknown prot bits 0x{prot & ~_PROT_KNOWN:x}")
-    if end > TASK_SIZE:
-        raise SyscallError(errno.ENOMEM, f"mprotect: [0x{start:x}, 0x{end:x}) is beyond "
-                                         f"the user address space")
-    if grows:
-        raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
-                                         "(not modelled)")
     cpu.stats.charge(B_PTE, cpu.cfg.cost.mprotect_base)
     vma = mm.vmas.find_vma(start)
     if vma is None or vma.start > start:
         raise SyscallError(errno.ENOMEM, f"mprotect: 0x{start:x} is not mapped")
-    prev = vma if start > vma.start else mm.vmas.find_vma_prev(start)[1]
+    # vma_merge() finds the neighbours from the list; prev is only its parity check
+    prev = vma if start > vma.start else None
     tlb = tlb_gather_mmu(cpu, mm) if cpu.cfg.profile.use_mmu_gather else None
     error: Optional[SyscallError] = None
     nstart = start
