@@ -96,6 +96,7 @@ cdef class CpuStats:
     cdef void fill_row(self, double* row) noexcept
     cpdef count(self, int counter, int64_t n=*)
     cpdef charge(self, int category, double cycles)
+    cpdef enter(self, int counter, int category, double cycles)
 
 
 cdef inline int stats_touch(CpuStats s) except -1:

@@ -181,6 +181,13 @@ cdef class CpuStats:
             raise ValueError(f"cycle category {category} unknown (0..{N_BREAKDOWN - 1})")
         stats_spend(self, category, cycles)
 
+    cpdef enter(self, int counter, int category, double cycles):
+        """count(counter) and charge(category, cycles) in one call (a syscall's entry)."""
+        if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
+            raise ValueError(f"kernel counter {counter} or category {category} unknown")
+        stats_add(self, counter, 1)
+        stats_spend(self, category, cycles)
+
     def kernel_counts_array(self):
         """The kernel counters as int64 (index = KERNEL_COUNTER_NAMES)."""
         cdef cnp.ndarray out = np.empty(N_KCOUNTERS, dtype=np.int64)

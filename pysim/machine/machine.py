@@ -301,9 +301,7 @@ class Thread:
         m = self.machine
         cpu = self.cpu
         op = m.begin(cpu, name)
-        st = cpu.stats
-        st.count(K_SYSCALLS, 1)
-        st.charge(B_SYSCALL, m._syscall_cost)
+        cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         cpu.tlbstate.running_user = False
         try:
             if m.kernel is not None:

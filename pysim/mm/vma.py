@@ -132,8 +132,8 @@ def mprotect_newflags(oldflags: int, prot: int, pkey: int = -1) -> int:
     pkey -1 (plain mprotect) keeps the VMA's protection key, as x86's
     arch_override_mprotect_pkey does outside the execute-only special case.
     """
-    if pkey < 0:
-        pkey = (oldflags & VM_PKEY_MASK) >> VM_PKEY_SHIFT
+    if pkey < 0:                     # the key stays: only the R/W/X bits change
+        return (oldflags & ~VM_ACCESS_FLAGS) | (prot & _PROT_RWX)
     kept = oldflags & ~(VM_ACCESS_FLAGS | VM_PKEY_MASK)
     return calc_vm_prot_bits(prot, pkey) | kept
 
@@ -483,7 +483,12 @@ class VMAList:
         if newflags == vma.flags:
             return vma
         merged = None
-        if self._may_merge(vma, start, end):
+        i = self._index(vma)
+        # only a range starting at vma.start can join the VMA ending there, only one
+        # ending at vma.end the VMA starting there: skip vma_merge when neither touches
+        if ((start == vma.start and i > 0 and self._ends[i - 1] == start)
+                or (end == vma.end and i + 1 < len(self._vmas)
+                    and self._starts[i + 1] == end)):
             merged = self.vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
                                     vma.pgoff_at(start), vma.name, anon=vma.anon,
                                     shared=vma.shared)
@@ -495,17 +500,9 @@ class VMAList:
             if end != vma.end:
                 self.split_vma(vma, end, new_below=False)
         vma.flags = newflags
-        self._set_page_prot(vma)
+        if self.page_prot_fn is not None:            # vma_set_page_prot()
+            vma.page_prot = self.page_prot_fn(vma)
         return vma
-
-    def _may_merge(self, vma: VMA, start: int, end: int) -> bool:
-        """Whether [start, end) of vma touches a neighbour vma_merge could merge with:
-        only a range that starts at vma.start can join the VMA ending there, only one
-        that ends at vma.end the VMA starting there (a quick test before vma_merge)."""
-        i = self._index(vma)
-        return ((start == vma.start and i > 0 and self._ends[i - 1] == start)
-                or (end == vma.end and i + 1 < len(self._vmas)
-                    and self._starts[i + 1] == end))
 
     def mprotect_fixup(self, vma: VMA, prev: Optional[VMA], start: int, end: int,
                        newflags: int) -> VMA:
