@@ -62,6 +62,10 @@ class Arch:
         """The page protection (PTE bits) of a VMA's flags."""
         raise NotImplementedError
 
+    def vma_page_prot(self, vma: Any) -> int:
+        """vma_set_page_prot(): vm_page_prot of a VMA (its flags through the map)."""
+        return self.vm_page_prot(vma.flags)
+
     def user_pcid(self, cpu: Any) -> int:
         """The PCID / ASID tag user-mode accesses run under on cpu."""
         raise NotImplementedError

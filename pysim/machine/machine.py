@@ -126,7 +126,8 @@ class Machine:
         """A new address space (an mm) with no threads yet."""
         ctx_id = self._next_ctx
         self._next_ctx += 1
-        mm = MM(ctx_id, self.arch.new_context(ctx_id), self.frames, self.kernel, **kw)
+        mm = MM(ctx_id, self.arch.new_context(ctx_id), self.frames, self.arch.vma_page_prot,
+                self.kernel, **kw)
         self.mms.append(mm)
         return Process(self, mm)
 

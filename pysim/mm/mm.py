@@ -5,11 +5,10 @@ pending-flush count.  The syscalls that act on it live beside it: pysim.mm.mmap,
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import mmucore
 
-from ..constants import VM_PKEY_MASK, VM_PKEY_SHIFT
 from .vma import VMA, VMAList
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -28,31 +27,19 @@ class File:
         return f"File({self.name!r}{'' if self.writable else ', read-only'})"
 
 
-_PAGE_PROT: dict = {}                 # (R/W/X/SHARED | pkey) flags -> pgprot, memoised
-
-
-def vma_page_prot(vma: VMA) -> int:
-    """vm_get_page_prot() plus x86 protection-key bits (arch_vm_get_page_prot)."""
-    key = vma.flags & (0xF | VM_PKEY_MASK)
-    prot = _PAGE_PROT.get(key)
-    if prot is None:
-        pkey = (key & VM_PKEY_MASK) >> VM_PKEY_SHIFT
-        prot = _PAGE_PROT[key] = mmucore.vm_get_page_prot(key & 0xF) | (pkey << 59)
-    return prot
-
-
 class MM:
     """struct mm_struct: VMAs, page table, the flush context and the frame allocator
     its faults draw from."""
 
     def __init__(self, ctx_id: int, context: Any, frames: "Frames",
+                 page_prot: Callable[[VMA], int],
                  footprint: Optional["KernelFootprint"] = None,
                  mmap_base: Optional[int] = None):
         self.ctx_id = ctx_id
         self.context = context
         context.owner = weakref.ref(self)
         self.frames = frames
-        kw: dict[str, Any] = {"page_prot_fn": vma_page_prot}
+        kw: dict[str, Any] = {"page_prot_fn": page_prot}     # the arch's protection map
         if mmap_base is not None:
             kw["mmap_base"] = mmap_base
         self.vmas = VMAList(**kw)

@@ -15,7 +15,7 @@ from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORE
 from ..errors import SyscallError
 from .args import syscall_ints
 from .memory import populate
-from .mm import File, vma_page_prot
+from .mm import File
 from .mmu_gather import tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
 
@@ -84,7 +84,7 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
                                             hint=addr if addr else None)
     vma = VMA(start, start + length, vm_flags, anon=file is None, shared=shared,
               file=file, pgoff=(start >> 12) if file is None else pgoff)
-    vma.page_prot = vma_page_prot(vma)
+    vma.page_prot = mm.vmas.page_prot_fn(vma)
     mm.vmas.insert_merging(vma)
     if flags & MAP_POPULATE:
         populate(mm, cpu, start, start + length, write=bool(vm_flags & VM_WRITE)

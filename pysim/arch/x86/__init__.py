@@ -8,9 +8,11 @@ import mmucore
 from mmucore import tlbstate
 
 from .. import Arch, register
-from ...constants import PAGE_SHIFT, TLB_FLUSH_ALL
+from ...constants import PAGE_SHIFT, TLB_FLUSH_ALL, VM_PKEY_MASK, VM_PKEY_SHIFT
 
 USER_PCID_BIT = tlbstate.USER_PCID_BIT
+_PROT_FLAGS = 0xF | VM_PKEY_MASK         # VM_READ|WRITE|EXEC|SHARED and the key
+_PAGE_PROT: dict = {}                    # those flags -> pgprot, memoised
 
 
 def kern_pcid(asid: int) -> int:
@@ -82,7 +84,16 @@ class X86(Arch):
 
     def vm_page_prot(self, vm_flags: int) -> int:
         """vm_get_page_prot() plus the protection-key bits (arch_vm_get_page_prot)."""
-        return mmucore.vm_get_page_prot(vm_flags & 0xF) | (((vm_flags >> 32) & 0xF) << 59)
+        key = vm_flags & _PROT_FLAGS
+        prot = _PAGE_PROT.get(key)
+        if prot is None:
+            pkey = (key & VM_PKEY_MASK) >> VM_PKEY_SHIFT
+            prot = _PAGE_PROT[key] = mmucore.vm_get_page_prot(key & 0xF) | (pkey << 59)
+        return prot
+
+    def vma_page_prot(self, vma: Any) -> int:
+        """vma_set_page_prot(): the page protection of a VMA."""
+        return self.vm_page_prot(vma.flags)
 
     def user_pcid(self, cpu: Any) -> int:
         """The PCID user-mode accesses run under (the user copy with PTI)."""
