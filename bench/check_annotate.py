@@ -52,6 +52,13 @@ TARGETS = [
     ("pagetable.pyx", "_fill", "__pyx_f_7mmucore_9pagetable_9PageTable__fill"),
     # not in the issue's list: the PMD-level driver of change_pte_range / change_huge_pmd
     ("pagetable.pyx", "_change", "__pyx_f_7mmucore_9pagetable_9PageTable__change"),
+    # the shootdown path (issue 9): per request and per target
+    ("tlbstate.pyx", "flush_tlb_func", "__pyx_f_7mmucore_8tlbstate_flush_tlb_func"),
+    ("tlbstate.pyx", "native_flush_tlb_multi",
+     "__pyx_f_7mmucore_8tlbstate_native_flush_tlb_multi"),
+    ("tlbstate.pyx", "flush_tlb_mm_range", "__pyx_f_7mmucore_8tlbstate_flush_tlb_mm_range"),
+    ("tlbstate.pyx", "switch_mm_irqs_off", "__pyx_f_7mmucore_8tlbstate_switch_mm_irqs_off"),
+    ("tlbstate.pyx", "return_to_user", "__pyx_f_7mmucore_8tlbstate_return_to_user"),
 ]
 NOGIL_IN = ("tlb.pyx", "access_stream")
 
@@ -203,7 +210,7 @@ def annotate(tmp, root=ROOT):
     cmd = [sys.executable, "-m", "cython", "-a", "-3", "-I", tmp, "-I", np.get_include()]
     for d in DIRECTIVES:
         cmd += ["-X", d]
-    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx"]
+    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx", "mmucore/tlbstate.pyx"]
     subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True)
     return pkg
 
@@ -217,7 +224,7 @@ def check(root=ROOT, verbose=False):
     with tempfile.TemporaryDirectory(prefix="mmucore-annotate-") as tmp:
         pkg = annotate(tmp, root)
         files = {}
-        for pyx in ("tlb.pyx", "pagetable.pyx"):
+        for pyx in ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx"):
             lines = open(os.path.join(pkg, pyx), encoding="utf-8").read().split("\n")
             files[pyx] = (lines, html_lines(os.path.join(pkg, pyx[:-4] + ".html")),
                           open(os.path.join(pkg, pyx[:-4] + ".c"), encoding="utf-8").read())

@@ -61,7 +61,23 @@ cdef enum:
     N_COLS
 
 
-cdef class CpuStats
+cdef struct op_account:
+    uint64_t epoch           # bumped by every begin(); a CPU snapshotted in this epoch
+                             # is part of the operation
+    bint active              # an operation is open
+    int ntouched             # CPUs in touched[]
+    int cap                  # room in touched[]: one per CpuStats made on this account
+    cpu_stats** touched      # the touched CPUs' counters, in the order reached
+
+cdef struct cpu_stats:
+    int cpu                          # CPU id
+    int64_t kcount[N_KCOUNTERS]      # kernel counters since the last reset
+    double kcycles[N_BREAKDOWN]      # kernel cycles since the last reset
+    uint64_t epoch                   # the account's epoch of the snapshot below
+    double snap[N_COLS]              # this CPU's values when the op first touched it
+    uint64_t* hw_counters            # the TLB's counters[N_COUNTERS]
+    double* hw_cycles                # the TLB's cycles[N_CYCLE_KINDS]
+    op_account* acct                 # the machine's accounting window
 
 
 cdef class OpRecord:
@@ -75,47 +91,57 @@ cdef class OpRecord:
 
 cdef class OpAccount:
     """The accounting window of the operation in flight on a machine (at most one)."""
-    cdef readonly uint64_t epoch     # bumped by every begin(); a CPU snapshotted in this
-                                     # epoch is part of the operation
-    cdef readonly bint active        # an operation is open
-    cdef int ntouched                # CPUs in touched[]
-    cdef int cap                     # room in touched[]
-    cdef void** touched              # borrowed CpuStats pointers (the machine owns them)
-    cdef int touch_slow(self, CpuStats s) except -1
+    cdef op_account a
+    cdef int reserve(self) except -1
 
 
 cdef class CpuStats:
     """One CPU's kernel counters and kernel cycles, and its snapshot for the open op."""
-    cdef readonly int cpu            # CPU id
-    cdef readonly TLB tlb            # whose hardware counters and cycles are read
-    cdef readonly OpAccount acct     # the machine's accounting window
-    cdef int64_t kcount[N_KCOUNTERS]     # kernel counters since the last reset
-    cdef double kcycles[N_BREAKDOWN]     # kernel cycles since the last reset
-    cdef uint64_t epoch                  # acct epoch of the snapshot below
-    cdef double snap[N_COLS]             # this CPU's values when the op first touched it
-    cdef void fill_row(self, double* row) noexcept
+    cdef cpu_stats st
+    cdef readonly TLB tlb            # whose counters st.hw_counters / hw_cycles point at
+    cdef readonly OpAccount acct     # whose struct st.acct points at
     cpdef count(self, int counter, int64_t n=*)
     cpdef charge(self, int category, double cycles)
     cpdef enter(self, int counter, int category, double cycles)
 
 
-cdef inline int stats_touch(CpuStats s) except -1:
-    """Make s part of the open operation (snapshot it on first touch)."""
-    if s.acct.active and s.epoch != s.acct.epoch:
-        s.acct.touch_slow(s)
-    return 0
+cdef inline void fill_row(cpu_stats* s, double* row) noexcept nogil:
+    """Current totals of one CPU in delta-row layout."""
+    cdef int i
+    cdef double total = 0.0
+    row[COL_CPU] = s.cpu
+    for i in range(N_COUNTERS):
+        row[COL_HW + i] = <double>s.hw_counters[i]
+    for i in range(N_CYCLE_KINDS):
+        row[COL_HWY + i] = s.hw_cycles[i]
+        total += s.hw_cycles[i]
+    for i in range(N_KCOUNTERS):
+        row[COL_K + i] = <double>s.kcount[i]
+    for i in range(N_BREAKDOWN):
+        row[COL_B + i] = s.kcycles[i]
+        total += s.kcycles[i]
+    row[COL_CYCLES] = total
 
 
-cdef inline int stats_add(CpuStats s, int counter, int64_t n) except -1:
-    """Count n events of a kernel counter on s (C callers pass valid enums)."""
+cdef inline void stats_touch(cpu_stats* s) noexcept nogil:
+    """Make a CPU part of the open operation (snapshot it on first touch)."""
+    cdef op_account* a = s.acct
+    if a.active and s.epoch != a.epoch:
+        # reserve() made room for every CpuStats of this account: never overflows
+        a.touched[a.ntouched] = s
+        a.ntouched += 1
+        s.epoch = a.epoch
+        fill_row(s, s.snap)
+
+
+cdef inline void stats_add(cpu_stats* s, int counter, int64_t n) noexcept nogil:
+    """Count n events of a kernel counter (C callers pass valid enums)."""
     stats_touch(s)
     s.kcount[counter] += n
-    return 0
 
 
-cdef inline int stats_spend(CpuStats s, int category, double cycles) except -1:
-    """Charge kernel cycles of a category to s."""
+cdef inline void stats_spend(cpu_stats* s, int category, double cycles) noexcept nogil:
+    """Charge kernel cycles of a category."""
     if cycles != 0.0:
         stats_touch(s)
         s.kcycles[category] += cycles
-    return 0

@@ -58,45 +58,54 @@ cdef class OpAccount:
     """Which CPUs the open operation touched, and when it began (its epoch)."""
 
     def __cinit__(self):
-        self.epoch = 0
-        self.active = False
-        self.ntouched = 0
-        self.cap = 0
-        self.touched = NULL
+        self.a.epoch = 0
+        self.a.active = False
+        self.a.ntouched = 0
+        self.a.cap = 0
+        self.a.touched = NULL
 
     def __dealloc__(self):
-        free(self.touched)
+        free(self.a.touched)
 
     def __reduce__(self):
         # an operation never spans a pickle: the window is rebuilt closed
         return (OpAccount, ())
 
-    cdef int touch_slow(self, CpuStats s) except -1:
-        cdef void** grown
-        if self.ntouched == self.cap:
-            grown = <void**>realloc(self.touched, (self.cap * 2 + 8) * sizeof(void*))
-            if grown == NULL:
-                raise MemoryError()
-            self.touched = grown
-            self.cap = self.cap * 2 + 8
-        self.touched[self.ntouched] = <void*>s
-        self.ntouched += 1
-        s.epoch = self.epoch
-        s.fill_row(s.snap)
+    @property
+    def active(self) -> bool:
+        """An operation is open."""
+        return self.a.active
+
+    @property
+    def epoch(self) -> int:
+        return self.a.epoch
+
+    cdef int reserve(self) except -1:
+        """Room for one more CPU in the touched list (called as each CpuStats is made)."""
+        cdef cpu_stats** grown = <cpu_stats**>realloc(self.a.touched,
+                                                      (self.a.cap + 1) * sizeof(cpu_stats*))
+        if grown == NULL:
+            raise MemoryError()
+        self.a.touched = grown
+        self.a.cap += 1
         return 0
 
     def begin(self, CpuStats initiator):
         """Open a window; the initiating CPU is its first row."""
-        if self.active:
+        if self.a.active:
             raise RuntimeError("an operation is already open on this machine")
-        self.epoch += 1
-        self.active = True
-        self.ntouched = 0
-        self.touch_slow(initiator)
+        if initiator.acct is not self:
+            raise ValueError(f"CPU {initiator.st.cpu}'s counters belong to another machine")
+        self.a.epoch += 1
+        self.a.active = True
+        self.a.ntouched = 0
+        stats_touch(&initiator.st)
 
     def touch(self, CpuStats s):
         """Make s part of the open operation (its delta is reported even if zero)."""
-        stats_touch(s)
+        if s.acct is not self:
+            raise ValueError(f"CPU {s.st.cpu}'s counters belong to another machine")
+        stats_touch(&s.st)
 
     def close(self, type cls, op, int cpu, value, faults):
         """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call."""
@@ -108,103 +117,94 @@ cdef class OpAccount:
     def finish(self):
         """Close the window: (1 + touched, N_COLS) float64 rows, totals first, then each
         touched CPU's delta in the order the operation reached it."""
-        if not self.active:
+        if not self.a.active:
             raise RuntimeError("no operation is open")
-        cdef Py_ssize_t n = self.ntouched, i, j
+        cdef Py_ssize_t n = self.a.ntouched, i, j
         cdef cnp.npy_intp dims[2]
         dims[0] = n + 1
         dims[1] = N_COLS
         cdef cnp.ndarray out = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
         cdef double* base = <double*>cnp.PyArray_DATA(out)
         cdef double* row
-        cdef CpuStats s
+        cdef cpu_stats* s
         for i in range(n):
-            s = <CpuStats>self.touched[i]
+            s = self.a.touched[i]
             row = base + (i + 1) * N_COLS
-            s.fill_row(row)
+            fill_row(s, row)
             for j in range(N_COLS):
                 row[j] -= s.snap[j]
                 base[j] += row[j]
             row[COL_CPU] = s.cpu
         base[COL_CPU] = -1
-        self.active = False
-        self.ntouched = 0
+        self.a.active = False
+        self.a.ntouched = 0
         return out
 
     def abort(self):
         """Close the window without a result (the counts stay on the CPUs)."""
-        self.active = False
-        self.ntouched = 0
+        self.a.active = False
+        self.a.ntouched = 0
 
 
 cdef class CpuStats:
     """Kernel counters and cycle categories of one CPU, read beside its TLB's."""
 
     def __cinit__(self, int cpu, TLB tlb, OpAccount acct):
-        self.cpu = cpu
+        if tlb is None or acct is None:
+            raise ValueError("CpuStats needs a TLB and an OpAccount")
+        acct.reserve()
         self.tlb = tlb
         self.acct = acct
-        memset(self.kcount, 0, sizeof(self.kcount))
-        memset(self.kcycles, 0, sizeof(self.kcycles))
-        self.epoch = 0
+        memset(&self.st, 0, sizeof(self.st))
+        self.st.cpu = cpu
+        self.st.hw_counters = &tlb.counters[0]
+        self.st.hw_cycles = &tlb.cycles[0]
+        self.st.acct = &acct.a
 
     def __reduce__(self):
-        return (_rebuild_stats, (self.cpu, self.tlb, self.acct, self.kernel_counts_array(),
-                                 self.kernel_cycles_array()))
+        return (_rebuild_stats, (self.st.cpu, self.tlb, self.acct,
+                                 self.kernel_counts_array(), self.kernel_cycles_array()))
 
-    cdef void fill_row(self, double* row) noexcept:
-        """Current totals of this CPU in delta-row layout."""
-        cdef int i
-        cdef double total = 0.0
-        row[COL_CPU] = self.cpu
-        for i in range(N_COUNTERS):
-            row[COL_HW + i] = <double>self.tlb.counters[i]
-        for i in range(N_CYCLE_KINDS):
-            row[COL_HWY + i] = self.tlb.cycles[i]
-            total += self.tlb.cycles[i]
-        for i in range(N_KCOUNTERS):
-            row[COL_K + i] = <double>self.kcount[i]
-        for i in range(N_BREAKDOWN):
-            row[COL_B + i] = self.kcycles[i]
-            total += self.kcycles[i]
-        row[COL_CYCLES] = total
+    @property
+    def cpu(self) -> int:
+        return self.st.cpu
 
     cpdef count(self, int counter, int64_t n=1):
         """Count n events of kernel counter `counter` (an index of KERNEL_COUNTER_NAMES)."""
         if not 0 <= counter < N_KCOUNTERS:
             raise ValueError(f"kernel counter {counter} unknown (0..{N_KCOUNTERS - 1})")
-        stats_add(self, counter, n)
+        stats_add(&self.st, counter, n)
 
     cpdef charge(self, int category, double cycles):
         """Charge kernel cycles to a category (an index of BREAKDOWN_NAMES)."""
         if not 0 <= category < N_BREAKDOWN:
             raise ValueError(f"cycle category {category} unknown (0..{N_BREAKDOWN - 1})")
-        stats_spend(self, category, cycles)
+        stats_spend(&self.st, category, cycles)
 
     cpdef enter(self, int counter, int category, double cycles):
         """count(counter) and charge(category, cycles) in one call (a syscall's entry)."""
         if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
             raise ValueError(f"kernel counter {counter} or category {category} unknown")
-        stats_add(self, counter, 1)
-        stats_spend(self, category, cycles)
+        stats_add(&self.st, counter, 1)
+        stats_spend(&self.st, category, cycles)
 
     def kernel_counts_array(self):
         """The kernel counters as int64 (index = KERNEL_COUNTER_NAMES)."""
         cdef cnp.ndarray out = np.empty(N_KCOUNTERS, dtype=np.int64)
-        memcpy(cnp.PyArray_DATA(out), self.kcount, sizeof(self.kcount))
+        memcpy(cnp.PyArray_DATA(out), self.st.kcount, sizeof(self.st.kcount))
         return out
 
     def kernel_cycles_array(self):
         """Kernel cycles per category as float64 (index = BREAKDOWN_NAMES)."""
         cdef cnp.ndarray out = np.empty(N_BREAKDOWN, dtype=np.float64)
-        memcpy(cnp.PyArray_DATA(out), self.kcycles, sizeof(self.kcycles))
+        memcpy(cnp.PyArray_DATA(out), self.st.kcycles, sizeof(self.st.kcycles))
         return out
 
     def kernel_count(self, int counter):
         """One kernel counter's value."""
         if not 0 <= counter < N_KCOUNTERS:
             raise ValueError(f"kernel counter {counter} unknown (0..{N_KCOUNTERS - 1})")
-        return self.kcount[counter]
+        return self.st.kcount[counter]
 
     @property
     def kernel_cycles(self) -> float:
@@ -212,7 +212,7 @@ cdef class CpuStats:
         cdef double total = 0.0
         cdef int i
         for i in range(N_BREAKDOWN):
-            total += self.kcycles[i]
+            total += self.st.kcycles[i]
         return total
 
     @property
@@ -221,22 +221,22 @@ cdef class CpuStats:
         cdef double total = self.kernel_cycles
         cdef int i
         for i in range(N_CYCLE_KINDS):
-            total += self.tlb.cycles[i]
+            total += self.st.hw_cycles[i]
         return total
 
     def reset(self):
         """Zero the kernel counters and cycles (the TLB's are reset by the TLB)."""
-        if self.acct.active:
+        if self.st.acct.active:
             raise RuntimeError("cannot reset counters while an operation is open")
-        memset(self.kcount, 0, sizeof(self.kcount))
-        memset(self.kcycles, 0, sizeof(self.kcycles))
+        memset(self.st.kcount, 0, sizeof(self.st.kcount))
+        memset(self.st.kcycles, 0, sizeof(self.st.kcycles))
 
 
 def _rebuild_stats(cpu, tlb, acct, counts, cycles):
     cdef CpuStats s = CpuStats(cpu, tlb, acct)
     cdef Py_ssize_t i
     for i in range(N_KCOUNTERS):
-        s.kcount[i] = counts[i]
+        s.st.kcount[i] = counts[i]
     for i in range(N_BREAKDOWN):
-        s.kcycles[i] = cycles[i]
+        s.st.kcycles[i] = cycles[i]
     return s

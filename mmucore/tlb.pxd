@@ -37,3 +37,9 @@ cdef class TLB:
 cdef void c_invlpg(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil
+cdef void c_write_cr3(TLB t, int pcid, bint flush) noexcept nogil
+
+
+cdef inline int c_tlb_pcid(TLB t) noexcept nogil:
+    """The PCID of the current CR3."""
+    return t.pcid

@@ -711,6 +711,16 @@ cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil:
     t.cycles[Y_INVALIDATE] += t.cost.cr3_flush
 
 
+cdef void c_write_cr3(TLB t, int pcid, bint flush) noexcept nogil:
+    """A CR3 write for pcid: flush drops the PCID's non-global entries, else NOFLUSH."""
+    t.pcid = pcid
+    if flush:
+        c_flush_pcid(t, pcid)
+    else:
+        t.counters[C_CR3_NOFLUSH] += 1
+        t.cycles[Y_INVALIDATE] += t.cost.cr3_noflush
+
+
 cdef void c_flush_everything(TLB t, bint include_global) noexcept nogil:
     cdef uint64_t every = <uint64_t>0xFFFFFFFFFFFFFFFF
     array_drop_pcid(&t.l1_4k, every, not include_global)

@@ -1,13 +1,34 @@
 # cython: language_level=3
 """x86 per-CPU TLB state (struct tlb_state), the mm's flush context and the shootdown
-path of arch/x86/mm/tlb.c, in C."""
+path of arch/x86/mm/tlb.c, as C structs and nogil C functions."""
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from mmucore.tlb cimport TLB
-from mmucore.stats cimport CpuStats
+from mmucore.stats cimport CpuStats, cpu_stats
 
 cdef struct tlb_context:
     int64_t ctx_id          # the mm (its context.ctx_id) this ASID slot caches, -1 if none
     uint64_t tlb_gen        # the mm's generation this CPU's entries are known clean up to
+
+cdef struct mm_context:
+    int64_t ctx_id          # mm->context.ctx_id, never reused
+    uint64_t tlb_gen        # mm->context.tlb_gen
+    uint64_t* cpumask       # mm_cpumask(mm) as a bitmap of nwords 64-bit words
+    int nwords
+    int nr_cpus             # bits the bitmap holds (the machine's CPU count)
+    void* obj               # the MMContext object holding this struct (borrowed)
+
+cdef struct cpu_tlbstate:
+    int cpu                         # CPU id
+    mm_context* loaded_mm           # cpu_tlbstate.loaded_mm (NULL: init_mm)
+    int loaded_mm_asid              # cpu_tlbstate.loaded_mm_asid
+    int next_asid                   # cpu_tlbstate.next_asid (round robin)
+    int nr_asids                    # TLB_NR_DYN_ASIDS: slots in ctxs[]
+    bint is_lazy                    # cpu_tlbstate_shared.is_lazy
+    bint running_user               # a thread spins in user mode here
+    tlb_context* ctxs               # cpu_tlbstate.ctxs[]
+    uint8_t* user_pcid_flush_mask   # one flag per ASID: a user-PCID flush is pending
+    void* tlb                       # the CPU's TLB object (borrowed)
+    cpu_stats* stats                # its kernel counters (in its CpuStats)
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)
@@ -36,30 +57,33 @@ cdef struct flush_costs:
     double ipi_ack          # target -> initiator acknowledgement
     double context_switch   # kernel cycles of a switch_mm to another mm
 
+cdef struct flush_env
+
+ctypedef int (*flush_tlb_multi_fn)(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
+                                   flush_tlb_info* f, double local_cycles) except -1 nogil
+
+cdef struct flush_env:
+    tlb_params p
+    flush_costs c
+    cpu_tlbstate** cpus                 # every CPU's state, by id
+    int ncpus
+    int* targets                        # scratch: the CPUs of one request
+    flush_tlb_multi_fn flush_tlb_multi  # the remote-flush backend
+    void* owner                         # the X86Flush (borrowed), for the python backend
+
 
 cdef class MMContext:
-    cdef readonly int64_t ctx_id    # mm->context.ctx_id, never reused
-    cdef public uint64_t tlb_gen    # mm->context.tlb_gen
-    cdef uint64_t* mask             # mm_cpumask(mm) as a bitmap
-    cdef int nwords                 # 64-bit words of the bitmap
-    cdef readonly int nr_cpus       # bits the bitmap holds
-    cdef object _maskbuf            # owner of mask
+    cdef mm_context c
+    cdef object _maskbuf            # owner of c.cpumask
     cdef public object owner        # a weakref to the Python mm, for reporting
 
 
 cdef class CpuTlbState:
-    cdef readonly int cpu                   # CPU id
-    cdef readonly TLB tlb                   # the CPU's TLB hierarchy and PSCs
-    cdef readonly CpuStats stats            # its kernel counters and cycles
-    cdef MMContext loaded_mm                # cpu_tlbstate.loaded_mm (None: init_mm)
-    cdef readonly int loaded_mm_asid        # cpu_tlbstate.loaded_mm_asid
-    cdef readonly int next_asid             # cpu_tlbstate.next_asid (round robin)
-    cdef readonly bint is_lazy              # cpu_tlbstate_shared.is_lazy
-    cdef public bint running_user           # a thread spins in user mode here
-    cdef int nr_asids                       # slots in ctxs[]
-    cdef tlb_context* ctxs                  # cpu_tlbstate.ctxs[TLB_NR_DYN_ASIDS]
-    cdef uint8_t* user_pcid_flush_mask      # one flag per ASID: user PCID flush pending
-    cdef object _bufs                       # owners of ctxs and the flush mask
+    cdef cpu_tlbstate s
+    cdef readonly TLB tlb           # what s.tlb points to
+    cdef readonly CpuStats stats    # what s.stats points to
+    cdef MMContext _loaded          # keeps s.loaded_mm's object alive (set under the GIL)
+    cdef object _bufs               # owners of s.ctxs and s.user_pcid_flush_mask
 
 
 cdef class FlushInfo:
@@ -68,16 +92,8 @@ cdef class FlushInfo:
     cdef readonly bint freed_tables
 
 
-ctypedef int (*flush_tlb_multi_fn)(X86Flush x, CpuTlbState initiator, MMContext mm,
-                                   flush_tlb_info* f, double local_cycles) except -1
-
-
 cdef class X86Flush:
-    cdef list cpus                          # CpuTlbState by CPU id
-    cdef int ncpus
-    cdef tlb_params p
-    cdef flush_costs c
-    cdef flush_tlb_multi_fn flush_tlb_multi # the remote-flush backend
-    cdef readonly str backend               # its name
-    cdef object py_backend                  # the "python" backend's callable
-    cdef int* targets                       # scratch: CPUs of one request
+    cdef flush_env e
+    cdef list cpus                  # the CpuTlbState objects e.cpus points into
+    cdef readonly str backend       # the backend's name
+    cdef object py_backend          # the "python" backend's callable
