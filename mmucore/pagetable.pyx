@@ -84,6 +84,16 @@ def _check_range(uint64_t va, npages, uint64_t align=4096, str what="range"):
         raise ValueError(f"{what}: {npages} pages is not a multiple of 0x{align:x} bytes")
 
 
+cdef inline bint _plain_user_range(uint64_t va, object npages):
+    """The common case _check_range accepts, tested in C: a page-aligned user address
+    and a Python int page count that stays below the 47-bit limit."""
+    cdef uint64_t n
+    if type(npages) is not int or not 0 <= npages < (<uint64_t>1 << 35):
+        return False
+    n = npages
+    return (va & 4095) == 0 and va < (<uint64_t>1 << 47) and va + n * 4096 <= (<uint64_t>1 << 47)
+
+
 cdef inline uint64_t idx(uint64_t va, int shift) noexcept nogil:
     return (va >> shift) & 511
 
@@ -472,7 +482,8 @@ cdef class PageTable:
         cdef uint64_t c_va = u64(va, "change_range: va")
         cdef uint64_t c_newprot = u64(newprot, "change_range: newprot")
         cdef uint64_t c_zero_pfn = u64(zero_pfn, "change_range: zero_pfn")
-        _check_range(c_va, npages, 4096, "change_range")
+        if not _plain_user_range(c_va, npages):
+            _check_range(c_va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
         if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED)) and gather is None:
