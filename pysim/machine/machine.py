@@ -297,7 +297,8 @@ class Thread:
         return self
 
     # -------------------------------------------------------------- syscalls
-    def _syscall(self, name: str, fn, *args, **kw) -> OpResult:
+    def _syscall(self, name: str, fn, args: tuple, kw: Optional[dict] = None) -> OpResult:
+        """One syscall on this thread's CPU: entry, fn(mm, cpu, *args, **kw), exit."""
         self.run()
         m = self.machine
         cpu = self.cpu
@@ -307,7 +308,7 @@ class Thread:
         try:
             if m.kernel is not None:
                 m.kernel.touch(cpu, self.mm)
-            value = fn(self.mm, cpu, *args, **kw)
+            value = fn(self.mm, cpu, *args, **kw) if kw else fn(self.mm, cpu, *args)
         except BaseException:
             m.abort(op)
             raise
@@ -317,17 +318,17 @@ class Thread:
              **kw: Any) -> int:
         """mmap(): returns the address (anonymous private unless flags say otherwise);
         the call's OpResult is in `self.last` (its .value is the address too)."""
-        self.last = self._syscall("mmap", mm_mmap.do_mmap, addr, length, prot, flags, **kw)
+        self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags), kw)
         return self.last.value
 
     def munmap(self, addr: int, length: int) -> OpResult:
-        return self._syscall("munmap", mm_mmap.do_munmap, addr, length)
+        return self._syscall("munmap", mm_mmap.do_munmap, (addr, length))
 
     def mprotect(self, addr: int, length: int, prot: int, pkey: int = -1) -> OpResult:
-        return self._syscall("mprotect", do_mprotect_pkey, addr, length, prot, pkey)
+        return self._syscall("mprotect", do_mprotect_pkey, (addr, length, prot, pkey))
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
-        return self._syscall("madvise", mm_madvise.do_madvise, addr, length, advice)
+        return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice))
 
     # -------------------------------------------------------------- accesses
     def access(self, vas, kinds) -> OpResult:
