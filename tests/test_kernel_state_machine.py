@@ -1,0 +1,252 @@
+"""A shrinking property test of the kernel model: a hypothesis RuleBasedStateMachine.
+
+Two or three processes, whose threads share two or three CPUs, run mmap (anonymous,
+private or shared, 4K-sized or THP-sized with huge=True), munmap, mprotect, madvise
+(DONTNEED, FREE, COLD, POPULATE_WRITE), single and batched reads, writes and fetches, and
+their threads sleep, run and busy-loop, under every combination of pti, invpcid and pcid
+(one pytest case each) and a drawn profile (mmots, patched, v6.2), with the safety
+checker raising.  After every step the checker's scan must be empty.
+
+The test keeps its own page-granular model of what each process mapped with which
+protection (it never reads pysim's VMAs or CPU state), and checks every outcome against
+it: a syscall fails exactly when the range has a problem Linux reports, with an errno
+Linux gives for that problem; an access is a SIGSEGV exactly when the protection forbids
+it, so a stale TLB entry that lets a forbidden write through is caught here even if the
+checker were to miss it.
+"""
+import errno
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
+                                 rule, run_state_machine_as_test)
+
+import mmucore
+import pysim
+from pysim import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_POPULATE_WRITE, MAP_ANONYMOUS,
+                   MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ,
+                   PROT_WRITE)
+
+PAGE = 4096
+HPAGE_PAGES = 512
+PROTS = (PROT_READ | PROT_WRITE, PROT_READ, PROT_NONE, PROT_WRITE, PROT_READ | PROT_EXEC,
+         PROT_READ | PROT_WRITE | PROT_EXEC)
+PROFILES = ("patched", "mmots", "v6.2")
+ADVICE = (MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_POPULATE_WRITE)
+KINDS = (mmucore.READ, mmucore.WRITE, mmucore.FETCH)
+# range lengths in pages: one page, a few, the flush ceiling (33) and one past it, a THP
+LENGTHS = (1, 2, 3, 8, 33, 34, HPAGE_PAGES, 2 * HPAGE_PAGES)
+MAX_REGIONS = 4                 # live mmaps per process
+REGION = st.integers(0, MAX_REGIONS - 1)
+# page offsets into a region: half of them among its first pages, where accesses,
+# mprotects and zaps of different threads meet
+OFFSET = st.one_of(st.integers(0, 3), st.integers(0, 2 * HPAGE_PAGES + 1))
+
+KNOBS = [dict(pti=pti, invpcid=invpcid, pcid=pcid)
+         for pti, invpcid, pcid in itertools.product((True, False), repeat=3)]
+
+
+def allowed(prot, kind):
+    """Whether x86 lets user code do `kind` to a page mapped with `prot`: every
+    protection but PROT_NONE reads (write and exec imply read), writes need PROT_WRITE,
+    fetches PROT_EXEC."""
+    if kind == mmucore.WRITE:
+        return bool(prot & PROT_WRITE)
+    if kind == mmucore.FETCH:
+        return bool(prot & PROT_EXEC)
+    return prot != PROT_NONE
+
+
+class Shadow:
+    """One process's mappings as the test understands them: page address -> (prot,
+    shared), and the regions mmap returned (start, pages), to aim operations at."""
+
+    def __init__(self):
+        self.pages = {}
+        self.regions = []
+
+    def pages_of(self, start, npages):
+        return [start + i * PAGE for i in range(npages)]
+
+    def prune(self):
+        self.regions = [(s, n) for s, n in self.regions
+                        if any(a in self.pages for a in self.pages_of(s, n))]
+
+
+class KernelStateMachine(RuleBasedStateMachine):
+    """The kernel model under random syscalls, accesses and scheduling."""
+
+    def __init__(self, knobs):
+        super().__init__()
+        self.knobs = knobs
+        self.m = None
+
+    # -------------------------------------------------------------- setup
+    @initialize(profile=st.sampled_from(PROFILES), ncpus=st.integers(2, 3),
+                placements=st.lists(st.sampled_from((7, 3, 5, 6, 1, 2, 4)), min_size=2, max_size=3))
+    def setup(self, profile, ncpus, placements):
+        """placements[i] is a CPU bitmask: process i gets one thread per CPU in it."""
+        self.m = pysim.Machine(cpus=ncpus, profile=profile, checker="raise", **self.knobs)
+        self.threads = []                # (thread, its process's Shadow)
+        for mask in placements:
+            cpus = [c for c in range(ncpus) if mask >> c & 1] or [0]
+            proc, sh = self.m.process(), Shadow()
+            self.threads += [(proc.thread(cpu=c), sh) for c in cpus]
+
+    def thread(self, i):
+        return self.threads[i % len(self.threads)]
+
+    def has_regions(self):
+        return self.m is not None and any(sh.regions for _, sh in self.threads)
+
+    def mapper(self, i):
+        """The i-th (mod) (thread, shadow) whose process has a region to aim at."""
+        cands = [(t, sh) for t, sh in self.threads if sh.regions]
+        return cands[i % len(cands)]
+
+    @staticmethod
+    def target(sh, region, off):
+        """The page address `off` pages into one of the process's regions (mod its size)."""
+        start, npages = sh.regions[region % len(sh.regions)]
+        return start + (off % npages) * PAGE
+
+    # -------------------------------------------------------------- syscalls
+    @rule(ti=st.integers(0, 8), prot=st.sampled_from(PROTS), shared=st.booleans(),
+          huge=st.booleans(), size=st.integers(1, 8), populate=st.booleans())
+    def mmap(self, ti, prot, shared, huge, size, populate):
+        t, sh = self.thread(ti)
+        if len(sh.regions) >= MAX_REGIONS:
+            return
+        npages = (1 + size % 2) * HPAGE_PAGES if huge else size
+        flags = (MAP_SHARED if shared else MAP_PRIVATE) | MAP_ANONYMOUS \
+            | (MAP_POPULATE if populate else 0)
+        addr = t.mmap(npages * PAGE, prot, flags, huge=huge)
+        assert addr % (HPAGE_PAGES * PAGE if huge else PAGE) == 0
+        pages = sh.pages_of(addr, npages)
+        assert not any(a in sh.pages for a in pages), "mmap overlapped a mapping"
+        for a in pages:
+            sh.pages[a] = (prot, shared)
+        sh.regions.append((addr, npages))
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS))
+    def munmap(self, ti, region, off, length):
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        t.munmap(start, npages * PAGE)
+        for a in sh.pages_of(start, npages):
+            sh.pages.pop(a, None)
+        sh.prune()
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS), prot=st.sampled_from(PROTS))
+    def mprotect(self, ti, region, off, length, prot):
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        pages = sh.pages_of(start, npages)
+        # do_mprotect_pkey changes VMA after VMA up to the first hole (ENOMEM there)
+        done = list(itertools.takewhile(lambda a: a in sh.pages, pages))
+        try:
+            t.mprotect(start, npages * PAGE, prot)
+            err = None
+        except pysim.SyscallError as e:
+            err = e.errno
+        assert err == (None if len(done) == npages else errno.ENOMEM), \
+            f"mprotect errno {err}, {len(done)} of {npages} pages mapped"
+        for a in done:
+            sh.pages[a] = (prot, sh.pages[a][1])
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS), advice=st.sampled_from(ADVICE))
+    def madvise(self, ti, region, off, length, advice):
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        present = [sh.pages.get(a) for a in sh.pages_of(start, npages)]
+        problems = set()
+        if None in present:
+            problems.add(errno.ENOMEM)                   # a hole
+        mapped = [p for p in present if p is not None]
+        if advice == MADV_FREE and any(shared for _, shared in mapped):
+            problems.add(errno.EINVAL)                   # not private anonymous memory
+        if advice == MADV_POPULATE_WRITE and any(not prot & PROT_WRITE for prot, _ in mapped):
+            problems.add(errno.EINVAL)                   # GUP: VMA not writable
+        try:
+            t.madvise(start, npages * PAGE, advice)
+            err = None
+        except pysim.SyscallError as e:
+            err = e.errno
+        # Linux reports the first problem in address order; the model may name another
+        # one the range has, so any of them is accepted (see the report in issue 9)
+        if problems:
+            assert err in problems, f"madvise({advice}) errno {err}, expected one of {problems}"
+        else:
+            assert err is None, f"madvise({advice}) failed with errno {err} on a good range"
+
+    # -------------------------------------------------------------- accesses
+    def _access(self, ti, accesses):
+        t, sh = self.mapper(ti)
+        regions = sh.regions
+        vas, kinds, ok = [], [], []
+        for region, off, byte, kind in accesses:
+            start, npages = regions[region % len(regions)]
+            # one page either side of the region too: maybe unmapped, maybe a neighbour
+            page = start + (off % (npages + 2) - 1) * PAGE
+            entry = sh.pages.get(page)
+            vas.append(page + byte)
+            kinds.append(kind)
+            ok.append(entry is not None and allowed(entry[0], kind))
+        if len(vas) == 1:
+            r = (t.read, t.write, t.fetch)[KINDS.index(kinds[0])](vas[0])
+        else:
+            r = t.access(np.array(vas, dtype=np.uint64), np.array(kinds, dtype=np.uint8))
+        segv = {f[0] for f in r.faults if f[3] == "sigsegv"}
+        for i, (va, kind, good) in enumerate(zip(vas, kinds, ok)):
+            assert (i in segv) == (not good), \
+                (f"access {i} ({'RWX'[kind]} 0x{va:x}) "
+                 f"{'SIGSEGV' if i in segv else 'went through'}; the protection "
+                 f"{'allows' if good else 'forbids'} it (faults {r.faults})")
+        assert r.value == sum(ok)
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET, byte=st.sampled_from((0, 8, 2048)),
+          kind=st.sampled_from(KINDS))
+    def access_one(self, ti, region, off, byte, kind):
+        """t.read / t.write / t.fetch."""
+        self._access(ti, [(region, off, byte, kind)])
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8),
+          accesses=st.lists(st.tuples(REGION, OFFSET, st.sampled_from((0, 8, 2048)),
+                                      st.sampled_from(KINDS)), min_size=2, max_size=8))
+    def access_batch(self, ti, accesses):
+        """t.access(vas, kinds): one batch through the core."""
+        self._access(ti, accesses)
+
+    # -------------------------------------------------------------- scheduling
+    @rule(ti=st.integers(0, 8), what=st.sampled_from(("run", "sleep", "busy")))
+    def schedule(self, ti, what):
+        """t.run() (context switch to it), t.sleep() (lazy TLB), t.busy() (user loop)."""
+        getattr(self.thread(ti)[0], what)()
+
+    # -------------------------------------------------------------- invariant
+    @invariant()
+    def no_stale_translation(self):
+        if self.m is not None:
+            assert self.m.check() == []
+
+
+@pytest.mark.parametrize("knobs", KNOBS,
+                         ids=lambda k: ",".join(f"{n}={int(v)}" for n, v in k.items()))
+def test_kernel_state_machine(knobs):
+    """No SafetyViolation, errnos and SIGSEGVs as the protections say, under every
+    pti/invpcid/pcid combination."""
+    run_state_machine_as_test(
+        lambda: KernelStateMachine(knobs),
+        settings=settings(max_examples=25, stateful_step_count=40, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow]))
