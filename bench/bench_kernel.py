@@ -95,25 +95,29 @@ def test_mprotect_1gib(benchmark, report, profile):
            sim_cycles=float(last[0].cycles))
 
 
-# (case, profile, cpus, busy CPUs of the same mm, whether the other CPUs run another mm)
+# (case, profile, cpus, busy CPUs of the same mm, whether the other CPUs run another mm,
+#  checker)
 SCALING = [
-    ("patched-1cpu", "patched", 1, 0, False),
-    ("patched-2cpu-1busy", "patched", 2, 1, False),
-    ("mmots-1cpu", "mmots", 1, 0, False),
-    ("mmots-2cpu-1busy", "mmots", 2, 1, False),
-    ("mmots-64cpu-63busy", "mmots", 64, 63, False),
-    ("patched-256cpu-other-mm", "patched", 256, 0, True),
+    ("patched-1cpu", "patched", 1, 0, False, False),
+    ("patched-2cpu-1busy", "patched", 2, 1, False, False),
+    ("mmots-1cpu", "mmots", 1, 0, False, False),
+    ("mmots-2cpu-1busy", "mmots", 2, 1, False, False),
+    ("mmots-64cpu-63busy", "mmots", 64, 63, False, False),
+    ("patched-256cpu-other-mm", "patched", 256, 0, True, False),
+    ("patched-1cpu-checker", "patched", 1, 0, False, True),
+    ("patched-256cpu-other-mm-checker", "patched", 256, 0, True, True),
 ]
 
 
-@pytest.mark.parametrize("case,profile,cpus,busy,other_mm", SCALING,
+@pytest.mark.parametrize("case,profile,cpus,busy,other_mm,checker", SCALING,
                          ids=[c[0] for c in SCALING])
-def test_mprotect_scaling(benchmark, report, case, profile, cpus, busy, other_mm):
+def test_mprotect_scaling(benchmark, report, case, profile, cpus, busy, other_mm, checker):
     """One-page mprotect (checker off) as the machine grows: an operation costs what it
     touches.  mmots sends one IPI per busy CPU on every call; under patched the page is
     written once and no call after the first needs a flush, so the 2-CPU case's one
-    remote flush happens in the warm-up; 256 CPUs running another mm are never touched."""
-    m = pysim.Machine(cpus=cpus, preset="skylake", profile=profile, checker=False)
+    remote flush happens in the warm-up; 256 CPUs running another mm are never touched,
+    not even by the checker (it scans the operation's mm and the CPUs it touched)."""
+    m = pysim.Machine(cpus=cpus, preset="skylake", profile=profile, checker=checker)
     proc = m.process()
     t0 = proc.thread(cpu=0)
     if other_mm:

@@ -655,6 +655,19 @@ cdef class X86Flush:
     def cpu(self, int i) -> CpuTlbState:
         return self.cpus[i]
 
+    def slots_caching(self, MMContext mm) -> list:
+        """(cpu, asid, slot generation) of every ASID slot, on any CPU, that holds mm's
+        context id: the only places an operation on mm can leave a stale translation."""
+        cdef int i, a
+        cdef cpu_tlbstate* c
+        out = []
+        for i in range(self.e.ncpus):
+            c = self.e.cpus[i]
+            for a in range(c.nr_asids):
+                if c.ctxs[a].ctx_id == mm.c.ctx_id:
+                    out.append((i, a, c.ctxs[a].tlb_gen))
+        return out
+
     def switch_mm(self, CpuTlbState cpu, MMContext mm):
         """switch_mm_irqs_off(): run mm (None: init_mm) on cpu."""
         _own(self, cpu)

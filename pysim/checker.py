@@ -7,6 +7,13 @@ only slots that claim to be current (slot generation >= mm.tlb_gen).  Entries in
 slots or on lazy CPUs are legitimately stale: the next switch to the mm flushes them.
 With PTI, a user PCID whose flush is pending (user_pcid_flush_mask) is not live on any
 slot, running or not: the exit to user space with that ASID flushes it first.
+
+After an operation on a known mm the scan covers that mm's slots on every CPU, and every
+slot of the CPUs the operation touched: an operation changes only its own page table
+(the shared kernel half is static), so another mm's translations can go wrong only
+through the TLB state of a CPU the operation ran on (an ASID switch, a pending user
+flush cleared).  The cost then follows the operation, not the machine.  An explicit
+check (Machine.check) scans everything.
 """
 from __future__ import annotations
 
@@ -36,10 +43,12 @@ class Checker:
         self.violations: List[Violation] = []
         self.checks = 0
 
-    def after(self, operation: str, result: Any) -> None:
+    def after(self, operation: str, result: Any, mm: Any = None) -> None:
+        """The check after an operation (on mm, if the caller knows which)."""
         if self.mode == "off":
             return
-        found = self.scan(operation)
+        found = (self.scan(operation) if mm is None
+                 else self.scan_op(operation, mm, result.cpus))
         if found:
             self.violations.extend(found)
             if self.mode == "raise":
@@ -53,19 +62,41 @@ class Checker:
         out: List[Violation] = []
         mms = {mm.ctx_id: mm for mm in self.mms}
         for cpu in self.cpus:
-            ts = cpu.tlbstate
-            loaded = ts.loaded_mm
-            for asid, (ctx_id, gen) in enumerate(ts.asids):
+            for asid, (ctx_id, gen) in enumerate(cpu.tlbstate.asids):
                 mm = mms.get(ctx_id)
-                if mm is None:
-                    continue
-                running = (loaded is mm.context and not ts.is_lazy
-                           and ts.loaded_mm_asid == asid)
-                if not running and gen < mm.tlb_gen:
-                    continue
-                for pcid in cpu.arch.live_tags(cpu, asid, running):
-                    for va, huge, entry, pte, reason in cpu.tlb.check(mm.pt, pcid):
-                        out.append(Violation(cpu.id, va, entry, pte, operation,
-                                             f"{'2M' if huge else '4K'} entry (pcid {pcid}): "
-                                             f"{reason}"))
+                if mm is not None:
+                    self._slot(cpu, asid, gen, mm, operation, out)
         return out
+
+    def scan_op(self, operation: str, mm: Any, touched: Sequence[int]) -> List[Violation]:
+        """The same, for what an operation on mm can have made wrong: mm's slots on
+        every CPU (found in C) and every slot of the CPUs in touched."""
+        self.checks += 1
+        out: List[Violation] = []
+        cpus = self.cpus
+        mms = None
+        for cpu_id in touched:
+            for asid, (ctx_id, gen) in enumerate(cpus[cpu_id].tlbstate.asids):
+                if ctx_id == mm.ctx_id or ctx_id < 0:
+                    continue
+                if mms is None:
+                    mms = {m.ctx_id: m for m in self.mms}
+                other = mms.get(ctx_id)
+                if other is not None:
+                    self._slot(cpus[cpu_id], asid, gen, other, operation, out)
+        for cpu_id, asid, gen in cpus[0].arch.slots_caching(mm):
+            self._slot(cpus[cpu_id], asid, gen, mm, operation, out)
+        return out
+
+    def _slot(self, cpu: Any, asid: int, gen: int, mm: Any, operation: str,
+              out: List[Violation]) -> None:
+        """Check one ASID slot of cpu holding mm (generation gen) into out."""
+        ts = cpu.tlbstate
+        running = ts.loaded_mm is mm.context and not ts.is_lazy and ts.loaded_mm_asid == asid
+        if not running and gen < mm.tlb_gen:
+            return
+        for pcid in cpu.arch.live_tags(cpu, asid, running):
+            for va, huge, entry, pte, reason in cpu.tlb.check(mm.pt, pcid):
+                out.append(Violation(cpu.id, va, entry, pte, operation,
+                                     f"{'2M' if huge else '4K'} entry (pcid {pcid}): "
+                                     f"{reason}"))

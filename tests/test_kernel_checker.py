@@ -272,3 +272,22 @@ def test_profile_knobs_pass_the_checker(name, overrides):
     scenario(m)
     assert m.checker.violations == []
     assert m.check() == []
+
+
+def test_after_an_op_the_checker_scans_that_mm_and_the_cpus_it_touched():
+    """A stale entry planted in mm A's slot on CPU 2 is outside what an operation of mm B
+    on CPU 0 can have caused, so that operation passes; m.check() (everything) and the
+    next operation on A both report it."""
+    m = pysim.Machine(cpus=3, profile="patched", checker="record")
+    a, b = m.process(), m.process()
+    ta, tb = a.thread(cpu=2), b.thread(cpu=0)
+    p = ta.mmap(PAGE, PROT_READ)
+    ta.read(p)
+    e = a.mm.pt.get(p)[0]
+    c2 = m.cpus[2]
+    c2.tlb.fill(p, e | mmucore.PTE_RW | mmucore.PTE_D, pcid=c2.tlbstate.kern_pcid)
+    tb.mmap(PAGE, RW)
+    assert m.checker.violations == []
+    assert {(v.cpu, v.va) for v in m.check()} == {(2, p)}
+    ta.read(p)
+    assert {(v.cpu, v.va, v.operation) for v in m.checker.violations} == {(2, p, "access")}

@@ -70,6 +70,10 @@ class Arch:
         """The PCID / ASID tag user-mode accesses run under on cpu."""
         raise NotImplementedError
 
+    def slots_caching(self, mm: Any) -> List[tuple]:
+        """(cpu id, asid, slot generation) of every ASID slot on any CPU caching mm."""
+        raise NotImplementedError
+
     def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
         """Tags of cpu's ASID slot whose cached entries user code may still use."""
         raise NotImplementedError

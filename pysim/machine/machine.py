@@ -45,12 +45,13 @@ def _count(value: Any, name: str, lo: int, hi: int) -> int:
 
 
 class Op:
-    """The operation in flight (Machine.current_op while it runs)."""
+    """The operation in flight (Machine.current_op while it runs); mm is the address
+    space it works on, when known (the checker then scans that mm's slots only)."""
 
-    __slots__ = ("name", "cpu")
+    __slots__ = ("name", "cpu", "mm")
 
-    def __init__(self, name: str, cpu: CPU):
-        self.name, self.cpu = name, cpu
+    def __init__(self, name: str, cpu: CPU, mm: Optional[MM] = None):
+        self.name, self.cpu, self.mm = name, cpu, mm
 
     @property
     def faults(self) -> list:
@@ -140,13 +141,14 @@ class Machine:
         return self.cpus[int(cpu_id)]
 
     # -------------------------------------------------------------- operations
-    def begin(self, cpu: CPU, name: str) -> Op:
-        """Open the accounting window of one operation initiated on cpu."""
+    def begin(self, cpu: CPU, name: str, mm: Optional[MM] = None) -> Op:
+        """Open the accounting window of one operation initiated on cpu (on mm, if the
+        operation touches only that address space's page tables)."""
         if self.current_op is not None:
             raise PysimError(f"{name} started while {self.current_op.name} is running")
         self.acct.begin(cpu.stats)
         cpu.faults = []
-        op = self.current_op = Op(name, cpu)
+        op = self.current_op = Op(name, cpu, mm)
         return op
 
     def end(self, op: Op, value: Any = None, check: bool = True) -> OpResult:
@@ -161,7 +163,7 @@ class Machine:
         if self.keep_history:
             self.history.append(res)
         if check and self.checker.mode != "off":
-            self.checker.after(op.name, res)
+            self.checker.after(op.name, res, op.mm)
         return res
 
     def abort(self, op: Op) -> None:
@@ -302,7 +304,7 @@ class Thread:
         self.run()
         m = self.machine
         cpu = self.cpu
-        op = m.begin(cpu, name)
+        op = m.begin(cpu, name, self.mm)
         cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         cpu.tlbstate.running_user = False
         try:
@@ -336,7 +338,7 @@ class Thread:
         faults are handled by the kernel model and the faulting access retried."""
         self.run()
         m = self.machine
-        op = m.begin(self.cpu, "access")
+        op = m.begin(self.cpu, "access", self.mm)
         try:
             n = memory.run_accesses(self.mm, self.cpu, vas, kinds)
         except BaseException:

@@ -100,6 +100,9 @@ class X86(Arch):
         s = cpu.tlbstate
         return user_pcid(s.loaded_mm_asid) if self.pti else kern_pcid(s.loaded_mm_asid)
 
+    def slots_caching(self, mm: Any) -> List[tuple]:
+        return self.flush.slots_caching(mm.context)
+
     def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
         """PCIDs of one ASID slot whose entries could still be used: the kernel PCID,
         and with PTI the user PCID unless its flush is pending (SWITCH_TO_USER_CR3 will
