@@ -81,7 +81,7 @@ def main(argv=None) -> int:
 
     import pysim.sweeps as sw
     from pysim import ConfigError
-    from pysim.plot import plot_table
+    from pysim.report.plot import plot_table
 
     os.makedirs(args.out, exist_ok=True)
     names = args.names or sorted(f[:-5] for f in os.listdir(GRIDS) if f.endswith(".toml"))

@@ -1,7 +1,7 @@
 """The `pysim` command: reproduce (the main job), sweep and plot.
 
 Every argparse parser of pysim is built here; each subcommand's function only turns
-its arguments into one call of pysim.report, pysim.sweeps or pysim.plot and the
+its arguments into one call of pysim.report (reproduce, plot) or pysim.sweeps and the
 outcome into output and an exit status.
 """
 from __future__ import annotations
@@ -12,14 +12,14 @@ import sys
 from typing import Any, List, Optional
 
 from .errors import ConfigError, PysimError
-from .plot import plot_file
+from .report.plot import plot_file
 from .sweeps import BACKENDS, sweep
 
 
 # ---------------------------------------------------------------- commands
 def _reproduce(args: argparse.Namespace) -> int:
     """`pysim reproduce`: print the cover letter's table (or JSON), maybe a plot."""
-    from .report import reproduce
+    from .report.reproduce import reproduce
     print(reproduce(as_json=args.json, plot_path=args.plot, iterations=args.iterations))
     if args.plot and not args.json:
         print(f"\nplot written to {args.plot}")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pysim.calibrate import PUBLISHED, fit
+from pysim.report.calibrate import PUBLISHED, fit
 from pysim.config.presets import KVM_2022_FIT
 from pysim.workloads import mprotect_loop
 

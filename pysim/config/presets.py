@@ -368,7 +368,7 @@ def _kvm_2022() -> Preset:
                               "collinear for mprotect cells: fit only one of each group")
 
 
-# Fitted by pysim.calibrate.fit() from kvm-2022-start (least squares on the training cells
+# Fitted by pysim.report.calibrate.fit() from kvm-2022-start (least squares on the training cells
 # of the cover letter's table, PTI on and no INVPCID in the guest); `pysim reproduce`
 # refits every run and a test checks that the refit still lands on these values.
 KVM_2022_FIT: Dict[str, float] = {"mprotect_base": 629.1, "flush_base": 972.8,
@@ -380,7 +380,7 @@ def _kvm_2022_calibrated() -> Preset:
     start = _kvm_2022()
     sources = dict(start.sources)
     for key, value in KVM_2022_FIT.items():
-        sources[key] = (f"fitted: pysim.calibrate.fit() from {start.cost(key):g} "
+        sources[key] = (f"fitted: pysim.report.calibrate.fit() from {start.cost(key):g} "
                         f"(kvm-2022-start) to {value:g} on the cover letter's training cells")
     fitted = start.replace(name="kvm-2022", sources=sources, **KVM_2022_FIT)
     return dataclasses.replace(fitted, sources={**fitted.sources, **sources},

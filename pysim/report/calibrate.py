@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import Preset, get_preset
-from .workloads import mprotect_loop
+from ..config import Preset, get_preset
+from ..workloads import mprotect_loop
 
 # (operation, threads, write, profile) -> published cycles (cover letter, KVM guest)
 PUBLISHED: Dict[Tuple[str, int, bool, str], float] = {

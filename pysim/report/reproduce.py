@@ -7,8 +7,8 @@ import json
 from typing import Any, Dict, List, Optional
 
 from .calibrate import ENVIRONMENT, PUBLISHED, Fit, fit, simulate
-from .config import get_preset
-from .workloads import STEPS
+from ..config import get_preset
+from ..workloads import STEPS
 
 OPS = ("PROT_READ", "PROT_READ|PROT_WRITE")
 PROFILES = ("mmots", "patched", "v6.2")

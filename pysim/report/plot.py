@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
-from .errors import ConfigError
-from .sweeps.store import read_table
+from ..errors import ConfigError
+from ..sweeps.store import read_table
 
 __all__ = ["plot_table", "plot_file", "parse_where"]
 

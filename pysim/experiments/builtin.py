@@ -1,224 +1,17 @@
-"""Experiments: named functions of keyword parameters that return a flat dict of figures.
-
-A sweep (pysim.sweep) crosses parameter values and calls one registered experiment per
-point.  Register your own with the decorator:
-
-    from pysim.experiments import experiment
-
-    @experiment("my_walks")
-    def my_walks(pages: int, profile: str = "patched", seed: int = 0) -> dict:
-        ...
-        return {"cycles": r.cycles, "walks": r.events["walks"]}
-
-The signature is the experiment's schema: a grid may only name parameters the function
-accepts, required ones must be given, and values are checked against the annotations
-(int, float, bool, str, Optional/Union/Literal of those) before any point runs.  A
-parameter named `seed` receives the point's derived seed unless the grid sets it.  An
-optional `check(params)` runs on every point's full parameter set up front, to reject
-combinations (busy + lazy > cpus - 1, ...) with a ConfigError naming the key.
-
-Figures are numbers (or short strings); names starting with "wall_" are wall-clock
-times, the only figures allowed to differ between runs of the same point.
-"""
+"""The built-in experiments: mprotect_range (one big mprotect on a machine of busy, lazy
+and idle CPUs) and mprotect_loop (the cover letter's loop), with the parameter checks
+and the profile-field / preset-cost overrides they share."""
 from __future__ import annotations
 
 import inspect
-import math
-import numbers
 import time
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Mapping, Tuple, Union
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .registry import COST_PREFIX, experiment, figures_of
 
-__all__ = ["experiment", "Experiment", "EXPERIMENTS", "get_experiment", "WALL_PREFIX",
-           "mprotect_range", "mprotect_loop", "figures_of", "split_overrides"]
+__all__ = ["mprotect_range", "mprotect_loop", "split_overrides"]
 
-WALL_PREFIX = "wall_"        # figures with this prefix are wall-clock, not deterministic
-COST_PREFIX = "cost_"        # cost_<key> parameters override preset costs
-_MISSING = inspect.Parameter.empty
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """A registered experiment: its function, parameter schema and optional point check."""
-
-    name: str
-    fn: Callable[..., Mapping[str, Any]]
-    check: Optional[Callable[[Dict[str, Any]], None]] = None
-    description: str = ""
-    params: Dict[str, inspect.Parameter] = field(default_factory=dict)
-    types: Dict[str, Any] = field(default_factory=dict)
-    var_kwargs: bool = False
-
-    def __call__(self, **params: Any) -> Mapping[str, Any]:
-        return self.fn(**params)
-
-    @property
-    def takes_seed(self) -> bool:
-        return "seed" in self.params or self.var_kwargs
-
-    def defaults(self) -> Dict[str, Any]:
-        """Parameters with default values."""
-        return {k: p.default for k, p in self.params.items() if p.default is not _MISSING}
-
-    def required(self) -> Tuple[str, ...]:
-        return tuple(k for k, p in self.params.items() if p.default is _MISSING)
-
-    def check_name(self, key: str, where: str) -> None:
-        """ConfigError unless the function accepts a parameter called key."""
-        if key not in self.params and not self.var_kwargs:
-            raise ConfigError(f"{where}: experiment {self.name!r} has no parameter {key!r}; "
-                              f"its parameters: {', '.join(self.params)}",
-                              field=key, allowed=tuple(self.params))
-
-    def coerce(self, key: str, value: Any, where: str) -> Any:
-        """value checked against key's annotation; ints become floats for float params."""
-        ann = self.types.get(key, Any)
-        ok, out = _conform(value, ann)
-        if not ok:
-            raise ConfigError(f"{where}: {key} must be {_describe(ann)}, got {value!r} "
-                              f"({type(value).__name__})", field=key)
-        return out
-
-
-def _conform(value: Any, ann: Any) -> Tuple[bool, Any]:
-    """(matches, normalised value) for a scalar value against a type annotation."""
-    if ann is Any or ann is _MISSING:
-        return True, value
-    origin = typing.get_origin(ann)
-    if origin is Union:
-        for arg in typing.get_args(ann):
-            ok, out = _conform(value, arg)
-            if ok:
-                return True, out
-        return False, value
-    if origin is Literal:
-        for allowed in typing.get_args(ann):
-            if type(value) is type(allowed) and value == allowed:
-                return True, value
-        return False, value
-    if ann is type(None):
-        return value is None, value
-    if ann is bool:
-        return isinstance(value, bool), value
-    if ann is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if ann is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False, value
-        return math.isfinite(value), float(value)
-    if ann is str:
-        return isinstance(value, str), value
-    if isinstance(ann, type):
-        return isinstance(value, ann), value
-    return True, value                                  # an annotation we do not check
-
-
-def _describe(ann: Any) -> str:
-    origin = typing.get_origin(ann)
-    if origin is Union:
-        return " or ".join(_describe(a) for a in typing.get_args(ann))
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
-    if ann is type(None):
-        return "None"
-    if ann is float:
-        return "a number"
-    if isinstance(ann, type):
-        return {"int": "an integer", "bool": "true or false", "str": "a string"}.get(
-            ann.__name__, ann.__name__)
-    return str(ann)
-
-
-EXPERIMENTS: Dict[str, Experiment] = {}
-
-
-def experiment(name: str, *, check: Optional[Callable[[Dict[str, Any]], None]] = None,
-               description: str = "") -> Callable:
-    """Decorator registering fn as experiment `name` (fn is returned unchanged)."""
-    if not isinstance(name, str) or not name:
-        raise ConfigError("experiment name must be a non-empty string", field="experiment")
-
-    def register(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
-        try:
-            hints = typing.get_type_hints(fn)
-        except Exception:                       # unresolvable annotations: check nothing
-            hints = {}
-        params: Dict[str, inspect.Parameter] = {}
-        var_kw = False
-        for p in sig.parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                var_kw = True
-            elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                params[p.name] = p
-            elif p.kind is p.VAR_POSITIONAL:
-                continue
-            else:
-                raise ConfigError(f"experiment {name!r}: parameter {p.name!r} is "
-                                  f"positional-only; experiments take keywords",
-                                  field=p.name)
-        old = EXPERIMENTS.get(name)
-        if old is not None and (old.fn.__module__, old.fn.__qualname__) != \
-                (fn.__module__, fn.__qualname__):
-            raise ConfigError(f"experiment {name!r} is already registered by "
-                              f"{old.fn.__module__}.{old.fn.__qualname__}",
-                              field="experiment")
-        doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0]
-        EXPERIMENTS[name] = Experiment(
-            name=name, fn=fn, check=check, description=doc, params=params,
-            types={k: hints.get(k, Any) for k in params}, var_kwargs=var_kw)
-        return fn
-
-    return register
-
-
-def get_experiment(name: Any) -> Experiment:
-    """The registered experiment called name (ConfigError listing the known ones)."""
-    if isinstance(name, Experiment):
-        return name
-    if not isinstance(name, str) or name not in EXPERIMENTS:
-        raise ConfigError(f"experiment {name!r} unknown; registered: "
-                          f"{', '.join(sorted(EXPERIMENTS))}", field="experiment",
-                          allowed=tuple(sorted(EXPERIMENTS)))
-    return EXPERIMENTS[name]
-
-
-def figures_of(result: Any, prefix: str = "") -> Dict[str, Any]:
-    """A flat {name: number} dict from a result: dicts are flattened with "_" joins,
-    objects with as_dict() are converted, numpy scalars become Python numbers."""
-    if hasattr(result, "as_dict") and not isinstance(result, Mapping):
-        result = result.as_dict()
-    if not isinstance(result, Mapping):
-        raise TypeError(f"an experiment must return a dict of figures, got "
-                        f"{type(result).__name__}")
-    out: Dict[str, Any] = {}
-    for key, value in result.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(figures_of(value, prefix=f"{name}_"))
-            continue
-        out[name] = scalar(value, name)
-    return out
-
-
-def scalar(value: Any, name: str) -> Any:
-    """A figure as a plain Python bool, int, float or str (TypeError otherwise)."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:   # numpy 0-d
-        return scalar(value.item(), name)
-    raise TypeError(f"figure {name!r} must be a number, bool or string, got "
-                    f"{type(value).__name__}")
-
-
-# ====================================================================== built-ins
 _BIG_BASE = 0x100000000000       # 16 TiB, 2 MiB aligned, far from the default mmap area
 _PMD_PAGES = 512
 
@@ -247,7 +40,7 @@ def split_overrides(overrides: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[
     tlb_single_page_flush_ceiling=64, pti=True, cost_invlpg=150, ... (ConfigError
     otherwise).  Costs carry the cost_ prefix: their names (invlpg, ...) are also
     event counters, which are figures."""
-    from .config import COST_KEYS, FEATURES, PROFILE_FIELDS
+    from ..config import COST_KEYS, FEATURES, PROFILE_FIELDS
     fields = PROFILE_FIELDS + tuple(FEATURES)
     prof: Dict[str, Any] = {}
     costs: Dict[str, Any] = {}
@@ -266,7 +59,7 @@ def split_overrides(overrides: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[
 
 
 def _check_overrides(p: Dict[str, Any], own: Tuple[str, ...], preset_default: str) -> None:
-    from .config import get_preset, resolve
+    from ..config import get_preset, resolve
     prof, costs = split_overrides({k: v for k, v in p.items() if k not in own})
     resolve(p.get("profile", "patched"), get_preset(p.get("preset", preset_default), **costs),
             **prof)
@@ -336,13 +129,13 @@ def mprotect_range(pages: int, vmas: int = 1, cpus: int = 1,
     """
     import mmucore
 
-    from .constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, PAGE_SIZE,
+    from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE, PAGE_SIZE,
                             PROT_EXEC, PROT_READ, PROT_WRITE)
-    from .machine import BREAKDOWN, KERNEL_COUNTERS, Machine
+    from ..machine import BREAKDOWN, KERNEL_COUNTERS, Machine
 
     t_start = time.perf_counter()
     busy, lazy = _resolve_roles(cpus, busy, lazy)
-    from .config import get_preset
+    from ..config import get_preset
     prof_over, costs = split_overrides(overrides)
     m = Machine(cpus=cpus, preset=get_preset(preset, **costs), profile=profile,
                 checker=False, seed=seed, **prof_over)
@@ -408,8 +201,8 @@ def mprotect_loop(threads: int = 1, write: bool = True, pages: int = 1,
     [*p = 0], via pysim.workloads.mprotect_loop: cycles per step and events per
     iteration, one column each (prot_read_cycles, prot_rw_ipi_sent, ...).  Other
     parameters override profile fields or preset costs, as for mprotect_range."""
-    from .config import get_preset
-    from .workloads import mprotect_loop as loop       # lazy: the workload is optional
+    from ..config import get_preset
+    from ..workloads import mprotect_loop as loop       # lazy: the workload is optional
 
     prof_over, costs = split_overrides(overrides)
     kw: Dict[str, Any] = dict(threads=threads, write=write, pages=pages,
