@@ -6,7 +6,6 @@ copy side by side.
 """
 import copy
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -468,16 +467,14 @@ def test_page_table_state_setter_rejects_bad_states_and_changes_nothing():
 
 
 # ------------------------------------------------------------------ size, speed, counters
-def test_million_page_table_pickles_fast_and_small():
+def test_million_page_table_pickles_small():
+    """(its speed is measured in bench/bench_pickle.py)"""
     pt = mmucore.PageTable()
     pt.map(REGIONS[0], 1 << 20)
-    t0 = time.perf_counter()
     blob = pickle.dumps(pt)
     pt2 = pickle.loads(blob)
-    elapsed = time.perf_counter() - t0
     # 2048 PTE tables + 6 upper tables + table 0, 4 KiB each, and a little framing
     assert len(blob) < 2056 * 4096 + 4096
-    assert elapsed < 1.0
     assert np.array_equal(pt2.read_range(REGIONS[0], 1 << 20), pt.read_range(REGIONS[0], 1 << 20))
 
 

@@ -106,3 +106,15 @@ def test_every_syscall_reports_an_op_result():
               t.write(p + PAGE), t.munmap(p, 2 * PAGE)):
         assert isinstance(r, pysim.OpResult)
         assert r.cpus == [0] and r.cycles == pytest.approx(sum(r.breakdown.values()))
+
+
+@pytest.mark.parametrize("order", ["machine-first", "threads-first"])
+def test_pickle_keeps_which_thread_runs_where(order):
+    """CPU.current survives a round trip whatever order pickle rebuilds the objects in
+    (a CPU can be restored before the thread it runs)."""
+    m, ta0, ta1, tb, p = _scenario()
+    objs = (m, ta0, ta1, tb) if order == "machine-first" else (ta1, tb, ta0, m)
+    out = pickle.loads(pickle.dumps(objs))
+    m2, ta0b, ta1b, tbb = out if order == "machine-first" else (out[3], out[2], out[0], out[1])
+    assert [c.current for c in m2.cpus] == [ta0b, ta1b, tbb]
+    assert ta1b.run() is ta1b and m2.cpus[1].running_user      # no switch: still current

@@ -58,7 +58,9 @@ class CPU:
         cpu_id, tlbstate, cfg, arch, cur = state
         CPU.__init__(self, cpu_id, tlbstate, cfg, arch)
         if cur is not None:
-            self._cur = cur._ref
+            # (cur may not be unpickled yet; weakref.ref returns the one ref a plain
+            # weak reference to it has, the same object as its _ref)
+            self._cur = weakref.ref(cur)
 
     # the thread running here (weak: a thread keeps its machine alive, not the reverse)
     @property
