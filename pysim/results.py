@@ -7,7 +7,7 @@ when asked for, so an operation nobody inspects costs one small array.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List
 
 import numpy as np
 

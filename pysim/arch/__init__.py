@@ -8,12 +8,25 @@ far, with its flush_tlb_multi backends in C (mmucore.tlbstate).
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Type
 
 from ..errors import ConfigError
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..config import KernelConfig
+
+
+class CPU(Protocol):
+    """What a kernel path is handed as its CPU (the machine layer's CPU class is the
+    one implementation): counters, TLB state, frozen config and the arch hooks."""
+
+    id: int
+    tlb: Any            # mmucore.TLB
+    stats: Any          # mmucore.stats.CpuStats: count() / charge() by enum
+    tlbstate: Any       # the arch's per-CPU TLB state (x86: mmucore.tlbstate.CpuTlbState)
+    cfg: "KernelConfig"
+    arch: "Arch"
+    faults: list        # (index, va, kind, outcome) of the operation in flight
 
 
 class Arch:

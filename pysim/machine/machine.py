@@ -31,7 +31,7 @@ from ..mm import memory, mmap as mm_mmap, madvise as mm_madvise
 from ..mm.footprint import KernelFootprint
 from ..mm.mm import MM
 from ..mm.mprotect import do_mprotect_pkey
-from ..results import BREAKDOWN, KERNEL_COUNTERS, OpResult
+from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
 from ..mm.frames import Frames
 

@@ -17,6 +17,7 @@ from .memory import populate
 from .mmu_gather import tlb_gather_mmu
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    from ..arch import CPU
     from .mm import MM
 
 _MADV_KNOWN = {MADV_NORMAL, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_HUGEPAGE,

@@ -22,6 +22,7 @@ from ..constants import (PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, V
 from ..errors import PysimError
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    from ..arch import CPU
     from .mm import MM
     from .vma import VMA
 

@@ -20,6 +20,7 @@ from .mmu_gather import tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    from ..arch import CPU
     from .mm import MM
 
 _MAP_KNOWN = (MAP_TYPE | MAP_FIXED | MAP_ANONYMOUS | MAP_POPULATE | MAP_NORESERVE

@@ -25,6 +25,7 @@ from ..errors import PysimError
 from ..results import OpResult
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    from ..arch import CPU
     from .mm import MM
     from .vma import VMA
 

@@ -24,6 +24,7 @@ from .mmu_gather import (MMUGather, flush_tlb_range, tlb_end_vma, tlb_finish_mmu
 from .vma import mprotect_newflags
 
 if TYPE_CHECKING:                                   # pragma: no cover
+    from ..arch import CPU
     from .mm import MM
     from .vma import VMA
 

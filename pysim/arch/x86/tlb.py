@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Optional
 
 from mmucore.tlbstate import FlushInfo  # noqa: F401  (the request record)
 
-from ...constants import PAGE_SHIFT
-
 if TYPE_CHECKING:                                   # pragma: no cover
+    from .. import CPU
     from ...mm.mm import MM
 
 
@@ -27,8 +26,7 @@ def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift:
 def flush_tlb_range(cpu: "CPU", mm: "MM", start: int, end: int,
                     hugetlb: bool = False) -> FlushInfo:
     """flush_tlb_range(vma, start, end): stride 4K unless the VMA is hugetlb."""
-    return cpu.arch.flush_tlb_mm_range(cpu, mm, start, end, 21 if hugetlb else PAGE_SHIFT,
-                                       cpu.cfg.profile.flush_tlb_range_freed_tables)
+    return cpu.arch.flush_tlb_range(cpu, mm, start, end, hugetlb)
 
 
 def switch_mm_irqs_off(cpu: "CPU", mm: Optional["MM"]) -> None:
