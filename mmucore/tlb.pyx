@@ -210,10 +210,13 @@ cdef inline int64_t array_fill(tlb_array_t* a, uint64_t vpn, uint64_t key, uint6
             victim = w
     if invalid >= 0:
         victim = invalid
+        account(a, key, 1)
     else:
         evicted[0] += 1
-        account(a, tags[victim], -1)
-    account(a, key, 1)
+        t = tags[victim]
+        if (t ^ key) & (T_HUGE | T_GLOBAL):   # occupancy by kind changes (all stays)
+            account(a, t, -1)
+            account(a, key, 1)
     tags[victim] = key
     a.data[base + victim] = data
     stamps[victim] = now
