@@ -92,10 +92,10 @@ class Checker:
               out: List[Violation]) -> None:
         """Check one ASID slot of cpu holding mm (generation gen) into out."""
         ts = cpu.tlbstate
-        running = ts.loaded_mm is mm.context and not ts.is_lazy and ts.loaded_mm_asid == asid
-        if not running and gen < mm.tlb_gen:
-            return
-        for pcid in cpu.arch.live_tags(cpu, asid, running):
+        loaded = ts.loaded_mm is mm.context and ts.loaded_mm_asid == asid
+        if not (loaded and not ts.is_lazy) and gen < mm.tlb_gen:
+            return                      # behind: the next switch to mm flushes the slot
+        for pcid in cpu.arch.live_tags(cpu, asid, loaded):
             for va, huge, entry, pte, reason in cpu.tlb.check(mm.pt, pcid):
                 out.append(Violation(cpu.id, va, entry, pte, operation,
                                      f"{'2M' if huge else '4K'} entry (pcid {pcid}): "

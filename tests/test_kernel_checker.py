@@ -291,3 +291,22 @@ def test_after_an_op_the_checker_scans_that_mm_and_the_cpus_it_touched():
     assert {(v.cpu, v.va) for v in m.check()} == {(2, p)}
     ta.read(p)
     assert {(v.cpu, v.va, v.operation) for v in m.checker.violations} == {(2, p, "access")}
+
+
+@pytest.mark.parametrize("pti", [False, True])
+def test_without_pcid_the_checker_still_sees_a_lazy_cpus_entries(pti):
+    """Without PCIDs only the loaded mm's entries survive a switch, but a lazy CPU keeps
+    its CR3 and so its entries (and, with PTI, the user copy): a planted writable entry
+    for a read-only page there is a violation while the CPU's slot claims to be current."""
+    m = pysim.Machine(cpus=2, profile="patched", pcid=False, pti=pti, invpcid=False,
+                      checker="record")
+    proc = m.process()
+    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
+    p = t0.mmap(PAGE, PROT_READ)
+    t1.read(p)
+    t1.sleep()
+    c1 = m.cpus[1]
+    assert c1.is_lazy and c1.asids[0][1] == proc.mm.tlb_gen
+    e = proc.mm.pt.get(p)[0] | mmucore.PTE_RW | mmucore.PTE_D
+    c1.tlb.fill(p, e, pcid=c1.user_pcid if pti else c1.tlbstate.kern_pcid)
+    assert {(v.cpu, v.va) for v in m.check()} == {(1, p)}

@@ -87,8 +87,9 @@ class Arch:
         """(cpu id, asid, slot generation) of every ASID slot on any CPU caching mm."""
         raise NotImplementedError
 
-    def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
-        """Tags of cpu's ASID slot whose cached entries user code may still use."""
+    def live_tags(self, cpu: Any, asid: int, loaded: bool) -> List[int]:
+        """Tags of cpu's ASID slot whose cached entries may still be used (loaded: the
+        slot is the CPU's loaded mm and ASID, lazy or not)."""
         raise NotImplementedError
 
 

@@ -103,15 +103,15 @@ class X86(Arch):
     def slots_caching(self, mm: Any) -> List[tuple]:
         return self.flush.slots_caching(mm.context)
 
-    def live_tags(self, cpu: Any, asid: int, running: bool) -> List[int]:
+    def live_tags(self, cpu: Any, asid: int, loaded: bool) -> List[int]:
         """PCIDs of one ASID slot whose entries could still be used: the kernel PCID,
         and with PTI the user PCID unless its flush is pending (SWITCH_TO_USER_CR3 will
-        flush it before user code runs with this ASID again).  Without PCIDs only the
-        running slot's entries survive (every switch flushes)."""
-        s = cpu.tlbstate
-        if not self.cfg.pcid:
-            return [kern_pcid(0)] if running else []
+        flush it before user code runs with this ASID again).  Without PCIDs every
+        switch flushes, so only the loaded mm's entries survive (lazy or not), under
+        ASID 0's two tags."""
+        if not self.cfg.pcid and not loaded:
+            return []
         tags = [kern_pcid(asid)]
-        if self.pti and not s.user_flush_is_pending(asid):
+        if self.pti and not cpu.tlbstate.user_flush_is_pending(asid):
             tags.append(user_pcid(asid))
         return tags
