@@ -276,3 +276,20 @@ def test_preset_errors():
 def test_thread_on_missing_cpu():
     m = pysim.Machine(cpus=2)
     config_error("cpu", m.process().thread, cpu=2)
+
+
+def test_bad_arguments_are_clear_errors_naming_public_calls():
+    """No internal exception reaches a user: an address that is no 64-bit value is a
+    ValueError, a typo'd keyword names the public method, and the mmu_gather API says
+    what it needs when handed a thread."""
+    m = pysim.Machine(cpus=1)
+    t = m.process().thread(cpu=0)
+    for va in (-1, 2 ** 64, 1.5):
+        with pytest.raises(ValueError, match="address must be an integer"):
+            t.read(va)
+    with pytest.raises(TypeError, match=r"Thread\.mmap\(\).*hugee"):
+        t.mmap(4096, pysim.PROT_READ, hugee=True)
+    with pytest.raises(TypeError, match=r"Machine\.process\(\).*typo"):
+        m.process(typo=1)
+    with pytest.raises(TypeError, match="needs a CPU"):
+        pysim.tlb_gather_mmu(t, t.mm)

@@ -123,12 +123,13 @@ class Machine:
     def is_anon_pfn(self, pfn: int) -> bool:
         return self.frames.is_anon(pfn)
 
-    def process(self, **kw: Any) -> "Process":
-        """A new address space (an mm) with no threads yet."""
+    def process(self, mmap_base: Optional[int] = None) -> "Process":
+        """A new address space (an mm) with no threads yet; mmap_base moves the top of
+        the top-down mmap area."""
         ctx_id = self._next_ctx
         self._next_ctx += 1
         mm = MM(ctx_id, self.arch.new_context(ctx_id), self.frames, self.arch.vma_page_prot,
-                self.kernel, **kw)
+                self.kernel, mmap_base=mmap_base)
         self.mms.append(mm)
         return Process(self, mm)
 
@@ -317,10 +318,12 @@ class Thread:
         return m.end(op, value)
 
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, addr: int = 0,
-             **kw: Any) -> int:
-        """mmap(): returns the address (anonymous private unless flags say otherwise);
-        the call's OpResult is in `self.last` (its .value is the address too)."""
-        self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags), kw)
+             file: Any = None, huge: bool = False, pgoff: int = 0) -> int:
+        """mmap(): returns the address (anonymous private unless flags say otherwise;
+        file=pysim.File(...) for a file mapping at page offset pgoff, huge=True for a
+        2 MiB-aligned THP region); the call's OpResult is in `self.last`."""
+        self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags),
+                                  {"file": file, "huge": huge, "pgoff": pgoff})
         return self.last.value
 
     def munmap(self, addr: int, length: int) -> OpResult:
@@ -347,6 +350,9 @@ class Thread:
         return m.end(op, n)
 
     def _one(self, va: int, kind: int) -> OpResult:
+        if isinstance(va, (bool, np.bool_)) or not isinstance(va, (int, np.integer)) \
+                or not 0 <= va < 1 << 64:
+            raise ValueError(f"address must be an integer 0..2**64-1, got {va!r}")
         return self.access(np.array([va], dtype=np.uint64), np.array([kind], dtype=np.uint8))
 
     def read(self, va: int) -> OpResult:
