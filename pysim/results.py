@@ -6,6 +6,7 @@ when asked for, so an operation nobody inspects costs one small array.
 """
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Mapping
 from typing import Any, Dict, Iterator, List
 
@@ -29,9 +30,15 @@ for _i, _n in enumerate(mmucore.CYCLE_NAMES):
     _CAT_COLS[stats.HW_CYCLE_CATEGORY[_n]].append(_HWY + _i)
 
 
+# One page fault an operation took: the access's index in its batch (-1 for a populate),
+# the address, the access kind (mmucore.READ/WRITE/FETCH) and the handler's outcome
+# ("anon", "zero_page", "thp", "file", "wp_reuse", "cow", "spurious", "numa", "sigsegv").
+Fault = namedtuple("Fault", "index va kind outcome")
+
+
 class Events(Mapping):
-    """Event counts of one row: every kernel counter, and the hardware counters that
-    are not zero (a read of any known name works and gives 0 when it did not happen)."""
+    """Event counts of one row: every kernel counter and every hardware counter, zero
+    or not (the repr shows the ones that happened)."""
 
     __slots__ = ("_row",)
 
@@ -46,17 +53,13 @@ class Events(Mapping):
         return default if col is None else int(self._row[col])
 
     def __contains__(self, name: object) -> bool:
-        return name in _EVENT_COL and (name in stats.KERNEL_COUNTER_INDEX
-                                       or self._row[_EVENT_COL[name]] != 0)
+        return name in _EVENT_COL
 
     def __iter__(self) -> Iterator[str]:
-        yield from KERNEL_COUNTERS
-        for name in _HW_NAMES:
-            if self._row[_EVENT_COL[name]]:
-                yield name
+        return iter(_EVENT_COL)
 
     def __len__(self) -> int:
-        return len(KERNEL_COUNTERS) + int(np.count_nonzero(self._row[_HW:_HW + len(_HW_NAMES)]))
+        return len(_EVENT_COL)
 
     def __repr__(self) -> str:
         return repr({k: v for k, v in self.items() if v})

@@ -162,7 +162,7 @@ def test_munmap_errors(env):
 def test_mmap_errors(env):
     m, proc, t = env
     raises(errno.EINVAL, t.mmap, 0, RW)
-    raises(errno.EINVAL, t.mmap, -PAGE, RW)
+    raises(errno.ENOMEM, t.mmap, -PAGE, RW)      # len is a size_t: do_mmap sees > TASK_SIZE
     raises(errno.EINVAL, t.mmap, PAGE, 0x10)                    # unknown prot bit
     raises(errno.EINVAL, t.mmap, PAGE, RW, MAP_ANONYMOUS)       # neither SHARED nor PRIVATE
     raises(errno.EINVAL, t.mmap, PAGE, RW, MAP_PRIVATE | MAP_ANONYMOUS | 0x40000000)
@@ -293,3 +293,32 @@ def test_bad_arguments_are_clear_errors_naming_public_calls():
         m.process(typo=1)
     with pytest.raises(TypeError, match="needs a CPU"):
         pysim.tlb_gather_mmu(t, t.mm)
+
+
+def test_linux_errnos_for_keys_files_and_offsets():
+    """pkey_mprotect with a key x86 does not have is EINVAL (mm_pkey_is_allocated); a
+    file that is no open file is EBADF; a negative page offset is EINVAL."""
+    m = pysim.Machine(cpus=1)
+    t = m.process().thread(cpu=0)
+    p = t.mmap(PAGE, RW)
+    for key in (16, 99, -2):
+        raises(errno.EINVAL, t.mprotect, p, PAGE, PROT_READ, key)
+    assert t.mprotect(p, PAGE, PROT_READ, 3).value == 0
+    raises(errno.EBADF, t.mmap, PAGE, PROT_READ, pysim.MAP_PRIVATE, file="foo.txt")
+    raises(errno.EINVAL, t.mmap, PAGE, PROT_READ, pysim.MAP_PRIVATE,
+           file=pysim.File("f"), pgoff=-1)
+
+
+def test_events_hold_every_counter_and_faults_are_named_records():
+    m = pysim.Machine(cpus=1)
+    m.keep_history = True
+    t = m.process().thread(cpu=0)
+    p = t.mmap(PAGE, RW)
+    r = t.write(p)
+    assert r.events["invlpg"] == 0 and "invlpg" in r.events
+    assert set(r.events) == set(pysim.KERNEL_COUNTERS) | set(mmucore.COUNTER_NAMES)
+    (f,) = r.faults
+    assert (f.index, f.va, f.kind, f.outcome) == (0, p, mmucore.WRITE, "anon") == tuple(f)
+    df = m.trace()
+    assert list(df["op"][-2:]) == ["mmap", "access"]
+    assert df["fault_anon"].iloc[-1] == 1 and df["cycles"].iloc[-1] == r.cycles

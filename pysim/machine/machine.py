@@ -202,6 +202,14 @@ class Machine:
         df.index.name = "cpu"
         return df
 
+    def trace(self):
+        """The per-operation history (set keep_history = True first) as a pandas
+        DataFrame: one row per operation, its name, CPU, cycles and every event count."""
+        import pandas as pd
+        cols = ["op", "cpu", "cycles"] + list(KERNEL_COUNTERS) + list(mmucore.COUNTER_NAMES)
+        return pd.DataFrame([{"op": r.op, "cpu": r.cpu, "cycles": r.cycles, **r.events}
+                             for r in self.history], columns=cols)
+
     def check(self) -> list:
         """Run the safety checker now; returns the violations (empty when safe)."""
         return self.checker.scan("explicit check")

@@ -20,6 +20,7 @@ from mmucore.stats import B_FAULT
 from ..constants import (PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ,
                          VM_WRITE)
 from ..errors import PysimError
+from ..results import Fault
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
@@ -87,7 +88,7 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
                                       r.fault_from_tlb)
             arch.return_to_user(cpu)
             tlb.pcid = upcid
-            cpu.faults.append((i, r.fault_va, r.fault_kind, outcome))
+            cpu.faults.append(Fault(i, r.fault_va, r.fault_kind, outcome))
             if outcome == "sigsegv":
                 i += 1
                 last, retries = None, 0
@@ -264,4 +265,4 @@ def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,
         for i in ro:
             outcome = handle_mm_fault(mm, cpu, base + int(i) * PAGE_SIZE, mmucore.WRITE,
                                       mmucore.FAULT_WRITE, False)
-            cpu.faults.append((-1, base + int(i) * PAGE_SIZE, mmucore.WRITE, outcome))
+            cpu.faults.append(Fault(-1, base + int(i) * PAGE_SIZE, mmucore.WRITE, outcome))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
 from mmucore.stats import B_PTE, B_VMA
 
 from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE,
@@ -46,12 +48,22 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if flags & MAP_TYPE not in (MAP_SHARED, MAP_PRIVATE, MAP_SHARED_VALIDATE):
         raise SyscallError(errno.EINVAL, "mmap: flags need exactly one of MAP_SHARED "
                                          "or MAP_PRIVATE")
-    if length <= 0:
-        raise SyscallError(errno.EINVAL, f"mmap: length {length} must be positive")
+    if length == 0:
+        raise SyscallError(errno.EINVAL, "mmap: length 0")
+    if length < 0:
+        # len is a size_t: a negative one is a huge length (do_mmap: > TASK_SIZE)
+        raise SyscallError(errno.ENOMEM, f"mmap: length {length} is beyond TASK_SIZE as "
+                                         f"an unsigned length")
     if (flags & MAP_ANONYMOUS) and file is not None:
         raise SyscallError(errno.EINVAL, "mmap: MAP_ANONYMOUS with a file")
     if not (flags & MAP_ANONYMOUS) and file is None:
         raise SyscallError(errno.EBADF, "mmap: a file mapping needs file=File(...)")
+    if file is not None and not isinstance(file, File):
+        raise SyscallError(errno.EBADF, f"mmap: file must be a pysim.File (the model's "
+                                        f"open file), got {type(file).__name__}")
+    if type(pgoff) is not int and not isinstance(pgoff, np.integer) or pgoff < 0:
+        raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
+    pgoff = int(pgoff)
     length = -(-length // PAGE_SIZE) * PAGE_SIZE
     if length > TASK_SIZE:
         raise SyscallError(errno.ENOMEM, f"mmap: length 0x{length:x} exceeds TASK_SIZE")

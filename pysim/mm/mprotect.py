@@ -121,6 +121,9 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
         if grows:
             raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
                                              "(not modelled)")
+    if pkey != -1 and not 0 <= pkey < 16:
+        # mm_pkey_is_allocated() fails for a key outside the 16 x86 has
+        raise SyscallError(errno.EINVAL, f"pkey_mprotect: pkey {pkey} is not -1 or 0..15")
     length = -(-length // PAGE_SIZE) * PAGE_SIZE
     end = start + length
     cpu.stats.charge(B_PTE, cpu.cfg.cost.mprotect_base)
