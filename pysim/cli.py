@@ -128,13 +128,32 @@ def add_sweep_parsers(subparsers: Any) -> None:
     add_plot_parser(subparsers)
 
 
+def _list(args: argparse.Namespace) -> int:
+    """`pysim list KIND`: print the presets, profiles, experiments or counters."""
+    from .report.catalog import LISTS
+    print("\n".join(LISTS[args.kind]()))
+    return 0
+
+
+def add_list_parser(subparsers: Any) -> None:
+    """Add `list` to an argparse subparsers object."""
+    from .report.catalog import KINDS
+    lp = subparsers.add_parser("list", help="list presets, profiles, experiments or "
+                                            "counters")
+    lp.add_argument("kind", choices=KINDS)
+    lp.set_defaults(func=_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole `pysim` command."""
+    from . import __version__
     p = argparse.ArgumentParser(prog="pysim", description="Simulate the Linux MMU and its "
                                 "TLB-flush machinery.")
+    p.add_argument("--version", action="version", version=f"pysim {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_reproduce_parser(sub)
     add_sweep_parsers(sub)
+    add_list_parser(sub)
     return p
 
 
