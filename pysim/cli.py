@@ -17,9 +17,38 @@ from .sweeps import BACKENDS, sweep
 
 
 # ---------------------------------------------------------------- commands
+_IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
+                   ".webp")
+
+
+def check_output_path(path: str, what: str, suffixes: tuple) -> Optional[str]:
+    """Why path cannot be written as `what` (suffix, directory, permission), or None;
+    tested before any work runs, leaving no file behind."""
+    if not path:
+        return f"{what} path is empty"
+    if not path.lower().endswith(suffixes):
+        return f"{what} {path!r} needs one of the suffixes {', '.join(suffixes)}"
+    if os.path.isdir(path):
+        return f"{what} {path!r} is a directory"
+    existed = os.path.exists(path)
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as e:
+        return f"cannot write {what} {path!r}: {e.strerror}"
+    if not existed:
+        os.remove(path)
+    return None
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     """`pysim reproduce`: print the cover letter's table (or JSON), maybe a plot."""
     from .report.reproduce import reproduce
+    if args.plot is not None:
+        problem = check_output_path(args.plot, "plot", _IMAGE_SUFFIXES)
+        if problem:
+            print(f"pysim reproduce: error: {problem}", file=sys.stderr)
+            return 2
     print(reproduce(as_json=args.json, plot_path=args.plot, iterations=args.iterations))
     if args.plot and not args.json:
         print(f"\nplot written to {args.plot}")
@@ -158,12 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the `pysim` command on argv (default sys.argv[1:]); returns the exit status."""
+    """Run the `pysim` command on argv (default sys.argv[1:]); returns the exit status.
+    A reader that closes the pipe early (`pysim reproduce | head -1`) ends it quietly."""
     args = build_parser().parse_args(argv)
     if getattr(args, "iterations", 1) is not None and getattr(args, "iterations", 1) < 1:
         print("pysim: --iterations must be >= 1", file=sys.stderr)
         return 2
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # the reader is gone: stop writing, and keep the interpreter's final flush quiet
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":          # pragma: no cover
