@@ -38,6 +38,7 @@ cdef void c_invlpg(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil
 cdef void c_write_cr3(TLB t, int pcid, bint flush) noexcept nogil
+cdef void c_flush_nonglobal(TLB t) noexcept nogil
 
 
 cdef inline int c_tlb_pcid(TLB t) noexcept nogil:

@@ -25,6 +25,7 @@ cdef struct cpu_tlbstate:
     int nr_asids                    # TLB_NR_DYN_ASIDS: slots in ctxs[]
     bint is_lazy                    # cpu_tlbstate_shared.is_lazy
     bint running_user               # a thread spins in user mode here
+    bint in_user                    # the CPU last went to user mode (not yet back in)
     tlb_context* ctxs               # cpu_tlbstate.ctxs[]
     uint8_t* user_pcid_flush_mask   # one flag per ASID: a user-PCID flush is pending
     void* tlb                       # the CPU's TLB object (borrowed)

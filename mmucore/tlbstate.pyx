@@ -33,8 +33,8 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             K_NR_TLB_REMOTE_FLUSH, K_NR_TLB_REMOTE_FLUSH_RECEIVED,
                             K_REMOTE_FLUSH_ALL, K_REMOTE_FLUSH_ONE, K_TLB_FLUSH_ON_SWITCH,
                             K_USER_PCID_FLUSH, CpuStats, stats_add, stats_spend, stats_touch)
-from mmucore.tlb cimport (TLB, c_flush_pcid, c_invlpg, c_invpcid_single, c_tlb_pcid,
-                          c_write_cr3)
+from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invpcid_single,
+                          c_tlb_pcid, c_write_cr3)
 
 cnp.import_array()
 
@@ -170,6 +170,7 @@ cdef class CpuTlbState:
         self.s.nr_asids = nr_asids
         self.s.is_lazy = False
         self.s.running_user = False
+        self.s.in_user = False
         self.s.tlb = <void*>tlb
         self.s.stats = &stats.st
         ctxs = np.zeros(2 * nr_asids, dtype=np.int64)
@@ -184,7 +185,7 @@ cdef class CpuTlbState:
         return (_rebuild_cpu, (self.s.cpu, self.tlb, self.stats, self.s.nr_asids,
                                self.loaded_mm, self.s.loaded_mm_asid, self.s.next_asid,
                                self.s.is_lazy, self.s.running_user, ctxs.copy(),
-                               flags.copy()))
+                               flags.copy(), self.s.in_user))
 
     @property
     def cpu(self) -> int:
@@ -210,6 +211,11 @@ cdef class CpuTlbState:
     @property
     def is_lazy(self) -> bool:
         return self.s.is_lazy
+
+    @property
+    def in_user(self) -> bool:
+        """The CPU last left the kernel for user mode."""
+        return self.s.in_user
 
     @property
     def running_user(self) -> bool:
@@ -253,7 +259,7 @@ cdef class CpuTlbState:
 
 
 def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid, lazy,
-                 running, ctxs, flags):
+                 running, ctxs, flags, in_user=False):
     cdef CpuTlbState s = CpuTlbState(cpu, tlb, stats, nr_asids)
     s.s.loaded_mm = &loaded_mm.c if loaded_mm is not None else NULL
     keep_loaded(s)
@@ -261,6 +267,7 @@ def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid
     s.s.next_asid = next_asid
     s.s.is_lazy = lazy
     s.s.running_user = running
+    s.s.in_user = in_user
     s._bufs[0][:] = ctxs
     s._bufs[1][:] = flags
     return s
@@ -345,16 +352,34 @@ cdef void enter_lazy_tlb(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
         switch_mm_irqs_off(e, cpu, NULL)
 
 
+cdef void kernel_entry(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
+    """Entry from user mode (syscall, fault, interrupt).  With PTI the entry code writes
+    the kernel CR3; without PCIDs that write flushes every non-global entry."""
+    if not cpu.in_user:
+        return
+    cpu.in_user = False
+    if e.p.pti and not e.p.pcid:
+        stats_touch(cpu.stats)
+        c_flush_nonglobal(<TLB>cpu.tlb)
+
+
 cdef void return_to_user(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
     """The exit to user space: with PTI, the deferred flush of the loaded ASID's user
-    PCID (SWITCH_TO_USER_CR3 tests and clears that ASID's bit only)."""
+    PCID (SWITCH_TO_USER_CR3 tests and clears that ASID's bit only); without PCIDs the
+    user CR3 write itself flushes every non-global entry (once per real exit)."""
     cdef int asid = cpu.loaded_mm_asid
-    if cpu.loaded_mm == NULL or not cpu.user_pcid_flush_mask[asid]:
+    if cpu.loaded_mm == NULL:
         return
-    stats_touch(cpu.stats)
-    c_flush_pcid(<TLB>cpu.tlb, user_pcid(asid))
-    cpu.user_pcid_flush_mask[asid] = 0
-    stats_add(cpu.stats, K_USER_PCID_FLUSH, 1)
+    if cpu.user_pcid_flush_mask[asid]:
+        stats_touch(cpu.stats)
+        c_flush_pcid(<TLB>cpu.tlb, user_pcid(asid))
+        cpu.user_pcid_flush_mask[asid] = 0
+        stats_add(cpu.stats, K_USER_PCID_FLUSH, 1)
+    if not cpu.in_user:
+        cpu.in_user = True
+        if e.p.pti and not e.p.pcid:
+            stats_touch(cpu.stats)
+            c_flush_nonglobal(<TLB>cpu.tlb)
 
 
 # ------------------------------------------------------------------ the flush itself
@@ -445,6 +470,8 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
         c = e.cpus[e.targets[i]]
         stats_touch(c.stats)
         hw0 = tlb_cycles(c)
+        if c.running_user:
+            kernel_entry(e, c)              # the interrupt arrives in user mode
         kernel = e.c.ipi_handler + flush_tlb_func(e, c, mm, f, False)
         if c.running_user:
             return_to_user(e, c)            # the busy thread goes back to user space
@@ -684,6 +711,22 @@ cdef class X86Flush:
         """The exit to user space on cpu (the PTI deferred user-PCID flush)."""
         _own(self, cpu)
         return_to_user(&self.e, &cpu.s)
+
+    def kernel_entry(self, CpuTlbState cpu):
+        """An entry from user mode on cpu (syscall or fault)."""
+        _own(self, cpu)
+        kernel_entry(&self.e, &cpu.s)
+
+    def kernel_entry_of(self, cpu):
+        """kernel_entry() for an object with a .tlbstate (the machine's CPU): one call
+        on the syscall path instead of two."""
+        cdef CpuTlbState s = _own(self, cpu.tlbstate)
+        kernel_entry(&self.e, &s.s)
+
+    def return_to_user_of(self, cpu):
+        """return_to_user() for an object with a .tlbstate (the machine's CPU)."""
+        cdef CpuTlbState s = _own(self, cpu.tlbstate)
+        return_to_user(&self.e, &s.s)
 
     def flush_tlb_mm_range(self, CpuTlbState cpu, MMContext mm, start, end,
                            int stride_shift, bint freed_tables) -> FlushInfo:

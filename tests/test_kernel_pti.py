@@ -112,3 +112,28 @@ def test_checker_ignores_user_entries_whose_flush_is_pending(how):
     assert not [d for _, d in user_copies(cpu0, p) if d & mmucore.PTE_RW]
     assert m.check() == [] and m.checker.violations == []
 
+
+
+@pytest.mark.parametrize("pcid", [True, False])
+def test_without_pcid_every_kernel_entry_and_exit_flushes(pcid):
+    """With PTI the entry and exit code write CR3 (SWITCH_TO_KERNEL_CR3 /
+    SWITCH_TO_USER_CR3).  With PCIDs the writes keep the TLB (NOFLUSH); without them
+    each write drops every non-global entry, so a syscall between two writes of a page
+    costs the second one a walk, and a busy CPU reached by an IPI loses its entries."""
+    m = pysim.Machine(cpus=2, pti=True, pcid=pcid, invpcid=True)
+    proc = m.process()
+    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
+    p = t0.mmap(2 * 4096, pysim.PROT_READ | pysim.PROT_WRITE)
+    t0.write(p)
+    t0.mmap(4096, pysim.PROT_READ)                    # any syscall
+    r = t0.write(p)
+    assert (r.events["l1_hits"], r.events["walks"]) == ((1, 0) if pcid else (0, 1))
+    t1.write(p + 4096)
+    t1.busy()
+    flushes0 = m.cpus[1].tlb.counters[mmucore.COUNTER_INDEX["flush_pcid"]]
+    t0.mprotect(p, 4096, pysim.PROT_READ)            # IPI to CPU 1 in user mode: INVLPG
+                                                     # and INVPCID of p only
+    flushes = m.cpus[1].tlb.counters[mmucore.COUNTER_INDEX["flush_pcid"]] - flushes0
+    held = m.cpus[1].tlb.probe(p + 4096, pcid=m.cpus[1].user_pcid) is not None
+    assert (flushes, held) == ((0, True) if pcid else (2, False))
+    assert m.check() == []

@@ -57,6 +57,10 @@ class Arch:
         """The exit to user space on cpu (deferred invalidations happen here)."""
         raise NotImplementedError
 
+    def kernel_entry(self, cpu: Any) -> None:
+        """An entry from user mode on cpu: a syscall or a page fault."""
+        raise NotImplementedError
+
     def flush_tlb_mm_range(self, cpu: Any, mm: Any, start: int, end: int,
                            stride_shift: int, freed_tables: bool) -> Any:
         """Invalidate [start, end) of mm everywhere it may be cached."""

@@ -156,7 +156,7 @@ class Machine:
         """Close the window: the exit to user space, the result, the checker."""
         cpu = op.cpu
         try:
-            if cpu._cur is not None and cpu.tlbstate.loaded_mm is not None:
+            if cpu._cur is not None:            # a thread goes back to user space
                 self.arch.return_to_user(cpu)
             res = self.acct.close(OpResult, op.name, cpu.id, value, cpu.faults)
         finally:
@@ -316,6 +316,7 @@ class Thread:
         op = m.begin(cpu, name, self.mm)
         cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         cpu.tlbstate.running_user = False
+        m.arch.kernel_entry(cpu)
         try:
             if m.kernel is not None:
                 m.kernel.touch(cpu, self.mm)

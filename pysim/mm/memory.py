@@ -84,6 +84,7 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
                 break
             i = r.stopped_at
             tlb.pcid = kpcid
+            arch.kernel_entry(cpu)
             outcome = handle_mm_fault(mm, cpu, r.fault_va, r.fault_kind, r.fault_class,
                                       r.fault_from_tlb)
             arch.return_to_user(cpu)

@@ -63,11 +63,14 @@ def flush_tlb_range(cpu: "CPU", mm: "MM", start: int, end: int, hugetlb: bool = 
 
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
     """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
-    if not hasattr(cpu, "stats") or not hasattr(mm, "context"):
+    try:
+        acct = cpu.stats.acct
+        mm.tlb_flush_pending
+    except AttributeError:
         raise TypeError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
-                        f"(thread.mm), got {type(cpu).__name__} and {type(mm).__name__}")
+                        f"(thread.mm), got {type(cpu).__name__} and "
+                        f"{type(mm).__name__}") from None
     tlb = MMUGather(cpu, mm, fullmm)
-    acct = cpu.stats.acct
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
         # (tlb.result); the machine's checker does not run for it (call m.check())

@@ -42,6 +42,9 @@ class X86(Arch):
         costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
         self.flush = tlbstate.X86Flush(states, params, costs, backend)
         self.ncpus = len(tlbs)
+        # the two hooks every syscall calls, bound straight to C (one call, not two)
+        self.kernel_entry = self.flush.kernel_entry_of
+        self.return_to_user = self.flush.return_to_user_of
         self.pti = prof.pti
         self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
 
@@ -56,9 +59,6 @@ class X86(Arch):
 
     def enter_lazy_tlb(self, cpu: Any) -> None:
         self.flush.enter_lazy_tlb(cpu.tlbstate)
-
-    def return_to_user(self, cpu: Any) -> None:
-        self.flush.return_to_user(cpu.tlbstate)
 
     def flush_tlb_mm_range(self, cpu: Any, mm: Any, start: int, end: int,
                            stride_shift: int, freed_tables: bool) -> tlbstate.FlushInfo:
