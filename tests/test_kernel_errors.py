@@ -322,3 +322,26 @@ def test_events_hold_every_counter_and_faults_are_named_records():
     df = m.trace()
     assert list(df["op"][-2:]) == ["mmap", "access"]
     assert df["fault_anon"].iloc[-1] == 1 and df["cycles"].iloc[-1] == r.cycles
+
+
+def test_madvise_populate_stops_at_the_first_problem_in_address_order(env):
+    """madvise_populate() faults the range in from the start and reports what it meets
+    first: a read-only VMA before a hole is EINVAL, a hole before a read-only VMA is
+    ENOMEM, and everything before the problem stays populated.  MADV_POPULATE_READ
+    needs VM_READ itself (check_vma_flags without FOLL_FORCE): PROT_WRITE alone fails."""
+    m, proc, t = env
+    pt = proc.mm.pt
+    ro = t.mmap(2 * PAGE, PROT_READ)
+    t.munmap(ro + PAGE, PAGE)                                  # [read-only, hole]
+    raises(errno.EINVAL, t.madvise, ro, 2 * PAGE, MADV_POPULATE_WRITE)
+    w = t.mmap(3 * PAGE, RW)
+    t.mprotect(w + PAGE, PAGE, PROT_READ)                      # [rw, ro, rw]
+    raises(errno.EINVAL, t.madvise, w, 3 * PAGE, MADV_POPULATE_WRITE)
+    assert pt.get(w)[0] & mmucore.PTE_RW and pt.get(w + 2 * PAGE) == (0, 0)
+    h = t.mmap(3 * PAGE, RW)
+    t.munmap(h + PAGE, PAGE)                                   # [rw, hole, rw]
+    raises(errno.ENOMEM, t.madvise, h, 3 * PAGE, MADV_POPULATE_WRITE)
+    assert pt.get(h)[0] & mmucore.PTE_P and pt.get(h + 2 * PAGE) == (0, 0)
+    wo = t.mmap(PAGE, PROT_WRITE)
+    raises(errno.EINVAL, t.madvise, wo, PAGE, MADV_POPULATE_READ)
+    assert t.madvise(wo, PAGE, MADV_POPULATE_WRITE).value == 0

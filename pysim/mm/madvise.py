@@ -20,6 +20,22 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
     from .mm import MM
 
+def madvise_populate(mm: "MM", cpu: "CPU", start: int, pieces: list, write: bool) -> None:
+    """madvise_populate(): fault the range in, in address order, and stop at the first
+    problem with what it found there: a hole is ENOMEM ("no VMA"), a VMA without the
+    permission the access needs is EINVAL (check_vma_flags() without FOLL_FORCE wants
+    VM_WRITE for a write and VM_READ for a read).  What lies before it stays populated."""
+    addr = start
+    for s, e, v in pieces:
+        if s > addr:
+            raise SyscallError(errno.ENOMEM, f"madvise: no mapping at 0x{addr:x}")
+        if not v.flags & (VM_WRITE if write else VM_READ):
+            raise SyscallError(errno.EINVAL, f"madvise: {v!r} does not permit "
+                                             f"{'writes' if write else 'reads'}")
+        populate(mm, cpu, s, e, write=write)
+        addr = e
+
+
 _MADV_KNOWN = {MADV_NORMAL, MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_HUGEPAGE,
                MADV_NOHUGEPAGE, MADV_POPULATE_READ, MADV_POPULATE_WRITE}
 
@@ -67,17 +83,7 @@ def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> in
                 for a in splits:
                     cpu.arch.flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
     elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
-        if hole is not None:
-            raise SyscallError(errno.ENOMEM, f"madvise: hole at 0x{hole:x}")
-        write = advice == MADV_POPULATE_WRITE
-        for s, e, v in pieces:
-            if not v.flags & (VM_READ | VM_WRITE | VM_EXEC) or \
-                    (write and not v.flags & VM_WRITE):
-                raise SyscallError(errno.EINVAL,
-                                   f"madvise: {v!r} does not permit "
-                                   f"{'writes' if write else 'reads'}")
-        for s, e, v in pieces:
-            populate(mm, cpu, s, e, write=write)
+        madvise_populate(mm, cpu, start, pieces, advice == MADV_POPULATE_WRITE)
     if hole is not None:
         raise SyscallError(errno.ENOMEM, f"madvise: [0x{start:x}, 0x{end:x}) has a hole "
                                          f"at 0x{hole:x}")
