@@ -738,14 +738,7 @@ cdef void c_flush_everything(TLB t, bint include_global) noexcept nogil:
 cdef void c_flush_nonglobal(TLB t) noexcept nogil:
     """A CR3 write on a CPU without PCIDs: every non-global entry goes, whatever its tag
     (the model's PCID tags are only labels there), and every PSC entry."""
-    cdef uint64_t every = <uint64_t>0xFFFFFFFFFFFFFFFF
-    array_drop_pcid(&t.l1_4k, every, True)
-    if not t.unified_l1:
-        array_drop_pcid(&t.l1_2m, every, True)
-    array_drop_pcid(&t.stlb, every, True)
-    drop_psc_pcid(t, every)
-    t.counters[C_FLUSH_PCID] += 1
-    t.cycles[Y_INVALIDATE] += t.cost.cr3_flush
+    c_flush_pcid(t, <uint64_t>0xFFFFFFFFFFFFFFFF)      # every PCID, globals kept
 
 
 cdef inline void c_fill(TLB t, uint64_t va, uint64_t entry, bint huge,
