@@ -8,9 +8,10 @@ accounting every kernel path reports into.
     t0.write(p); r = t0.mprotect(p, 4096, PROT_READ)
     r.cycles, r.events, m.counters()
 
-Ownership runs one way: a thread holds its process, the process its machine, the
-machine its CPUs and mms; nothing below holds anything above (a CPU holds its thread
-weakly), so a dropped machine is freed by reference counting and pickles whole.
+Ownership runs one way: a process holds its threads and its machine, a thread its
+machine, CPU and mm (its process only weakly), the machine its CPUs and mms; nothing
+below holds anything above (a CPU holds its thread weakly), so a dropped machine is
+freed by reference counting alone, and a machine pickles whole with its threads.
 """
 from __future__ import annotations
 
@@ -27,13 +28,13 @@ from ..arch import get_arch
 from ..checker import Checker
 from ..config import KernelConfig, resolve
 from ..errors import ConfigError, PysimError
-from ..mm import memory, mmap as mm_mmap, madvise as mm_madvise
+from ..mm import madvise as mm_madvise, memory, mmap as mm_mmap
 from ..mm.footprint import KernelFootprint
+from ..mm.frames import Frames
 from ..mm.mm import MM
 from ..mm.mprotect import do_mprotect_pkey
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
-from ..mm.frames import Frames
 
 
 def _count(value: Any, name: str, lo: int, hi: int) -> int:
