@@ -101,12 +101,6 @@ cdef class OpAccount:
         self.a.ntouched = 0
         stats_touch(&initiator.st)
 
-    def touch(self, CpuStats s):
-        """Make s part of the open operation (its delta is reported even if zero)."""
-        if s.acct is not self:
-            raise ValueError(f"CPU {s.st.cpu}'s counters belong to another machine")
-        stats_touch(&s.st)
-
     def close(self, type cls, op, int cpu, value, faults):
         """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call."""
         cdef OpRecord r = OpRecord.__new__(cls)

@@ -444,12 +444,7 @@ cdef class TLB:
     def switch_pcid(self, int pcid, bint flush):
         """Write CR3 with a new PCID; flush=False sets the NOFLUSH bit."""
         self._pcid_arg(pcid)
-        self.pcid = pcid
-        if flush:
-            c_flush_pcid(self, pcid)
-        else:
-            self.counters[C_CR3_NOFLUSH] += 1
-            self.cycles[Y_INVALIDATE] += self.cost.cr3_noflush
+        c_write_cr3(self, pcid, flush)
 
     def fill(self, va, entry, bint huge=False, pcid=None):
         """Insert a translation into the STLB and L1 (as a walk would), for tests and tools.

@@ -213,11 +213,6 @@ cdef class CpuTlbState:
         return self.s.is_lazy
 
     @property
-    def in_user(self) -> bool:
-        """The CPU last left the kernel for user mode."""
-        return self.s.in_user
-
-    @property
     def running_user(self) -> bool:
         return self.s.running_user
 

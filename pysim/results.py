@@ -120,13 +120,6 @@ class OpResult(stats.OpRecord):
         """Per touched CPU, the cycles the operation cost it."""
         return {int(r[0]): float(r[_CYCLES]) for r in self.rows[1:]}
 
-    def cpu_breakdown(self, cpu: int) -> Dict[str, float]:
-        """One touched CPU's cycles by category ({} if the operation did not reach it)."""
-        for r in self.rows[1:]:
-            if int(r[0]) == cpu:
-                return _breakdown(r)
-        return {}
-
     def __repr__(self) -> str:
         ev = {k: v for k, v in self.events.items() if v}
         return f"OpResult({self.op} on cpu{self.cpu}: {self.cycles:.0f} cycles, {ev})"

@@ -51,7 +51,7 @@ def _costs(d: Dict[str, float]) -> KernelCosts:
 @dataclass(frozen=True)
 class KernelConfig:
     """What a kernel path may read: the profile, the preset, its kernel costs, and the
-    CPU features in one place (pcid, invpcid from the preset; pti from the profile)."""
+    preset's CPU features as attributes (cfg.pcid, cfg.invpcid)."""
 
     profile: Profile
     preset: Preset
@@ -69,9 +69,6 @@ class KernelConfig:
     def invpcid(self) -> bool:
         return self.preset.features["invpcid"]
 
-    @property
-    def pti(self) -> bool:
-        return self.profile.pti
 
 
 def split_machine_overrides(overrides: Dict[str, Any]) -> Tuple[Dict[str, Any],

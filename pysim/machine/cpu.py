@@ -92,10 +92,6 @@ class CPU:
         return self.tlbstate.asids
 
     @property
-    def next_asid(self) -> int:
-        return self.tlbstate.next_asid
-
-    @property
     def user_flush_pending(self) -> set:
         """ASIDs whose user PCID is flushed on their next exit to user space (PTI)."""
         return self.tlbstate.user_flush_pending
@@ -116,10 +112,6 @@ class CPU:
     @property
     def kernel_counts(self) -> KernelCounts:
         return KernelCounts(self.stats)
-
-    @property
-    def kernel_cycles(self) -> float:
-        return self.stats.kernel_cycles
 
     @property
     def clock(self) -> float:

@@ -54,10 +54,6 @@ class Op:
     def __init__(self, name: str, cpu: CPU, mm: Optional[MM] = None):
         self.name, self.cpu, self.mm = name, cpu, mm
 
-    @property
-    def faults(self) -> list:
-        return self.cpu.faults
-
 
 class Machine:
     """CPUs, processes, the frame allocator, the kernel profile and the hardware preset."""
@@ -112,14 +108,6 @@ class Machine:
     @property
     def next_pfn(self) -> int:
         return self.frames.next_pfn
-
-    def alloc_pfns(self, n: int, align: int = 1) -> int:
-        """n consecutive fresh anonymous frames (aligned to `align` frames)."""
-        return self.frames.alloc(n, align)
-
-    def alloc_file_pfns(self, n: int) -> int:
-        """n consecutive fresh page-cache frames (file or shmem pages)."""
-        return self.frames.alloc_file(n)
 
     def is_anon_pfn(self, pfn: int) -> bool:
         return self.frames.is_anon(pfn)
