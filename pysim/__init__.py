@@ -16,7 +16,7 @@ from .machine import CPU, KERNEL_COUNTERS, Fault, Machine, OpResult, Process, Th
 from .mm import (MM, File, MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_flush_mmu,
                  tlb_flush_pmd_range, tlb_flush_pte_range, tlb_gather_mmu, tlb_start_vma)
 from .mm.mprotect import change_protection
-from .arch.x86.tlb import flush_tlb_mm_range, flush_tlb_range
+from .arch.tlbflush import flush_tlb_mm_range, flush_tlb_range
 
 from .sweeps import sweep  # noqa: E402  pysim.sweep(grid, ...) is a plain function
 

@@ -8,7 +8,6 @@ import mmucore
 import pysim
 import pysim.mm.mmu_gather
 import pysim.mm.mprotect
-import pysim.arch.x86.tlb
 from pysim import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MAP_ANONYMOUS, MAP_POPULATE,
                    MAP_PRIVATE, MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE)
 

@@ -8,7 +8,7 @@ import pytest
 import pysim
 from pysim import (MADV_COLD, MADV_FREE, MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE,
                    PROT_READ, PROT_WRITE)
-from pysim.arch.x86.tlb import flush_tlb_mm_range
+from pysim.arch.tlbflush import flush_tlb_mm_range
 
 PAGE = 4096
 HPAGE = 2 << 20

@@ -56,11 +56,6 @@ class MMUGather:
         return f"MMUGather({self.state!r}, {len(self.flushes)} flushes)"
 
 
-def flush_tlb_range(cpu: "CPU", mm: "MM", start: int, end: int, hugetlb: bool = False):
-    """flush_tlb_range(vma, start, end) through the architecture (stride 4K unless hugetlb)."""
-    return cpu.arch.flush_tlb_range(cpu, mm, start, end, hugetlb)
-
-
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
     """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
     try:

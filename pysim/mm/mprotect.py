@@ -19,8 +19,8 @@ from ..constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GR
                          VM_SHARED, VM_WRITE)
 from ..errors import SyscallError
 from .args import syscall_ints
-from .mmu_gather import (MMUGather, flush_tlb_range, tlb_end_vma, tlb_finish_mmu,
-                         tlb_gather_mmu, tlb_start_vma)
+from ..arch.tlbflush import flush_tlb_range
+from .mmu_gather import MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu, tlb_start_vma
 from .vma import mprotect_newflags
 
 if TYPE_CHECKING:                                   # pragma: no cover

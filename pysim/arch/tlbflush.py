@@ -1,19 +1,18 @@
-"""arch/x86/mm/tlb.c under its kernel names, for kernel paths written in Python.
-
-The state (cpu_tlbstate, mm->context, mm_cpumask) and the rules (flush_tlb_func's three
-generations, ASID choice, lazy TLB, PTI's deferred user-PCID flush, the IPI loop) live
-in C, in mmucore.tlbstate, whose module comment explains them; these functions hand a
-CPU and an mm down to it.
+"""The TLB-flush entry points under their kernel names, for kernel paths written in
+Python (the built-in ones and a user's): each hands a CPU and an mm to the CPU's
+architecture.  On x86 the state and the rules (flush_tlb_func's three generations, ASID
+choice, lazy TLB, PTI's deferred user-PCID flush, the IPI loop) live in C, in
+mmucore.tlbstate, whose module comment explains them.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
-
-from mmucore.tlbstate import FlushInfo  # noqa: F401  (the request record)
+from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:                                   # pragma: no cover
-    from .. import CPU
-    from ...mm.mm import MM
+    from ..mm.mm import MM
+    from . import CPU
+
+FlushInfo = Any       # the architecture's request record (x86: mmucore.tlbstate.FlushInfo)
 
 
 def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift: int,
