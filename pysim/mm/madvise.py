@@ -9,8 +9,8 @@ from mmucore.stats import B_PTE
 
 from ..constants import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE,
                          MADV_NOHUGEPAGE, MADV_NORMAL, MADV_POPULATE_READ,
-                         MADV_POPULATE_WRITE, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC,
-                         VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ, VM_WRITE)
+                         MADV_POPULATE_WRITE, PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_READ, VM_WRITE)
+from ..arch.tlbflush import flush_tlb_range
 from ..errors import SyscallError
 from .args import syscall_ints
 from .memory import populate
@@ -81,7 +81,7 @@ def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> in
                     _, _, splits = mm.pt.clear_young_dirty(s, n, tlb.state,
                                                              advice == MADV_FREE)
                 for a in splits:
-                    cpu.arch.flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
+                    flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
     elif advice in (MADV_POPULATE_READ, MADV_POPULATE_WRITE):
         madvise_populate(mm, cpu, start, pieces, advice == MADV_POPULATE_WRITE)
     if hole is not None:

@@ -14,6 +14,7 @@ from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORE
                          MAP_STACK, MAP_TYPE, PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_READ,
                          PROT_SEM, PROT_WRITE, TASK_SIZE, VM_HUGEPAGE, VM_MAYWRITE,
                          VM_SHARED, VM_WRITE)
+from ..arch.tlbflush import flush_tlb_range
 from ..errors import SyscallError
 from .args import syscall_ints
 from .memory import populate
@@ -138,7 +139,7 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int) -> None:
                 vma.start, (vma.end - vma.start) // PAGE_SIZE, tlb.state,
                 floor if last else 0, ceiling if last else 0)
             for a in splits:
-                cpu.arch.flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
+                flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
             zapped += n4k + 512 * nhuge
         cpu.stats.charge(B_PTE, zapped * cpu.cfg.cost.per_page_zap)
 

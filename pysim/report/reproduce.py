@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from .calibrate import ENVIRONMENT, PUBLISHED, Fit, fit, simulate
-from ..config import get_preset
+from .calibrate import ENVIRONMENT, PUBLISHED, fit, simulate
 from ..workloads import STEPS
 
 OPS = ("PROT_READ", "PROT_READ|PROT_WRITE")
