@@ -48,6 +48,8 @@ cdef enum:
     B_WALKS
     B_CONTEXT_SWITCH
     B_VMA
+    B_USER              # user-mode work a program asked for (the timeline's compute())
+    B_LOCK              # waiting for a lock or a contended cache line (the timeline)
     N_BREAKDOWN
 
 # Columns of an operation's delta rows: one row per touched CPU.
@@ -121,6 +123,17 @@ cdef inline void fill_row(cpu_stats* s, double* row) noexcept nogil:
         row[COL_B + i] = s.kcycles[i]
         total += s.kcycles[i]
     row[COL_CYCLES] = total
+
+
+cdef inline double stats_clock(cpu_stats* s) noexcept nogil:
+    """All cycles the CPU has spent: its kernel categories plus its TLB's hardware kinds."""
+    cdef double total = 0.0
+    cdef int i
+    for i in range(N_CYCLE_KINDS):
+        total += s.hw_cycles[i]
+    for i in range(N_BREAKDOWN):
+        total += s.kcycles[i]
+    return total
 
 
 cdef inline void stats_touch(cpu_stats* s) noexcept nogil:

@@ -22,7 +22,7 @@ KERNEL_COUNTER_NAMES = (
 )
 assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
 BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",
-                   "walks", "context_switch", "vma")
+                   "walks", "context_switch", "vma", "user", "lock")
 assert len(BREAKDOWN_NAMES) == N_BREAKDOWN
 # which breakdown category each hardware cycle kind (CYCLE_NAMES) falls into
 HW_CYCLE_CATEGORY = {"tlb_hit": "walks", "walk": "walks", "invalidate": "invalidate",
@@ -212,11 +212,7 @@ cdef class CpuStats:
     @property
     def clock(self) -> float:
         """Cycles this CPU has spent: kernel cycles plus its TLB's hardware cycles."""
-        cdef double total = self.kernel_cycles
-        cdef int i
-        for i in range(N_CYCLE_KINDS):
-            total += self.st.hw_cycles[i]
-        return total
+        return stats_clock(&self.st)
 
     def reset(self):
         """Zero the kernel counters and cycles (the TLB's are reset by the TLB)."""

@@ -4,6 +4,7 @@ path of arch/x86/mm/tlb.c, as C structs and nogil C functions."""
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from mmucore.tlb cimport TLB
 from mmucore.stats cimport CpuStats, cpu_stats
+from mmucore.calendar cimport calendar
 
 cdef struct tlb_context:
     int64_t ctx_id          # the mm (its context.ctx_id) this ASID slot caches, -1 if none
@@ -15,6 +16,7 @@ cdef struct mm_context:
     uint64_t* cpumask       # mm_cpumask(mm) as a bitmap of nwords 64-bit words
     int nwords
     int nr_cpus             # bits the bitmap holds (the machine's CPU count)
+    calendar gen_line       # the cache line of tlb_gen, written by every flusher
     void* obj               # the MMContext object holding this struct (borrowed)
 
 cdef struct cpu_tlbstate:
@@ -30,6 +32,10 @@ cdef struct cpu_tlbstate:
     uint8_t* user_pcid_flush_mask   # one flag per ASID: a user-PCID flush is pending
     void* tlb                       # the CPU's TLB object (borrowed)
     cpu_stats* stats                # its kernel counters (in its CpuStats)
+    # the timeline (pysim.machine.timeline): simulated time = t_off + cycles spent
+    double t_off                    # idle time before this CPU's first work
+    calendar irqs                   # when its IPI handlers run (they queue)
+    double wait_from, wait_until    # its last wait for acks still open to handlers
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)
@@ -57,6 +63,7 @@ cdef struct flush_costs:
     double ipi_handler      # target: interrupt entry/exit and the generation checks
     double ipi_ack          # target -> initiator acknowledgement
     double context_switch   # kernel cycles of a switch_mm to another mm
+    double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
 
 cdef struct flush_env
 
@@ -70,7 +77,11 @@ cdef struct flush_env:
     int ncpus
     int* targets                        # scratch: the CPUs of one request
     flush_tlb_multi_fn flush_tlb_multi  # the remote-flush backend
+    bint timeline                       # CPUs run at once: IPIs queue, lines contend
     void* owner                         # the X86Flush (borrowed), for the python backend
+
+
+cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil
 
 
 cdef class MMContext:

@@ -26,13 +26,15 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.stdlib cimport free, malloc
 
+from mmucore.calendar cimport calendar_fit, calendar_reset, line_write
 from mmucore.cost cimport N_CYCLE_KINDS
 from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             K_CONTEXT_SWITCHES, K_FLUSH_TLB_MM_RANGE, K_IPI_SENT,
                             K_NR_TLB_LOCAL_FLUSH_ALL, K_NR_TLB_LOCAL_FLUSH_ONE,
                             K_NR_TLB_REMOTE_FLUSH, K_NR_TLB_REMOTE_FLUSH_RECEIVED,
                             K_REMOTE_FLUSH_ALL, K_REMOTE_FLUSH_ONE, K_TLB_FLUSH_ON_SWITCH,
-                            K_USER_PCID_FLUSH, CpuStats, stats_add, stats_spend, stats_touch)
+                            K_USER_PCID_FLUSH, B_LOCK, CpuStats, stats_add, stats_clock,
+                            stats_spend, stats_touch)
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
 
@@ -47,7 +49,8 @@ USER_PCID_BIT = 1 << 11
 BACKENDS = ("ipi", "python")
 PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "nr_asids")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
-               "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch")
+               "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
+               "cacheline_transfer")
 
 
 cdef inline int kern_pcid(int asid) noexcept nogil:
@@ -67,6 +70,17 @@ cdef inline double tlb_cycles(cpu_tlbstate* cpu) noexcept nogil:
     for i in range(N_CYCLE_KINDS):
         s += cpu.stats.hw_cycles[i]
     return s
+
+
+# ------------------------------------------------------------------ the timeline
+# With e.timeline set, CPUs run at once (pysim.machine.timeline): each CPU's simulated
+# time is t_off plus every cycle charged to it, so work charged to a CPU delays
+# whatever it runs next.  Two things then queue: IPI handlers on their target
+# (irqs), and writes to a cache line several CPUs write (the writer pays one transfer
+# if another CPU wrote it last, at the line's first free gap: mmucore.calendar).
+cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil:
+    """The CPU's simulated time in cycles."""
+    return cpu.t_off + stats_clock(cpu.stats)
 
 
 # ------------------------------------------------------------------ mm context
@@ -95,7 +109,12 @@ cdef class MMContext:
         self._maskbuf = np.zeros(self.c.nwords, dtype=np.uint64)
         self.c.cpumask = <uint64_t*>cnp.PyArray_DATA(self._maskbuf)
         self.c.obj = <void*>self
+        calendar_reset(&self.c.gen_line)
         self.owner = None
+
+    def reset_time(self):
+        """Start a timeline: nobody holds tlb_gen's cache line yet."""
+        calendar_reset(&self.c.gen_line)
 
     def __reduce__(self):
         return (_rebuild_context, (self.c.ctx_id, self.c.nr_cpus, self.c.tlb_gen,
@@ -173,6 +192,10 @@ cdef class CpuTlbState:
         self.s.in_user = False
         self.s.tlb = <void*>tlb
         self.s.stats = &stats.st
+        self.s.t_off = 0.0
+        calendar_reset(&self.s.irqs)
+        self.s.wait_from = 0.0
+        self.s.wait_until = 0.0
         ctxs = np.zeros(2 * nr_asids, dtype=np.int64)
         ctxs[0::2] = -1
         flags = np.zeros(nr_asids, dtype=np.uint8)
@@ -185,7 +208,8 @@ cdef class CpuTlbState:
         return (_rebuild_cpu, (self.s.cpu, self.tlb, self.stats, self.s.nr_asids,
                                self.loaded_mm, self.s.loaded_mm_asid, self.s.next_asid,
                                self.s.is_lazy, self.s.running_user, ctxs.copy(),
-                               flags.copy(), self.s.in_user))
+                               flags.copy(), self.s.in_user,
+                               (self.s.t_off, self.s.wait_from, self.s.wait_until)))
 
     @property
     def cpu(self) -> int:
@@ -227,6 +251,32 @@ cdef class CpuTlbState:
                 for i in range(self.s.nr_asids)]
 
     @property
+    def t_off(self) -> float:
+        """Simulated cycles this CPU sat idle before its first work (the timeline)."""
+        return self.s.t_off
+
+    @t_off.setter
+    def t_off(self, double value):
+        self.s.t_off = value
+
+    @property
+    def now(self) -> float:
+        """The CPU's simulated time in cycles: t_off plus every cycle charged to it."""
+        return cpu_now(&self.s)
+
+    @property
+    def irq_bookings(self) -> list:
+        """The busy intervals of this CPU's IPI handlers held (the timeline)."""
+        return [(self.s.irqs.start[i], self.s.irqs.end[i]) for i in range(self.s.irqs.n)]
+
+    def reset_time(self, double t_off):
+        """Start a timeline: time is t_off plus cycles spent; no handler or wait open."""
+        self.s.t_off = t_off
+        calendar_reset(&self.s.irqs)
+        self.s.wait_from = 0.0
+        self.s.wait_until = 0.0
+
+    @property
     def user_flush_pending(self) -> set:
         """ASIDs whose user PCID is flushed on the next exit to user space with them."""
         return {i for i in range(self.s.nr_asids) if self.s.user_pcid_flush_mask[i]}
@@ -254,7 +304,7 @@ cdef class CpuTlbState:
 
 
 def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid, lazy,
-                 running, ctxs, flags, in_user=False):
+                 running, ctxs, flags, in_user=False, times=(0.0, 0.0, 0.0)):
     cdef CpuTlbState s = CpuTlbState(cpu, tlb, stats, nr_asids)
     s.s.loaded_mm = &loaded_mm.c if loaded_mm is not None else NULL
     keep_loaded(s)
@@ -263,6 +313,7 @@ def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid
     s.s.is_lazy = lazy
     s.s.running_user = running
     s.s.in_user = in_user
+    s.s.t_off, s.s.wait_from, s.s.wait_until = times
     s._bufs[0][:] = ctxs
     s._bufs[1][:] = flags
     return s
@@ -434,6 +485,21 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     return 0.0
 
 
+cdef double handle_ipi(cpu_tlbstate* c, double arrive, double work) noexcept nogil:
+    """Place an IPI handler of `work` cycles (already charged to c) on c's timeline:
+    it starts at the first gap in c's handlers at or after its arrival; returns when
+    it ends.  If c was itself waiting for acks then, the handler ran in that wait, so
+    the wait shrinks by the overlap instead of c's time growing."""
+    cdef double start = calendar_fit(&c.irqs, arrive, work)
+    cdef double end = start + work
+    cdef double lo = start if start > c.wait_from else c.wait_from
+    cdef double hi = end if end < c.wait_until else c.wait_until
+    if hi > lo and c.stats.kcycles[B_IPI] >= hi - lo:
+        c.stats.kcycles[B_IPI] -= hi - lo
+        c.wait_from = hi
+    return end
+
+
 cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
                                 flush_tlb_info* f, double local_cycles) except -1 nogil:
     """The IPI backend: every other CPU of mm_cpumask that is not lazy (lazy ones too
@@ -442,7 +508,7 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     cdef int w, b, cpu_id, n = 0, nothers = 0, i
     cdef uint64_t word
     cdef cpu_tlbstate* c
-    cdef double rtt = 0.0, hw0, kernel, work
+    cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
     for w in range(mm.nwords):
         word = mm.cpumask[w]
         while word:
@@ -461,6 +527,11 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     if n == 0:
         return 0
     stats_add(initiator.stats, K_IPI_SENT, n)
+    sends = e.c.ipi_send + e.c.ipi_extra_target * (n - 1)
+    if e.timeline:
+        # the IPIs went out before the local flush: all arrive `sends + deliver` after
+        # the flush began, and each waits for its target's earlier handlers
+        arrive = cpu_now(initiator) - local_cycles + sends + e.c.ipi_deliver
     for i in range(n):
         c = e.cpus[e.targets[i]]
         stats_touch(c.stats)
@@ -472,11 +543,18 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
             return_to_user(e, c)            # the busy thread goes back to user space
         stats_spend(c.stats, B_IPI_HANDLER, kernel)
         work = kernel + (tlb_cycles(c) - hw0)
-        if e.c.ipi_deliver + work + e.c.ipi_ack > rtt:
-            rtt = e.c.ipi_deliver + work + e.c.ipi_ack
-    stats_spend(initiator.stats, B_IPI,
-                e.c.ipi_send + e.c.ipi_extra_target * (n - 1)
-                + (rtt - local_cycles if rtt > local_cycles else 0.0))
+        if e.timeline:
+            ack = handle_ipi(c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
+        else:
+            ack = e.c.ipi_deliver + work + e.c.ipi_ack
+        if ack > rtt:
+            rtt = ack
+    wait = rtt - local_cycles if rtt > local_cycles else 0.0
+    stats_spend(initiator.stats, B_IPI, sends + wait)
+    if e.timeline and wait > 0.0:
+        # waiting for acks with interrupts on: handlers arriving now fill the wait
+        initiator.wait_until = cpu_now(initiator)
+        initiator.wait_from = initiator.wait_until - wait
     return 0
 
 
@@ -498,6 +576,9 @@ cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     f.initiator = cpu.cpu
     stats_add(cpu.stats, K_FLUSH_TLB_MM_RANGE, 1)
     stats_spend(cpu.stats, B_FLUSH, e.c.flush_base)
+    if e.timeline:                          # atomic64_inc_return(&mm->context.tlb_gen)
+        stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
+                                                  e.c.cacheline_transfer))
     hw0 = tlb_cycles(cpu)
     if cpu.loaded_mm == mm:
         kernel = flush_tlb_func(e, cpu, mm, f, True)
@@ -603,6 +684,8 @@ cdef class X86Flush:
         self.e.c.ipi_handler = costs["ipi_handler"]
         self.e.c.ipi_ack = costs["ipi_ack"]
         self.e.c.context_switch = costs["context_switch"]
+        self.e.c.cacheline_transfer = costs["cacheline_transfer"]
+        self.e.timeline = False
         self.cpus = list(cpus)
         self.e.ncpus = len(cpus)
         self.e.cpus = <cpu_tlbstate**>malloc(max(1, self.e.ncpus) * sizeof(cpu_tlbstate*))
@@ -672,7 +755,18 @@ cdef class X86Flush:
                 "flush_per_page": self.e.c.flush_per_page,
                 "ipi_send": self.e.c.ipi_send, "ipi_extra_target": self.e.c.ipi_extra_target,
                 "ipi_deliver": self.e.c.ipi_deliver, "ipi_handler": self.e.c.ipi_handler,
-                "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch}
+                "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
+                "cacheline_transfer": self.e.c.cacheline_transfer}
+
+    @property
+    def timeline(self) -> bool:
+        """CPUs run at once: IPI handlers queue on their targets and the initiator waits
+        for the real last ack; flushers contend for tlb_gen's cache line."""
+        return self.e.timeline
+
+    @timeline.setter
+    def timeline(self, bint on):
+        self.e.timeline = on
 
     def cpu(self, int i) -> CpuTlbState:
         return self.cpus[i]

@@ -96,6 +96,15 @@ class Arch:
         slot is the CPU's loaded mm and ASID, lazy or not)."""
         raise NotImplementedError
 
+    def set_timeline(self, on: bool) -> None:
+        """CPUs run at once (the timeline) or one operation at a time: on the
+        timeline the flush path queues IPI handlers and contends for shared lines."""
+        raise NotImplementedError
+
+    def set_jiffies(self, jiffies: int) -> None:
+        """The kernel's jiffies now, for the rules that sample time."""
+        raise NotImplementedError
+
 
 ARCHES: Dict[str, Type[Arch]] = {}
 

@@ -41,6 +41,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "ipi_handler", "ipi_ack", "ipi_extra_target", "fault_base", "fault_anon",
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
+    "cacheline_transfer", "lock_handoff",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -299,6 +300,14 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                         f"({mprotect_base})"),
         "per_page_zap": (100, "assumption: zap_pte_range per present PTE: get-and-clear, "
                               "rmap and refcount drop, page queued in the gather"),
+        # kernel: CPUs at once (the timeline)
+        "cacheline_transfer": (ns(50), f"assumption: one cross-core cache-line transfer "
+                                       f"~50 ns x {ghz} GHz = {ns(50)}, as ipi_ack; paid "
+                                       f"by each write to a line another CPU wrote last "
+                                       f"(tlb_gen, the mmap_lock count)"),
+        "lock_handoff": (ns(1000), f"assumption: a waiter on a contended rwsem is woken "
+                                   f"and scheduled ~1 us x {ghz} GHz = {ns(1000)} after "
+                                   f"the holder releases; uncalibrated"),
         "context_switch": (ns(500), f"assumption: scheduler + switch_mm fixed work ~0.5 us x "
                                     f"{ghz} GHz = {ns(500)}; the CR3 write and refills come "
                                     f"from events"),

@@ -10,7 +10,7 @@ from typing import Any, Dict, Literal, Mapping, Tuple, Union
 from ..errors import ConfigError
 from .registry import COST_PREFIX, experiment, figures_of
 
-__all__ = ["mprotect_range", "mprotect_loop", "split_overrides"]
+__all__ = ["mprotect_range", "mprotect_loop", "will_it_scale", "split_overrides"]
 
 _BIG_BASE = 0x100000000000       # 16 TiB, 2 MiB aligned, far from the default mmap area
 _PMD_PAGES = 512
@@ -221,4 +221,51 @@ def mprotect_loop(threads: int = 1, write: bool = True, pages: int = 1,
     for key in _LOOP_KEYS + tuple(overrides):
         out.pop(key, None)                               # parameters are columns already
     out["wall_point_s"] = wall
+    return out
+
+
+_WIS_KEYS = ("test", "mode", "threads", "iterations", "cpus", "profile", "preset",
+             "checker", "seed")
+
+
+def _check_will_it_scale(p: Dict[str, Any]) -> None:
+    from ..workloads.will_it_scale import MODES, TESTS
+    if p.get("test", "tlb_flush2") not in TESTS:
+        raise ConfigError(f"test must be one of {', '.join(TESTS)}, got {p.get('test')!r}",
+                          field="test", allowed=TESTS)
+    if p.get("mode", "threads") not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {p.get('mode')!r}",
+                          field="mode", allowed=MODES)
+    for key in ("threads", "iterations"):
+        if p.get(key, 1) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {p.get(key)!r}", field=key)
+    if p.get("threads", 4) > 4096:
+        raise ConfigError(f"threads must be <= 4096, got {p['threads']}", field="threads")
+    cpus = p.get("cpus", 0)
+    if cpus and cpus < p.get("threads", 4):
+        raise ConfigError(f"cpus ({cpus}) must be 0 (as many as threads) or at least "
+                          f"threads ({p.get('threads', 4)})", field="cpus")
+    _check_overrides(p, _WIS_KEYS, "zen3")
+
+
+@experiment("will_it_scale", check=_check_will_it_scale)
+def will_it_scale(test: Literal["tlb_flush1", "tlb_flush2", "tlb_flush3"] = "tlb_flush2",
+                  mode: Literal["threads", "processes"] = "threads", threads: int = 4,
+                  iterations: int = 2000, cpus: int = 0, profile: str = "v6.2",
+                  preset: str = "zen3", checker: bool = False, seed: int = 0,
+                  **overrides: Any) -> Dict[str, Any]:
+    """will-it-scale's tlb_flush1/2/3 on the timeline (pysim.workloads.will_it_scale):
+    `threads` tasks (a sweep axis), each pinned to its own CPU, `iterations` each;
+    ops_per_sec (the harness's total), per_thread_ops, each CPU-time category summed
+    over the tasks' CPUs, and the flush counters.  cpus=0: one CPU per task.  Other
+    parameters override profile fields or preset costs (cost_<key>)."""
+    from ..config import get_preset
+    from ..workloads import will_it_scale as wis
+
+    prof_over, costs = split_overrides(overrides)
+    t0 = time.perf_counter()
+    out = wis.run(test, mode, threads=threads, iterations=iterations,
+                  cpus=cpus or None, preset=get_preset(preset, **costs), profile=profile,
+                  checker=checker, seed=seed, **prof_over)
+    out["wall_point_s"] = time.perf_counter() - t0
     return out

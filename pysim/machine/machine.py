@@ -32,9 +32,11 @@ from ..mm import madvise as mm_madvise, memory, mmap as mm_mmap
 from ..mm.footprint import KernelFootprint
 from ..mm.frames import Frames
 from ..mm.mm import MM
+from ..mm.mmap_lock import madvise_lock_mode
 from ..mm.mprotect import do_mprotect_pkey
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
+from .timeline import Timeline
 
 
 def _count(value: Any, name: str, lo: int, hi: int) -> int:
@@ -199,6 +201,10 @@ class Machine:
         return pd.DataFrame([{"op": r.op, "cpu": r.cpu, "cycles": r.cycles, **r.events}
                              for r in self.history], columns=cols)
 
+    def timeline(self) -> "Timeline":
+        """A timeline on this machine: spawn programs on threads, then run them at once."""
+        return Timeline(self)
+
     def check(self) -> list:
         """Run the safety checker now; returns the violations (empty when safe)."""
         return self.checker.scan("explicit check")
@@ -297,22 +303,28 @@ class Thread:
         return self
 
     # -------------------------------------------------------------- syscalls
-    def _syscall(self, name: str, fn, args: tuple, kw: Optional[dict] = None) -> OpResult:
-        """One syscall on this thread's CPU: entry, fn(mm, cpu, *args, **kw), exit."""
+    def _syscall(self, name: str, fn, args: tuple, kw: Optional[dict] = None,
+                 lock: str = "w") -> OpResult:
+        """One syscall on this thread's CPU: entry, fn(mm, cpu, *args, **kw) under
+        mmap_lock (lock "r" or "w"), exit."""
         self.run()
         m = self.machine
         cpu = self.cpu
-        op = m.begin(cpu, name, self.mm)
+        mm = self.mm
+        op = m.begin(cpu, name, mm)
         cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         cpu.tlbstate.running_user = False
         m.arch.kernel_entry(cpu)
+        mm.mmap_lock.lock(cpu, lock)
         try:
             if m.kernel is not None:
-                m.kernel.touch(cpu, self.mm)
-            value = fn(self.mm, cpu, *args, **kw) if kw else fn(self.mm, cpu, *args)
+                m.kernel.touch(cpu, mm)
+            value = fn(mm, cpu, *args, **kw) if kw else fn(mm, cpu, *args)
         except BaseException:
+            mm.mmap_lock.unlock(cpu, lock)
             m.abort(op)
             raise
+        mm.mmap_lock.unlock(cpu, lock)
         return m.end(op, value)
 
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, addr: int = 0,
@@ -331,7 +343,8 @@ class Thread:
         return self._syscall("mprotect", do_mprotect_pkey, (addr, length, prot, pkey))
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
-        return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice))
+        return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
+                             lock=madvise_lock_mode(advice))
 
     # -------------------------------------------------------------- accesses
     def access(self, vas, kinds) -> OpResult:

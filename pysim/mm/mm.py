@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import mmucore
 
+from .mmap_lock import MmapLock
 from .vma import VMA, VMAList
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -47,6 +48,7 @@ class MM:
         if footprint is not None:
             footprint.map_into(self.pt)
         self.tlb_flush_pending = 0
+        self.mmap_lock = MmapLock()
 
     def __getstate__(self):
         return self.__dict__

@@ -47,6 +47,13 @@ class X86(Arch):
         self.return_to_user = self.flush.return_to_user_of
         self.pti = prof.pti
         self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
+        self.jiffies = 0
+
+    def set_timeline(self, on: bool) -> None:
+        self.flush.timeline = on
+
+    def set_jiffies(self, jiffies: int) -> None:
+        self.jiffies = jiffies
 
     def cpu_state(self, cpu_id: int) -> tlbstate.CpuTlbState:
         return self.flush.cpu(cpu_id)

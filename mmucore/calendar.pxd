@@ -1,0 +1,24 @@
+# cython: language_level=3
+"""Busy calendars: when a resource several CPUs share (a cache line, a CPU's interrupt
+handling) is taken, as a short list of busy intervals.  Requests on the timeline are
+granted in the order they start, but a request may use a resource late in its own
+work, after requests that started later have used it earlier; a calendar fits each
+use into the first gap at or after its time, so earlier gaps stay usable."""
+
+cdef enum:
+    CAL_SLOTS = 32             # intervals a calendar remembers
+
+cdef struct calendar:
+    int n                       # intervals held, sorted by start
+    double start[CAL_SLOTS]     # when each busy interval begins
+    double end[CAL_SLOTS]       # and ends
+    int owner                   # who used the resource last (-1: nobody), for lines
+
+cdef void calendar_reset(calendar* c) noexcept nogil
+cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil
+cdef double line_write(calendar* line, int cpu, double now, double transfer) noexcept nogil
+
+
+cdef class Calendar:
+    """A calendar for Python callers (the mmap_lock count word's cache line)."""
+    cdef calendar c

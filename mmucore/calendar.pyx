@@ -1,0 +1,81 @@
+# cython: language_level=3
+"""Busy calendars (see calendar.pxd): first-fit placement of short busy intervals."""
+
+
+cdef void calendar_reset(calendar* c) noexcept nogil:
+    """Nothing booked; nobody used the resource."""
+    c.n = 0
+    c.owner = -1
+
+
+cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil:
+    """Book `dur` at the first gap starting at or after t; returns the start.  With
+    every slot taken the oldest interval is forgotten (its time is long past)."""
+    cdef double s = t
+    cdef int i, k
+    for i in range(c.n):
+        if c.end[i] <= s:
+            continue
+        if c.start[i] >= s + dur:
+            break
+        s = c.end[i]
+    if dur <= 0.0:
+        return s
+    if c.n == CAL_SLOTS:                    # drop the oldest
+        for i in range(1, c.n):
+            c.start[i - 1] = c.start[i]
+            c.end[i - 1] = c.end[i]
+        c.n -= 1
+    k = c.n
+    while k > 0 and c.start[k - 1] > s:      # keep the list sorted by start
+        c.start[k] = c.start[k - 1]
+        c.end[k] = c.end[k - 1]
+        k -= 1
+    c.start[k] = s
+    c.end[k] = s + dur
+    c.n += 1
+    return s
+
+
+cdef double line_write(calendar* line, int cpu, double now, double transfer) noexcept nogil:
+    """An atomic write at `now` to a cache line others write too; returns the cycles it
+    takes the writer: waiting for the line, plus one transfer unless it wrote last."""
+    cdef double cost = transfer if line.owner != cpu else 0.0
+    cdef double start = calendar_fit(line, now, cost)
+    line.owner = cpu
+    return start - now + cost
+
+
+cdef class Calendar:
+    """A shared cache line (or other resource) on the timeline."""
+
+    def __cinit__(self):
+        calendar_reset(&self.c)
+
+    def __reduce__(self):
+        return (Calendar, ())               # bookings never outlive a timeline run
+
+    def reset(self):
+        """Forget every booking and the last owner."""
+        calendar_reset(&self.c)
+
+    def fit(self, double t, double dur) -> float:
+        """Book dur cycles at the first gap at or after t; returns the start."""
+        if dur < 0:
+            raise ValueError(f"duration must be >= 0, got {dur}")
+        return calendar_fit(&self.c, t, dur)
+
+    def write(self, int cpu, double now, double transfer) -> float:
+        """An atomic write by cpu at now; returns the cycles it takes (see line_write)."""
+        if transfer < 0:
+            raise ValueError(f"transfer must be >= 0, got {transfer}")
+        return line_write(&self.c, cpu, now, transfer)
+
+    @property
+    def owner(self) -> int:
+        return self.c.owner
+
+    @property
+    def bookings(self) -> list:
+        """The busy intervals held, as (start, end) pairs in order."""
+        return [(self.c.start[i], self.c.end[i]) for i in range(self.c.n)]

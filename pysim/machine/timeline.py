@@ -1,0 +1,289 @@
+"""Many CPUs at once: a deterministic discrete-event timeline (SPEC section 9).
+
+    tl = Timeline(m)
+    def prog(t, n):                       # a program: a generator of requests
+        p = yield t.mmap(1 << 20, PROT_READ | PROT_WRITE)
+        for i in range(n):
+            yield t.write(p); yield t.madvise(p, 4096, MADV_DONTNEED)
+            t.tick()                      # one operation done (instant, no yield)
+    for cpu in range(4):
+        tl.spawn(proc.thread(cpu=cpu), prog, 1000)
+    res = tl.run()
+    res.ops_per_sec, res.threads(), res.cpus()
+
+How time works.  Each CPU has its own clock: its simulated time is an offset plus
+every cycle charged to it (mmucore.tlbstate's cpu_now), so work charged to a CPU by
+anyone delays what it runs next.  The machine always advances the thread whose CPU is
+earliest: it runs that thread's next request (a syscall or an access batch) whole,
+then puts the thread back at its CPU's new time.  Requests therefore start in time
+order, and whatever they contend for is granted first come, first served:
+- a flush's IPIs reach their targets `ipi_send + ipi_deliver` after the flush began;
+  each handler starts when its target's earlier handlers are done, is charged to the
+  target (delaying its thread, or filling a wait for acks it was in), and the
+  initiator waits for the last acknowledgement;
+- mmap_lock is a reader-writer lock with waiting and a hand-off cost
+  (pysim.mm.mmap_lock), and the writes every flusher makes to tlb_gen, and every
+  lock holder to the lock's count, contend for their cache lines.
+A request's own work happens at its start time (it is not interleaved with other
+CPUs' requests); the queues above are where CPUs meet.  jiffies follow the clock of
+the CPU whose request runs, at the profile's HZ.
+
+Sequential calls on the machine are the case of one runnable thread: with the
+timeline off (the default), nothing here runs and every number is as before.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from mmucore import stats as _stats
+from mmucore.stats import B_USER
+
+from ..errors import ConfigError, PysimError
+
+# the per-CPU split of time the results report: category -> breakdown names in it
+TIME_SPLIT: Dict[str, Tuple[str, ...]] = {
+    "user": ("user", "walks"),
+    "syscall": ("syscall", "pte", "flush", "invalidate", "fault", "context_switch", "vma"),
+    "ipi_handler": ("ipi_handler",),
+    "ipi_wait": ("ipi",),
+    "lock_wait": ("lock",),
+}
+_HZ_DEFAULT = 1000
+
+
+class Calls:
+    """What a program yields: each method returns a request the timeline runs on the
+    thread's CPU when its turn comes; the value sent back is the call's result (the
+    address for mmap, an OpResult otherwise)."""
+
+    __slots__ = ("thread", "ops", "_task")
+
+    def __init__(self, thread: Any, task: "Task"):
+        self.thread = thread
+        self.ops = 0
+        self._task = task
+
+    def mmap(self, length: int, prot: int, flags: Optional[int] = None, **kw: Any):
+        return (self.thread.mmap, (length, prot, flags), kw)
+
+    def munmap(self, addr: int, length: int):
+        return (self.thread.munmap, (addr, length), None)
+
+    def mprotect(self, addr: int, length: int, prot: int):
+        return (self.thread.mprotect, (addr, length, prot), None)
+
+    def madvise(self, addr: int, length: int, advice: int):
+        return (self.thread.madvise, (addr, length, advice), None)
+
+    def read(self, va: int):
+        return (self.thread.read, (va,), None)
+
+    def write(self, va: int):
+        return (self.thread.write, (va,), None)
+
+    def access(self, vas: np.ndarray, kinds: np.ndarray):
+        return (self.thread.access, (vas, kinds), None)
+
+    def compute(self, cycles: float):
+        """User-mode work of `cycles` that touches no memory the model tracks."""
+        if not cycles >= 0:
+            raise ConfigError(f"compute() needs cycles >= 0, got {cycles!r}", field="cycles")
+        return (self.thread.cpu.stats.charge, (B_USER, float(cycles)), None)
+
+    def tick(self, n: int = 1) -> None:
+        """Count n operations done by this thread now (no yield: it takes no time)."""
+        self.ops += n
+        self._task.last_tick = self.thread.cpu.tlbstate.now
+
+
+@dataclass
+class Task:
+    """A program bound to a thread, and what it did on the timeline."""
+
+    thread: Any
+    program: Iterator
+    calls: Calls = None                  # type: ignore[assignment]
+    start: float = 0.0
+    end: float = 0.0
+    last_tick: float = 0.0
+    requests: int = 0
+    done: bool = False
+
+    @property
+    def ops(self) -> int:
+        return self.calls.ops
+
+
+@dataclass
+class TimelineResult:
+    """Operations and simulated time per thread, and each CPU's time by category."""
+
+    ghz: float
+    start: float
+    end: float
+    tasks: List[Task]
+    cpu_time: Dict[int, Dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Simulated seconds from the common start to the last thread's end."""
+        return (self.end - self.start) / (self.ghz * 1e9)
+
+    def thread_rate(self, task: Task) -> float:
+        """One thread's operations per simulated second (until its last tick)."""
+        span = task.last_tick - self.start
+        return task.ops / (span / (self.ghz * 1e9)) if span > 0 else 0.0
+
+    @property
+    def ops_per_sec(self) -> float:
+        """Every thread's rate, summed: will-it-scale's total."""
+        return float(sum(self.thread_rate(t) for t in self.tasks))
+
+    @property
+    def per_thread_ops(self) -> float:
+        """The mean thread's operations per second (will-it-scale's per_thread_ops)."""
+        return self.ops_per_sec / len(self.tasks) if self.tasks else 0.0
+
+    def threads(self):
+        """One row per thread: its CPU, operations, simulated seconds and rate."""
+        import pandas as pd
+        hz = self.ghz * 1e9
+        return pd.DataFrame([{"cpu": t.thread.cpu.id, "ops": t.ops, "requests": t.requests,
+                              "seconds": (t.end - self.start) / hz,
+                              "ops_per_sec": self.thread_rate(t)} for t in self.tasks])
+
+    def cpus(self):
+        """One row per CPU: cycles of user work, syscalls, IPI handlers, waiting for
+        acks, waiting for locks, and idle, over the run."""
+        import pandas as pd
+        df = pd.DataFrame.from_dict(self.cpu_time, orient="index")
+        df.index.name = "cpu"
+        return df
+
+    def __repr__(self) -> str:
+        return (f"TimelineResult({len(self.tasks)} threads, {self.seconds * 1e3:.3f} ms, "
+                f"{self.ops_per_sec:,.0f} ops/s)")
+
+
+def _breakdown_now(cpu: Any) -> np.ndarray:
+    """A CPU's cycles so far by breakdown category (kernel plus its TLB's)."""
+    out = cpu.stats.kernel_cycles_array()
+    hw = cpu.tlb.cycles
+    for i, name in enumerate(_stats.CYCLE_NAMES):
+        out[_stats.BREAKDOWN_INDEX[_stats.HW_CYCLE_CATEGORY[name]]] += hw[i]
+    return out
+
+
+class Timeline:
+    """Runs programs on their threads' CPUs in simulated-time order (see the module)."""
+
+    def __init__(self, machine: Any):
+        self.machine = machine
+        self.tasks: List[Task] = []
+        prof = machine.profile
+        self._cycles_per_jiffy = machine.preset.ghz * 1e9 / getattr(prof, "hz", _HZ_DEFAULT)
+
+    def spawn(self, thread: Any, program: Callable[..., Iterator], *args: Any,
+              **kw: Any) -> Task:
+        """Bind program(calls, *args, **kw), a generator function, to thread; one
+        program per CPU (a CPU runs one thread at a time and never switches here)."""
+        if getattr(thread, "machine", None) is not self.machine:
+            raise ConfigError(f"{thread!r} is not a thread of this machine", field="thread")
+        if any(t.thread.cpu is thread.cpu for t in self.tasks):
+            raise ConfigError(f"cpu {thread.cpu.id} already runs a program on this "
+                              f"timeline; give each program its own CPU", field="cpu")
+        task = Task(thread, iter(()))
+        task.calls = Calls(thread, task)
+        gen = program(task.calls, *args, **kw)
+        if not hasattr(gen, "send"):
+            raise ConfigError(f"program {getattr(program, '__name__', program)!r} must be a "
+                              f"generator function (it yields requests)", field="program")
+        task.program = gen
+        self.tasks.append(task)
+        return task
+
+    def run(self, until: Optional[float] = None) -> TimelineResult:
+        """Run every program to its end (or until `until` cycles after the start)."""
+        m = self.machine
+        if m.current_op is not None:
+            raise PysimError("cannot run a timeline while an operation is running")
+        if not self.tasks:
+            raise ConfigError("the timeline has no programs; spawn() some first",
+                              field="programs")
+        t0 = max(c.tlbstate.now for c in m.cpus)
+        for c in m.cpus:                       # every CPU starts at t0
+            c.tlbstate.reset_time(t0 - c.stats.clock)
+        for mm in m.mms:
+            mm.context.reset_time()
+            mm.mmap_lock.reset()
+            mm.mmap_lock.timed = True
+        before = {c.id: _breakdown_now(c) for c in m.cpus}
+        limit = t0 + until if until is not None else None
+        m.arch.set_timeline(True)
+        try:
+            end = self._loop(t0, limit)
+        finally:
+            m.arch.set_timeline(False)
+            for mm in m.mms:
+                mm.mmap_lock.timed = False
+        return self._result(t0, end, before)
+
+    def _loop(self, t0: float, limit: Optional[float]) -> float:
+        """The event loop: advance the earliest thread by one request; returns the time
+        the last one ended."""
+        arch = self.machine.arch
+        per_jiffy = self._cycles_per_jiffy
+        jiffies = -1
+        heap = []
+        for i, task in enumerate(self.tasks):
+            task.start = task.last_tick = task.end = t0
+            task.done = False
+            heap.append((t0, task.thread.cpu.id, i))
+        heapq.heapify(heap)
+        end = t0
+        tasks = self.tasks
+        reply: List[Any] = [None] * len(tasks)
+        while heap:
+            t, cid, i = heapq.heappop(heap)
+            task = tasks[i]
+            ts = task.thread.cpu.tlbstate
+            now = ts.now
+            if now > t:                        # handlers or waits pushed this CPU on
+                heapq.heappush(heap, (now, cid, i))
+                continue
+            if limit is not None and now >= limit:
+                task.end = now
+                end = max(end, now)
+                continue
+            j = int(now // per_jiffy)
+            if j != jiffies:
+                jiffies = j
+                arch.set_jiffies(j)
+            try:
+                fn, args, kw = task.program.send(reply[i])
+            except StopIteration:
+                task.done = True
+                task.end = ts.now
+                end = max(end, task.end)
+                continue
+            reply[i] = fn(*args, **kw) if kw else fn(*args)
+            task.requests += 1
+            heapq.heappush(heap, (ts.now, cid, i))
+        return end
+
+    def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:
+        """Per-CPU time split over the run (idle is what the rest leaves of it)."""
+        m = self.machine
+        res = TimelineResult(m.preset.ghz, t0, end, list(self.tasks))
+        idx = _stats.BREAKDOWN_INDEX
+        for c in m.cpus:
+            delta = _breakdown_now(c) - before[c.id]
+            row = {k: float(sum(delta[idx[n]] for n in names))
+                   for k, names in TIME_SPLIT.items()}
+            row["idle"] = max(0.0, (end - t0) - float(delta.sum()))
+            res.cpu_time[c.id] = row
+        return res
