@@ -39,8 +39,10 @@ cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil:
 
 cdef double line_write(calendar* line, int cpu, double now, double transfer) noexcept nogil:
     """An atomic write at `now` to a cache line others write too; returns the cycles it
-    takes the writer: waiting for the line, plus one transfer unless it wrote last."""
-    cdef double cost = transfer if line.owner != cpu else 0.0
+    takes the writer: waiting for the line, plus one transfer if another CPU wrote it
+    last (a line nobody wrote since the reset is taken as already in the writer's
+    cache, so one thread alone never pays)."""
+    cdef double cost = transfer if line.owner != cpu and line.owner >= 0 else 0.0
     cdef double start = calendar_fit(line, now, cost)
     line.owner = cpu
     return start - now + cost

@@ -1,0 +1,211 @@
+"""The timeline (pysim.machine.timeline): CPUs at once.  Hand-worked cases for each rule
+(IPI handlers queue on their target, a handler fills its target's own ack wait,
+mmap_lock readers wait for a writer, tlb_gen's line is contended), the calendar that
+books shared resources, and the sequential API as the case of one runnable thread."""
+import numpy as np
+import pytest
+
+import pysim
+from mmucore import stats
+from mmucore.calendar import Calendar
+from pysim import MADV_DONTNEED, PROT_READ, PROT_WRITE
+from pysim.errors import ConfigError
+from pysim.workloads import will_it_scale
+
+RW = PROT_READ | PROT_WRITE
+B = stats.BREAKDOWN_INDEX
+
+
+# ------------------------------------------------------------------ the calendar
+def test_calendar_books_the_first_gap_at_or_after_the_request():
+    c = Calendar()
+    assert c.fit(100.0, 10.0) == 100.0
+    assert c.fit(95.0, 10.0) == 110.0          # [95, 105) overlaps [100, 110)
+    assert c.fit(50.0, 10.0) == 50.0           # an earlier gap stays usable
+    assert c.fit(55.0, 50.0) == 120.0          # too long for [60, 100)
+    assert c.bookings == [(50.0, 60.0), (100.0, 110.0), (110.0, 120.0), (120.0, 170.0)]
+
+
+def test_a_line_costs_a_transfer_only_when_another_cpu_wrote_it_last():
+    line = Calendar()
+    assert line.write(0, 0.0, 50.0) == 0.0      # nobody had it: as if ours
+    assert line.write(1, 10.0, 50.0) == 50.0    # moves to CPU 1: [10, 60)
+    assert line.write(0, 60.0, 50.0) == 50.0    # and back: [60, 110)
+    assert line.write(0, 60.0, 50.0) == 0.0     # still ours
+    assert line.write(1, 110.0, 50.0) == 50.0   # moves: free at 110, so no wait
+    assert line.write(2, 120.0, 50.0) == 90.0   # waits for [110, 160), then moves
+    assert line.owner == 2
+
+
+def test_calendar_forgets_only_its_oldest_bookings():
+    c = Calendar()
+    for i in range(40):
+        c.fit(i * 10.0, 5.0)
+    held = c.bookings
+    assert len(held) == 32 and held[0] == (80.0, 85.0) and held[-1] == (390.0, 395.0)
+    with pytest.raises(ValueError, match="duration"):
+        c.fit(0.0, -1.0)
+
+
+# ------------------------------------------------------------------ the shootdown path
+def _flush_rig(cacheline=0.0):
+    """CPUs 1 and 2 run one mm; CPUs 0 and 3 are initiators outside it; time 0 on all."""
+    preset = pysim.get_preset("zen3", cacheline_transfer=cacheline)
+    m2 = pysim.Machine(cpus=4, preset=preset, profile="v6.2", checker=False)
+    proc = m2.process()
+    proc.thread(cpu=1)
+    proc.thread(cpu=2)
+    for c in m2.cpus:
+        c.tlbstate.reset_time(-c.stats.clock)
+    m2.arch.set_timeline(True)
+    return m2, proc.mm
+
+
+def _ipi_cycles(cpu):
+    return cpu.stats.kernel_cycles_array()[B["ipi"]]
+
+
+def test_two_flushes_at_once_queue_their_handlers_on_the_common_targets():
+    m, mm = _flush_rig()
+    f = m.arch.flush
+    c0, c1, c3 = m.cpus[0], m.cpus[1], m.cpus[3]
+    f.flush_tlb_mm_range(c0.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    w = c1.tlbstate.now                          # CPU 1's first handler, all of it
+    f.flush_tlb_mm_range(c3.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    # same work before the IPIs, same arrival: CPU 3's handlers start when CPU 0's end
+    (s0, e0), (s1, e1) = c1.tlbstate.irq_bookings
+    assert s1 == e0 and e0 - s0 == pytest.approx(w)
+    assert _ipi_cycles(c3) - _ipi_cycles(c0) == pytest.approx(e1 - e0)
+    cost = m.cfg.cost
+    assert _ipi_cycles(c0) == pytest.approx(cost.ipi_send + cost.ipi_extra_target
+                                            + cost.ipi_deliver + w + cost.ipi_ack)
+
+
+def test_off_the_timeline_the_same_flushes_do_not_queue():
+    m, mm = _flush_rig()
+    m.arch.set_timeline(False)
+    f = m.arch.flush
+    f.flush_tlb_mm_range(m.cpus[0].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    f.flush_tlb_mm_range(m.cpus[3].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    assert _ipi_cycles(m.cpus[3]) == _ipi_cycles(m.cpus[0])
+    assert m.cpus[1].tlbstate.irq_bookings == []
+
+
+def test_flushers_contend_for_the_tlb_gen_line():
+    m, mm = _flush_rig(cacheline=70.0)
+    f = m.arch.flush
+    f.flush_tlb_mm_range(m.cpus[0].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    f.flush_tlb_mm_range(m.cpus[3].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    lock = [c.stats.kernel_cycles_array()[B["lock"]] for c in m.cpus]
+    assert lock[0] == 0.0                       # the first writer: nothing to move
+    assert lock[3] == 70.0                      # the line moves from CPU 0 to CPU 3
+
+
+def test_a_handler_that_arrives_during_its_targets_ack_wait_fills_the_wait():
+    m, mm = _flush_rig()
+    f = m.arch.flush
+    c0, c1, c2 = m.cpus[0], m.cpus[1], m.cpus[2]
+    # CPU 1 flushes first: it waits for CPU 2's ack
+    f.flush_tlb_mm_range(c1.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    wait_before = _ipi_cycles(c1)
+    t1 = c1.tlbstate.now
+    # CPU 0's flush reaches CPU 1 while CPU 1 was still waiting for its ack
+    f.flush_tlb_mm_range(c0.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    (start, end), = c1.tlbstate.irq_bookings
+    assert start < t1                            # it arrived inside the wait
+    # only the part of the handler past the end of the wait delays CPU 1
+    assert c1.tlbstate.now == pytest.approx(max(t1, end))
+    assert _ipi_cycles(c1) == pytest.approx(wait_before - (min(end, t1) - start))
+    assert c1.stats.kernel_cycles_array()[B["ipi_handler"]] > 0
+
+
+# ------------------------------------------------------------------ programs
+def _one_madvise(t, addr):
+    yield t.madvise(addr, 4096, MADV_DONTNEED)
+
+
+def _write_dontneed_read(t, addr, n):
+    for _ in range(n):
+        yield t.write(addr)
+        yield t.madvise(addr, 4096, MADV_DONTNEED)
+        yield t.read(addr)
+        t.tick()
+
+
+def test_one_thread_on_the_timeline_costs_what_the_sequential_calls_cost():
+    def machine():
+        m = pysim.Machine(cpus=2, preset="zen3", profile="v6.2", pti=True, checker=True)
+        proc = m.process()
+        t = proc.thread(cpu=0)
+        proc.thread(cpu=1).busy()
+        return m, t, t.mmap(4096, RW)
+    m, t, p = machine()
+    for _ in range(5):
+        t.write(p); t.madvise(p, 4096, MADV_DONTNEED); t.read(p)
+    seq = [c.stats.clock for c in m.cpus]
+    m, t, p = machine()
+    tl = m.timeline()
+    tl.spawn(t, _write_dontneed_read, p, 5)
+    before = m.cpus[0].stats.clock
+    res = tl.run()
+    assert [c.stats.clock for c in m.cpus] == seq
+    assert res.tasks[0].ops == 5 and res.tasks[0].requests == 15
+    assert res.end - res.start == pytest.approx(seq[0] - before)
+
+
+def test_a_reader_waits_for_the_writer_then_pays_the_hand_off():
+    m = pysim.Machine(cpus=2, preset="zen3", profile="v6.2", checker=False)
+    proc = m.process()
+    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
+    p = t0.mmap(1 << 20, RW)                          # nothing populated: no flushes
+
+    def writer(t):
+        yield t.mprotect(p, 1 << 20, PROT_READ)
+
+    tl = m.timeline()
+    tl.spawn(t0, writer)
+    tl.spawn(t1, _one_madvise, p)
+    start = max(c.stats.clock for c in m.cpus)
+    res = tl.run()
+    writer_end = res.tasks[0].end
+    cost = m.cfg.cost
+    lock1 = m.cpus[1].stats.kernel_cycles_array()[B["lock"]]
+    entered = res.start + m._syscall_cost
+    assert res.start == start
+    assert lock1 == pytest.approx(writer_end - entered + cost.lock_handoff)
+    assert res.cpus().loc[1, "lock_wait"] == pytest.approx(lock1)
+
+
+def test_runs_are_deterministic_and_report_every_cpu():
+    def once():
+        r = will_it_scale.run("tlb_flush2", "threads", threads=4, iterations=60,
+                              preset="zen3", profile="v6.2")
+        return {k: v for k, v in r.items() if not k.startswith("wall")}
+    a, b = once(), once()
+    assert a == b and a["iterations"] == 240
+
+
+def test_threads_mode_shoots_down_the_others_and_processes_mode_does_not():
+    th = will_it_scale.run("tlb_flush2", "threads", threads=4, iterations=100)
+    pr = will_it_scale.run("tlb_flush2", "processes", threads=4, iterations=100)
+    assert th["ipi_sent"] == 3 * th["flush_tlb_mm_range"] > 0
+    assert pr["ipi_sent"] == 0 and pr["cycles_ipi_handler"] == 0
+    assert th["cycles_ipi_handler"] > 0 and th["cycles_ipi_wait"] > 0
+    assert th["per_thread_ops"] < pr["per_thread_ops"]
+
+
+def test_bad_programs_and_bindings_are_refused():
+    m = pysim.Machine(cpus=2, checker=False)
+    proc = m.process()
+    t = proc.thread(cpu=0)
+    tl = m.timeline()
+    with pytest.raises(ConfigError, match="generator"):
+        tl.spawn(t, lambda calls: 3)
+    tl.spawn(t, _one_madvise, 0x1000)
+    with pytest.raises(ConfigError, match="already runs"):
+        tl.spawn(t, _one_madvise, 0x1000)
+    other = pysim.Machine(cpus=1, checker=False).process().thread(cpu=0)
+    with pytest.raises(ConfigError, match="not a thread of this machine"):
+        tl.spawn(other, _one_madvise, 0x1000)
+    with pytest.raises(ConfigError, match="no programs"):
+        m.timeline().run()
