@@ -96,6 +96,15 @@ class Arch:
         slot is the CPU's loaded mm and ASID, lazy or not)."""
         raise NotImplementedError
 
+    def global_slots(self, mm: Any) -> List[tuple]:
+        """(cpu id, asid, generation) of ASIDs mm holds on every CPU at once (x86 global
+        ASIDs), which no per-CPU slot lists; none by default."""
+        return []
+
+    def set_jiffies(self, jiffies: int) -> None:
+        """The kernel's tick count for rules that sample time (x86: trimming the
+        cpumask, choosing mms for global ASIDs); ignored by default."""
+
 
 ARCHES: Dict[str, Type[Arch]] = {}
 
