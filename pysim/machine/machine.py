@@ -137,6 +137,7 @@ class Machine:
         if self.current_op is not None:
             raise PysimError(f"{name} started while {self.current_op.name} is running")
         self.acct.begin(cpu.stats)
+        self.arch.set_jiffies(int(cpu.clock / (self.preset.ghz * 1e9 / self.profile.hz)))
         cpu.faults = []
         op = self.current_op = Op(name, cpu, mm)
         return op
