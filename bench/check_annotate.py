@@ -59,6 +59,24 @@ TARGETS = [
     ("tlbstate.pyx", "flush_tlb_mm_range", "__pyx_f_7mmucore_8tlbstate_flush_tlb_mm_range"),
     ("tlbstate.pyx", "switch_mm_irqs_off", "__pyx_f_7mmucore_8tlbstate_switch_mm_irqs_off"),
     ("tlbstate.pyx", "return_to_user", "__pyx_f_7mmucore_8tlbstate_return_to_user"),
+    # 6.14/6.15 mechanisms: target selection, trimming, INVLPGB/TLBSYNC, global ASIDs
+    ("tlbstate.pyx", "should_flush_tlb", "__pyx_f_7mmucore_8tlbstate_should_flush_tlb"),
+    ("tlbstate.pyx", "should_trim_cpumask", "__pyx_f_7mmucore_8tlbstate_should_trim_cpumask"),
+    ("tlbstate.pyx", "cpumask_any_but", "__pyx_f_7mmucore_8tlbstate_cpumask_any_but"),
+    ("tlbstate.pyx", "broadcast_tlb_flush", "__pyx_f_7mmucore_8tlbstate_broadcast_tlb_flush"),
+    ("tlbstate.pyx", "finish_asid_transition", "__pyx_f_7mmucore_8tlbstate_finish_asid_transition"),
+    ("tlbstate.pyx", "invlpgb_issue", "__pyx_f_7mmucore_8tlbstate_invlpgb_issue"),
+    ("tlbstate.pyx", "invlpgb_apply", "__pyx_f_7mmucore_8tlbstate_invlpgb_apply"),
+    ("tlbstate.pyx", "invlpgb_queue", "__pyx_f_7mmucore_8tlbstate_invlpgb_queue"),
+    ("tlbstate.pyx", "tlbsync", "__pyx_f_7mmucore_8tlbstate_tlbsync"),
+    ("tlbstate.pyx", "consider_global_asid", "__pyx_f_7mmucore_8tlbstate_consider_global_asid"),
+    ("tlbstate.pyx", "mm_active_cpus_exceeds", "__pyx_f_7mmucore_8tlbstate_mm_active_cpus_exceeds"),
+    ("tlbstate.pyx", "use_global_asid", "__pyx_f_7mmucore_8tlbstate_use_global_asid"),
+    ("tlbstate.pyx", "allocate_global_asid", "__pyx_f_7mmucore_8tlbstate_allocate_global_asid"),
+    ("tlbstate.pyx", "reset_global_asid_space", "__pyx_f_7mmucore_8tlbstate_reset_global_asid_space"),
+    ("tlbstate.pyx", "choose_new_asid", "__pyx_f_7mmucore_8tlbstate_choose_new_asid"),
+    ("tlb.pyx", "c_invlpgb_va", "__pyx_f_7mmucore_3tlb_c_invlpgb_va"),
+    ("tlb.pyx", "c_invlpgb_pcid", "__pyx_f_7mmucore_3tlb_c_invlpgb_pcid"),
 ]
 NOGIL_IN = ("tlb.pyx", "access_stream")
 

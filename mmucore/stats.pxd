@@ -33,6 +33,13 @@ cdef enum:
     K_SIGSEGV
     K_VMA_SPLIT
     K_VMA_MERGE
+    # 6.14+ (2815a56e4b72 tracepoint reason TLB_REMOTE_WRONG_CPU): a flush IPI reached
+    # a CPU of mm_cpumask not running the mm, which clears its bit (lazy mm_cpumask)
+    K_TLB_REMOTE_WRONG_CPU
+    # 6.15+ AMD broadcast invalidation, on the issuing CPU: INVLPGB instructions and
+    # TLBSYNC waits (the kernel has no counter; the instructions themselves)
+    K_INVLPGB
+    K_TLBSYNC
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

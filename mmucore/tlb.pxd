@@ -39,6 +39,10 @@ cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil
 cdef void c_write_cr3(TLB t, int pcid, bint flush) noexcept nogil
 cdef void c_flush_nonglobal(TLB t) noexcept nogil
+# The receiving side of AMD INVLPGB (tlbstate's broadcast_tlb_flush): drop entries
+# without counting or charging an instruction on this TLB (nothing runs on the target).
+cdef void c_invlpgb_va(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
+cdef void c_invlpgb_pcid(TLB t, uint64_t pcid) noexcept nogil
 
 
 cdef inline int c_tlb_pcid(TLB t) noexcept nogil:

@@ -736,6 +736,27 @@ cdef void c_flush_nonglobal(TLB t) noexcept nogil:
     c_flush_pcid(t, <uint64_t>0xFFFFFFFFFFFFFFFF)      # every PCID, globals kept
 
 
+# ------------------------------------------------------------------ broadcast receipt
+# AMD INVLPGB invalidates on every CPU of the system; the targets execute nothing, so
+# these drop entries (non-global ones, and the PCID's paging-structure caches: the
+# kernel never passes INVLPGB_FLAG_FINAL_ONLY) without counting an instruction or
+# charging cycles here.  The issuer's INVLPGB and TLBSYNC are counted and charged by
+# mmucore.tlbstate.
+cdef void c_invlpgb_va(TLB t, uint64_t va, uint64_t pcid) noexcept nogil:
+    """A broadcast invalidation of va's non-global entries of pcid reaching this TLB."""
+    drop_va(t, va, pcid, False)
+    drop_psc_pcid(t, pcid)
+
+
+cdef void c_invlpgb_pcid(TLB t, uint64_t pcid) noexcept nogil:
+    """A broadcast invalidation of every non-global entry of pcid (~0: every PCID)."""
+    array_drop_pcid(&t.l1_4k, pcid, True)
+    if not t.unified_l1:
+        array_drop_pcid(&t.l1_2m, pcid, True)
+    array_drop_pcid(&t.stlb, pcid, True)
+    drop_psc_pcid(t, pcid)
+
+
 cdef inline void c_fill(TLB t, uint64_t va, uint64_t entry, bint huge,
                         uint64_t pcid) noexcept nogil:
     """Fill STLB and L1 with the translation of va (a walk's result)."""

@@ -18,6 +18,17 @@ cdef struct mm_context:
     int nr_cpus             # bits the bitmap holds (the machine's CPU count)
     calendar gen_line       # the cache line of tlb_gen, written by every flusher
     void* obj               # the MMContext object holding this struct (borrowed)
+    uint64_t next_trim_cpumask  # 6.14: jiffies after which a flush may trim the mask
+    int global_asid         # 6.15: mm->context.global_asid (0: none, CPU-local ASIDs)
+    bint asid_transition    # 6.15: some CPU may still run the mm on a local ASID
+    int64_t pid             # the pid consider_global_asid() samples (see MMContext)
+
+cdef struct invlpgb_op:
+    int kind                # INVLPGB_VA (addr, nr, pmd of pcid), _PCID, _ALL_NONGLOBAL
+    int pcid                # the PCID the invalidation names
+    uint64_t addr           # first address (INVLPGB_VA)
+    int nr                  # pages (INVLPGB_VA), at most invlpgb_count_max
+    bint pmd                # 2M stride instead of 4K
 
 cdef struct cpu_tlbstate:
     int cpu                         # CPU id
@@ -36,6 +47,9 @@ cdef struct cpu_tlbstate:
     double t_off                    # idle time before this CPU's first work
     calendar irqs                   # when its IPI handlers run (they queue)
     double wait_from, wait_until    # its last wait for acks still open to handlers
+    invlpgb_op* pending             # INVLPGBs issued here, not yet waited for (TLBSYNC)
+    int npending                    # entries in pending
+    int cap_pending                 # room in pending (malloc'd, grown as needed)
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)
@@ -44,6 +58,7 @@ cdef struct flush_tlb_info:
     bint freed_tables       # page tables were freed: lazy CPUs must flush too
     uint64_t new_tlb_gen    # mm->context.tlb_gen after this request's increment
     int initiator           # the CPU that asked
+    bint trim_cpumask       # 6.14: CPUs of the mask not running the mm get the IPI too
 
 cdef struct tlb_params:
     bint pcid               # CPU feature: PCIDs (else every switch flushes, ASID 0)
@@ -53,6 +68,13 @@ cdef struct tlb_params:
     bint early_exit         # 6.0: flush_tlb_func returns if new_tlb_gen <= local gen
     uint64_t ceiling        # tlb_single_page_flush_ceiling
     int nr_asids            # TLB_NR_DYN_ASIDS
+    bint lazy_cpumask       # 6.14: the mask bit is not cleared at switch (209954cbc7d0)
+    bint trim_cpumask       # 6.14: should_flush_tlb / should_trim_cpumask (6db2526c1d69)
+    int hz                  # jiffies per second (CONFIG_HZ), for the trim interval
+    bint invlpgb            # 6.15: broadcast flushes with global ASIDs (CPU has INVLPGB
+                            #       and the kernel uses it)
+    int invlpgb_count_max   # pages one INVLPGB may name (CPUID 0x80000008 EDX + 1)
+    int max_asid_available  # MAX_ASID_AVAILABLE: global ASIDs lie in [nr_asids, this)
 
 cdef struct flush_costs:
     double flush_base       # kernel cycles of one flush_tlb_mm_range
@@ -64,6 +86,8 @@ cdef struct flush_costs:
     double ipi_ack          # target -> initiator acknowledgement
     double context_switch   # kernel cycles of a switch_mm to another mm
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
+    double invlpgb          # issuer: one INVLPGB instruction
+    double tlbsync          # issuer: TLBSYNC waiting for its INVLPGBs everywhere
 
 cdef struct flush_env
 
@@ -79,6 +103,12 @@ cdef struct flush_env:
     flush_tlb_multi_fn flush_tlb_multi  # the remote-flush backend
     bint timeline                       # CPUs run at once: IPIs queue, lines contend
     void* owner                         # the X86Flush (borrowed), for the python backend
+    uint64_t jiffies                    # the kernel's tick count, set per operation
+    uint8_t* global_asid_used           # global_asid_used bitmap, one byte per ASID
+    uint8_t* global_asid_freed          # global_asid_freed: reusable after a reset
+    int last_global_asid                # where allocate_global_asid() searches from
+    int global_asid_available           # global ASIDs left
+    bint skip_tlbsync                   # debug: broadcast_tlb_flush forgets TLBSYNC
 
 
 cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil
@@ -102,6 +132,7 @@ cdef class FlushInfo:
     cdef readonly uint64_t start, end, new_tlb_gen
     cdef readonly int stride_shift, initiator
     cdef readonly bint freed_tables
+    cdef readonly bint trim_cpumask
 
 
 cdef class X86Flush:
@@ -109,3 +140,4 @@ cdef class X86Flush:
     cdef list cpus                  # the CpuTlbState objects e.cpus points into
     cdef readonly str backend       # the backend's name
     cdef object py_backend          # the "python" backend's callable
+    cdef object _asidbufs           # owners of e.global_asid_used / _freed

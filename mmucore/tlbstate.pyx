@@ -20,11 +20,34 @@ PTI each ASID has a user PCID (kernel PCID | bit 11) that kernel code cannot flu
 with INVLPG; without INVPCID a flush marks the ASID in user_pcid_flush_mask and the
 exit to user space flushes that ASID's user PCID (SWITCH_TO_USER_CR3), clearing only
 that ASID's flag.
+
+Lazy mm_cpumask (6.14, 209954cbc7d0 and 6db2526c1d69; params lazy_cpumask and
+trim_cpumask).  A CPU's bit is set when it switches to an mm and no longer cleared when
+it switches away, so the mask over-approximates the CPUs that run the mm.  A flush
+chooses its IPI targets with should_flush_tlb(): every CPU of the mask when page tables
+were freed or the mm is moving to a global ASID; otherwise never a lazy CPU, always a
+CPU running the mm, and a CPU of the mask running something else only when the request
+trims the mask (info->trim_cpumask, set by should_trim_cpumask() at most once per HZ
+jiffies per mm).  The first flush IPI that reaches a CPU not running the mm clears its
+bit in flush_tlb_func().  A CPU left out keeps a behind slot for the mm, which the next
+switch to it flushes (choose_new_asid compares generations), so no flush is lost.
+
+Global ASIDs and INVLPGB (6.15, Rik van Riel's series; param invlpgb).  An mm that
+flushes while active on four or more CPUs (sampled when pid & 0x1f == jiffies & 0x1f)
+gets a global ASID from [nr_asids, max_asid_available): the same ASID, hence the same
+PCID, on every CPU.  Its flushes then skip IPIs: broadcast_tlb_flush() issues INVLPGBs
+that invalidate that PCID on every CPU of the machine (one per PCID for a full flush; a
+range in runs of at most invlpgb_count_max pages, 2M-strided for PMD flushes), IPIs
+only the CPUs still on a local ASID while the mm is in transition
+(finish_asid_transition), then waits with TLBSYNC.  An INVLPGB is asynchronous: here
+it is queued on the issuing CPU and takes effect at that CPU's TLBSYNC, so a path that
+forgets TLBSYNC leaves real stale entries for the checker to find.  A global ASID needs
+no flush at context switch: every flush of the mm reached every CPU.
 """
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport free, malloc, realloc
 
 from mmucore.calendar cimport calendar_fit, calendar_reset, line_write
 from mmucore.cost cimport N_CYCLE_KINDS
@@ -35,22 +58,35 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             K_REMOTE_FLUSH_ALL, K_REMOTE_FLUSH_ONE, K_TLB_FLUSH_ON_SWITCH,
                             K_USER_PCID_FLUSH, B_LOCK, CpuStats, stats_add, stats_clock,
                             stats_spend, stats_touch)
+from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
+from mmucore.tlb cimport c_invlpgb_pcid, c_invlpgb_va
 
 cnp.import_array()
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
+    int __builtin_popcountll(unsigned long long) nogil
 
 cdef uint64_t FLUSH_ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 TLB_FLUSH_ALL = (1 << 64) - 1
 USER_PCID_BIT = 1 << 11
 BACKENDS = ("ipi", "python")
-PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "nr_asids")
+PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "nr_asids",
+                "lazy_cpumask", "trim_cpumask", "hz", "invlpgb", "invlpgb_count_max",
+                "max_asid_available")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer")
+               "cacheline_transfer", "invlpgb", "tlbsync")
+# MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
+# distribution kernels are, PTI on or off at boot): (1 << 11) - 2
+MAX_ASID_AVAILABLE = (1 << 11) - 2
+# invlpgb_op kinds
+cdef enum:
+    INVLPGB_VA = 0              # invlpgb_flush_user_nr_nosync(pcid, addr, nr, pmd)
+    INVLPGB_PCID = 1            # invlpgb_flush_single_pcid_nosync(pcid)
+    INVLPGB_ALL_NONGLOBAL = 2   # invlpgb_flush_all_nonglobals()
 
 
 cdef inline int kern_pcid(int asid) noexcept nogil:
@@ -110,6 +146,10 @@ cdef class MMContext:
         self.c.cpumask = <uint64_t*>cnp.PyArray_DATA(self._maskbuf)
         self.c.obj = <void*>self
         calendar_reset(&self.c.gen_line)
+        self.c.next_trim_cpumask = 0
+        self.c.global_asid = 0
+        self.c.asid_transition = False
+        self.c.pid = ctx_id
         self.owner = None
 
     def reset_time(self):
@@ -118,7 +158,47 @@ cdef class MMContext:
 
     def __reduce__(self):
         return (_rebuild_context, (self.c.ctx_id, self.c.nr_cpus, self.c.tlb_gen,
-                                   self._maskbuf.copy()))
+                                   self._maskbuf.copy(), self.c.next_trim_cpumask,
+                                   self.c.global_asid, self.c.asid_transition, self.c.pid))
+
+    @property
+    def next_trim_cpumask(self) -> int:
+        """mm->context.next_trim_cpumask: the jiffies after which a flush trims the mask
+        (X86 sets it to jiffies + HZ at creation, as init_new_context does)."""
+        return self.c.next_trim_cpumask
+
+    @next_trim_cpumask.setter
+    def next_trim_cpumask(self, uint64_t value):
+        self.c.next_trim_cpumask = value
+
+    @property
+    def global_asid(self) -> int:
+        """mm->context.global_asid: 0, or the ASID the mm has on every CPU (6.15)."""
+        return self.c.global_asid
+
+    @property
+    def asid_transition(self) -> bool:
+        """mm->context.asid_transition: CPUs may still run the mm on a local ASID."""
+        return self.c.asid_transition
+
+    @property
+    def pid(self) -> int:
+        """The pid consider_global_asid() compares with jiffies.  The kernel uses
+        current->pid, the flushing thread's id; the model uses one per mm (its ctx_id
+        unless set), so an mm is sampled on one jiffy in 32 whichever thread flushes."""
+        return self.c.pid
+
+    @pid.setter
+    def pid(self, int64_t value):
+        self.c.pid = value
+
+    def clear_cpu(self, int cpu):
+        """Clear cpu's bit in mm_cpumask, as flush_tlb_func does when the mm is not
+        loaded there: for tests and prototype backends (clearing it while the CPU runs
+        the mm is the bug the checker must catch)."""
+        if not 0 <= cpu < self.c.nr_cpus:
+            raise ValueError(f"cpu {cpu} outside 0..{self.c.nr_cpus - 1}")
+        cpumask_clear_cpu(&self.c, cpu)
 
     @property
     def ctx_id(self) -> int:
@@ -156,9 +236,14 @@ cdef class MMContext:
                 f"cpus {sorted(self.cpumask)})")
 
 
-def _rebuild_context(ctx_id, nr_cpus, tlb_gen, mask):
+def _rebuild_context(ctx_id, nr_cpus, tlb_gen, mask, next_trim=0, global_asid=0,
+                     transition=False, pid=None):
     cdef MMContext m = MMContext(ctx_id, nr_cpus, tlb_gen)
     m._maskbuf[:] = mask
+    m.c.next_trim_cpumask = next_trim
+    m.c.global_asid = global_asid
+    m.c.asid_transition = transition
+    m.c.pid = ctx_id if pid is None else pid
     return m
 
 
@@ -202,14 +287,35 @@ cdef class CpuTlbState:
         self._bufs = (ctxs, flags)
         self.s.ctxs = <tlb_context*>cnp.PyArray_DATA(ctxs)
         self.s.user_pcid_flush_mask = <uint8_t*>cnp.PyArray_DATA(flags)
+        self.s.pending = NULL
+        self.s.npending = 0
+        self.s.cap_pending = 0
+
+    def __dealloc__(self):
+        free(self.s.pending)
 
     def __reduce__(self):
         ctxs, flags = self._bufs
         return (_rebuild_cpu, (self.s.cpu, self.tlb, self.stats, self.s.nr_asids,
                                self.loaded_mm, self.s.loaded_mm_asid, self.s.next_asid,
                                self.s.is_lazy, self.s.running_user, ctxs.copy(),
-                               flags.copy(), self.s.in_user,
+                               flags.copy(), self.s.in_user, self._pending_tuples(),
                                (self.s.t_off, self.s.wait_from, self.s.wait_until)))
+
+    def _pending_tuples(self):
+        cdef int i
+        return [(self.s.pending[i].kind, self.s.pending[i].pcid, self.s.pending[i].addr,
+                 self.s.pending[i].nr, bool(self.s.pending[i].pmd))
+                for i in range(self.s.npending)]
+
+    @property
+    def pending_invlpgb(self) -> list:
+        """INVLPGBs issued on this CPU that no TLBSYNC has waited for yet, as
+        (kind, pcid, addr, nr, pmd) with kind "va", "pcid" or "all": they have not taken
+        effect anywhere (the checker names them when it finds what they would drop)."""
+        names = ("va", "pcid", "all")
+        return [(names[k], pcid, addr, nr, pmd)
+                for k, pcid, addr, nr, pmd in self._pending_tuples()]
 
     @property
     def cpu(self) -> int:
@@ -282,9 +388,12 @@ cdef class CpuTlbState:
         return {i for i in range(self.s.nr_asids) if self.s.user_pcid_flush_mask[i]}
 
     def user_flush_is_pending(self, int asid) -> bool:
-        """Whether asid's user PCID will be flushed before user code runs with it."""
+        """Whether asid's user PCID will be flushed before user code runs with it (never
+        for a global ASID: its flushes reach the user PCID by INVLPGB at once)."""
+        if self.s.nr_asids <= asid < MAX_ASID_AVAILABLE:
+            return False
         if not 0 <= asid < self.s.nr_asids:
-            raise ValueError(f"asid {asid} outside 0..{self.s.nr_asids - 1}")
+            raise ValueError(f"asid {asid} outside 0..{MAX_ASID_AVAILABLE - 1}")
         return bool(self.s.user_pcid_flush_mask[asid])
 
     @property
@@ -304,7 +413,7 @@ cdef class CpuTlbState:
 
 
 def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid, lazy,
-                 running, ctxs, flags, in_user=False, times=(0.0, 0.0, 0.0)):
+                 running, ctxs, flags, in_user=False, pending=(), times=(0.0, 0.0, 0.0)):
     cdef CpuTlbState s = CpuTlbState(cpu, tlb, stats, nr_asids)
     s.s.loaded_mm = &loaded_mm.c if loaded_mm is not None else NULL
     keep_loaded(s)
@@ -316,18 +425,191 @@ def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid
     s.s.t_off, s.s.wait_from, s.s.wait_until = times
     s._bufs[0][:] = ctxs
     s._bufs[1][:] = flags
+    for kind, pcid, addr, nr, pmd in pending:
+        invlpgb_queue(&s.s, kind, pcid, addr, nr, pmd)
     return s
+
+
+# ------------------------------------------------------------------ global ASIDs
+cdef inline bint is_global_asid(cpu_tlbstate* cpu, int asid) noexcept nogil:
+    """is_global_asid(): ASIDs from TLB_NR_DYN_ASIDS up are global ones."""
+    return asid >= cpu.nr_asids
+
+
+cdef inline bint mm_needs_global_asid(flush_env* e, mm_context* mm, int asid) noexcept nogil:
+    """mm_needs_global_asid(): the mm has a global ASID and this CPU runs it on another."""
+    return e.p.invlpgb and mm.global_asid != 0 and asid != mm.global_asid
+
+
+cdef void reset_global_asid_space(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
+    """reset_global_asid_space(): at the end of the global ASID space, flush every
+    non-global entry everywhere (INVLPGB + TLBSYNC), after which freed global ASIDs
+    may be reused; the search starts again at TLB_NR_DYN_ASIDS.  The first allocation
+    starts here too (last_global_asid begins at MAX_ASID_AVAILABLE)."""
+    cdef int i
+    invlpgb_issue(e, cpu, INVLPGB_ALL_NONGLOBAL, 0, 0, 0, False)
+    tlbsync(e, cpu)
+    for i in range(e.p.max_asid_available):
+        if e.global_asid_freed[i]:
+            e.global_asid_used[i] = 0
+            e.global_asid_freed[i] = 0
+    e.last_global_asid = e.p.nr_asids
+
+
+cdef int allocate_global_asid(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
+    """allocate_global_asid(): the next unused global ASID at or after the last one
+    handed out (0 if none is left)."""
+    cdef int asid
+    if e.last_global_asid >= e.p.max_asid_available - 1:
+        reset_global_asid_space(e, cpu)
+    asid = e.last_global_asid
+    while asid < e.p.max_asid_available and e.global_asid_used[asid]:
+        asid += 1
+    if asid >= e.p.max_asid_available:
+        return 0                            # the kernel warns: "Unable to allocate"
+    e.global_asid_used[asid] = 1
+    e.last_global_asid = asid
+    e.global_asid_available -= 1
+    return asid
+
+
+cdef bint mm_active_cpus_exceeds(flush_env* e, mm_context* mm, int threshold) noexcept nogil:
+    """mm_active_cpus_exceeds(): more than threshold CPUs of mm_cpumask run the mm and
+    are not lazy (the mask's weight is the cheap first test)."""
+    cdef int w, b, cpu_id, weight = 0, count = 0
+    cdef uint64_t word
+    cdef cpu_tlbstate* c
+    for w in range(mm.nwords):
+        weight += __builtin_popcountll(mm.cpumask[w])
+    if weight <= threshold:
+        return False
+    for w in range(mm.nwords):
+        word = mm.cpumask[w]
+        while word:
+            b = __builtin_ctzll(word)
+            word &= word - 1
+            cpu_id = w * 64 + b
+            if cpu_id >= e.ncpus:
+                continue
+            c = e.cpus[cpu_id]
+            if c.loaded_mm != mm or c.is_lazy:
+                continue
+            count += 1
+            if count > threshold:
+                return True
+    return False
+
+
+cdef void use_global_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
+    """use_global_asid(): give mm a global ASID (mm_assign_global_asid marks it in
+    transition: CPUs running it keep their local ASID until an IPI or switch moves
+    them)."""
+    cdef int asid
+    if mm.global_asid or not e.global_asid_available:
+        return
+    asid = allocate_global_asid(e, cpu)
+    if not asid:
+        return
+    mm.asid_transition = True
+    mm.global_asid = asid
+
+
+cdef void mm_free_global_asid(flush_env* e, mm_context* mm) noexcept nogil:
+    """mm_free_global_asid() (destroy_context): the ASID becomes reusable only after
+    the next reset_global_asid_space() flushed it everywhere."""
+    if not e.p.invlpgb or not mm.global_asid:
+        return
+    e.global_asid_freed[mm.global_asid] = 1
+    mm.global_asid = 0
+    e.global_asid_available += 1
+
+
+cdef void consider_global_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
+    """consider_global_asid(): once in 32 jiffies per pid (pid & 0x1f == jiffies &
+    0x1f), an mm active on 4 or more CPUs gets a global ASID.  The kernel's reason for
+    the threshold: 4k ASIDs (2k with PTI) against machines of over 8k CPUs."""
+    if not e.p.invlpgb:
+        return
+    if (<uint64_t>mm.pid & 0x1f) != (e.jiffies & 0x1f):
+        return
+    if mm_active_cpus_exceeds(e, mm, 3):
+        use_global_asid(e, cpu, mm)
+
+
+# ------------------------------------------------------------------ INVLPGB / TLBSYNC
+cdef void invlpgb_apply(flush_env* e, invlpgb_op* op) noexcept nogil:
+    """What one INVLPGB does once it completes: drop its entries on every CPU."""
+    cdef int i, j
+    cdef int shift = 21 if op.pmd else 12
+    for i in range(e.ncpus):
+        if op.kind == INVLPGB_VA:
+            for j in range(op.nr):
+                c_invlpgb_va(<TLB>e.cpus[i].tlb, op.addr + ((<uint64_t>j) << shift),
+                             op.pcid)
+        elif op.kind == INVLPGB_PCID:
+            c_invlpgb_pcid(<TLB>e.cpus[i].tlb, op.pcid)
+        else:
+            c_invlpgb_pcid(<TLB>e.cpus[i].tlb, <uint64_t>0xFFFFFFFFFFFFFFFF)
+
+
+cdef bint invlpgb_queue(cpu_tlbstate* cpu, int kind, int pcid, uint64_t addr, int nr,
+                        bint pmd) noexcept nogil:
+    """Queue an issued INVLPGB on its CPU until TLBSYNC; False if there is no memory."""
+    cdef invlpgb_op* grown
+    cdef int cap
+    if cpu.npending == cpu.cap_pending:
+        cap = 8 if cpu.cap_pending == 0 else 2 * cpu.cap_pending
+        grown = <invlpgb_op*>realloc(cpu.pending, cap * sizeof(invlpgb_op))
+        if grown == NULL:
+            return False
+        cpu.pending = grown
+        cpu.cap_pending = cap
+    cpu.pending[cpu.npending].kind = kind
+    cpu.pending[cpu.npending].pcid = pcid
+    cpu.pending[cpu.npending].addr = addr
+    cpu.pending[cpu.npending].nr = nr
+    cpu.pending[cpu.npending].pmd = pmd
+    cpu.npending += 1
+    return True
+
+
+cdef void invlpgb_issue(flush_env* e, cpu_tlbstate* cpu, int kind, int pcid, uint64_t addr,
+                        int nr, bint pmd) noexcept nogil:
+    """One INVLPGB on cpu (the *_nosync helpers): counted and charged here; it takes
+    effect at cpu's next TLBSYNC (at once if it cannot be queued: the hardware may
+    complete it any time before TLBSYNC)."""
+    cdef invlpgb_op op
+    stats_add(cpu.stats, K_INVLPGB, 1)
+    stats_spend(cpu.stats, B_FLUSH, e.c.invlpgb)
+    if not invlpgb_queue(cpu, kind, pcid, addr, nr, pmd):
+        op.kind, op.pcid, op.addr, op.nr, op.pmd = kind, pcid, addr, nr, pmd
+        invlpgb_apply(e, &op)
+
+
+cdef void tlbsync(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
+    """__tlbsync(): wait until every INVLPGB this CPU issued has completed on every
+    CPU.  The wait is charged as remote-flush time (B_IPI, like waiting for acks)."""
+    cdef int i
+    for i in range(cpu.npending):
+        invlpgb_apply(e, &cpu.pending[i])
+    cpu.npending = 0
+    stats_add(cpu.stats, K_TLBSYNC, 1)
+    stats_spend(cpu.stats, B_IPI, e.c.tlbsync)
 
 
 # ------------------------------------------------------------------ context switching
 cdef int choose_new_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
                          bint* need_flush) noexcept nogil:
-    """choose_new_asid(): mm's slot if it has one (flush iff stale), else the next slot
-    round robin (always flush).  Without PCIDs: ASID 0, always flush."""
+    """choose_new_asid(): the mm's global ASID if it has one (never a flush), else its
+    slot if it has one (flush iff stale), else the next slot round robin (always
+    flush).  Without PCIDs: ASID 0, always flush."""
     cdef int asid
     if not e.p.pcid:
         need_flush[0] = True
         return 0
+    if e.p.invlpgb and mm.global_asid:
+        need_flush[0] = False               # INVLPGB kept it current on every CPU
+        return mm.global_asid
     for asid in range(cpu.nr_asids):
         if cpu.ctxs[asid].ctx_id == mm.ctx_id:
             need_flush[0] = cpu.ctxs[asid].tlb_gen < mm.tlb_gen
@@ -354,24 +636,36 @@ cdef void load_cr3(flush_env* e, cpu_tlbstate* cpu, int asid, bint flush) noexce
 
 
 cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
-    """Make cpu run mm (NULL: init_mm, a kernel thread): cpumask, ASID choice, CR3."""
+    """Make cpu run mm (NULL: init_mm, a kernel thread): cpumask, ASID choice, CR3.
+    With lazy_cpumask (6.14) the previous mm keeps this CPU's bit; with a global ASID
+    (6.15) a switch to the same mm reloads CR3 if the CPU still ran it on a local ASID,
+    and never flushes."""
     cdef mm_context* prev = cpu.loaded_mm
     cdef int asid
-    cdef bint need_flush = False
+    cdef bint need_flush = False, was_lazy = cpu.is_lazy
     stats_touch(cpu.stats)
     if mm == prev:
-        if mm != NULL and cpu.is_lazy:
-            # leaving lazy mode: catch up if a flush skipped this CPU meanwhile
-            cpu.is_lazy = False
-            asid = cpu.loaded_mm_asid
-            if cpu.ctxs[asid].tlb_gen < mm.tlb_gen:
-                cpu.ctxs[asid].ctx_id = mm.ctx_id
-                cpu.ctxs[asid].tlb_gen = mm.tlb_gen
-                load_cr3(e, cpu, asid, True)
+        if mm == NULL:
+            return
+        cpu.is_lazy = False
+        if mm_needs_global_asid(e, mm, cpu.loaded_mm_asid):
+            # the mm moved to a global ASID: reload CR3 with it, without a flush
+            asid = choose_new_asid(e, cpu, mm, &need_flush)
+            cpu.loaded_mm_asid = asid
+            load_cr3(e, cpu, asid, need_flush)
+            return
+        if is_global_asid(cpu, cpu.loaded_mm_asid) or not was_lazy:
+            return
+        # leaving lazy mode: catch up if a flush skipped this CPU meanwhile
+        asid = cpu.loaded_mm_asid
+        if cpu.ctxs[asid].tlb_gen < mm.tlb_gen:
+            cpu.ctxs[asid].ctx_id = mm.ctx_id
+            cpu.ctxs[asid].tlb_gen = mm.tlb_gen
+            load_cr3(e, cpu, asid, True)
         return
     stats_add(cpu.stats, K_CONTEXT_SWITCHES, 1)
     stats_spend(cpu.stats, B_CONTEXT_SWITCH, e.c.context_switch)
-    if prev != NULL:
+    if prev != NULL and not e.p.lazy_cpumask:
         cpumask_clear_cpu(prev, cpu.cpu)    # 5.17: cleared when switching to another mm
     cpu.is_lazy = False
     if mm == NULL:
@@ -380,8 +674,9 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
         return
     cpumask_set_cpu(mm, cpu.cpu)
     asid = choose_new_asid(e, cpu, mm, &need_flush)
-    cpu.ctxs[asid].ctx_id = mm.ctx_id
-    cpu.ctxs[asid].tlb_gen = mm.tlb_gen
+    if not is_global_asid(cpu, asid):
+        cpu.ctxs[asid].ctx_id = mm.ctx_id
+        cpu.ctxs[asid].tlb_gen = mm.tlb_gen
     cpu.loaded_mm = mm
     cpu.loaded_mm_asid = asid
     load_cr3(e, cpu, asid, need_flush)
@@ -416,7 +711,7 @@ cdef void return_to_user(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
     cdef int asid = cpu.loaded_mm_asid
     if cpu.loaded_mm == NULL:
         return
-    if cpu.user_pcid_flush_mask[asid]:
+    if asid < cpu.nr_asids and cpu.user_pcid_flush_mask[asid]:
         stats_touch(cpu.stats)
         c_flush_pcid(<TLB>cpu.tlb, user_pcid(asid))
         cpu.user_pcid_flush_mask[asid] = 0
@@ -451,12 +746,21 @@ cdef inline void flush_tlb_local(flush_env* e, cpu_tlbstate* cpu) noexcept nogil
 cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
                            flush_tlb_info* f, bint local) noexcept nogil:
     """flush_tlb_func() on one target; returns the kernel cycles it spent (hardware
-    invalidation cycles land on the CPU's TLB counters)."""
+    invalidation cycles land on the CPU's TLB counters).  6.14: a CPU not running mm
+    leaves its mask (lazy mm_cpumask); 6.15: a CPU still on a local ASID of an mm with
+    a global one moves to it, and a global ASID needs nothing (INVLPGB covers it)."""
     cdef uint64_t local_gen, mm_gen, n, i
     cdef int asid
     if not local:
         stats_add(cpu.stats, K_NR_TLB_REMOTE_FLUSH_RECEIVED, 1)
     if mm != cpu.loaded_mm:
+        if e.p.lazy_cpumask:
+            cpumask_clear_cpu(mm, cpu.cpu)  # the CPU was left in the mask: clear it
+            stats_add(cpu.stats, K_TLB_REMOTE_WRONG_CPU, 1)
+        return 0.0
+    if mm_needs_global_asid(e, mm, cpu.loaded_mm_asid):
+        switch_mm_irqs_off(e, cpu, mm)      # reload with the global ASID
+    if is_global_asid(cpu, cpu.loaded_mm_asid):
         return 0.0
     if cpu.is_lazy:
         switch_mm_irqs_off(e, cpu, NULL)    # a lazy CPU reached (tables freed) leaves the mm
@@ -500,11 +804,53 @@ cdef double handle_ipi(cpu_tlbstate* c, double arrive, double work) noexcept nog
     return end
 
 
+# Target selection.  Before 6.14 a CPU of mm_cpumask runs the mm (its bit went at the
+# switch away), so the only question is laziness.  From 6.14 the mask also holds CPUs
+# that ran the mm once; should_flush_tlb() leaves them out unless the request trims
+# the mask, and flush_tlb_func() clears the bit of each one reached.
+cdef inline bint should_flush_tlb(flush_env* e, cpu_tlbstate* c, mm_context* mm,
+                                  flush_tlb_info* f) noexcept nogil:
+    """Whether native_flush_tlb_multi() sends c the IPI: every CPU of the mask when
+    page tables were freed or the mm is moving to a global ASID (on_each_cpu_mask);
+    otherwise never a lazy CPU (it flushes at its next switch), always one running the
+    mm, and one running something else only with info->trim_cpumask (should_flush_tlb
+    of 6db2526c1d69).  LOADED_MM_SWITCHING cannot be seen: switches here are atomic."""
+    if f.freed_tables or mm.asid_transition:
+        return True
+    if c.is_lazy:
+        return False
+    if not e.p.lazy_cpumask or c.loaded_mm == mm:
+        return True
+    return f.trim_cpumask
+
+
+cdef inline bint should_trim_cpumask(flush_env* e, mm_context* mm) noexcept nogil:
+    """should_trim_cpumask(): true at most once per HZ jiffies per mm (time_after(jiffies,
+    next_trim_cpumask)), moving next_trim_cpumask to jiffies + HZ."""
+    if <int64_t>(mm.next_trim_cpumask - e.jiffies) < 0:
+        mm.next_trim_cpumask = e.jiffies + <uint64_t>e.p.hz
+        return True
+    return False
+
+
+cdef inline bint cpumask_any_but(flush_env* e, mm_context* mm, int cpu) noexcept nogil:
+    """cpumask_any_but(mm_cpumask(mm), cpu) < nr_cpu_ids: another CPU is in the mask."""
+    cdef int w
+    cdef uint64_t word
+    for w in range(mm.nwords):
+        word = mm.cpumask[w]
+        if w == (cpu >> 6):
+            word &= ~((<uint64_t>1) << (cpu & 63))
+        if word:
+            return True
+    return False
+
+
 cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
                                 flush_tlb_info* f, double local_cycles) except -1 nogil:
-    """The IPI backend: every other CPU of mm_cpumask that is not lazy (lazy ones too
-    when tables were freed) gets an IPI running flush_tlb_func; the initiator pays the
-    sends and waits for the slowest acknowledgement beyond its own local flush."""
+    """The IPI backend: every other CPU of mm_cpumask that should_flush_tlb() picks
+    gets an IPI running flush_tlb_func; the initiator pays the sends and waits for the
+    slowest acknowledgement beyond its own local flush."""
     cdef int w, b, cpu_id, n = 0, nothers = 0, i
     cdef uint64_t word
     cdef cpu_tlbstate* c
@@ -518,7 +864,7 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
             if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
                 continue
             nothers += 1
-            if f.freed_tables or not e.cpus[cpu_id].is_lazy:
+            if should_flush_tlb(e, e.cpus[cpu_id], mm, f):
                 e.targets[n] = cpu_id
                 n += 1
     if nothers:
@@ -558,12 +904,80 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     return 0
 
 
+cdef int finish_asid_transition(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
+                                flush_tlb_info* f) except -1 nogil:
+    """finish_asid_transition(): while any CPU of the mask runs mm on a local ASID,
+    flush_tlb_multi(mm_cpumask) (on_each_cpu_mask, so the initiator too) makes them
+    move to the global ASID; once none does, the transition is over."""
+    cdef int w, b, cpu_id
+    cdef uint64_t word
+    cdef cpu_tlbstate* c
+    cdef double hw0, kernel = 0.0
+    if not mm.asid_transition:
+        return 0
+    for w in range(mm.nwords):
+        word = mm.cpumask[w]
+        while word:
+            b = __builtin_ctzll(word)
+            word &= word - 1
+            cpu_id = w * 64 + b
+            if cpu_id >= e.ncpus:
+                continue
+            c = e.cpus[cpu_id]
+            if c.loaded_mm != mm or c.loaded_mm_asid == mm.global_asid:
+                continue
+            hw0 = tlb_cycles(cpu)
+            if cpu.loaded_mm == mm:
+                kernel = flush_tlb_func(e, cpu, mm, f, True)
+                stats_spend(cpu.stats, B_FLUSH, kernel)
+            return e.flush_tlb_multi(e, cpu, mm, f, kernel + (tlb_cycles(cpu) - hw0))
+    mm.asid_transition = False
+    return 0
+
+
+cdef int broadcast_tlb_flush(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
+                             flush_tlb_info* f) except -1 nogil:
+    """broadcast_tlb_flush(): INVLPGBs for mm's global ASID (kernel PCID, and the user
+    PCID with PTI): one per PCID for a full flush, else runs of at most
+    invlpgb_count_max pages (one step per run for strides above 2M), PMD-strided for
+    2M strides; then the transition IPIs, then TLBSYNC."""
+    cdef int asid = mm.global_asid
+    cdef bint pmd = f.stride_shift == 21
+    cdef uint64_t addr = f.start, nr
+    if f.end == FLUSH_ALL:
+        invlpgb_issue(e, cpu, INVLPGB_PCID, kern_pcid(asid), 0, 0, False)
+        if e.p.pti:
+            invlpgb_issue(e, cpu, INVLPGB_PCID, user_pcid(asid), 0, 0, False)
+    else:
+        while True:
+            nr = 1
+            if f.stride_shift <= 21:
+                nr = (f.end - addr) >> f.stride_shift
+                if nr < 1:
+                    nr = 1
+                if nr > <uint64_t>e.p.invlpgb_count_max:
+                    nr = e.p.invlpgb_count_max
+            invlpgb_issue(e, cpu, INVLPGB_VA, kern_pcid(asid), addr, <int>nr, pmd)
+            if e.p.pti:
+                invlpgb_issue(e, cpu, INVLPGB_VA, user_pcid(asid), addr, <int>nr, pmd)
+            addr += nr << f.stride_shift
+            if addr >= f.end:
+                break
+    finish_asid_transition(e, cpu, mm, f)
+    if not e.skip_tlbsync:
+        tlbsync(e, cpu)                     # wait for the INVLPGBs kicked off above
+    return 0
+
+
 cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
                             uint64_t start, uint64_t end, int stride_shift,
                             bint freed_tables, flush_tlb_info* f) except -1 nogil:
-    """flush_tlb_mm_range(): the ceiling rule, the tlb_gen bump, the local flush and
-    the remote one through the backend; f receives the request."""
+    """flush_tlb_mm_range(): the ceiling rule, the tlb_gen bump, then for an mm with a
+    global ASID broadcast_tlb_flush(), else the local flush, the remote one through
+    the backend (trimming the mask once per HZ) and consider_global_asid(); f
+    receives the request."""
     cdef double hw0, kernel = 0.0
+    cdef bint others
     if end != FLUSH_ALL and ((end - start) >> stride_shift) > e.p.ceiling:
         start = 0
         end = FLUSH_ALL
@@ -574,16 +988,25 @@ cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     f.freed_tables = freed_tables
     f.new_tlb_gen = mm.tlb_gen
     f.initiator = cpu.cpu
+    f.trim_cpumask = False
     stats_add(cpu.stats, K_FLUSH_TLB_MM_RANGE, 1)
     stats_spend(cpu.stats, B_FLUSH, e.c.flush_base)
     if e.timeline:                          # atomic64_inc_return(&mm->context.tlb_gen)
         stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
                                                   e.c.cacheline_transfer))
+    if e.p.invlpgb and mm.global_asid:
+        return broadcast_tlb_flush(e, cpu, mm, f)
+    others = cpumask_any_but(e, mm, cpu.cpu)
+    if e.p.trim_cpumask and others:
+        f.trim_cpumask = should_trim_cpumask(e, mm)
     hw0 = tlb_cycles(cpu)
     if cpu.loaded_mm == mm:
         kernel = flush_tlb_func(e, cpu, mm, f, True)
         stats_spend(cpu.stats, B_FLUSH, kernel)
-    return e.flush_tlb_multi(e, cpu, mm, f, kernel + (tlb_cycles(cpu) - hw0))
+    e.flush_tlb_multi(e, cpu, mm, f, kernel + (tlb_cycles(cpu) - hw0))
+    if others:
+        consider_global_asid(e, cpu, mm)
+    return 0
 
 
 # ------------------------------------------------------------------ Python face
@@ -601,7 +1024,8 @@ cdef class FlushInfo:
     def __repr__(self):
         rng = "all" if self.end == FLUSH_ALL else f"0x{self.start:x}-0x{self.end:x}"
         return (f"FlushInfo({rng}, stride {self.stride_shift}, gen {self.new_tlb_gen}"
-                f"{', freed tables' if self.freed_tables else ''})")
+                f"{', freed tables' if self.freed_tables else ''}"
+                f"{', trim' if self.trim_cpumask else ''})")
 
 
 cdef FlushInfo info_object(flush_tlb_info* f):
@@ -609,6 +1033,7 @@ cdef FlushInfo info_object(flush_tlb_info* f):
     out.start, out.end, out.new_tlb_gen = f.start, f.end, f.new_tlb_gen
     out.stride_shift, out.initiator, out.freed_tables = f.stride_shift, f.initiator, \
         f.freed_tables
+    out.trim_cpumask = f.trim_cpumask
     return out
 
 
@@ -616,6 +1041,7 @@ cdef void info_struct(FlushInfo info, flush_tlb_info* f) noexcept:
     f.start, f.end, f.new_tlb_gen = info.start, info.end, info.new_tlb_gen
     f.stride_shift, f.initiator, f.freed_tables = info.stride_shift, info.initiator, \
         info.freed_tables
+    f.trim_cpumask = info.trim_cpumask
 
 
 cdef int python_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
@@ -647,7 +1073,9 @@ cdef inline mm_context* _fits(X86Flush x, MMContext mm) except? NULL:
 
 cdef class X86Flush:
     """The machine-wide side of arch/x86/mm/tlb.c: the CPUs' states, the kernel's knobs
-    and flush costs, and the flush_tlb_multi backend ("ipi": native_flush_tlb_multi)."""
+    and flush costs, the flush_tlb_multi backend ("ipi": native_flush_tlb_multi), the
+    jiffies clock and the global ASID allocator; with params["invlpgb"] an mm with a
+    global ASID flushes by INVLPGB broadcast instead of the backend."""
 
     def __cinit__(self, list cpus, dict params, dict costs, str backend="ipi"):
         cdef int i
@@ -673,6 +1101,19 @@ cdef class X86Flush:
         self.e.p.early_exit = params["early_exit"]
         self.e.p.ceiling = params["ceiling"]
         self.e.p.nr_asids = params["nr_asids"]
+        self.e.p.lazy_cpumask = params["lazy_cpumask"]
+        self.e.p.trim_cpumask = params["trim_cpumask"]
+        self.e.p.hz = params["hz"]
+        self.e.p.invlpgb = params["invlpgb"]
+        self.e.p.invlpgb_count_max = params["invlpgb_count_max"]
+        self.e.p.max_asid_available = params["max_asid_available"]
+        if self.e.p.hz < 1 or self.e.p.invlpgb_count_max < 1:
+            raise ValueError("hz and invlpgb_count_max must be >= 1")
+        if not self.e.p.nr_asids < self.e.p.max_asid_available <= MAX_ASID_AVAILABLE:
+            raise ValueError(f"max_asid_available must be in ({self.e.p.nr_asids}, "
+                             f"{MAX_ASID_AVAILABLE}]")
+        if self.e.p.invlpgb and not self.e.p.pcid:
+            raise ValueError("invlpgb needs pcid (a global ASID is a PCID)")
         for obj in cpus:
             if (<CpuTlbState>obj).s.nr_asids != self.e.p.nr_asids:
                 raise ValueError("every CPU needs nr_asids ASID slots")
@@ -686,6 +1127,17 @@ cdef class X86Flush:
         self.e.c.context_switch = costs["context_switch"]
         self.e.c.cacheline_transfer = costs["cacheline_transfer"]
         self.e.timeline = False
+        self.e.c.invlpgb = costs["invlpgb"]
+        self.e.c.tlbsync = costs["tlbsync"]
+        used = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
+        freed = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
+        self._asidbufs = (used, freed)
+        self.e.global_asid_used = <uint8_t*>cnp.PyArray_DATA(used)
+        self.e.global_asid_freed = <uint8_t*>cnp.PyArray_DATA(freed)
+        self.e.last_global_asid = self.e.p.max_asid_available
+        self.e.global_asid_available = self.e.p.max_asid_available - self.e.p.nr_asids - 1
+        self.e.jiffies = 0
+        self.e.skip_tlbsync = False
         self.cpus = list(cpus)
         self.e.ncpus = len(cpus)
         self.e.cpus = <cpu_tlbstate**>malloc(max(1, self.e.ncpus) * sizeof(cpu_tlbstate*))
@@ -707,7 +1159,82 @@ cdef class X86Flush:
     def __reduce__(self):
         if self.py_backend is not None:
             raise TypeError("an X86Flush with a python backend cannot be pickled")
-        return (X86Flush, (self.cpus, self.params, self.costs, self.backend))
+        used, freed = self._asidbufs
+        return (X86Flush, (self.cpus, self.params, self.costs, self.backend),
+                (self.e.jiffies, used.copy(), freed.copy(), self.e.last_global_asid,
+                 self.e.global_asid_available, self.e.skip_tlbsync))
+
+    def __setstate__(self, state):
+        jiffies, used, freed, last, available, skip = state
+        self.e.jiffies = jiffies
+        self._asidbufs[0][:] = used
+        self._asidbufs[1][:] = freed
+        self.e.last_global_asid = last
+        self.e.global_asid_available = available
+        self.e.skip_tlbsync = skip
+
+    @property
+    def jiffies(self) -> int:
+        """The kernel's tick count the time-sampling rules read (should_trim_cpumask,
+        consider_global_asid); the machine sets it at the start of every operation."""
+        return self.e.jiffies
+
+    @jiffies.setter
+    def jiffies(self, uint64_t value):
+        self.e.jiffies = value
+
+    @property
+    def skip_tlbsync(self) -> bool:
+        """Debug switch, False in every profile: broadcast_tlb_flush() issues its
+        INVLPGBs and forgets the TLBSYNC, so they never take effect (the checker's test
+        of a broken broadcast policy)."""
+        return self.e.skip_tlbsync
+
+    @skip_tlbsync.setter
+    def skip_tlbsync(self, bint value):
+        self.e.skip_tlbsync = value
+
+    @property
+    def global_asid_available(self) -> int:
+        """Global ASIDs the allocator can still hand out."""
+        return self.e.global_asid_available
+
+    @property
+    def last_global_asid(self) -> int:
+        """Where allocate_global_asid() searches from (the last one handed out)."""
+        return self.e.last_global_asid
+
+    def use_global_asid(self, CpuTlbState cpu, MMContext mm):
+        """use_global_asid(): give mm a global ASID now (allocating from cpu, which
+        issues the reset's INVLPGB when the space wraps), as consider_global_asid()
+        does when its sample hits; for tests and prototypes."""
+        _own(self, cpu)
+        if not self.e.p.invlpgb:
+            raise ValueError("use_global_asid needs invlpgb (a preset with the feature "
+                             "and a profile that uses it)")
+        use_global_asid(&self.e, &cpu.s, _fits(self, mm))
+
+    def mm_free_global_asid(self, MMContext mm):
+        """mm_free_global_asid() (the mm is destroyed): its global ASID is reusable
+        after the next wrap of the global ASID space."""
+        mm_free_global_asid(&self.e, _fits(self, mm))
+
+    def mm_active_cpus_exceeds(self, MMContext mm, int threshold) -> bool:
+        """mm_active_cpus_exceeds(): more than threshold CPUs run mm, not lazily."""
+        return mm_active_cpus_exceeds(&self.e, _fits(self, mm), threshold)
+
+    def tlbsync(self, CpuTlbState cpu):
+        """__tlbsync() on cpu: its pending INVLPGBs take effect everywhere."""
+        _own(self, cpu)
+        tlbsync(&self.e, &cpu.s)
+
+    def global_slots(self, MMContext mm) -> list:
+        """(cpu, global ASID, mm.tlb_gen) for every CPU when mm has a global ASID: its
+        PCID can hold entries on any CPU, and none is ever flushed at a switch, so the
+        checker treats every CPU's copy as current."""
+        if not self.e.p.invlpgb or mm.c.global_asid == 0:
+            return []
+        return [(i, mm.c.global_asid, mm.c.tlb_gen) for i in range(self.e.ncpus)]
 
     def set_python_backend(self, fn):
         """Route remote flushes through fn(x, initiator, mm, info, local_cycles) instead
@@ -747,7 +1274,11 @@ cdef class X86Flush:
     def params(self) -> dict:
         return {"pcid": self.e.p.pcid, "invpcid": self.e.p.invpcid, "pti": self.e.p.pti,
                 "lazy_tlb": self.e.p.lazy_tlb, "early_exit": self.e.p.early_exit,
-                "ceiling": self.e.p.ceiling, "nr_asids": self.e.p.nr_asids}
+                "ceiling": self.e.p.ceiling, "nr_asids": self.e.p.nr_asids,
+                "lazy_cpumask": self.e.p.lazy_cpumask, "trim_cpumask": self.e.p.trim_cpumask,
+                "hz": self.e.p.hz, "invlpgb": self.e.p.invlpgb,
+                "invlpgb_count_max": self.e.p.invlpgb_count_max,
+                "max_asid_available": self.e.p.max_asid_available}
 
     @property
     def costs(self) -> dict:
@@ -756,7 +1287,8 @@ cdef class X86Flush:
                 "ipi_send": self.e.c.ipi_send, "ipi_extra_target": self.e.c.ipi_extra_target,
                 "ipi_deliver": self.e.c.ipi_deliver, "ipi_handler": self.e.c.ipi_handler,
                 "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
-                "cacheline_transfer": self.e.c.cacheline_transfer}
+                "cacheline_transfer": self.e.c.cacheline_transfer,
+                "invlpgb": self.e.c.invlpgb, "tlbsync": self.e.c.tlbsync}
 
     @property
     def timeline(self) -> bool:

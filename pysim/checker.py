@@ -8,6 +8,12 @@ slots or on lazy CPUs are legitimately stale: the next switch to the mm flushes 
 With PTI, a user PCID whose flush is pending (user_pcid_flush_mask) is not live on any
 slot, running or not: the exit to user space with that ASID flushes it first.
 
+Broadcast invalidation (x86 INVLPGB, 6.15): an mm with a global ASID has the same PCID
+on every CPU and no switch ever flushes it, so that PCID counts as current on every
+CPU, running the mm or not (lazy, or switched away: it comes back without a flush).
+An issued INVLPGB takes effect only at its CPU's TLBSYNC; until then the entries it
+names are still in the TLBs and are reported, with the pending INVLPGB named.
+
 After an operation on a known mm the scan covers that mm's slots on every CPU, and every
 slot of the CPUs the operation touched: an operation changes only its own page table
 (the shared kernel half is static), so another mm's translations can go wrong only
@@ -66,6 +72,10 @@ class Checker:
                 mm = mms.get(ctx_id)
                 if mm is not None:
                     self._slot(cpu, asid, gen, mm, operation, out)
+        if self.cpus:
+            for mm in self.mms:
+                for cpu_id, asid, gen in self.cpus[0].arch.global_slots(mm):
+                    self._slot(self.cpus[cpu_id], asid, gen, mm, operation, out)
         return out
 
     def scan_op(self, operation: str, mm: Any, touched: Sequence[int]) -> List[Violation]:
@@ -99,4 +109,17 @@ class Checker:
             for va, huge, entry, pte, reason in cpu.tlb.check(mm.pt, pcid):
                 out.append(Violation(cpu.id, va, entry, pte, operation,
                                      f"{'2M' if huge else '4K'} entry (pcid {pcid}): "
-                                     f"{reason}"))
+                                     f"{reason}{self._pending_broadcast(pcid, va)}"))
+
+    def _pending_broadcast(self, pcid: int, va: int) -> str:
+        """A note naming an issued, uncompleted broadcast invalidation that covers
+        (pcid, va): it does not count until its completion (TLBSYNC)."""
+        for other in self.cpus:
+            pending = getattr(other.tlbstate, "pending_invlpgb", ())
+            for kind, p, addr, nr, pmd in pending:
+                step = (2 << 20) if pmd else 4096
+                if kind == "all" or (p == pcid and (
+                        kind == "pcid" or addr <= va < addr + nr * step)):
+                    return (f"; INVLPGB issued on cpu {other.id} not completed "
+                            f"(no TLBSYNC)")
+        return ""

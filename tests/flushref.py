@@ -35,6 +35,12 @@ Rules restated:
   synchronously), so each does the partial flush (one INVLPG per stride step) or the
   full flush the request asks for.  NR_TLB_REMOTE_FLUSH counts a request whenever any
   other CPU is in mm_cpumask (native_flush_tlb_multi counts before it filters lazy CPUs).
+* 6.14 lazy mm_cpumask (profile.lazy_cpumask): a CPU that switched away keeps its bit
+  ("stale": runs another mm or none; "stale_lazy": lazy in another mm).  Such a CPU
+  is sent the IPI only when the request trims the mask (profile.trim_cpumask: the first
+  request with another CPU in the mask once jiffies > next_trim, which then moves to
+  jiffies + hz) or when tables were freed; a lazy CPU never otherwise.  Reached, it
+  counts a received flush and TLB_REMOTE_WRONG_CPU, and leaves the mask.
 """
 from __future__ import annotations
 
@@ -149,6 +155,7 @@ class Expected:
 
     requests: List[Request] = field(default_factory=list)
     per_cpu: Dict[int, Dict[str, int]] = field(default_factory=dict)
+    next_trim: int = 0           # the mm's next_trim_cpumask after the requests
 
     def get(self, cpu: int, name: str) -> int:
         return self.per_cpu.get(cpu, {}).get(name, 0)
@@ -243,16 +250,20 @@ def mprotect_requests(profile, prot: int, portions: Sequence[Portion]) -> List[R
 
 # ------------------------------------------------------------------ shootdowns
 def dispatch(profile, requests: Sequence[Request], initiator: int,
-             cpus: Dict[int, str]) -> Expected:
+             cpus: Dict[int, str], jiffies: int = 0, next_trim: int = 0) -> Expected:
     """What each CPU does for the requests.  cpus maps a CPU id to "running" (mm loaded,
-    not lazy), "lazy" (mm loaded, lazy) or "other" (mm not loaded); the initiator must be
-    running.  Counter names: flush_tlb_mm_range, nr_tlb_local_flush_one/_all,
-    remote_flush_one/_all, nr_tlb_remote_flush, nr_tlb_remote_flush_received, ipi_sent,
+    not lazy), "lazy" (mm loaded, lazy), "stale" / "stale_lazy" (in mm_cpumask, mm not
+    loaded; 6.14+ only) or "other"; the initiator must be running.  jiffies and the mm's
+    next_trim_cpumask drive the trim (Expected.next_trim is the value after).  Counter
+    names: flush_tlb_mm_range, nr_tlb_local_flush_one/_all, remote_flush_one/_all,
+    nr_tlb_remote_flush, nr_tlb_remote_flush_received, ipi_sent, tlb_remote_wrong_cpu,
     invlpg, flush_pcid (the TLB's INVLPGs and CR3-reload flushes, without PTI)."""
     assert cpus[initiator] == "running"
     ceiling = profile.tlb_single_page_flush_ceiling
     exp = Expected(list(requests), {c: {} for c in cpus})
+    exp.next_trim = next_trim
     state = dict(cpus)
+    in_mask = ("running", "lazy", "stale", "stale_lazy")
 
     def bump(cpu, name, n=1):
         if n:
@@ -261,8 +272,15 @@ def dispatch(profile, requests: Sequence[Request], initiator: int,
     for r in requests:
         full = r.nr() > ceiling
         bump(initiator, "flush_tlb_mm_range")
-        others = [c for c, s in state.items() if c != initiator and s in ("running", "lazy")]
-        targets = [c for c in others if state[c] == "running" or r.freed_tables]
+        others = [c for c, s in state.items() if c != initiator and s in in_mask]
+        trim = False
+        if getattr(profile, "trim_cpumask", False) and others:
+            d = (exp.next_trim - jiffies) & ((1 << 64) - 1)
+            if d >= 1 << 63:                    # time_after(jiffies, next_trim)
+                exp.next_trim = jiffies + profile.hz
+                trim = True
+        targets = [c for c in others if state[c] == "running" or r.freed_tables
+                   or (trim and state[c] == "stale")]
         if others:
             bump(initiator, "nr_tlb_remote_flush")
         if targets:
@@ -271,8 +289,13 @@ def dispatch(profile, requests: Sequence[Request], initiator: int,
             local = c == initiator
             if not local:
                 bump(c, "nr_tlb_remote_flush_received")
+            if state[c] in ("stale", "stale_lazy"):
+                bump(c, "tlb_remote_wrong_cpu")    # not running the mm: leaves the mask
+                state[c] = "other"
+                continue
             if state[c] == "lazy":
-                state[c] = "other"                 # switches to init_mm, no flush
+                # switches to init_mm, no flush; 6.14+ keeps the bit
+                state[c] = "stale" if getattr(profile, "lazy_cpumask", False) else "other"
                 continue
             if full:
                 bump(c, "nr_tlb_local_flush_all" if local else "remote_flush_all")

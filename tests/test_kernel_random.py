@@ -38,7 +38,7 @@ PROTS = (PROT_NONE, PROT_READ, PROT_WRITE, PROT_READ | PROT_WRITE, PROT_READ | P
          PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE | PROT_EXEC)
 FLUSH_COUNTERS = ("flush_tlb_mm_range", "nr_tlb_local_flush_one", "nr_tlb_local_flush_all",
                   "remote_flush_one", "remote_flush_all", "nr_tlb_remote_flush_received",
-                  "ipi_sent", "invlpg", "flush_pcid")
+                  "ipi_sent", "tlb_remote_wrong_cpu", "invlpg", "flush_pcid")
 
 
 @dataclass
@@ -62,8 +62,15 @@ def snapshot(m):
 
 
 def cpu_states(m, mm):
-    return {c.id: ("running" if c.loaded_mm is mm and not c.is_lazy
-                   else "lazy" if c.loaded_mm is mm else "other") for c in m.cpus}
+    """running / lazy (mm loaded), stale / stale_lazy (6.14+: in mm_cpumask, running
+    another mm or none), other."""
+    def state(c):
+        if c.loaded_mm is mm:
+            return "lazy" if c.is_lazy else "running"
+        if c.id in mm.context:
+            return "stale_lazy" if c.is_lazy else "stale"
+        return "other"
+    return {c.id: state(c) for c in m.cpus}
 
 
 def portions_of(mm, start, end):
@@ -79,12 +86,15 @@ def portions_of(mm, start, end):
 
 
 class Workload:
-    def __init__(self, profile: str, seed: int, ncpus: int):
-        self.rng = random.Random(f"{profile}/{seed}")
-        self.m = pysim.Machine(cpus=ncpus, profile=profile, seed=seed)
+    def __init__(self, profile: str, seed: int, ncpus: int, preset: str = "skylake"):
+        self.rng = random.Random(f"{profile}/{seed}" if preset == "skylake"
+                                 else f"{profile}/{preset}/{seed}")
+        self.trim_rng = random.Random(f"trim/{profile}/{seed}")   # leaves rng's draws alone
+        self.m = pysim.Machine(cpus=ncpus, profile=profile, seed=seed, preset=preset)
         self.profile = self.m.profile
         self.proc = self.m.process()
         self.mm = self.proc.mm
+        self.mm.context.pid = 0         # sampled by consider_global_asid at jiffies 0..
         self.other = self.m.process()
         self.threads = [self.proc.thread(cpu=c) for c in range(ncpus)]
         self.other_threads = {}
@@ -219,6 +229,10 @@ class Workload:
         t.run()
         init = t.cpu.id
         states = cpu_states(self.m, self.mm)
+        if self.trim_rng.random() < 0.3:   # make the trim due (jiffies hardly move in a run)
+            self.mm.context.next_trim_cpumask = (1 << 64) - 1
+        next_trim = self.mm.context.next_trim_cpumask
+        broadcast = self.mm.context.global_asid != 0
         parts, full_range = portions_of(self.mm, start, end)
         if not parts or parts[0][0] != start:
             parts, full_range = [], False
@@ -236,13 +250,24 @@ class Workload:
                                      after[(s - start) // PAGE:(e - start) // PAGE])
                     for s, e, rwx in parts]
         reqs = flushref.mprotect_requests(self.profile, prot, portions)
-        exp = flushref.dispatch(self.profile, reqs, init, states)
+        exp = flushref.dispatch(self.profile, reqs, init, states,
+                                self.m.arch.flush.jiffies, next_trim)
         where = (f"op {self.n}: mprotect([0x{start:x}, 0x{end:x}) = {npages} pages, "
                  f"prot {prot}) on cpu {init}, states {states}, requests "
                  f"{[(hex(r.start), r.nr(), r.stride, r.why) for r in reqs]}")
         want_errno = None if full_range else errno.ENOMEM
         if got_errno != want_errno:
             self.res.errno_mismatches.append(f"{where}: errno {got_errno}, want {want_errno}")
+        if self.mm.context.global_asid and not broadcast:
+            self.res.stats["global_asid"] = self.res.stats.get("global_asid", 0) + 1
+        if broadcast:                   # INVLPGB flushes: the checker alone judges them
+            self.res.stats["broadcast_mprotect"] = \
+                self.res.stats.get("broadcast_mprotect", 0) + 1
+            return
+        if self.mm.context.next_trim_cpumask != exp.next_trim:
+            self.res.flush_mismatches.append(
+                f"{where}: next_trim_cpumask {self.mm.context.next_trim_cpumask}, "
+                f"reference {exp.next_trim}")
         for c in self.m.cpus:
             for k in FLUSH_COUNTERS:
                 got = c1[c.id][k] - c0[c.id][k]
@@ -263,6 +288,8 @@ class Workload:
         if any(s != "running" for c, s in states.items() if c != init):
             st["mprotect_with_idle_cpu"] = st.get("mprotect_with_idle_cpu", 0) + 1
         st["ipis"] = st.get("ipis", 0) + exp.get(init, "ipi_sent")
+        st["wrong_cpu"] = st.get("wrong_cpu", 0) + sum(
+            exp.get(c, "tlb_remote_wrong_cpu") for c in states)
         st["portions"] = st.get("portions", 0) + len(parts)
         if got_errno:
             st["mprotect_enomem"] = st.get("mprotect_enomem", 0) + 1
@@ -314,6 +341,18 @@ def runs(profile: str):
     return out
 
 
+@pytest.mark.parametrize("profile", ("v6.15", "v6.18"))
+def test_random_ops_with_invlpgb_are_safe(profile):
+    """On milan (INVLPGB) with 5 CPUs, the mm is given a global ASID once 4 CPUs run
+    it; every operation before and after (broadcast flushes, the transition IPIs) passes
+    the checker, and mprotects before the assignment still match tests/flushref.py."""
+    rs = [Workload(profile, seed, 5, preset="milan").run(160) for seed in (11, 12)]
+    assert sum(r.stats.get("global_asid", 0) for r in rs) >= 1
+    assert sum(r.stats.get("broadcast_mprotect", 0) for r in rs) > 10
+    bad = [m for r in rs for m in r.flush_mismatches + r.errno_mismatches]
+    assert not bad, _first(bad)
+
+
 def _first(lines, n=8):
     return "\n".join(lines[:n]) + (f"\n... {len(lines) - n} more" if len(lines) > n else "")
 
@@ -337,6 +376,8 @@ def test_random_ops_are_safe(profile):
     assert total.get("fault_sigsegv", 0) > 0 and total.get("fault_anon", 0) > 0
     assert total.get("fault_thp", 0) > 0
     assert total.get("mmap_file", 0) > 0 and total.get("file_frames_private", 0) > 0
+    if pysim.get_profile(profile).lazy_cpumask:
+        assert total.get("wrong_cpu", 0) > 0          # trims and lazy CPUs reached
 
 
 @pytest.mark.parametrize("profile", PROFILES)

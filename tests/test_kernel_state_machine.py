@@ -5,8 +5,9 @@ private or shared, 4K-sized or THP-sized with huge=True, maybe MAP_POPULATE), mu
 mprotect, madvise (DONTNEED, FREE, COLD, POPULATE_WRITE), syscalls with a bad argument,
 single and batched reads, writes and fetches, and their threads sleep, run and busy-loop,
 under every combination of pti, invpcid and pcid (one pytest case each) and a drawn
-profile (mmots, patched, v6.2), with the safety checker raising.  After every step the
-checker's scan must be empty.
+profile (mmots, patched, v6.2, v6.14, v6.18), with the safety checker raising.  After
+every step the checker's scan must be empty.  A variant runs v6.15/v6.18 on milan
+(INVLPGB) with four or five CPUs, so an mm can get a global ASID.
 
 The test keeps its own page-granular model of what each process mapped with which
 protection (it never reads pysim's VMAs or CPU state), and checks every outcome against
@@ -35,7 +36,7 @@ PAGE = 4096
 HPAGE_PAGES = 512
 PROTS = (PROT_READ | PROT_WRITE, PROT_READ, PROT_NONE, PROT_WRITE, PROT_READ | PROT_EXEC,
          PROT_READ | PROT_WRITE | PROT_EXEC)
-PROFILES = ("patched", "mmots", "v6.2")
+PROFILES = ("patched", "mmots", "v6.2", "v6.14", "v6.18")
 ADVICE = (MADV_DONTNEED, MADV_FREE, MADV_COLD, MADV_POPULATE_WRITE)
 KINDS = (mmucore.READ, mmucore.WRITE, mmucore.FETCH)
 # range lengths in pages: one page, a few, the flush ceiling (33) and one past it, a THP
@@ -280,3 +281,41 @@ def test_kernel_state_machine(knobs):
         settings=settings(max_examples=100, stateful_step_count=40, deadline=None,
                           report_multiple_bugs=False,
                           suppress_health_check=[HealthCheck.too_slow]))
+
+
+class InvlpgbStateMachine(KernelStateMachine):
+    """The same rules on milan (INVLPGB), 4-5 CPUs, v6.15 or v6.18; every mm's pid is 0
+    so consider_global_asid() samples it while jiffies & 0x1f == 0 (early in a run)."""
+
+    @initialize(profile=st.sampled_from(("v6.15", "v6.18")), ncpus=st.integers(4, 5),
+                placements=st.lists(st.sampled_from((0b11111, 0b01111, 0b11110, 0b00011)),
+                                    min_size=2, max_size=3))
+    def setup(self, profile, ncpus, placements):
+        self.m = pysim.Machine(cpus=ncpus, profile=profile, preset="milan",
+                               checker="raise", **self.knobs)
+        self.threads = []
+        for mask in placements:
+            cpus = [c for c in range(ncpus) if mask >> c & 1] or [0]
+            proc, sh = self.m.process(), Shadow()
+            proc.mm.context.pid = 0
+            self.threads += [(proc.thread(cpu=c), sh) for c in cpus]
+
+    def teardown(self):
+        if self.m is not None:
+            GLOBAL_ASIDS_SEEN.append(any(mm.context.global_asid for mm in self.m.mms))
+
+
+GLOBAL_ASIDS_SEEN = []
+
+
+@pytest.mark.parametrize("pti", (False, True))
+def test_kernel_state_machine_invlpgb(pti):
+    """No SafetyViolation with INVLPGB broadcasts, global ASIDs and their transition;
+    some examples reach a global ASID."""
+    GLOBAL_ASIDS_SEEN.clear()
+    run_state_machine_as_test(
+        lambda: InvlpgbStateMachine(dict(pti=pti)),
+        settings=settings(max_examples=60, stateful_step_count=40, deadline=None,
+                          report_multiple_bugs=False,
+                          suppress_health_check=[HealthCheck.too_slow]))
+    assert any(GLOBAL_ASIDS_SEEN), len(GLOBAL_ASIDS_SEEN)

@@ -49,9 +49,12 @@ def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
     Machine(..., pcid=False) and get_preset(..., invpcid=False) both reach the preset;
     a profile asked for a CPU feature says where it lives."""
     from pysim.config.presets import PRESETS, get_preset
+    amd = ("milan", "genoa")                        # the parts with INVLPGB
     for pr in PRESETS.values():
-        assert pr.arch == "x86" and pr.features == {"pcid": True, "invpcid": True}
-    assert get_preset("skylake", invpcid=False).features == {"pcid": True, "invpcid": False}
+        assert pr.arch == "x86" and pr.features == {"pcid": True, "invpcid": True,
+                                                    "invlpgb": pr.name in amd}
+    assert get_preset("skylake", invpcid=False).features == {"pcid": True, "invpcid": False,
+                                                             "invlpgb": False}
     m = pysim.Machine(cpus=1, pcid=False, pti=True)
     assert m.preset.features["pcid"] is False and m.profile.pti is True
     assert m.cfg.pcid is False and m.cfg.invpcid is True

@@ -101,9 +101,14 @@ class Arch:
         timeline the flush path queues IPI handlers and contends for shared lines."""
         raise NotImplementedError
 
+    def global_slots(self, mm: Any) -> List[tuple]:
+        """(cpu id, asid, generation) of ASIDs mm holds on every CPU at once (x86 global
+        ASIDs), which no per-CPU slot lists; none by default."""
+        return []
+
     def set_jiffies(self, jiffies: int) -> None:
-        """The kernel's jiffies now, for the rules that sample time."""
-        raise NotImplementedError
+        """The kernel's tick count for rules that sample time (x86: trimming the
+        cpumask, choosing mms for global ASIDs); ignored by default."""
 
 
 ARCHES: Dict[str, Type[Arch]] = {}

@@ -18,7 +18,9 @@ FlushInfo = Any       # the architecture's request record (x86: mmucore.tlbstate
 def flush_tlb_mm_range(cpu: "CPU", mm: "MM", start: int, end: int, stride_shift: int,
                        freed_tables: bool) -> FlushInfo:
     """flush_tlb_mm_range(): ceiling rule, tlb_gen bump, the local flush and IPIs to
-    every other non-lazy CPU of mm_cpumask (lazy ones too when page tables were freed)."""
+    every other non-lazy CPU of mm_cpumask (lazy ones too when page tables were freed;
+    6.14: CPUs that left the mm only when the mask is trimmed), or on x86 6.15+ with
+    INVLPGB an INVLPGB broadcast for an mm with a global ASID."""
     return cpu.arch.flush_tlb_mm_range(cpu, mm, start, end, stride_shift, freed_tables)
 
 

@@ -51,7 +51,7 @@ def _costs(d: Dict[str, float]) -> KernelCosts:
 @dataclass(frozen=True)
 class KernelConfig:
     """What a kernel path may read: the profile, the preset, its kernel costs, and the
-    preset's CPU features as attributes (cfg.pcid, cfg.invpcid)."""
+    preset's CPU features as attributes (cfg.pcid, cfg.invpcid, cfg.invlpgb)."""
 
     profile: Profile
     preset: Preset
@@ -68,6 +68,10 @@ class KernelConfig:
     @property
     def invpcid(self) -> bool:
         return self.preset.features["invpcid"]
+
+    @property
+    def invlpgb(self) -> bool:
+        return self.preset.features["invlpgb"]
 
 
 

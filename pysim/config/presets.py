@@ -42,6 +42,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
     "cacheline_transfer", "lock_handoff",
+    "invlpgb", "tlbsync",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -49,11 +50,13 @@ GEOMETRIES: Tuple[str, ...] = ("skylake", "zen3", "skylake-kvm", "zen3-kvm")
 MAX_FREE_PARAMS = 5           # SPEC section 5: calibrate with at most five free parameters
 # CPU features a preset's hardware has or lacks (the kernel uses what is there):
 # pcid - tagged TLB entries, so a switch need not flush; invpcid - INVPCID, which PTI
-# uses to flush one user-PCID entry at once instead of deferring to the exit to user.
-FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True}
+# uses to flush one user-PCID entry at once instead of deferring to the exit to user;
+# invlpgb - AMD INVLPGB/TLBSYNC broadcast invalidation (Zen 3 and later), which a 6.15+
+# kernel uses for mms with a global ASID.
+FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False}
 ARCHES: Tuple[str, ...] = ("x86",)
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
-           "description", "features", "arch")
+           "description", "features", "arch", "invlpgb_count_max")
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class Preset:
     description: str = ""
     features: Dict[str, bool] = dataclasses.field(default_factory=lambda: dict(FEATURES))
     arch: str = "x86"
+    # pages one INVLPGB may name: CPUID 0x80000008 EDX[15:0] + 1 (the kernel's
+    # invlpgb_count_max); read only with the invlpgb feature
+    invlpgb_count_max: int = 1
 
     def __post_init__(self) -> None:
         for field in ("hw", "kernel", "sources", "features"):   # private copies
@@ -124,7 +130,8 @@ class Preset:
             sources[key] = f"override: set to {changes[key]} (was: {sources.get(key, '?')})"
         if "name" not in fields:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
-                      if k in COST_KEYS or k in FEATURES or k in ("geometry", "ghz", "arch")]
+                      if k in COST_KEYS or k in FEATURES
+                      or k in ("geometry", "ghz", "arch", "invlpgb_count_max")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
         return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
@@ -133,7 +140,8 @@ class Preset:
     def as_dict(self) -> Dict[str, Any]:
         """Flat dict (name, geometry, ghz and every cost) for result rows and sweeps."""
         return {"preset": self.name, "geometry": self.geometry, "ghz": self.ghz,
-                "arch": self.arch, **self.features, **self.costs()}
+                "arch": self.arch, **self.features, "invlpgb_count_max": self.invlpgb_count_max,
+                **self.costs()}
 
 
 def _is_number(value: Any) -> bool:
@@ -173,6 +181,11 @@ def _validate(p: Preset) -> None:
         if not isinstance(value, bool):
             raise ConfigError(f"preset {p.name!r}: feature {key} must be True or False, "
                               f"got {value!r}", field=key, allowed=(True, False))
+    if isinstance(p.invlpgb_count_max, bool) or not isinstance(p.invlpgb_count_max, int) \
+            or not 1 <= p.invlpgb_count_max <= 1 << 16:
+        raise ConfigError(f"preset {p.name!r}: invlpgb_count_max must be an integer in "
+                          f"[1, 65536] (CPUID 0x80000008 EDX[15:0] + 1), got "
+                          f"{p.invlpgb_count_max!r}", field="invlpgb_count_max")
     _check_keys(p, "hw", p.hw, HW_KEYS)
     _check_keys(p, "kernel", p.kernel, KERNEL_KEYS)
     for key, value in p.costs().items():
@@ -311,19 +324,27 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
         "context_switch": (ns(500), f"assumption: scheduler + switch_mm fixed work ~0.5 us x "
                                     f"{ghz} GHz = {ns(500)}; the CR3 write and refills come "
                                     f"from events"),
+        # kernel: AMD broadcast invalidation (charged only with the invlpgb feature)
+        "invlpgb": (invlpg, f"assumption: issuing one INVLPGB costs the issuer about an "
+                            f"INVLPG ({invlpg}); the remote invalidation is asynchronous; "
+                            f"uncalibrated"),
+        "tlbsync": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
+                             f"broadcasts, one fabric round trip ~0.5 us x {ghz} GHz = "
+                             f"{ns(500)}, below the IPI round trip (~775 ns); uncalibrated"),
     }
 
 
 def _build(name: str, geometry: str, ghz: Tuple[float, str],
            table: Dict[str, Tuple[float, str]], free_params: Tuple[str, ...] = (),
-           description: str = "") -> Preset:
-    """Split a {key: (value, source)} table into a Preset's hw, kernel and sources."""
+           description: str = "", **fields: Any) -> Preset:
+    """Split a {key: (value, source)} table into a Preset's hw, kernel and sources
+    (fields: other Preset fields, e.g. features)."""
     return Preset(
         name=name, geometry=geometry, ghz=ghz[0],
         hw={k: table[k][0] for k in HW_KEYS},
         kernel={k: table[k][0] for k in KERNEL_KEYS},
         sources={"ghz": ghz[1], **{k: table[k][1] for k in COST_KEYS}},
-        free_params=free_params, description=description,
+        free_params=free_params, description=description, **fields,
     )
 
 
@@ -344,6 +365,41 @@ def _zen3() -> Preset:
                   (3.5, "assumption: a Zen 3 core at 3.5 GHz; only converts the ns figures "
                         "into cycles (Intel-era ns figures reused, uncalibrated)"),
                   table, description="Zen 3 bare metal, ~3.5 GHz; Intel-derived costs")
+
+
+# AMD EPYC parts with INVLPGB.  The geometry is zen3's for both (mmucore has no Zen 4
+# TLB geometry yet); the kernel costs are the Intel-era starting values, as for zen3.
+# INVLPGB_COUNT_MAX is an assumption: the kernel reads it from CPUID 0x80000008 EDX.
+INVLPGB_COUNT_MAX = 8
+
+
+def _amd(name: str, ghz: float, part: str) -> Preset:
+    """A bare-metal AMD EPYC preset with the invlpgb feature."""
+    table = {k: (v, f"{s} [Intel-era value reused: no {part} figure in SPEC §5]")
+             for k, (v, s) in _base_table(ghz, guest=False).items()}
+    return _build(name, "zen3",
+                  (ghz, f"assumption: an {part} core at {ghz} GHz; only converts the ns "
+                        f"figures into cycles"),
+                  table, features={"pcid": True, "invpcid": True, "invlpgb": True},
+                  invlpgb_count_max=INVLPGB_COUNT_MAX,
+                  description=f"{part} bare metal with INVLPGB/TLBSYNC, ~{ghz} GHz; "
+                              f"invlpgb_count_max {INVLPGB_COUNT_MAX} (assumption); "
+                              f"Intel-derived costs")
+
+
+def _milan() -> Preset:
+    """AMD EPYC 7003 (Zen 3, Milan): the INVLPGB series measured a 2-socket, 72-CPU
+    Milan (use Machine(cpus=72, preset="milan") for those runs)."""
+    p = _amd("milan", 3.0, "EPYC 7003 (Zen 3, Milan)")
+    return dataclasses.replace(p, description=p.description + "; the INVLPGB series ran "
+                               "2 sockets, 72 CPUs: Machine(cpus=72)")
+
+
+def _genoa() -> Preset:
+    """AMD EPYC 9004 (Zen 4, Genoa), with Zen 3's TLB geometry."""
+    p = _amd("genoa", 3.0, "EPYC 9004 (Zen 4, Genoa)")
+    return dataclasses.replace(p, description=p.description + "; Zen 3 TLB geometry "
+                               "(no Zen 4 geometry in mmucore)")
 
 
 def _kvm_2022() -> Preset:
@@ -400,6 +456,7 @@ def _kvm_2022_calibrated() -> Preset:
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     _skylake(), _zen3(), dataclasses.replace(_kvm_2022(), name="kvm-2022-start"),
     _kvm_2022_calibrated())}
+PRESETS.update({p.name: p for p in (_milan(), _genoa())})
 
 
 def get_preset(name: Any = "skylake", **overrides: Any) -> Preset:

@@ -57,6 +57,23 @@ class Profile:
     flush_tlb_range_freed_tables: bool = False
     # aa44284960d5 (6.0): flush_tlb_func returns early if new_tlb_gen <= local gen.
     flush_func_early_exit: bool = False
+    # 209954cbc7d0 "x86/mm/tlb: Update mm_cpumask lazily" (6.14): a CPU's bit stays in
+    # mm_cpumask when it switches away; the first flush IPI reaching it while it runs
+    # another mm (or none) clears it.
+    lazy_cpumask: bool = False
+    # 6db2526c1d69 "x86/mm/tlb: Only trim the mm_cpumask once a second" (6.14):
+    # should_flush_tlb() skips CPUs of the mask not running the mm unless the request
+    # trims, which should_trim_cpumask() allows once per hz jiffies per mm. Needs
+    # lazy_cpumask.
+    trim_cpumask: bool = False
+    # CONFIG_HZ: jiffies per second (100, 250, 300 or 1000); the trim interval is HZ.
+    hz: int = 1000
+    # Rik van Riel's INVLPGB series (6.15, CONFIG_BROADCAST_TLB_FLUSH; final enabling
+    # patch 20250226030129.530345-11-riel@surriel.com): global ASIDs for mms active on
+    # 4+ CPUs and broadcast_tlb_flush() with INVLPGB/TLBSYNC, used only when the preset's
+    # CPU has the invlpgb feature (else the kernel behaves as without it). Built on
+    # the 6.14 mask rules: needs lazy_cpumask and trim_cpumask.
+    broadcast_tlb_flush: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -79,7 +96,9 @@ _FIELDS: Tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Profile))
 PROFILE_FIELDS: Tuple[str, ...] = tuple(f for f in _FIELDS if f != "name")
 _BOOL_FIELDS = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush",
                 "merge_vmas_in_gather", "pti", "lazy_tlb",
-                "flush_tlb_range_freed_tables", "flush_func_early_exit")
+                "flush_tlb_range_freed_tables", "flush_func_early_exit",
+                "lazy_cpumask", "trim_cpumask", "broadcast_tlb_flush")
+HZ_VALUES: Tuple[int, ...] = (100, 250, 300, 1000)     # the CONFIG_HZ choices
 
 
 def _check_field_names(changes: Dict[str, Any]) -> None:
@@ -111,6 +130,9 @@ def _validate(p: Profile) -> None:
                           field="change_writable", allowed=CHANGE_WRITABLE_MODES)
     _check_int(p, "tlb_single_page_flush_ceiling", 0, 1 << 63)
     _check_int(p, "nr_dyn_asids", 1, _MAX_DYN_ASIDS)
+    if isinstance(p.hz, bool) or p.hz not in HZ_VALUES:
+        raise ConfigError(f"profile {p.name!r}: hz must be one of {HZ_VALUES} (CONFIG_HZ), "
+                          f"got {p.hz!r}", field="hz", allowed=HZ_VALUES)
     _check_combination(p)
 
 
@@ -139,6 +161,14 @@ def _check_combination(p: Profile) -> None:
                           f"(6.0+) needs use_mmu_gather, skip_unneeded_flush and "
                           f"huge_pmd_ad_no_flush all True", field="change_writable",
                           allowed=("none",))
+    if p.trim_cpumask and not p.lazy_cpumask:
+        raise ConfigError(f"profile {p.name!r}: trim_cpumask=True needs lazy_cpumask=True "
+                          f"(6db2526c1d69 trims the mask 209954cbc7d0 leaves stale)",
+                          field="trim_cpumask")
+    if p.broadcast_tlb_flush and not (p.lazy_cpumask and p.trim_cpumask):
+        raise ConfigError(f"profile {p.name!r}: broadcast_tlb_flush=True needs "
+                          f"lazy_cpumask and trim_cpumask True (the 6.15 INVLPGB series "
+                          f"is built on the 6.14 mask rules)", field="broadcast_tlb_flush")
 
 
 _MMOTS = Profile(name="mmots")
@@ -146,6 +176,10 @@ _PATCHED = Profile(name="patched", use_mmu_gather=True, skip_unneeded_flush=True
                    huge_pmd_ad_no_flush=True)
 _V60 = dataclasses.replace(_PATCHED, name="v6.0", change_writable="dirty",
                            flush_func_early_exit=True)
+_V62 = dataclasses.replace(_V60, name="v6.2", change_writable="exclusive")
+_V614 = dataclasses.replace(_V62, name="v6.14", flush_tlb_range_freed_tables=True,
+                            lazy_cpumask=True, trim_cpumask=True)
+_V615 = dataclasses.replace(_V614, name="v6.15", broadcast_tlb_flush=True)
 
 PROFILES: Dict[str, Profile] = {
     # v5.17-rc6-mmots-2022-03-06-20-38, the cover letter's baseline: none of the patches.
@@ -162,7 +196,18 @@ PROFILES: Dict[str, Profile] = {
     # 6.0: RW set by mprotect on dirty exclusive anon pages; flush_tlb_func early exit.
     "v6.0": _V60,
     # 6.2: RW set on clean exclusive anon pages too.
-    "v6.2": dataclasses.replace(_V60, name="v6.2", change_writable="exclusive"),
+    "v6.2": _V62,
+    # 6.14: lazy mm_cpumask, trimmed at most once a second; flush_tlb_range() passes
+    # freed_tables=true since 3ef938c35035 (merged for 6.13).
+    "v6.14": _V614,
+    # 6.15: INVLPGB broadcast flushes with global ASIDs (on a preset with invlpgb).
+    "v6.15": _V615,
+    # 6.18: as 6.15 for these paths.  Between 6.15 and 6.18 the two missed-flush fixes
+    # fea4e317f9e7 (should_flush_tlb() flushes a CPU seen in LOADED_MM_SWITCHING) and
+    # 83b0177a6c48 (smp_mb() between the mm_cpumask/loaded_mm stores and the tlb_gen
+    # read in switch_mm_irqs_off) close races between a switch and a flush in flight;
+    # switches and flushes are atomic here, so neither changes what the model does.
+    "v6.18": dataclasses.replace(_V615, name="v6.18"),
 }
 
 # Other names for built-ins, by kernel release.

@@ -90,6 +90,7 @@ class Machine:
                               f"counts, got {kernel_footprint!r}", field="kernel_footprint")
         self.kernel = (KernelFootprint(self.frames, self.profile.pti, **kernel_footprint)
                        if isinstance(kernel_footprint, dict) else None)
+        self._cycles_per_jiffy = self.preset.ghz * 1e9 / self.profile.hz
         self._syscall_cost = self.cfg.cost.syscall + (self.cfg.cost.pti_cr3_switch
                                                       if self.profile.pti else 0.0)
 
@@ -139,6 +140,8 @@ class Machine:
         if self.current_op is not None:
             raise PysimError(f"{name} started while {self.current_op.name} is running")
         self.acct.begin(cpu.stats)
+        # jiffies follow the initiating CPU's clock (its timeline time when CPUs run at once)
+        self.arch.set_jiffies(int(cpu.tlbstate.now // self._cycles_per_jiffy))
         cpu.faults = []
         op = self.current_op = Op(name, cpu, mm)
         return op

@@ -26,7 +26,7 @@ order, and whatever they contend for is granted first come, first served:
   lock holder to the lock's count, contend for their cache lines.
 A request's own work happens at its start time (it is not interleaved with other
 CPUs' requests); the queues above are where CPUs meet.  jiffies follow the clock of
-the CPU whose request runs, at the profile's HZ.
+the CPU whose request runs, at the profile's HZ (Machine.begin sets them).
 
 Sequential calls on the machine are the case of one runnable thread: with the
 timeline off (the default), nothing here runs and every number is as before.
@@ -52,7 +52,6 @@ TIME_SPLIT: Dict[str, Tuple[str, ...]] = {
     "ipi_wait": ("ipi",),
     "lock_wait": ("lock",),
 }
-_HZ_DEFAULT = 1000
 
 
 class Calls:
@@ -184,8 +183,6 @@ class Timeline:
     def __init__(self, machine: Any):
         self.machine = machine
         self.tasks: List[Task] = []
-        prof = machine.profile
-        self._cycles_per_jiffy = machine.preset.ghz * 1e9 / getattr(prof, "hz", _HZ_DEFAULT)
 
     def spawn(self, thread: Any, program: Callable[..., Iterator], *args: Any,
               **kw: Any) -> Task:
@@ -235,9 +232,6 @@ class Timeline:
     def _loop(self, t0: float, limit: Optional[float]) -> float:
         """The event loop: advance the earliest thread by one request; returns the time
         the last one ended."""
-        arch = self.machine.arch
-        per_jiffy = self._cycles_per_jiffy
-        jiffies = -1
         heap = []
         for i, task in enumerate(self.tasks):
             task.start = task.last_tick = task.end = t0
@@ -259,10 +253,6 @@ class Timeline:
                 task.end = now
                 end = max(end, now)
                 continue
-            j = int(now // per_jiffy)
-            if j != jiffies:
-                jiffies = j
-                arch.set_jiffies(j)
             try:
                 fn, args, kw = task.program.send(reply[i])
             except StopIteration:

@@ -27,7 +27,8 @@ def user_pcid(asid: int) -> int:
 
 @register
 class X86(Arch):
-    """x86-64 behind the Arch seam; flush_tlb_multi backend "ipi" (native)."""
+    """x86-64 behind the Arch seam; flush_tlb_multi backend "ipi" (native); with a 6.15+
+    profile on a preset with invlpgb, mms with a global ASID flush by INVLPGB."""
 
     name = "x86"
 
@@ -38,7 +39,11 @@ class X86(Arch):
                   for i, t in enumerate(tlbs)]
         params = dict(pcid=cfg.pcid, invpcid=cfg.invpcid, pti=prof.pti,
                       lazy_tlb=prof.lazy_tlb, early_exit=prof.flush_func_early_exit,
-                      ceiling=prof.tlb_single_page_flush_ceiling, nr_asids=prof.nr_dyn_asids)
+                      ceiling=prof.tlb_single_page_flush_ceiling, nr_asids=prof.nr_dyn_asids,
+                      lazy_cpumask=prof.lazy_cpumask, trim_cpumask=prof.trim_cpumask,
+                      hz=prof.hz, invlpgb=self.uses_invlpgb(cfg),
+                      invlpgb_count_max=cfg.preset.invlpgb_count_max,
+                      max_asid_available=tlbstate.MAX_ASID_AVAILABLE)
         costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
         self.flush = tlbstate.X86Flush(states, params, costs, backend)
         self.ncpus = len(tlbs)
@@ -47,19 +52,28 @@ class X86(Arch):
         self.return_to_user = self.flush.return_to_user_of
         self.pti = prof.pti
         self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
-        self.jiffies = 0
 
     def set_timeline(self, on: bool) -> None:
         self.flush.timeline = on
 
+    @staticmethod
+    def uses_invlpgb(cfg) -> bool:
+        """Whether the kernel flushes by INVLPGB broadcast: a 6.15+ profile on a CPU with
+        INVLPGB (and PCIDs: a global ASID is a PCID; a CPU without PCIDs runs ASID 0)."""
+        return bool(cfg.profile.broadcast_tlb_flush and cfg.invlpgb and cfg.pcid)
+
     def set_jiffies(self, jiffies: int) -> None:
-        self.jiffies = jiffies
+        """Set the jiffies the C rules sample (X86Flush.jiffies)."""
+        self.flush.jiffies = jiffies
 
     def cpu_state(self, cpu_id: int) -> tlbstate.CpuTlbState:
         return self.flush.cpu(cpu_id)
 
     def new_context(self, ctx_id: int) -> tlbstate.MMContext:
-        return tlbstate.MMContext(ctx_id, self.ncpus)
+        """init_new_context(): a fresh mm context; next_trim_cpumask = jiffies + HZ."""
+        ctx = tlbstate.MMContext(ctx_id, self.ncpus)
+        ctx.next_trim_cpumask = self.flush.jiffies + self.cfg.profile.hz
+        return ctx
 
     def switch_mm(self, cpu: Any, mm: Optional[Any]) -> None:
         self.flush.switch_mm(cpu.tlbstate, mm.context if mm is not None else None)
@@ -108,14 +122,20 @@ class X86(Arch):
         return user_pcid(s.loaded_mm_asid) if self.pti else kern_pcid(s.loaded_mm_asid)
 
     def slots_caching(self, mm: Any) -> List[tuple]:
-        return self.flush.slots_caching(mm.context)
+        """mm's per-CPU ASID slots, and its global ASID on every CPU if it has one."""
+        ctx = mm.context
+        return self.flush.slots_caching(ctx) + self.flush.global_slots(ctx)
+
+    def global_slots(self, mm: Any) -> List[tuple]:
+        return self.flush.global_slots(mm.context)
 
     def live_tags(self, cpu: Any, asid: int, loaded: bool) -> List[int]:
         """PCIDs of one ASID slot whose entries could still be used: the kernel PCID,
         and with PTI the user PCID unless its flush is pending (SWITCH_TO_USER_CR3 will
         flush it before user code runs with this ASID again).  Without PCIDs every
         switch flushes, so only the loaded mm's entries survive (lazy or not), under
-        ASID 0's two tags."""
+        ASID 0's two tags.  A global ASID (6.15) has the same two tags on every CPU and
+        no deferred user flush."""
         if not self.cfg.pcid and not loaded:
             return []
         tags = [kern_pcid(asid)]
