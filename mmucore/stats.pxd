@@ -33,6 +33,12 @@ cdef enum:
     K_SIGSEGV
     K_VMA_SPLIT
     K_VMA_MERGE
+    # mid-zap flushes: the mmu_gather page batch / table batch filled (gather.pxd)
+    K_GATHER_BATCH_FULL
+    K_GATHER_TABLE_FULL
+    # pages zapped: 4K entries cleared, and huge PMDs cleared
+    K_ZAP_PTE
+    K_ZAP_HUGE_PMD
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

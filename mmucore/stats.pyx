@@ -19,6 +19,8 @@ KERNEL_COUNTER_NAMES = (
     "flush_tlb_mm_range", "tlb_flush_on_switch", "user_pcid_flush", "context_switches",
     "fault_anon", "fault_zero_page", "fault_thp", "fault_wp_reuse", "fault_cow",
     "fault_spurious", "sigsegv", "vma_split", "vma_merge",
+    "gather_batch_full", "gather_table_full",
+    "zap_pte", "zap_huge_pmd",
 )
 assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
 BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",
