@@ -253,14 +253,14 @@ def machine(profile="v6.2", preset="skylake", cpus=1, **costs):
 
 def test_dontneed_charges_each_zapped_and_each_empty_slot():
     """MADV_DONTNEED over 16 pages of which 10 are present: madvise_base + 10 x
-    per_page_zap + 6 x per_pte_none (the empty slots of the one PTE table)."""
-    m = machine(per_page_zap=7, per_pte_none=3)
+    per_page_zap + 6 x per_pte_none (the empty slots) + per_pmd_table (one PTE table)."""
+    m = machine(per_page_zap=7, per_pte_none=3, per_pmd_table=50)
     t = m.process().thread(cpu=0)
     p = t.mmap(16 * PAGE, RW)
     t.access(p + np.arange(10, dtype=np.uint64) * PAGE, np.full(10, mmucore.WRITE, np.uint8))
     r = t.madvise(p, 16 * PAGE, MADV_DONTNEED)
     c = m.preset.cost
-    assert r.breakdown["pte"] == pytest.approx(c("madvise_base") + 10 * 7 + 6 * 3)
+    assert r.breakdown["pte"] == pytest.approx(c("madvise_base") + 10 * 7 + 6 * 3 + 50)
 
 
 def test_huge_pmd_zap_is_one_entry_not_512():

@@ -263,7 +263,8 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
         "per_pte": (per_pte, "assumption: atomic get-and-clear, pte_modify and store per "
                              "entry (ptep_modify_prot_start/commit) ~20 cycles"),
         "per_pmd_table": (per_pmd_table, "assumption: pte_offset_map_lock/unlock and the "
-                                         "lazy-MMU section around one PTE table"),
+                                         "lazy-MMU section around one PTE table (a pass "
+                                         "of change_pte_range or zap_pte_range)"),
         "vma_split": (400, "assumption: vm_area_dup + anon_vma_clone + tree insert, about "
                            "per_vma (400); uncalibrated"),
         "vma_merge": (300, "assumption: vma_adjust of one or two neighbours; uncalibrated"),

@@ -219,15 +219,17 @@ def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
     page), then tlb_flush_mmu() flushes the range gathered so far, frees the batch and
     the zap resumes there; a huge PMD the range cuts is split and flushed first.  Each
     entry is charged: per_page_zap per present 4K entry, zap_huge_pmd per huge PMD (one
-    entry, not 512), per_pte_none per empty slot scanned in an existing PTE table."""
+    entry, not 512), per_pte_none per empty slot scanned in an existing PTE table, and
+    per_pmd_table per pass over a PTE table (pte_offset_map_lock ... unlock; a pass the
+    batch cut short is taken again, as the kernel's `goto retry` does)."""
     cpu, mm = tlb.cpu, tlb.mm
     pt, g, stats = mm.pt, tlb.state, cpu.stats
     addr = start
-    n4k = nhuge = nnone = 0
+    n4k = nhuge = nnone = ntables = 0
     while True:
-        addr, a4k, ahuge, anone, _, splits, stop = pt.unmap_page_range(
+        addr, a4k, ahuge, anone, atables, splits, stop = pt.unmap_page_range(
             addr, (end - addr) // PAGE_SIZE, g)
-        n4k, nhuge, nnone = n4k + a4k, nhuge + ahuge, nnone + anone
+        n4k, nhuge, nnone, ntables = n4k + a4k, nhuge + ahuge, nnone + anone, ntables + atables
         for a in splits:
             flush_tlb_range(cpu, mm, a, a + PMD_SIZE)   # __split_huge_pmd's flush
         if stop == mmucore.ZAP_DONE:
@@ -239,7 +241,7 @@ def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
     stats.count(K_ZAP_PTE, n4k)
     stats.count(K_ZAP_HUGE_PMD, nhuge)
     stats.charge(B_PTE, n4k * cost.per_page_zap + nhuge * cost.zap_huge_pmd
-                 + nnone * cost.per_pte_none)
+                 + nnone * cost.per_pte_none + ntables * cost.per_pmd_table)
 
 
 def free_pgtables(tlb: "MMUGather", floor: int, ceiling: int) -> None:
