@@ -345,3 +345,70 @@ def test_remote_invlpg_has_its_own_price():
     base = cycles(190, 100)
     assert cycles(190, 140)[1] - base[1] == pytest.approx(40)
     assert cycles(150, 100)[1] == base[1]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_unmap_page_range_stops_where_the_reference_says(seed):
+    """PageTable.unmap_page_range, resumed after every stop, against a plain-Python walk
+    of the same entries in address order: 4K pages (some the zero page, SPECIAL: not
+    queued), huge PMDs (one entry each) and dirty page-cache pages (a stop at the end
+    of their PTE table, odd seeds only), with the batch chain prefilled to a random
+    level so that even seeds fill it during the walk."""
+    rng = random.Random(seed)
+    pt = PageTable()
+    base, span = 1 << 32, 64 * HPAGE
+    entries = {}                         # address -> "normal" | "zero" | "file" | "huge"
+    for block in range(64):
+        a = base + block * HPAGE
+        kind = rng.choice(("empty", "huge", "ptes", "ptes"))
+        if kind == "huge":
+            pt.map(a, 512, huge=True)
+            entries[a] = "huge"
+        elif kind == "ptes":
+            for i in sorted(rng.sample(range(512), rng.randint(1, 512))):
+                what = rng.choices(("normal", "zero", "file"),
+                                   (10, 4, 0 if seed % 2 == 0 else 0.2))[0]
+                flags = mmucore.PTE_RW | mmucore.PTE_US | mmucore.PTE_A | (
+                    mmucore.PTE_SPECIAL if what == "zero" else 0) | (
+                    mmucore.PTE_D if what == "file" else 0)
+                pfn = {"normal": 0x5000 + i, "zero": 0x1001,
+                       "file": mmucore.FILE_PFN_BASE + i}[what]
+                pt.map(a + i * PAGE, 1, flags=flags, pfn=pfn)
+                entries[a + i * PAGE] = what
+    prefill = rng.randint(6000, 9697)
+
+    # the reference: walk the entries, queue the normal ones, note where it stops
+    ref, expect = RefPageBatch(0), []
+    for _ in range(prefill):
+        ref.remove_page()
+    dirty_table = None
+    for a in sorted(entries):
+        table = a & ~(HPAGE - 1)
+        if dirty_table is not None and table != dirty_table:
+            expect.append(dirty_table + HPAGE)       # force_flush at the table's end
+            ref.flush()
+            dirty_table = None
+        kind = entries[a]
+        if kind == "file":
+            dirty_table = table
+        if kind != "zero" and ref.remove_page():
+            expect.append(a + (HPAGE if kind == "huge" else PAGE))
+            ref.flush()
+            dirty_table = None
+    if dirty_table is not None:
+        expect.append(dirty_table + HPAGE)
+
+    g = Gather()
+    for _ in range(prefill):
+        g.remove_page()
+    got, addr, end = [], base, base + span
+    while True:
+        addr, *_, stop = pt.unmap_page_range(addr, (end - addr) // PAGE, g)
+        if stop == mmucore.ZAP_DONE:
+            break
+        got.append(addr)
+        g.batch_pages_flush()
+    assert got == expect
+    if seed % 2 == 0:
+        assert expect         # without page-cache pages every stop is a full batch
+    assert not pt.read_range(base, span // PAGE).any()
