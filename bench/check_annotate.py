@@ -52,6 +52,8 @@ TARGETS = [
     ("pagetable.pyx", "_fill", "__pyx_f_7mmucore_9pagetable_9PageTable__fill"),
     # not in the issue's list: the PMD-level driver of change_pte_range / change_huge_pmd
     ("pagetable.pyx", "_change", "__pyx_f_7mmucore_9pagetable_9PageTable__change"),
+    # the zap loop (issue 13): per PTE, with the gather's page batch
+    ("pagetable.pyx", "zap_pte_range", "__pyx_f_7mmucore_9pagetable_zap_pte_range"),
     # the shootdown path (issue 9): per request and per target
     ("tlbstate.pyx", "flush_tlb_func", "__pyx_f_7mmucore_8tlbstate_flush_tlb_func"),
     ("tlbstate.pyx", "native_flush_tlb_multi",

@@ -16,6 +16,7 @@ from mmucore.pagetable import (CP_DIRTY_ACCT, CP_RECORD_ALL, CP_RECORD_NEEDED,
                                CP_TRY_WRITABLE, CP_UFFD_WP, CP_UFFD_WP_RESOLVE,
                                CP_WRITABLE_NEEDS_DIRTY, FILE_PFN_BASE, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE,
                                PMD_SHIFT, PMD_SIZE, VA_LIMIT, PageTable)
+from mmucore.pagetable import ZAP_BATCH_FULL, ZAP_DONE, ZAP_FORCE_FLUSH
 from mmucore.tlb import (FAULT_NAMES, FAULT_NONE, FAULT_NOT_PRESENT, FAULT_NX, FAULT_USER,
                          FAULT_WRITE, FETCH, GEOMETRIES, PCID_MAX, READ, WRITE, StreamResult,
                          TLB, access, access_stream, geometry)

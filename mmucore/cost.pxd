@@ -55,6 +55,7 @@ cdef struct cost_t:
     double cr3_noflush
     double flush_global
     double fault_hw
+    double invlpg_remote    # INVLPG run by a remote target's flush_tlb_func (IPI handler)
 
 cdef class CostModel:
     cdef cost_t c

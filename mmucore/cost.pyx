@@ -13,7 +13,8 @@ CYCLE_NAMES = ("tlb_hit", "walk", "invalidate", "fault_hw")
 assert len(CYCLE_NAMES) == N_CYCLE_KINDS
 
 COST_FIELDS = ("l1_hit", "stlb_hit", "walk_base", "walk_ref", "invlpg", "invpcid_single",
-               "cr3_flush", "cr3_noflush", "flush_global", "fault_hw")
+               "cr3_flush", "cr3_noflush", "flush_global", "fault_hw",
+               "invlpg_remote")
 
 
 cdef class CostModel:
@@ -84,6 +85,10 @@ cdef class CostModel:
     def fault_hw(self): return self.c.fault_hw
     @fault_hw.setter
     def fault_hw(self, double v): self.c.fault_hw = v
+    @property
+    def invlpg_remote(self): return self.c.invlpg_remote
+    @invlpg_remote.setter
+    def invlpg_remote(self, double v): self.c.invlpg_remote = v
 
 
 def _rebuild_cost(d):

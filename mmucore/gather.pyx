@@ -1,5 +1,6 @@
-"""Python access to one mmu_gather's state; the kernel-facing API lives in pysim.gather."""
-from libc.stdint cimport uint64_t
+"""Python access to one mmu_gather's state; the kernel-facing API lives in
+pysim.mm.mmu_gather, and gather.pxd explains the page and table batches."""
+from libc.stdint cimport uint64_t, uint32_t
 
 from mmucore.pte cimport u64
 
@@ -7,15 +8,94 @@ TASK_SIZE = GATHER_EMPTY_START
 
 _STATE_FIELDS = ("start", "end", "fullmm", "need_flush_all", "freed_tables", "cleared_ptes",
                  "cleared_pmds", "cleared_puds", "cleared_p4ds")
+_BATCH_FIELDS = ("active", "active_nr", "batch_count", "batch_reserve", "nr_pages",
+                 "table_nr")
+# the kernel's constants (include/asm-generic/tlb.h; see gather.pxd for the arithmetic)
+GATHER_BUNDLE = MMU_GATHER_BUNDLE
+GATHER_BATCH = MAX_GATHER_BATCH
+GATHER_BATCH_COUNT = MAX_GATHER_BATCH_COUNT
+TABLE_BATCH = MAX_TABLE_BATCH
 
 
 cdef class Gather:
-    """The range and level bits of one batch (struct mmu_gather minus the page batches)."""
+    """One struct mmu_gather: the range and level bits, and the page and table batch
+    counts.  batch_reserve is 0 for kernels up to 6.8 and 1 from 6.9 (gather.pxd)."""
 
-    def __cinit__(self, bint fullmm=False):
+    def __cinit__(self, bint fullmm=False, int batch_reserve=0):
+        if batch_reserve not in (0, 1):
+            raise ValueError(f"Gather: batch_reserve must be 0 (up to 6.8) or 1 (6.9 on), "
+                             f"got {batch_reserve}")
         self.g.fullmm = fullmm
         self.g.need_flush_all = False
         c_tlb_reset_range(&self.g)
+        c_tlb_init_batches(&self.g, batch_reserve)
+
+    # ---------------------------------------------------------------- the batches
+    def remove_page(self) -> bool:
+        """__tlb_remove_page(): queue one page; True when the caller must flush now."""
+        return c_tlb_remove_page(&self.g)
+
+    def batch_pages_flush(self):
+        """tlb_batch_pages_flush(): free the queued pages (after the TLB flush)."""
+        c_tlb_batch_pages_flush(&self.g)
+
+    def remove_table(self) -> bool:
+        """tlb_remove_table(): queue one page table; True when the table batch is full."""
+        return c_tlb_remove_table(&self.g)
+
+    def table_flush(self):
+        """tlb_table_flush()'s bookkeeping: the queued tables go (to RCU)."""
+        self.g.table_nr = 0
+
+    @property
+    def nr_pages(self) -> int:
+        """Pages queued since the last tlb_batch_pages_flush()."""
+        return self.g.nr_pages
+
+    @property
+    def table_nr(self) -> int:
+        """Page tables queued since the last tlb_table_flush()."""
+        return self.g.table_nr
+
+    @property
+    def batch_count(self) -> int:
+        """Batches allocated beyond the on-stack bundle (at most MAX_GATHER_BATCH_COUNT)."""
+        return self.g.batch_count
+
+    @property
+    def batch_reserve(self) -> int:
+        return self.g.batch_reserve
+
+    @property
+    def batch_state(self) -> dict:
+        """The batch counts (the `state` holds the range and bits)."""
+        return dict(active=self.g.active, active_nr=self.g.active_nr,
+                    batch_count=self.g.batch_count, batch_reserve=self.g.batch_reserve,
+                    nr_pages=self.g.nr_pages, table_nr=self.g.table_nr)
+
+    @batch_state.setter
+    def batch_state(self, dict value):
+        """Restore the batch counts, checked against the kernel's limits."""
+        if set(value) != set(_BATCH_FIELDS):
+            raise ValueError(f"Gather batch_state needs exactly the fields "
+                             f"{', '.join(_BATCH_FIELDS)}; got {', '.join(sorted(value))}")
+        if value["batch_reserve"] not in (0, 1):
+            raise ValueError("Gather batch_state: batch_reserve must be 0 or 1")
+        if not 0 <= value["batch_count"] <= MAX_GATHER_BATCH_COUNT \
+                or not 0 <= value["active"] <= value["batch_count"] \
+                or not 0 <= value["active_nr"] <= (MMU_GATHER_BUNDLE if value["active"] == 0
+                                                   else MAX_GATHER_BATCH) \
+                or not 0 <= value["table_nr"] < MAX_TABLE_BATCH or value["nr_pages"] < 0:
+            raise ValueError(f"Gather batch_state: counts outside the kernel's limits: "
+                             f"{value}")
+        self.g.active = value["active"]
+        self.g.active_nr = value["active_nr"]
+        self.g.batch_count = value["batch_count"]
+        self.g.batch_reserve = value["batch_reserve"]
+        self.g.nr_pages = value["nr_pages"]
+        self.g.table_nr = value["table_nr"]
+
+    # ---------------------------------------------------------------- the range
 
     def reset_range(self):
         """__tlb_reset_range()."""
@@ -115,12 +195,13 @@ cdef class Gather:
         self.g.cleared_p4ds = value["cleared_p4ds"]
 
     def __reduce__(self):
-        """Pickle as a new Gather plus its state (exact round trip)."""
-        return (Gather, (self.g.fullmm,), self.state)
+        """Pickle as a new Gather plus its range state and batch counts (exact)."""
+        return (Gather, (self.g.fullmm, self.g.batch_reserve),
+                (self.state, self.batch_state))
 
     def __setstate__(self, state):
-        """Unpickle: apply the stored state."""
-        self.state = state
+        """Unpickle: apply the stored range state and batch counts."""
+        self.state, self.batch_state = state
 
     def __repr__(self):
         if self.empty:

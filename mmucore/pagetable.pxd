@@ -15,6 +15,16 @@ cdef struct change_stats_t:
     uint64_t nthp            # huge PMDs changed (their addresses go to the thp buffer)
     uint64_t nsplit          # huge PMDs split because the range cut them
     uint64_t ntables         # PTE tables walked (each one pte_offset_map_lock in the kernel)
+    uint64_t nnone           # empty PTE slots scanned in those tables
+    uint64_t nwrcheck        # can_change_pte_writable() calls (TRY_WRITABLE, entry not RW)
+
+cdef struct zap_stats_t:
+    uint64_t n4k             # present 4K entries cleared (the zero page included)
+    uint64_t nhuge           # huge PMDs cleared
+    uint64_t nnone           # empty (or non-present) PTE slots scanned
+    uint64_t ntables         # PTE tables walked (each one pte_offset_map_lock)
+    uint64_t addr            # where the pass stopped
+    int stop                 # why: done, page batch full, force_flush (pagetable.pyx)
 
 cdef class PageTable:
     cdef uint64_t** tables
@@ -39,7 +49,10 @@ cdef class PageTable:
     cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
                      gather_t* g, uint64_t zero_pfn, change_stats_t* st,
                      uint64_t* thp, uint64_t* splits) except -1
-    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g) except -1
+    cdef int _zap(self, uint64_t start, uint64_t end, gather_t* g, zap_stats_t* st,
+                  bint batched, list split_addrs) except -1
+    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g,
+                            bint batched) except -1
 
 
 cdef inline uint64_t* pt_table(PageTable pt, uint64_t entry) noexcept nogil:

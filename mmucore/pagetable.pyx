@@ -14,7 +14,8 @@ from libc.stdint cimport uint64_t, uint8_t
 
 from mmucore.pte cimport *
 from mmucore.gather cimport (Gather, gather_t, c_tlb_flush_pte_range, c_tlb_flush_pmd_range,
-                             c_tlb_adjust_range, c_tlb_reset_range)
+                             c_tlb_adjust_range, c_tlb_reset_range, c_tlb_init_batches,
+                             c_tlb_remove_page, c_tlb_remove_table)
 
 cnp.import_array()
 
@@ -40,6 +41,16 @@ CP_DIRTY_ACCT = 64         # MM_CP_DIRTY_ACCT (<=5.19): RW back on dirty shared 
 _CP_ALL = 127
 _NO_ADDRS = np.zeros(0, dtype=np.uint64)
 _NO_ADDRS.flags.writeable = False
+
+# unmap_page_range's stop reasons
+ZAP_DONE = 0               # the range is zapped
+ZAP_BATCH_FULL = 1         # the page batch is full: flush, free the pages, go on
+ZAP_FORCE_FLUSH = 2        # a dirty page-cache page: flush before the PTE lock drops
+
+cdef enum:
+    K_ZAP_DONE = 0
+    K_ZAP_BATCH_FULL = 1
+    K_ZAP_FORCE_FLUSH = 2
 
 cdef enum:
     _SMALL_THP = 64          # huge PMDs change_range reports from its stack buffer
@@ -469,7 +480,7 @@ cdef class PageTable:
         return out
 
     def change_range(self, va, npages, newprot, int mode=0,
-                     Gather gather=None, zero_pfn=0):
+                     Gather gather=None, zero_pfn=0, uint64_t[::1] scanned=None):
         """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
 
         mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs,
@@ -478,6 +489,8 @@ cdef class PageTable:
         change_huge_pmd visited (the pre-patch path flushes each immediately), of huge
         PMDs split because the range cut them (split flushes immediately), and the number
         of PTE tables change_pte_range walked (what a per-table cost is charged on).
+        `scanned`, if given (uint64, at least 2), receives the empty PTE slots scanned in
+        those tables and the can_change_pte_writable() checks made (per-entry costs).
         """
         cdef uint64_t c_va = u64(va, "change_range: va")
         cdef uint64_t c_newprot = u64(newprot, "change_range: newprot")
@@ -496,6 +509,7 @@ cdef class PageTable:
             scratch.fullmm = False
             scratch.need_flush_all = False
             c_tlb_reset_range(&scratch)
+            c_tlb_init_batches(&scratch, 0)
         cdef change_stats_t st
         memset(&st, 0, sizeof(st))
         # huge-PMD and split addresses: a stack buffer for small ranges, numpy for big
@@ -517,6 +531,11 @@ cdef class PageTable:
             thp = thp[:st.nthp]
         splits = (_NO_ADDRS if st.nsplit == 0
                   else np.array(<uint64_t[:st.nsplit]>splitbuf, dtype=np.uint64))
+        if scanned is not None:
+            if scanned.shape[0] < 2:
+                raise ValueError("change_range: scanned needs room for 2 counts")
+            scanned[0] = st.nnone
+            scanned[1] = st.nwrcheck
         return (st.pages, st.changed, st.flagged, thp, splits, st.ntables)
 
     cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
@@ -558,7 +577,9 @@ cdef class PageTable:
         return 0
 
     def zap_range(self, va, npages, Gather gather, free_start=None, free_end=None):
-        """zap_pte_range()/zap_huge_pmd() over the range, recording every cleared entry.
+        """zap_pte_range()/zap_huge_pmd() over the whole range, recording every cleared
+        entry, with no batch limit (kernel paths use unmap_page_range, which stops where
+        the kernel flushes in the middle of a zap).
 
         Page-table pages whose whole span lies in [free_start, free_end) are then freed
         (free_pgtables) and the gather gets freed_tables.  Returns (zapped 4K pages,
@@ -568,14 +589,65 @@ cdef class PageTable:
         _check_range(c_va, npages, 4096, "zap_range")
         if gather is None:
             raise ValueError("zap_range: a Gather is required")
-        cdef uint64_t start = c_va, end = c_va + npages * 4096, addr, nxt
+        cdef uint64_t start = c_va, end = c_va + npages * 4096
         cdef uint64_t fs = start if free_start is None else free_start
         cdef uint64_t fe = end if free_end is None else free_end
+        cdef zap_stats_t st
+        memset(&st, 0, sizeof(st))
+        split_addrs = []
+        self._zap(start, end, &gather.g, &st, False, split_addrs)
+        if fe > fs:
+            self._free_pgtables(fs & ~(<uint64_t>4095), fe, &gather.g, False)
+        return (st.n4k, st.nhuge, split_addrs)
+
+    def unmap_page_range(self, va, npages, Gather gather):
+        """unmap_page_range() as far as the gather lets it go: zap [va, +npages), queue
+        every normal page in the gather's page batch, and stop where the kernel's
+        zap_pte_range() stops to flush: right after the entry that filled the batch, or
+        at the end of the pass over a PTE table that zapped a dirty page-cache page
+        (force_flush).  The caller flushes (tlb_flush_mmu) and calls again from `addr`.
+
+        Returns (addr, n4k, nhuge, nnone, ntables, splits, stop): where the pass stopped
+        (the range's end when done), present 4K entries cleared (the zero page
+        included), huge PMDs cleared, empty slots scanned in existing PTE tables, PTE
+        tables walked, the huge PMDs split because the range cut them, and why it
+        stopped (ZAP_DONE, ZAP_BATCH_FULL or ZAP_FORCE_FLUSH).
+        """
+        cdef uint64_t c_va = u64(va, "unmap_page_range: va")
+        if not _plain_user_range(c_va, npages):
+            _check_range(c_va, npages, 4096, "unmap_page_range")
+        if gather is None:
+            raise ValueError("unmap_page_range: a Gather is required")
+        cdef zap_stats_t st
+        memset(&st, 0, sizeof(st))
+        split_addrs = []
+        self._zap(c_va, c_va + npages * 4096, &gather.g, &st, True, split_addrs)
+        return (st.addr, st.n4k, st.nhuge, st.nnone, st.ntables, split_addrs, st.stop)
+
+    def free_pgd_range(self, floor, ceiling, Gather gather):
+        """free_pgd_range(): free the page tables whose span lies in [floor, ceiling),
+        each recorded in the gather (pte_free_tlb & co.) and queued in its table batch.
+        Returns True if it stopped because the table batch filled (MAX_TABLE_BATCH): the
+        caller flushes (tlb_table_flush) and calls again, which resumes with the tables
+        still there."""
+        cdef uint64_t fs = u64(floor, "free_pgd_range: floor")
+        cdef uint64_t fe = u64(ceiling, "free_pgd_range: ceiling")
+        if gather is None:
+            raise ValueError("free_pgd_range: a Gather is required")
+        if fe <= fs:
+            return False
+        return self._free_pgtables(fs & ~(<uint64_t>4095), fe, &gather.g, True) == 1
+
+    cdef int _zap(self, uint64_t start, uint64_t end, gather_t* g, zap_stats_t* st,
+                  bint batched, list split_addrs) except -1:
+        """zap_pmd_range(): each PMD of [start, end) is a huge PMD zapped whole (one
+        batch entry), a huge PMD the range cuts (split first), or a PTE table for
+        zap_pte_range.  With `batched`, stops where the kernel flushes (st.stop)."""
+        cdef uint64_t addr = start, nxt, e, reached
         cdef uint64_t* pmd
         cdef uint64_t* t
-        cdef uint64_t n4k = 0, nhuge = 0, i, i0, i1
-        split_addrs = []
-        addr = start
+        st.addr = end
+        st.stop = K_ZAP_DONE
         while addr < end:
             nxt = next_boundary(addr, DEF_PMD_SIZE, end)
             pmd = self.pmd_slot(addr, False)
@@ -584,32 +656,38 @@ cdef class PageTable:
                 continue
             if pmd[0] & MMU_PSE:
                 if (addr & (DEF_PMD_SIZE - 1)) == 0 and nxt - addr == DEF_PMD_SIZE:
+                    e = pmd[0]
                     pmd[0] = 0
-                    c_tlb_flush_pmd_range(&gather.g, addr, DEF_PMD_SIZE)
-                    nhuge += 1
+                    c_tlb_flush_pmd_range(g, addr, DEF_PMD_SIZE)
+                    st.nhuge += 1
                     addr = nxt
+                    # zap_huge_pmd -> tlb_remove_page_size(): the folio is one entry,
+                    # and a full batch flushes at once (tlb_flush_mmu)
+                    if batched and not (e & MMU_SPECIAL) and c_tlb_remove_page(g):
+                        st.addr = addr
+                        st.stop = K_ZAP_BATCH_FULL
+                        return 0
                     continue
                 split_addrs.append(addr & PMD_MASK_C)
                 self._split(pmd)
             if pmd[0] & MMU_P:
                 t = pt_table(self, pmd[0])
-                i0 = idx(addr, 12)
-                i1 = i0 + ((nxt - addr) >> 12)
+                st.ntables += 1
                 with nogil:
-                    for i in range(i0, i1):
-                        if c_pte_present(t[i]):
-                            t[i] = 0
-                            c_tlb_flush_pte_range(&gather.g, (addr & PMD_MASK_C) + (i << 12), 4096)
-                            n4k += 1
-                        else:
-                            t[i] = 0
+                    reached = zap_pte_range(t, addr, nxt, g, st, batched)
+                if st.stop != K_ZAP_DONE:
+                    st.addr = reached
+                    return 0
             addr = nxt
-        if fe > fs:
-            self._free_pgtables(fs & ~(<uint64_t>4095), fe, &gather.g)
-        return (n4k, nhuge, split_addrs)
+        return 0
 
-    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g) except -1:
-        """Free PTE/PMD/PUD tables whose span lies inside [fs, fe) (free_pgd_range)."""
+    cdef int _free_pgtables(self, uint64_t fs, uint64_t fe, gather_t* g,
+                            bint batched) except -1:
+        """Free PTE/PMD/PUD tables whose span lies inside [fs, fe) (free_pgd_range), in
+        the kernel's order (a PMD table after its PTE tables).  With `batched` each
+        freed table is queued in the table batch (tlb_remove_table); returns 1 when that
+        batch filled (the caller flushes and calls again, which resumes with the tables
+        still there), else 0."""
         cdef uint64_t* top = self.tables[self.root]
         cdef uint64_t* pud_t
         cdef uint64_t* pmd_t
@@ -636,18 +714,27 @@ cdef class PageTable:
                     c_tlb_adjust_range(g, base_c, 4096)
                     g.cleared_pmds = True
                     freed = True
+                    if batched and c_tlb_remove_table(g):
+                        g.freed_tables = True
+                        return 1
                 if base_b >= fs and base_b + (<uint64_t>1 << 30) <= fe and _table_empty(pmd_t):
                     self.free_table((pud_t[b] & MMU_PFN_MASK) >> 12, 1)
                     pud_t[b] = 0
                     c_tlb_adjust_range(g, base_b, 4096)
                     g.cleared_puds = True
                     freed = True
+                    if batched and c_tlb_remove_table(g):
+                        g.freed_tables = True
+                        return 1
             if base_a >= fs and base_a + (<uint64_t>1 << 39) <= fe and _table_empty(pud_t):
                 self.free_table((top[a] & MMU_PFN_MASK) >> 12, 2)
                 top[a] = 0
                 c_tlb_adjust_range(g, base_a, 4096)
                 g.cleared_p4ds = True
                 freed = True
+                if batched and c_tlb_remove_table(g):
+                    g.freed_tables = True
+                    return 1
         if freed:
             g.freed_tables = True
         return 0
@@ -790,6 +877,40 @@ cdef inline uint64_t apply_rules(uint64_t old, uint64_t new, int mode,
     return new
 
 
+cdef uint64_t zap_pte_range(uint64_t* t, uint64_t addr, uint64_t end, gather_t* g,
+                            zap_stats_t* st, bint batched) noexcept nogil:
+    """zap_pte_range() over one PTE table's part [addr, end): clear every entry, record
+    the present ones in the gather's range and, with `batched`, queue each normal page
+    (not the zero page: vm_normal_page() is NULL for it) in the page batch.  Returns
+    where the pass ended: right after the entry that filled the batch (st.stop =
+    ZAP_BATCH_FULL, force_break), else `end`, with st.stop = ZAP_FORCE_FLUSH if a dirty
+    page-cache page was zapped (force_flush: flush before the PTE lock is dropped)."""
+    cdef uint64_t i, i0 = idx(addr, 12), i1 = i0 + ((end - addr) >> 12)
+    cdef uint64_t base = addr & PMD_MASK_C
+    cdef uint64_t e
+    cdef bint force_flush = False
+    for i in range(i0, i1):
+        e = t[i]
+        if not c_pte_present(e):
+            # pte_none (or a non-present entry): scanned, nothing to flush
+            t[i] = 0
+            st.nnone += 1
+            continue
+        t[i] = 0
+        c_tlb_flush_pte_range(g, base + (i << 12), 4096)
+        st.n4k += 1
+        if not batched or (e & MMU_SPECIAL):
+            continue
+        if (c_pte_pfn(e) >> K_FILE_PFN_BASE_SHIFT) != 0 and (e & MMU_D):
+            force_flush = True          # !folio_test_anon && pte_dirty
+        if c_tlb_remove_page(g):
+            st.stop = K_ZAP_BATCH_FULL
+            return base + ((i + 1) << 12)
+    if force_flush:
+        st.stop = K_ZAP_FORCE_FLUSH
+    return end
+
+
 cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t newprot,
                            int mode, gather_t* g, uint64_t zero_pfn,
                            change_stats_t* st) noexcept nogil:
@@ -797,8 +918,9 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
     cdef uint64_t i, i0 = idx(addr, 12), i1 = i0 + ((end - addr) >> 12)
     cdef uint64_t base = addr & PMD_MASK_C
     cdef uint64_t old, new
-    cdef uint64_t pages = 0, changed = 0, flagged = 0, lo = 0, hi = 0
+    cdef uint64_t pages = 0, changed = 0, flagged = 0, lo = 0, hi = 0, wrcheck = 0
     cdef bint need
+    cdef bint try_writable = (mode & K_TRY_WRITABLE) != 0
     cdef bint record_all = (mode & K_RECORD_ALL) != 0
     cdef bint record_needed = (mode & K_RECORD_NEEDED) != 0
     cdef bint extras = (mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE)) != 0
@@ -808,6 +930,8 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
             continue
         pages += 1
         new = c_pte_modify(old, newprot)
+        if try_writable and (new & MMU_P) and not (new & MMU_RW):
+            wrcheck += 1                # the kernel asks can_change_pte_writable()
         if extras:
             new = apply_rules(old, new, mode, c_pte_pfn(old), zero_pfn)
         if new != old:
@@ -834,6 +958,8 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
     st.pages += pages
     st.changed += changed
     st.flagged += flagged
+    st.nnone += (i1 - i0) - pages
+    st.nwrcheck += wrcheck
 
 
 cdef void change_huge_pmd(uint64_t* pmd, uint64_t addr, uint64_t newprot, int mode,
@@ -842,6 +968,8 @@ cdef void change_huge_pmd(uint64_t* pmd, uint64_t addr, uint64_t newprot, int mo
     """change_huge_pmd(): pmd_modify one 2M leaf; its address goes to `thp` for the caller."""
     cdef uint64_t old = pmd[0]
     cdef uint64_t new = c_pmd_modify(old, newprot)
+    if (mode & K_TRY_WRITABLE) and (new & MMU_P) and not (new & MMU_RW):
+        st.nwrcheck += 1                # can_change_pmd_writable()
     if mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE):
         new = apply_rules(old, new, mode, c_pmd_pfn(old), zero_pfn)
     if new != old:

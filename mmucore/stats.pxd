@@ -40,6 +40,12 @@ cdef enum:
     # TLBSYNC waits (the kernel has no counter; the instructions themselves)
     K_INVLPGB
     K_TLBSYNC
+    # mid-zap flushes: the mmu_gather page batch / table batch filled (gather.pxd)
+    K_GATHER_BATCH_FULL
+    K_GATHER_TABLE_FULL
+    # pages zapped: 4K entries cleared, and huge PMDs cleared
+    K_ZAP_PTE
+    K_ZAP_HUGE_PMD
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

@@ -35,6 +35,7 @@ cdef class TLB:
 
 # TLB operations for other core modules (tlbstate's flush paths); defined in tlb.pyx.
 cdef void c_invlpg(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
+cdef void c_invlpg_remote(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_flush_pcid(TLB t, uint64_t pcid) noexcept nogil
 cdef void c_write_cr3(TLB t, int pcid, bint flush) noexcept nogil

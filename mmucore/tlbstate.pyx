@@ -59,7 +59,8 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             K_USER_PCID_FLUSH, B_LOCK, CpuStats, stats_add, stats_clock,
                             stats_spend, stats_touch)
 from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
-from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invpcid_single,
+from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invlpg_remote,
+                          c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
 from mmucore.tlb cimport c_invlpgb_pcid, c_invlpgb_va
 
@@ -725,10 +726,14 @@ cdef void return_to_user(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
 
 # ------------------------------------------------------------------ the flush itself
 cdef inline void flush_tlb_one_user(flush_env* e, cpu_tlbstate* cpu,
-                                    uint64_t addr) noexcept nogil:
-    """INVLPG addr in the current PCID; with PTI also the user PCID (INVPCID if the CPU
-    has it, else the ASID is marked for a user flush on return to user space)."""
-    c_invlpg(<TLB>cpu.tlb, addr, c_tlb_pcid(<TLB>cpu.tlb))
+                                    uint64_t addr, bint local) noexcept nogil:
+    """INVLPG addr in the current PCID (at the remote price on an IPI target); with PTI
+    also the user PCID (INVPCID if the CPU has it, else the ASID is marked for a user
+    flush on return to user space)."""
+    if local:
+        c_invlpg(<TLB>cpu.tlb, addr, c_tlb_pcid(<TLB>cpu.tlb))
+    else:
+        c_invlpg_remote(<TLB>cpu.tlb, addr, c_tlb_pcid(<TLB>cpu.tlb))
     if e.p.pti:
         if e.p.invpcid:
             c_invpcid_single(<TLB>cpu.tlb, addr, user_pcid(cpu.loaded_mm_asid))
@@ -778,7 +783,7 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     if f.end != FLUSH_ALL and f.new_tlb_gen == local_gen + 1 and f.new_tlb_gen == mm_gen:
         n = (f.end - f.start) >> f.stride_shift
         for i in range(n):
-            flush_tlb_one_user(e, cpu, f.start + (i << f.stride_shift))
+            flush_tlb_one_user(e, cpu, f.start + (i << f.stride_shift), local)
         stats_add(cpu.stats, K_NR_TLB_LOCAL_FLUSH_ONE if local else K_REMOTE_FLUSH_ONE,
                   <int64_t>n)
         cpu.ctxs[asid].tlb_gen = mm_gen

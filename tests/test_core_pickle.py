@@ -26,7 +26,7 @@ REGIONS = (0x7F0000000000, 0x7F0040000000, 0x8000000000)
 SPAN = 8 * 512                   # pages per region used by the tests (8 PMDs, 16 MiB)
 COSTS = dict(l1_hit=1, stlb_hit=7, walk_base=20, walk_ref=30, invlpg=100,
              invpcid_single=150, cr3_flush=200, cr3_noflush=40, flush_global=500,
-             fault_hw=300)
+             fault_hw=300, invlpg_remote=90)
 TINY = dict(l1_4k=(2, 2), l1_2m=(1, 2), l1_unified=False, stlb=(3, 2), psc=(1, 2, (2, 1)),
             nested_levels=0)
 NO_PSC = dict(TINY, psc=(0, 0, 0), l1_unified=True, l1_2m=None)

@@ -9,12 +9,17 @@ How the costs compose (the cost model must follow this):
 - an access costs l1_hit, or stlb_hit, or walk_base + walk_ref * (memory references of
   the walk, up to 24 for a nested walk); a #PF adds fault_hw;
 - a fault costs fault_hw + fault_base + one of fault_anon / fault_zero_page /
-  fault_wp_reuse / fault_cow_copy / fault_spurious;
+  fault_thp / fault_wp_reuse / fault_cow_copy / fault_spurious;
 - a local flush costs flush_base + (flush_per_page + invlpg) per page, or flush_base +
   cr3_flush for a full flush; a remote target adds ipi_send + ipi_deliver +
-  ipi_handler + its own invalidations + ipi_ack, and each further target
-  ipi_extra_target;
-- a syscall costs syscall (+ pti_cr3_switch with PTI) + its *_base + per-item costs.
+  ipi_handler + its own invalidations (invlpg_remote per page) + ipi_ack, and each
+  further target ipi_extra_target;
+- a syscall costs syscall (+ pti_cr3_switch with PTI) + its *_base + per-item costs:
+  change_protection per_vma for the call's first VMA and per_extra_vma for each
+  further one, per_pmd_table per PTE table, per_pte per present entry, per_pte_none per
+  empty slot scanned, can_change_pte_writable per write-upgrade check (6.0+); a zap
+  (munmap, MADV_DONTNEED) per_page_zap per present 4K entry, zap_huge_pmd per huge
+  PMD, per_pte_none per empty slot, plus every flush the gather's batches force.
 
 Figures quoted from SPEC section 5 are the project's starting points; everything else
 is marked "assumption" and uncalibrated. Derived values show their arithmetic.
@@ -34,6 +39,7 @@ __all__ = ["Preset", "PRESETS", "get_preset", "HW_KEYS", "KERNEL_KEYS", "GEOMETR
 HW_KEYS: Tuple[str, ...] = (
     "l1_hit", "stlb_hit", "walk_base", "walk_ref", "invlpg", "invpcid_single",
     "cr3_flush", "cr3_noflush", "flush_global", "fault_hw",
+    "invlpg_remote",
 )
 KERNEL_KEYS: Tuple[str, ...] = (
     "syscall", "pti_cr3_switch", "mprotect_base", "per_vma", "per_pte", "per_pmd_table",
@@ -43,6 +49,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
     "cacheline_transfer", "lock_handoff",
     "invlpgb", "tlbsync",
+    "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -248,6 +255,11 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                               "entries: 2 x cr3_flush 100 = 200; uncalibrated"),
         "fault_hw": (fault_hw, f"assumption: #PF delivery + IRET ~100 ns x {ghz} GHz = "
                                f"{fault_hw}; uncalibrated"),
+        "invlpg_remote": (invlpg, f"SPEC §5 gives one INVLPG figure (~100 cycles): the "
+                                  f"same on a remote target (flush_tlb_func in the IPI "
+                                  f"handler) as locally, invlpg {invlpg}; a 6.18 KVM guest "
+                                  f"on AMD EPYC measured ~140 remote vs ~190 local "
+                                  f"(issue 13), a host preset sets both"),
         # kernel: syscalls and mprotect
         "syscall": (syscall, f"assumption: null syscall round trip without PTI ~50 ns x "
                              f"{ghz} GHz = {syscall}"),
@@ -265,7 +277,8 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
         "per_pte": (per_pte, "assumption: atomic get-and-clear, pte_modify and store per "
                              "entry (ptep_modify_prot_start/commit) ~20 cycles"),
         "per_pmd_table": (per_pmd_table, "assumption: pte_offset_map_lock/unlock and the "
-                                         "lazy-MMU section around one PTE table"),
+                                         "lazy-MMU section around one PTE table (a pass "
+                                         "of change_pte_range or zap_pte_range)"),
         "vma_split": (400, "assumption: vm_area_dup + anon_vma_clone + tree insert, about "
                            "per_vma (400); uncalibrated"),
         "vma_merge": (300, "assumption: vma_adjust of one or two neighbours; uncalibrated"),
@@ -331,6 +344,32 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
         "tlbsync": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
                              f"broadcasts, one fabric round trip ~0.5 us x {ghz} GHz = "
                              f"{ns(500)}, below the IPI round trip (~775 ns); uncalibrated"),
+        "per_extra_vma": (per_vma, f"assumption: each further VMA of one mprotect costs "
+                                   f"what the first does (per_vma {per_vma}), the model "
+                                   f"before the two were split; issue 13 measured multi-VMA "
+                                   f"calls 26-48% above that on a 6.18 KVM guest, so a "
+                                   f"preset fitted to K-VMA cells sets it lower"),
+        "per_pte_none": (9, "issue 13: ~9 cycles per empty PTE slot change_pte_range / "
+                            "zap_pte_range scan (a span mprotect with only its first and "
+                            "last page present), measured on a 6.18 KVM guest, AMD EPYC"
+                            + ("" if guest else "; reused for bare metal (a slot scan "
+                                                "takes no VM exit)")),
+        "can_change_pte_writable": (15, "assumption: the 6.0+ write-upgrade check per PTE "
+                                        "(vm_normal_page + PageAnonExclusive: one struct-"
+                                        "page cache line, ~15 cycles warm); uncalibrated "
+                                        "(issue 13: without it PROT_READ|WRITE over many "
+                                        "pages comes out 15-33% low)"),
+        "zap_huge_pmd": (round(512 * 100 / 14),
+                         "issue 13: a huge-PMD zap measured ~14x cheaper than 512 4K "
+                         "zaps at per_page_zap 100 on a 6.18 KVM guest (zap_huge_pmd "
+                         "clears one entry and frees one folio): 512 x 100 / 14 = "
+                         f"{round(512 * 100 / 14)}"),
+        "fault_thp": (500_000 - fault_hw - fault_base,
+                      f"issue 13: a THP first-touch fault ~0.5M cycles on a 6.18 KVM guest, "
+                      f"AMD EPYC (clear_huge_page zeroes 512 subpages, ~2 MiB at ~4 "
+                      f"bytes/cycle): 500,000 - fault_hw {fault_hw} - fault_base "
+                      f"{fault_base} = {500_000 - fault_hw - fault_base}"
+                      + ("" if guest else "; reused for bare metal")),
     }
 
 
@@ -421,6 +460,10 @@ def _kvm_2022() -> Preset:
                                    f"3,952 - 2,724 = 1,228 cycles in the guest; - invlpg "
                                    f"{invlpg} - flush_per_page {per_page} = {flush_base}"),
     })
+    table["can_change_pte_writable"] = (
+        0, "0: the cover letter's kernels (5.17 mmots, 5.19 patched) have no write-upgrade "
+           "check (6.0+), and no measurement of this guest prices it; 0 keeps pysim "
+           "reproduce's v6.2 rows as they were")
     free = ("mprotect_base", "flush_base", "ipi_deliver", "walk_ref")
     return _build("kvm-2022", "skylake-kvm",
                   (3.0, "assumption: the cover letter does not name the host CPU; 3.0 GHz "

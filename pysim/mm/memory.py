@@ -15,16 +15,20 @@ import numpy as np
 
 import mmucore
 from mmucore import stats as _stats
-from mmucore.stats import B_FAULT
+from mmucore.stats import (B_FAULT, B_PTE, K_GATHER_BATCH_FULL, K_GATHER_TABLE_FULL,
+                           K_ZAP_HUGE_PMD, K_ZAP_PTE)
 
 from ..constants import (PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ,
                          VM_WRITE)
+from ..arch.tlbflush import flush_tlb_range
 from ..errors import PysimError
 from ..results import Fault
+from .mmu_gather import tlb_flush_mmu, tlb_table_flush
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
     from .mm import MM
+    from .mmu_gather import MMUGather
     from .vma import VMA
 
 P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
@@ -32,7 +36,7 @@ OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": 
                    "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
                    "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious"}
 _OUTCOME_K = {k: _stats.KERNEL_COUNTER_INDEX[v] for k, v in OUTCOME_COUNTER.items()}
-OUTCOME_COST = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_anon",
+OUTCOME_COST = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                 "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow_copy",
                 "spurious": "fault_spurious", "sigsegv": "fault_spurious",
                 "numa": "fault_spurious"}
@@ -207,6 +211,47 @@ def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
     cpu.arch.flush_tlb_mm_range(cpu, mm, va, va + PAGE_SIZE, 12, False)
     mm.pt.set_pte(va, new)
     return "cow"
+
+
+def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
+    """unmap_page_range() over [start, end) of one VMA with the gather's batch limits:
+    mmucore zaps until the page batch fills (or a PTE table held a dirty page-cache
+    page), then tlb_flush_mmu() flushes the range gathered so far, frees the batch and
+    the zap resumes there; a huge PMD the range cuts is split and flushed first.  Each
+    entry is charged: per_page_zap per present 4K entry, zap_huge_pmd per huge PMD (one
+    entry, not 512), per_pte_none per empty slot scanned in an existing PTE table, and
+    per_pmd_table per pass over a PTE table (pte_offset_map_lock ... unlock; a pass the
+    batch cut short is taken again, as the kernel's `goto retry` does)."""
+    cpu, mm = tlb.cpu, tlb.mm
+    pt, g, stats = mm.pt, tlb.state, cpu.stats
+    addr = start
+    n4k = nhuge = nnone = ntables = 0
+    while True:
+        addr, a4k, ahuge, anone, atables, splits, stop = pt.unmap_page_range(
+            addr, (end - addr) // PAGE_SIZE, g)
+        n4k, nhuge, nnone, ntables = n4k + a4k, nhuge + ahuge, nnone + anone, ntables + atables
+        for a in splits:
+            flush_tlb_range(cpu, mm, a, a + PMD_SIZE)   # __split_huge_pmd's flush
+        if stop == mmucore.ZAP_DONE:
+            break
+        if stop == mmucore.ZAP_BATCH_FULL:
+            stats.count(K_GATHER_BATCH_FULL, 1)
+        tlb_flush_mmu(tlb)
+    cost = cpu.cfg.cost
+    stats.count(K_ZAP_PTE, n4k)
+    stats.count(K_ZAP_HUGE_PMD, nhuge)
+    stats.charge(B_PTE, n4k * cost.per_page_zap + nhuge * cost.zap_huge_pmd
+                 + nnone * cost.per_pte_none + ntables * cost.per_pmd_table)
+
+
+def free_pgtables(tlb: "MMUGather", floor: int, ceiling: int) -> None:
+    """free_pgtables() / free_pgd_range(): free the page tables that only served
+    [floor, ceiling), each recorded in the gather (freed_tables, PMD stride) and queued
+    in its table batch; when that batch fills, tlb_table_flush() flushes what was
+    gathered so far and the freeing goes on."""
+    while tlb.mm.pt.free_pgd_range(floor, ceiling, tlb.state):
+        tlb.cpu.stats.count(K_GATHER_TABLE_FULL, 1)
+        tlb_table_flush(tlb)
 
 
 def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:

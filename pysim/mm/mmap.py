@@ -7,17 +7,16 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from mmucore.stats import B_PTE, B_VMA
+from mmucore.stats import B_VMA
 
 from ..constants import (MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_NORESERVE,
                          MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE,
                          MAP_STACK, MAP_TYPE, PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_READ,
                          PROT_SEM, PROT_WRITE, TASK_SIZE, VM_HUGEPAGE, VM_MAYWRITE,
                          VM_SHARED, VM_WRITE)
-from ..arch.tlbflush import flush_tlb_range
 from ..errors import SyscallError
 from .args import syscall_ints
-from .memory import populate
+from .memory import free_pgtables, populate, unmap_page_range
 from .mm import File
 from .mmu_gather import tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
@@ -122,7 +121,10 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
     return 0
 
 def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int) -> None:
-    """unmap_region(): zap the removed VMAs' entries and free tables nothing else uses."""
+    """unmap_region(): one gather for the whole call: zap the removed VMAs' entries
+    (unmap_vmas; the gather's batches may flush in the middle), then free the page
+    tables no remaining VMA can use (free_pgtables over the gap [floor, ceiling)
+    between the neighbours), then tlb_finish_mmu()'s final flush."""
     removed = mm.vmas.remove_range(start, end)
     if not removed:
         return
@@ -130,16 +132,6 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int) -> None:
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
     with tlb_gather_mmu(cpu, mm) as tlb:
-        zapped = 0
-        for i, vma in enumerate(removed):
-            last = i == len(removed) - 1
-            # free_pgtables once, after the last zap: every table in the gap
-            # [floor, ceiling) that no remaining VMA can use goes
-            n4k, nhuge, splits = mm.pt.zap_range(
-                vma.start, (vma.end - vma.start) // PAGE_SIZE, tlb.state,
-                floor if last else 0, ceiling if last else 0)
-            for a in splits:
-                flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
-            zapped += n4k + 512 * nhuge
-        cpu.stats.charge(B_PTE, zapped * cpu.cfg.cost.per_page_zap)
-
+        for vma in removed:
+            unmap_page_range(tlb, vma.start, vma.end)
+        free_pgtables(tlb, floor, ceiling)

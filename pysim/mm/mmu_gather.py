@@ -7,7 +7,15 @@ tlb_flush_mmu(), so nothing freed may be reused before it.  A batch flushes once
 tlb_finish_mmu(), or at every tlb_end_vma() on architectures that do not merge VMAs.
 The flush itself is the architecture's hook, `cpu.arch.tlb_flush(tlb)` (x86: one
 flush_tlb_mm_range over [start, end) at the finest cleared level's stride); the rest is
-generic.  The built-in paths use exactly this API, so a user can write a new one:
+generic.
+
+A zap also flushes in the middle when one of the gather's two batches fills (the pages
+it may free only after the flush, and the page tables it frees): mmucore's zap loop
+stops there, tlb_flush_mmu() flushes the range gathered so far, resets it and empties
+the page batch, and the zap goes on (pysim.mm.memory.unmap_page_range; the batch
+mechanics and the kernel's constants are explained in mmucore/gather.pxd).
+
+The built-in paths use exactly this API, so a user can write a new one:
 
     with tlb_gather_mmu(cpu, mm) as tlb:
         tlb_start_vma(tlb, vma)
@@ -35,10 +43,10 @@ class MMUGather:
 
     __slots__ = ("cpu", "mm", "state", "flushes", "finished", "own_window", "result")
 
-    def __init__(self, cpu: "CPU", mm: "MM", fullmm: bool = False):
+    def __init__(self, cpu: "CPU", mm: "MM", fullmm: bool = False, batch_reserve: int = 0):
         self.cpu = cpu
         self.mm = mm
-        self.state = mmucore.Gather(fullmm)
+        self.state = mmucore.Gather(fullmm, batch_reserve)
         self.flushes: list = []      # the FlushInfo of every flush the batch made
         self.finished = False
         self.own_window = False      # the batch opened the CPU's accounting window itself
@@ -56,6 +64,14 @@ class MMUGather:
         return f"MMUGather({self.state!r}, {len(self.flushes)} flushes)"
 
 
+def gather_batch_reserve(profile) -> int:
+    """Entries each page batch keeps free: 0 for kernels up to 6.8 (full when nr == max),
+    1 from 6.9 (nr >= max - 1, room for a (page, nr_pages) pair).  Every built-in
+    profile predates 6.9; a profile for a later kernel says so with a field
+    `mmu_gather_batch_reserve` = 1, read here when it exists."""
+    return int(getattr(profile, "mmu_gather_batch_reserve", 0))
+
+
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
     """Start a batch on mm; mm.tlb_flush_pending counts it until tlb_finish_mmu()."""
     try:
@@ -65,7 +81,7 @@ def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
         raise TypeError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
                         f"(thread.mm), got {type(cpu).__name__} and "
                         f"{type(mm).__name__}") from None
-    tlb = MMUGather(cpu, mm, fullmm)
+    tlb = MMUGather(cpu, mm, fullmm, gather_batch_reserve(cpu.cfg.profile))
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
         # (tlb.result); the machine's checker does not run for it (call m.check())
@@ -115,9 +131,19 @@ def tlb_flush_mmu_tlbonly(tlb: MMUGather) -> None:
     tlb.state.reset_range()
 
 
-def tlb_flush_mmu(tlb: MMUGather) -> None:
-    """tlb_flush_mmu(): flush, then free batched pages/tables (nothing to free here)."""
+def tlb_table_flush(tlb: MMUGather) -> None:
+    """tlb_table_flush(): the table batch is full (or the gather ends): flush the TLB
+    over what was recorded (tlb_table_invalidate), then the tables go to RCU."""
     tlb_flush_mmu_tlbonly(tlb)
+    tlb.state.table_flush()
+
+
+def tlb_flush_mmu(tlb: MMUGather) -> None:
+    """tlb_flush_mmu(): flush, then free what the batches hold (tlb_flush_mmu_free: the
+    table batch, then the queued pages; the model frees no memory, it empties them)."""
+    tlb_flush_mmu_tlbonly(tlb)
+    tlb_table_flush(tlb)
+    tlb.state.batch_pages_flush()
 
 
 def tlb_finish_mmu(tlb: MMUGather) -> None:
@@ -132,8 +158,7 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
             g.fullmm = True
             g.reset_range()
             g.freed_tables = True
-        if g.needs_flush:
-            tlb_flush_mmu(tlb)
+        tlb_flush_mmu(tlb)           # flushes only if something was recorded
     except BaseException:
         if tlb.own_window:
             tlb.cpu.stats.acct.abort()

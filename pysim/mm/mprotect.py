@@ -11,6 +11,8 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
+
 import mmucore
 from mmucore.stats import B_PTE, B_VMA, K_VMA_MERGE, K_VMA_SPLIT
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:                                   # pragma: no cover
 
 _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
 _CP_NEEDED, _CP_ALL = mmucore.CP_RECORD_NEEDED, mmucore.CP_RECORD_ALL
+_SCANNED = np.zeros(2, dtype=np.uint64)    # change_range's empty-slot and write-check counts
 _CP_WRITABLE = {"dirty": mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY,
                 "exclusive": mmucore.CP_TRY_WRITABLE}
 
@@ -46,32 +49,41 @@ def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     return mode
 
 
-def change_cost(cpu: "CPU", pages: int, nthp: int, tables: int) -> float:
-    """Kernel cycles of one change_protection() portion: the VMA setup, each PTE table's
-    lock/map section, each present 4K entry, and each huge PMD (one lock and one entry:
+def change_cost(cpu: "CPU", pages: int, nthp: int, tables: int, nnone: int = 0,
+                nwrcheck: int = 0, first: bool = True) -> float:
+    """Kernel cycles of one change_protection() portion: the VMA setup (per_vma for the
+    call's first VMA, per_extra_vma for each further one), each PTE table's lock/map
+    section, each present 4K entry, each empty slot the loop scans, each write-upgrade
+    check (can_change_pte_writable, 6.0+), and each huge PMD (one lock and one entry:
     change_huge_pmd takes the PMD lock and modifies a single entry, not 512)."""
     c = cpu.cfg.cost
     n4k = pages - 512 * nthp
-    return (c.per_vma + n4k * c.per_pte + tables * c.per_pmd_table
-            + nthp * (c.per_pmd_table + c.per_pte))
+    return ((c.per_vma if first else c.per_extra_vma) + n4k * c.per_pte
+            + tables * c.per_pmd_table + nthp * (c.per_pmd_table + c.per_pte)
+            + nnone * c.per_pte_none + nwrcheck * c.can_change_pte_writable)
 
 
 def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
-                      newprot: int, tlb: Optional[MMUGather], extra_mode: int = 0) -> int:
+                      newprot: int, tlb: Optional[MMUGather], extra_mode: int = 0,
+                      first: bool = True) -> int:
     """change_protection() over [start, end) of vma; returns the kernel's `pages`.
 
     With tlb (patched) entries are recorded in the gather; without it (mmots) the
     portion flushes itself.  Split and (unless patch 3) THP changes flush at once.
+    `first` says whether this is the call's first VMA (its setup cost is per_vma,
+    a further VMA's per_extra_vma).
     """
     npages = (end - start) // PAGE_SIZE
     mode = change_mode(cpu, vma, tlb is not None) | extra_mode
     if tlb is not None:
         tlb_start_vma(tlb, vma)
+    scanned = _SCANNED              # (the model is single-threaded: one buffer serves)
     pages, changed, flagged, thps, splits, tables = mm.pt.change_range(
         start, npages, newprot, mode, tlb.state if tlb is not None else None,
-        mm.frames.zero_pfn)
+        mm.frames.zero_pfn, scanned)
     nthp = len(thps)
-    cpu.stats.charge(B_PTE, change_cost(cpu, pages, nthp, tables))
+    cpu.stats.charge(B_PTE, change_cost(cpu, pages, nthp, tables, int(scanned[0]),
+                                        int(scanned[1]), first))
     if len(splits):              # (iterating an empty numpy array is not free)
         for addr in splits.tolist():
             # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
@@ -135,6 +147,7 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
     tlb = tlb_gather_mmu(cpu, mm) if cpu.cfg.profile.use_mmu_gather else None
     error: Optional[SyscallError] = None
     nstart = start
+    first = True                 # no VMA changed yet (per_vma, then per_extra_vma)
     try:
         while True:
             newflags = mprotect_newflags(vma.flags, prot, pkey)
@@ -144,7 +157,9 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
                                      f"mprotect: {vma!r} may not get prot 0x{prot:x}")
                 break
             tmp = min(vma.end, end)
-            prev = mprotect_fixup(mm, cpu, tlb, vma, prev, nstart, tmp, newflags)
+            changes = newflags != vma.flags
+            prev = mprotect_fixup(mm, cpu, tlb, vma, prev, nstart, tmp, newflags, first)
+            first = first and not changes
             nstart = tmp
             if nstart < prev.end:
                 nstart = prev.end
@@ -165,9 +180,11 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
 
 
 def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
-                   prev: Optional["VMA"], start: int, end: int, newflags: int) -> "VMA":
+                   prev: Optional["VMA"], start: int, end: int, newflags: int,
+                   first: bool = True) -> "VMA":
     """mprotect_fixup(): merge or split (metadata only), then change_protection when the
-    flags really changed.  Returns the VMA now covering [start, end)."""
+    flags really changed (`first`: no VMA of this call changed before).  Returns the
+    VMA now covering [start, end)."""
     if newflags == vma.flags:
         return vma
     count0 = mm.vmas.map_count
@@ -179,5 +196,5 @@ def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
     elif delta < 0:
         cpu.stats.count(K_VMA_MERGE, -delta)
         cpu.stats.charge(B_VMA, -delta * cpu.cfg.cost.vma_merge)
-    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb)
+    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb, first=first)
     return vma
