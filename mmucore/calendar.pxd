@@ -16,7 +16,9 @@ cdef struct calendar:
 
 cdef void calendar_reset(calendar* c) noexcept nogil
 cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil
-cdef double line_write(calendar* line, int cpu, double now, double transfer) noexcept nogil
+cdef int calendar_queued(calendar* c, double t) noexcept nogil
+cdef double line_write(calendar* line, int cpu, double now, double transfer,
+                       double per_writer, double hold) noexcept nogil
 
 
 cdef class Calendar:

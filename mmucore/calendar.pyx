@@ -37,13 +37,28 @@ cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil:
     return s
 
 
-cdef double line_write(calendar* line, int cpu, double now, double transfer) noexcept nogil:
-    """An atomic write at `now` to a cache line others write too; returns the cycles it
-    takes the writer: waiting for the line, plus one transfer if another CPU wrote it
-    last (a line nobody wrote since the reset is taken as already in the writer's
-    cache, so one thread alone never pays)."""
-    cdef double cost = transfer if line.owner != cpu and line.owner >= 0 else 0.0
-    cdef double start = calendar_fit(line, now, cost)
+cdef int calendar_queued(calendar* c, double t) noexcept nogil:
+    """Bookings not yet over at t: the users queued ahead of a request at t."""
+    cdef int i, n = 0
+    for i in range(c.n):
+        if c.end[i] > t:
+            n += 1
+    return n
+
+
+cdef double line_write(calendar* line, int cpu, double now, double transfer,
+                       double per_writer, double hold) noexcept nogil:
+    """An atomic write at `now` to a cache line others write too (a lock word, a shared
+    counter); returns the cycles it takes the writer: waiting for the line, then one
+    transfer if another CPU wrote it last, slowed by per_writer for each writer still
+    queued for it (the more cores contend for one line, the slower each hand-over).
+    A line nobody wrote since the reset is taken as already in the writer's cache, so
+    one thread alone never pays.  `hold` keeps the line (a lock) for that long after
+    it arrives; the holder's work in that time is charged by its own path, not here."""
+    cdef double cost = 0.0
+    if line.owner != cpu and line.owner >= 0:
+        cost = transfer + per_writer * calendar_queued(line, now)
+    cdef double start = calendar_fit(line, now, cost + hold)
     line.owner = cpu
     return start - now + cost
 
@@ -67,11 +82,17 @@ cdef class Calendar:
             raise ValueError(f"duration must be >= 0, got {dur}")
         return calendar_fit(&self.c, t, dur)
 
-    def write(self, int cpu, double now, double transfer) -> float:
+    def write(self, int cpu, double now, double transfer, double per_writer=0.0,
+              double hold=0.0) -> float:
         """An atomic write by cpu at now; returns the cycles it takes (see line_write)."""
-        if transfer < 0:
-            raise ValueError(f"transfer must be >= 0, got {transfer}")
-        return line_write(&self.c, cpu, now, transfer)
+        if transfer < 0 or per_writer < 0 or hold < 0:
+            raise ValueError(f"transfer, per_writer and hold must be >= 0, got "
+                             f"{transfer}, {per_writer}, {hold}")
+        return line_write(&self.c, cpu, now, transfer, per_writer, hold)
+
+    def queued(self, double t) -> int:
+        """Bookings not yet over at t."""
+        return calendar_queued(&self.c, t)
 
     @property
     def owner(self) -> int:

@@ -86,6 +86,7 @@ cdef struct flush_costs:
     double ipi_ack          # target -> initiator acknowledgement
     double context_switch   # kernel cycles of a switch_mm to another mm
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
+    double cacheline_per_writer  # ... slower by this per writer queued for it (timeline)
     double invlpgb          # issuer: one INVLPGB instruction
     double tlbsync          # issuer: TLBSYNC waiting for its INVLPGBs everywhere
 

@@ -79,7 +79,7 @@ PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "
                 "max_asid_available")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "invlpgb", "tlbsync")
+               "cacheline_transfer", "cacheline_per_writer", "invlpgb", "tlbsync")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
 MAX_ASID_AVAILABLE = (1 << 11) - 2
@@ -184,9 +184,9 @@ cdef class MMContext:
 
     @property
     def pid(self) -> int:
-        """The pid consider_global_asid() compares with jiffies.  The kernel uses
-        current->pid, the flushing thread's id; the model uses one per mm (its ctx_id
-        unless set), so an mm is sampled on one jiffy in 32 whichever thread flushes."""
+        """The pid consider_global_asid() compares with jiffies: current->pid, the
+        flushing thread's id.  The machine sets it to the calling thread's tid at each
+        syscall; on its own it is the mm's ctx_id."""
         return self.c.pid
 
     @pid.setter
@@ -998,7 +998,8 @@ cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     stats_spend(cpu.stats, B_FLUSH, e.c.flush_base)
     if e.timeline:                          # atomic64_inc_return(&mm->context.tlb_gen)
         stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
-                                                  e.c.cacheline_transfer))
+                                                  e.c.cacheline_transfer,
+                                                  e.c.cacheline_per_writer, 0.0))
     if e.p.invlpgb and mm.global_asid:
         return broadcast_tlb_flush(e, cpu, mm, f)
     others = cpumask_any_but(e, mm, cpu.cpu)
@@ -1131,6 +1132,7 @@ cdef class X86Flush:
         self.e.c.ipi_ack = costs["ipi_ack"]
         self.e.c.context_switch = costs["context_switch"]
         self.e.c.cacheline_transfer = costs["cacheline_transfer"]
+        self.e.c.cacheline_per_writer = costs["cacheline_per_writer"]
         self.e.timeline = False
         self.e.c.invlpgb = costs["invlpgb"]
         self.e.c.tlbsync = costs["tlbsync"]
@@ -1293,6 +1295,7 @@ cdef class X86Flush:
                 "ipi_deliver": self.e.c.ipi_deliver, "ipi_handler": self.e.c.ipi_handler,
                 "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
                 "cacheline_transfer": self.e.c.cacheline_transfer,
+                "cacheline_per_writer": self.e.c.cacheline_per_writer,
                 "invlpgb": self.e.c.invlpgb, "tlbsync": self.e.c.tlbsync}
 
     @property

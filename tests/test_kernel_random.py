@@ -94,9 +94,10 @@ class Workload:
         self.profile = self.m.profile
         self.proc = self.m.process()
         self.mm = self.proc.mm
-        self.mm.context.pid = 0         # sampled by consider_global_asid at jiffies 0..
         self.other = self.m.process()
         self.threads = [self.proc.thread(cpu=c) for c in range(ncpus)]
+        for i, t in enumerate(self.threads):    # current->pid & 0x1f == 0: sampled by
+            t.tid = 32 * (i + 1)                # consider_global_asid at jiffies 0..
         self.other_threads = {}
         self.files = [pysim.File("a"), pysim.File("b")]
         self.res = RunResult(ops=__import__("collections").Counter())

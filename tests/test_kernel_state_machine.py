@@ -284,8 +284,9 @@ def test_kernel_state_machine(knobs):
 
 
 class InvlpgbStateMachine(KernelStateMachine):
-    """The same rules on milan (INVLPGB), 4-5 CPUs, v6.15 or v6.18; every mm's pid is 0
-    so consider_global_asid() samples it while jiffies & 0x1f == 0 (early in a run)."""
+    """The same rules on milan (INVLPGB), 4-5 CPUs, v6.15 or v6.18; every thread's tid
+    is a multiple of 32, so consider_global_asid() samples its mm while jiffies & 0x1f
+    == 0 (early in a run)."""
 
     @initialize(profile=st.sampled_from(("v6.15", "v6.18")), ncpus=st.integers(4, 5),
                 placements=st.lists(st.sampled_from((0b11111, 0b01111, 0b11110, 0b00011)),
@@ -297,8 +298,10 @@ class InvlpgbStateMachine(KernelStateMachine):
         for mask in placements:
             cpus = [c for c in range(ncpus) if mask >> c & 1] or [0]
             proc, sh = self.m.process(), Shadow()
-            proc.mm.context.pid = 0
-            self.threads += [(proc.thread(cpu=c), sh) for c in cpus]
+            for c in cpus:
+                t = proc.thread(cpu=c)
+                t.tid = 32 * len(self.threads)
+                self.threads.append((t, sh))
 
     def teardown(self):
         if self.m is not None:

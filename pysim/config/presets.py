@@ -47,7 +47,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "ipi_handler", "ipi_ack", "ipi_extra_target", "fault_base", "fault_anon",
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
-    "cacheline_transfer", "lock_handoff",
+    "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
     "invlpgb", "tlbsync",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
 )
@@ -331,6 +331,16 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                        f"~50 ns x {ghz} GHz = {ns(50)}, as ipi_ack; paid "
                                        f"by each write to a line another CPU wrote last "
                                        f"(tlb_gen, the mmap_lock count)"),
+        "cacheline_per_writer": (ns(10), f"assumption: each CPU still queued for a "
+                                         f"contended line slows its next hand-over by "
+                                         f"~10 ns x {ghz} GHz = {ns(10)} (the throughput of "
+                                         f"atomics on one line falls as more cores contend: "
+                                         f"David, Guerraoui, Trigonakis, SOSP 2013); "
+                                         f"uncalibrated"),
+        "lru_lock_hold": (ns(100), f"assumption: one lruvec->lru_lock critical section "
+                                   f"(moving a folio batch onto or off the LRU lists, a few "
+                                   f"cache misses on folio and list lines) ~100 ns x {ghz} "
+                                   f"GHz = {ns(100)}; it only makes other CPUs wait"),
         "lock_handoff": (ns(1000), f"assumption: a waiter on a contended rwsem is woken "
                                    f"and scheduled ~1 us x {ghz} GHz = {ns(1000)} after "
                                    f"the holder releases; uncalibrated"),

@@ -79,6 +79,7 @@ class Machine:
         self.frames = Frames()
         self.mms: List[MM] = []
         self._next_ctx = 1                  # mm context ids are never reused
+        self._next_tid = 1                  # thread ids (current->pid), never reused
         self.current_op: Optional[Op] = None
         self.checker = Checker(self.cfg, self.cpus, self.mms, checker)
         self.history: List[OpResult] = []
@@ -252,6 +253,9 @@ class Thread:
         self.mm = proc.mm
         self._ref = weakref.ref(self)
         self.last: Optional[OpResult] = None
+        m = proc.machine
+        self.tid = m._next_tid              # current->pid of this thread
+        m._next_tid += 1
 
     @property
     def proc(self) -> Optional[Process]:
@@ -315,6 +319,7 @@ class Thread:
         cpu = self.cpu
         mm = self.mm
         op = m.begin(cpu, name, mm)
+        mm.context.pid = self.tid           # current->pid, which flush rules sample
         cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         cpu.tlbstate.running_user = False
         m.arch.kernel_entry(cpu)

@@ -22,8 +22,9 @@ order, and whatever they contend for is granted first come, first served:
   target (delaying its thread, or filling a wait for acks it was in), and the
   initiator waits for the last acknowledgement;
 - mmap_lock is a reader-writer lock with waiting and a hand-off cost
-  (pysim.mm.mmap_lock), and the writes every flusher makes to tlb_gen, and every
-  lock holder to the lock's count, contend for their cache lines.
+  (pysim.mm.mmap_lock), the LRU lists' spinlock is taken twice per batch of freed
+  pages (pysim.mm.lru), and the writes every flusher makes to tlb_gen, and every
+  lock holder to a lock word, contend for their cache lines.
 A request's own work happens at its start time (it is not interleaved with other
 CPUs' requests); the queues above are where CPUs meet.  jiffies follow the clock of
 the CPU whose request runs, at the profile's HZ (Machine.begin sets them).
@@ -218,6 +219,8 @@ class Timeline:
             mm.context.reset_time()
             mm.mmap_lock.reset()
             mm.mmap_lock.timed = True
+        m.frames.lruvec.reset()
+        m.frames.lruvec.timed = True
         before = {c.id: _breakdown_now(c) for c in m.cpus}
         limit = t0 + until if until is not None else None
         m.arch.set_timeline(True)
@@ -227,6 +230,7 @@ class Timeline:
             m.arch.set_timeline(False)
             for mm in m.mms:
                 mm.mmap_lock.timed = False
+            m.frames.lruvec.timed = False
         return self._result(t0, end, before)
 
     def _loop(self, t0: float, limit: Optional[float]) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import mmucore
 
+from .lru import LruVec
+
 from ..errors import PysimError
 
 ZERO_PFN = 0x100            # the shared zero page's frame
@@ -15,18 +17,20 @@ class Frames:
     """Consecutive fresh frames, never reused (the model has no page allocator to
     recycle them; 2^39 anonymous frames is 2 PiB)."""
 
-    __slots__ = ("next_pfn", "next_file_pfn", "zero_pfn")
+    __slots__ = ("next_pfn", "next_file_pfn", "zero_pfn", "lruvec")
 
     def __init__(self) -> None:
         self.next_pfn = FIRST_ANON_PFN
         self.next_file_pfn = mmucore.FILE_PFN_BASE
         self.zero_pfn = ZERO_PFN
+        self.lruvec = LruVec()          # the LRU lists the allocated pages go on
 
     def __getstate__(self):
         return (self.next_pfn, self.next_file_pfn, self.zero_pfn)
 
     def __setstate__(self, state) -> None:
         self.next_pfn, self.next_file_pfn, self.zero_pfn = state
+        self.lruvec = LruVec()
 
     def alloc(self, n: int, align: int = 1) -> int:
         """n consecutive fresh anonymous frames (aligned to `align` frames)."""

@@ -55,7 +55,8 @@ class MmapLock:
 
     def _touch_line(self, cpu: Any, now: float) -> float:
         """One atomic on the count word at `now`; the cycles it takes cpu."""
-        return self.line.write(cpu.id, now, cpu.cfg.cost.cacheline_transfer)
+        cost = cpu.cfg.cost
+        return self.line.write(cpu.id, now, cost.cacheline_transfer, cost.cacheline_per_writer)
 
     def lock(self, cpu: Any, mode: str) -> None:
         """mmap_read_lock() (mode "r") or mmap_write_lock() ("w") on cpu: charge the

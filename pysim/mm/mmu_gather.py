@@ -143,6 +143,7 @@ def tlb_flush_mmu(tlb: MMUGather) -> None:
     table batch, then the queued pages; the model frees no memory, it empties them)."""
     tlb_flush_mmu_tlbonly(tlb)
     tlb_table_flush(tlb)
+    tlb.mm.frames.lruvec.free_zapped(tlb.cpu, tlb.state.nr_pages)
     tlb.state.batch_pages_flush()
 
 
