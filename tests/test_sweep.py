@@ -516,3 +516,114 @@ def test_sweeps_never_import_plot_or_cli_and_plot_reads_through_the_store():
     plot_src = os.path.join(os.path.dirname(pysim.__file__), "report", "plot.py")
     ours = [m for m in _imports(plot_src) if "sweep" in m]
     assert ours and all(m.startswith("..sweeps.store") for m in ours), ours
+
+
+# ---------------------------------------------------------------- plots
+def _plot_table_fixture(tmp_path):
+    """A small stored mprotect_range table (2 profiles x 4 page counts) and its path."""
+    out = str(tmp_path / "t.parquet")
+    grid = {"experiment": "mprotect_range", "seed": 1,
+            "grid": {"pages": [1, 8, 33, 64], "profile": ["mmots", "patched"]}}
+    sw.sweep(grid, out=out, backend="serial", progress=False)
+    return out, sw.read_table(out)
+
+
+def test_plot_leaves_the_pyplot_state_and_backend_alone(tmp_path):
+    """plot_table makes its Figure with the object API: the backend the user chose, and
+    the figures pyplot manages, are as they were."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    before_backend, before_figs = matplotlib.get_backend(), plt.get_fignums()
+    fig = plot_table(df, x="pages", y="cycles", hue="profile")
+    assert matplotlib.get_backend() == before_backend
+    assert plt.get_fignums() == before_figs
+    assert type(fig).__name__ == "Figure" and len(fig.axes) == 1
+
+
+def test_plot_legend_lies_outside_the_axes(tmp_path):
+    """Lines and bars alike: the legend's box starts right of the axes' box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    for x in ("pages", "profile"):
+        fig = plot_table(df, x=x, y="cycles", hue="profile" if x == "pages" else "pages")
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        legend_box = ax.get_legend().get_window_extent(renderer)
+        axes_box = ax.get_window_extent(renderer)
+        assert legend_box.x0 >= axes_box.x1, (legend_box, axes_box)
+
+
+@pytest.mark.parametrize("cond,pages", [
+    ("pages<=8", [1, 8]), ("pages<8", [1]), ("pages>=33", [33, 64]), ("pages>33", [64]),
+    ("pages!=33", [1, 8, 64]), ("pages==33", [33]), ("pages=33", [33]),
+    ("pages = 8", [8])])
+def test_where_comparisons(cond, pages, tmp_path):
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    fig = plot_table(df, x="pages", y="cycles", hue="profile", where=[cond])
+    xs = sorted({int(v) for line in fig.axes[0].get_lines() for v in line.get_xdata()})
+    assert xs == pages
+    title = fig.axes[0].get_title()
+    assert "where " + cond.replace(" ", "").replace("==", "=") in title
+
+
+def test_where_on_text_and_filters_combine_in_the_title(tmp_path):
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    fig = plot_table(df, x="pages", y="cycles", where=["profile=patched", "pages<64"])
+    assert "where profile=patched, pages<64" in fig.axes[0].get_title()
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 8, 33]
+    with pytest.raises(ConfigError, match="not numeric"):
+        plot_table(df, x="pages", y="cycles", where=["profile<patched"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        plot_table(df, x="pages", y="cycles", where=["pages~3"])
+    with pytest.raises(ConfigError, match="no rows left"):
+        plot_table(df, x="pages", y="cycles", where=["pages>1000"])
+
+
+def test_no_offset_notation_on_large_values():
+    """Values near 10^9 that differ in the last digits get plain tick labels, not an
+    offset or a multiplier."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from pysim.report.plot import plot_table
+    df = pd.DataFrame({"point_id": ["a", "b", "c"], "x": [1, 2, 3],
+                       "cycles": [1_000_000_001, 1_000_000_003, 1_000_000_007]})
+    fig = plot_table(df, x="x", y="cycles")
+    FigureCanvasAgg(fig).draw()
+    fmt = fig.axes[0].yaxis.get_major_formatter()
+    assert fmt.get_offset() == ""
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all("e" not in s and "+" not in s for s in labels), labels
+
+
+def test_cli_plot_refusals_are_one_line(tmp_path, capsys):
+    """--hue equal to --x, a Parquet file that pysim did not write, a folder, a
+    non-image suffix: each exit 2 with one line on stderr, and no image written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pysim.cli import main
+    out, _ = _plot_table_fixture(tmp_path)
+    foreign = str(tmp_path / "foreign.parquet")
+    pq.write_table(pa.table({"a": [1, 2], "b": [3, 4]}), foreign)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1\x00\x01 not really parquet")
+    cases = [([out, "--x", "pages", "--y", "cycles", "--hue", "pages"], "--hue"),
+             ([foreign, "--x", "a", "--y", "b"], "not a table written by pysim"),
+             ([str(garbage), "--x", "a", "--y", "b"], "not a table written by pysim"),
+             ([str(tmp_path), "--x", "a", "--y", "b", "-o", str(tmp_path / "d.png")],
+              "directory"),
+             ([out, "--x", "pages", "--y", "cycles", "-o", str(tmp_path / "x.xyz")],
+              "suffixes"),
+             ([out, "--x", "pages", "--y", "cycles", "-o", "/proc/nope/x.png"], "plot")]
+    for argv, needle in cases:
+        assert main(["plot"] + argv) == 2, argv
+        o, err = capsys.readouterr()
+        assert o == "" and err.count("\n") == 1 and needle in err, (argv, err)
+        assert "Traceback" not in err
+    pngs = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".xyz"))
+    assert pngs == [], pngs
