@@ -627,3 +627,190 @@ def test_cli_plot_refusals_are_one_line(tmp_path, capsys):
         assert "Traceback" not in err
     pngs = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".xyz"))
     assert pngs == [], pngs
+
+
+# ---------------------------------------------------------------- progress, workers, dask
+class _Stream:
+    """A text stream that records writes and says whether it is a terminal."""
+
+    def __init__(self, tty):
+        self.tty, self.parts = tty, []
+
+    def write(self, s):
+        self.parts.append(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_off_a_terminal_is_a_plain_line_per_tenth():
+    """With tqdm installed but stderr not a terminal: no bar, no carriage returns, one
+    line at each 10% of the points."""
+    pytest.importorskip("tqdm")
+    stream = _Stream(tty=False)
+    bar = Progress(100, 0, True, "sweep t", stream=stream)
+    assert bar.bar is None
+    bar.t0 -= 2
+    for _ in range(100):
+        bar.update()
+    bar.close()
+    text = "".join(stream.parts)
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 10 and lines[0].startswith("sweep t: 10/100 points (10%")
+    assert lines[-1].startswith("sweep t: 100/100 points (100%")
+
+
+def test_progress_on_a_terminal_uses_tqdm():
+    pytest.importorskip("tqdm")
+    bar = Progress(5, 0, True, "t", stream=_Stream(tty=True))
+    assert bar.bar is not None
+    bar.close()
+
+
+_KEEP = []
+
+
+@experiment("test_sweep_cycle")
+def _cycle(x: int) -> dict:
+    """Leaves a reference cycle behind, watched through a weak reference."""
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    _KEEP.append(weakref.ref(a))
+    return {"y": x}
+
+
+def test_a_worker_frees_a_points_garbage_before_the_next():
+    import gc
+    fn = get_experiment("test_sweep_cycle").fn
+    gc.disable()
+    try:
+        _KEEP.clear()
+        runners.run_point(fn, {"x": 1})
+        assert _KEEP[-1]() is not None                # the cycle outlives a bare call
+        runners._worker_point(fn, {"x": 2})
+        assert _KEEP[-1]() is None                    # the worker's call collected it
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+def _alive(pid):
+    """Whether process pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_local_workers_die_with_the_sweep(tmp_path):
+    """kill -9 of the sweep's process ends its pool workers (they would otherwise sit
+    on their memory): each worker records its pid and sleeps, the parent is killed."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        import pysim
+        from pysim.experiments import experiment
+
+        @experiment("test_sweep_sleeper")
+        def sleeper(x: int) -> dict:
+            open(os.path.join({str(tmp_path)!r}, f"pid-{{os.getpid()}}"), "w").close()
+            time.sleep(120)
+            return {{"y": x}}
+
+        pysim.sweep({{"experiment": "test_sweep_sleeper", "grid": {{"x": [1, 2]}}}},
+                    backend="local", workers=2, progress=False)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    parent = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.name[4:]) for p in tmp_path.glob("pid-*")]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for p in left:                                    # do not leave them if it failed
+        os.kill(p, signal.SIGKILL)
+    assert left == []
+
+
+FLAKY_CALLS = []
+
+
+@experiment("test_sweep_counted_flaky")
+def _counted_flaky(x: int) -> dict:
+    """Raises at x == 2 and counts every call (run in-process by a threaded client)."""
+    FLAKY_CALLS.append(x)
+    if x == 2:
+        raise RuntimeError("boom at 2")
+    return {"y": x}
+
+
+@pytest.fixture(scope="module")
+def threaded_client():
+    """An in-process dask Client (threads), so experiments' side effects are visible."""
+    distributed = pytest.importorskip("distributed")
+    client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                                dashboard_address=None)
+    yield client
+    client.close()
+
+
+def test_dask_uses_the_given_and_the_current_client(threaded_client):
+    grid = {"experiment": "test_sweep_square", "grid": {"x": [1, 2, 3]}}
+    ref = sw.sweep(grid, backend="serial", progress=False)
+    for kw in ({"client": threaded_client}, {"scheduler": threaded_client},
+               {"backend": "dask"}, {}):
+        CALLS.clear()
+        df = sw.sweep(grid, progress=False, **kw)
+        assert df.attrs["pysim_sweep"]["backend"] == "dask", kw
+        assert sorted(CALLS) == [1, 2, 3], kw            # ran in this process: the client
+        pd.testing.assert_frame_equal(det(df), det(ref))
+        assert threaded_client.status == "running"       # a borrowed client stays open
+    with pytest.raises(ConfigError, match="client"):
+        sw.sweep(grid, backend="local", client=threaded_client, progress=False)
+    with pytest.raises(ConfigError, match="distributed.Client"):
+        sw.sweep(grid, client="tcp://127.0.0.1:8786", progress=False)
+
+
+def test_dask_failing_point_runs_once_and_names_its_parameters(threaded_client):
+    FLAKY_CALLS.clear()
+    grid = {"experiment": "test_sweep_counted_flaky", "grid": {"x": [1, 2, 3]}}
+    with pytest.raises(sw.PointError, match=r"x=2.*RuntimeError: boom at 2"):
+        sw.sweep(grid, client=threaded_client, progress=False)
+    assert FLAKY_CALLS.count(2) == 1
+
+
+@pytest.mark.parametrize("address,needle", [
+    ("tcp://127.0.0.1:1", "cannot be reached"), ("garbage", "not a scheduler address"),
+    ("tcp://host:notaport", "not a scheduler address"),
+    ("foo://x:1", "not a scheduler address"), ("tcp://h:99999", "out of range")])
+def test_bad_scheduler_is_one_line_within_seconds(address, needle, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    from pysim.cli import main
+    g = tmp_path / "g.toml"
+    g.write_text('experiment = "test_sweep_square"\n[grid]\nx = [1]\n')
+    t0 = time.monotonic()
+    assert main(["sweep", str(g), "-o", str(tmp_path / "o.csv"), "--scheduler", address,
+                 "--no-progress"]) == 2
+    assert time.monotonic() - t0 < runners.CONNECT_TIMEOUT + 3
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o.csv").exists()
