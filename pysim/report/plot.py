@@ -209,7 +209,7 @@ def plot_table(df, x: str, y: str, hue: Optional[str] = None, where=None,
     if hue:
         # outside the axes, right of the data: it can never cover a bar or a point
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0.0, title=hue, title_fontsize="small")
+                  borderaxespad=0.0)
     head = title or (f"{meta['experiment']}: {y} vs {x}" if "experiment" in meta
                      else f"{y} vs {x}")
     notes = []
