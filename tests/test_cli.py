@@ -97,6 +97,8 @@ def _run(*argv, cwd, env_extra=None):
 
 
 def test_usage_errors_are_one_line_with_exit_2(capsys):
+    """argparse's usage errors follow the convention: one line pointing at --help,
+    exit 2."""
     for argv in (["sweep"], ["plot", "t.parquet"], ["--nope"], ["sweep", "g", "--workers",
                                                               "x"]):
         with pytest.raises(SystemExit) as ei:
@@ -122,6 +124,8 @@ def test_import_a_custom_experiment_by_module_and_by_file(tmp_path):
 
 
 def test_import_failures_and_unknown_experiments_are_one_line(tmp_path):
+    """A module that is missing or raises on import, and a grid naming an experiment
+    nothing registered, are each one line with exit 2 and no output file."""
     (tmp_path / "broken.py").write_text("raise RuntimeError('plugin is broken')\n")
     (tmp_path / "g.toml").write_text(GRID)
     for argv, needle in ((["--import", "no_such_module_xyz", "list", "experiments"],
@@ -162,6 +166,8 @@ def test_entry_point_group_registers_experiments(tmp_path):
 
 
 def test_debug_shows_the_traceback_and_otherwise_one_line(tmp_path):
+    """The same configuration error: one line without --debug, the traceback with it
+    (before or after the subcommand)."""
     (tmp_path / "g.toml").write_text('experiment = "mprotect_range"\n[grid]\npages = []\n')
     p = _run("sweep", "g.toml", cwd=tmp_path)
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
@@ -171,6 +177,8 @@ def test_debug_shows_the_traceback_and_otherwise_one_line(tmp_path):
 
 
 def test_an_internal_error_is_one_line_pointing_at_debug(monkeypatch, capsys):
+    """An exception pysim did not mean to raise is still one line (naming its type
+    and --debug, exit 1); --debug lets it through."""
     from pysim.report import catalog
     monkeypatch.setitem(catalog.LISTS, "counters", lambda: [][1])
     assert main(["list", "counters"]) == 1
@@ -191,6 +199,8 @@ def _small_grid(tmp_path):
                                      b"\x00\x01binary", b"PAR1 not a parquet file"])
 def test_sweep_never_overwrites_a_file_that_is_not_a_pysim_result(content, tmp_path,
                                                                   capsys):
+    """Text, an empty file, binary and a fake Parquet file are kept byte for byte
+    (exit 2, no parts folder); --overwrite replaces them."""
     grid = _small_grid(tmp_path)
     notes = tmp_path / ("notes.parquet" if content.startswith(b"PAR1") else "notes.csv")
     notes.write_bytes(content)
@@ -206,6 +216,8 @@ def test_sweep_never_overwrites_a_file_that_is_not_a_pysim_result(content, tmp_p
 
 
 def test_a_foreign_parquet_file_is_not_overwritten(tmp_path, capsys):
+    """A real Parquet file with a point_id column but without pysim's metadata is
+    not pysim's, so it is kept."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     grid = _small_grid(tmp_path)
@@ -243,6 +255,7 @@ def test_sweep_output_path_refused_before_any_point(out, needle, tmp_path, capsy
 
 
 def test_bad_grid_files_are_one_line(tmp_path, capsys):
+    """A grid that is not UTF-8, a folder, or missing: one line each, exit 2."""
     bad = tmp_path / "bin.toml"
     bad.write_bytes(b"\xff\xfe\x00 not text")
     for grid, needle in ((str(bad), "UTF-8"), (str(tmp_path), "directory"),

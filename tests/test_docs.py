@@ -55,6 +55,7 @@ def _page(site, doc):
 
 
 def test_docs_build_without_warnings_and_reference_the_api(site):
+    """The site builds with -W and its API page documents the main entry points."""
     api = _page(site, "api")
     for name in ("pysim.machine.machine.Machine", "pysim.sweeps.sweep",
                  "pysim.mm.mmu_gather.tlb_gather_mmu", "pysim.report.plot.plot_table",
@@ -82,12 +83,16 @@ def test_a_page_per_preset_and_profile_with_its_sources(site):
 
 
 def test_cli_page_is_the_parsers_help(site):
+    """The command-line page holds the parsers' own help (generated, so it names the
+    current options)."""
     text = _page(site, "cli")
     for needle in ("--import MODULE", "--debug", "--overwrite", "--where KEY=VALUE"):
         assert needle in text, needle
 
 
 def test_tutorial_seed_loop_shows_the_patch_removing_the_ipi():
+    """Tutorial step 1 shows what its text says: the patched kernel sends no IPI for
+    PROT_READ|PROT_WRITE and is cheaper there."""
     loop = _tutorial("seed_loop").loop
     before, after = loop("mmots", iterations=4), loop("patched", iterations=4)
     assert before["ipis"]["PROT_READ|PROT_WRITE"] == 4
@@ -97,12 +102,16 @@ def test_tutorial_seed_loop_shows_the_patch_removing_the_ipi():
 
 
 def test_tutorial_kernel_path_flushes_once_and_the_bug_is_caught():
+    """Tutorial step 2: one flush and one IPI for 8 pages (an INVLPG per page on
+    each CPU), and the unrecorded variant is caught by the checker."""
     out = _tutorial("kernel_path").demo()
     assert out["flushes"] == 1 and out["ipis"] == 1 and out["invlpg"] == 16
     assert "stale TLB entr" in out["caught"]
 
 
 def test_tutorial_sweep_and_plot_from_python_and_the_shell(tmp_path):
+    """Tutorial step 3 from Python and with the shell commands printed on its page:
+    the table shows the 33-page ceiling and the plots are written."""
     png = _tutorial("sweep_plot").main(str(tmp_path), backend="serial")
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -124,6 +133,8 @@ def test_tutorial_sweep_and_plot_from_python_and_the_shell(tmp_path):
 
 
 def test_plain_docstrings_become_literal_blocks_and_escaped_prose():
+    """The docstring filter: an indented block becomes a literal block, markup
+    characters are escaped, a list stays a list with blank lines around it."""
     sys.path.insert(0, os.path.join(DOCS, "_ext"))
     from pysim_catalog import plain_docstring
     doc = ["Call it so:", "    f(**kw)", "then *p = 0 with cost_ keys.", "- a",

@@ -562,6 +562,8 @@ def test_plot_legend_lies_outside_the_axes(tmp_path):
     ("pages!=33", [1, 8, 64]), ("pages==33", [33]), ("pages=33", [33]),
     ("pages = 8", [8])])
 def test_where_comparisons(cond, pages, tmp_path):
+    """Each --where operator keeps exactly the rows it should, and the title states
+    the filter."""
     from pysim.report.plot import plot_table
     _, df = _plot_table_fixture(tmp_path)
     fig = plot_table(df, x="pages", y="cycles", hue="profile", where=[cond])
@@ -572,6 +574,8 @@ def test_where_comparisons(cond, pages, tmp_path):
 
 
 def test_where_on_text_and_filters_combine_in_the_title(tmp_path):
+    """Filters combine; a text column takes = but no ordering; a malformed condition
+    and an empty selection are ConfigErrors."""
     from pysim.report.plot import plot_table
     _, df = _plot_table_fixture(tmp_path)
     fig = plot_table(df, x="pages", y="cycles", where=["profile=patched", "pages<64"])
@@ -665,6 +669,7 @@ def test_progress_off_a_terminal_is_a_plain_line_per_tenth():
 
 
 def test_progress_on_a_terminal_uses_tqdm():
+    """On a terminal (and with tqdm installed) the display is the tqdm bar."""
     pytest.importorskip("tqdm")
     bar = Progress(5, 0, True, "t", stream=_Stream(tty=True))
     assert bar.bar is not None
@@ -689,6 +694,8 @@ def _cycle(x: int) -> dict:
 
 
 def test_a_worker_frees_a_points_garbage_before_the_next():
+    """With automatic collection off, a cycle a point leaves behind survives a bare
+    run_point but not a worker's call, which collects before the next point."""
     import gc
     fn = get_experiment("test_sweep_cycle").fn
     gc.disable()
@@ -763,9 +770,10 @@ def _counted_flaky(x: int) -> dict:
     return {"y": x}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def threaded_client():
-    """An in-process dask Client (threads), so experiments' side effects are visible."""
+    """An in-process dask Client (threads), so experiments' side effects are visible;
+    one per test, so no later sweep finds it as the current client."""
     distributed = pytest.importorskip("distributed")
     client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
                                 dashboard_address=None)
@@ -774,6 +782,9 @@ def threaded_client():
 
 
 def test_dask_uses_the_given_and_the_current_client(threaded_client):
+    """client=, scheduler=<Client>, backend='dask' and the default all run on the
+    open in-process client (the calls are seen here) and leave it open; a client
+    with another backend, or a string as client, is refused."""
     grid = {"experiment": "test_sweep_square", "grid": {"x": [1, 2, 3]}}
     ref = sw.sweep(grid, backend="serial", progress=False)
     for kw in ({"client": threaded_client}, {"scheduler": threaded_client},
@@ -791,6 +802,8 @@ def test_dask_uses_the_given_and_the_current_client(threaded_client):
 
 
 def test_dask_failing_point_runs_once_and_names_its_parameters(threaded_client):
+    """A point that raises on dask runs once (no retries) and its error names its
+    parameters."""
     FLAKY_CALLS.clear()
     grid = {"experiment": "test_sweep_counted_flaky", "grid": {"x": [1, 2, 3]}}
     with pytest.raises(sw.PointError, match=r"x=2.*RuntimeError: boom at 2"):
@@ -803,6 +816,8 @@ def test_dask_failing_point_runs_once_and_names_its_parameters(threaded_client):
     ("tcp://host:notaport", "not a scheduler address"),
     ("foo://x:1", "not a scheduler address"), ("tcp://h:99999", "out of range")])
 def test_bad_scheduler_is_one_line_within_seconds(address, needle, tmp_path, capsys):
+    """Unreachable, malformed and out-of-range scheduler addresses: exit 2 with one
+    line, within the connect timeout, before any output is written."""
     pytest.importorskip("distributed")
     from pysim.cli import main
     g = tmp_path / "g.toml"
