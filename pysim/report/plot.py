@@ -80,8 +80,8 @@ def _typed(series, value: Any, op: str) -> Any:
         if kind == "f":
             return float(value)
     except ValueError:
-        raise ConfigError(f"--where {series.name}{op}{value!r}: not a {series.dtype} "
-                          f"value", field=str(series.name)) from None
+        raise ConfigError(f"--where {series.name}{op}{value!r}: column {series.name!r} "
+                          f"holds {series.dtype} values", field=str(series.name)) from None
     return value
 
 
