@@ -57,18 +57,6 @@ PLOTS = {
 }
 
 
-def _filter(df, where):
-    """where items KEY=VALUE or KEY<=VALUE (numeric)."""
-    plain = []
-    for item in where or []:
-        if "<=" in item:
-            key, value = item.split("<=", 1)
-            df = df[df[key] <= float(value)]
-        else:
-            plain.append(item)
-    return df, plain
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("names", nargs="*", help="grid names (default: all)")
@@ -96,11 +84,8 @@ def main(argv=None) -> int:
         df = sw.sweep(grid, out=out, backend=args.backend, workers=args.workers)
         df.attrs["pysim_sweep"] = sw.read_table(out).attrs.get("pysim_sweep", {})
         for suffix, kw in PLOTS.get(name, []):
-            kw = dict(kw)
-            sub, where = _filter(df, kw.pop("where", None))
-            sub.attrs = df.attrs
             try:
-                fig = plot_table(sub, where=where, **kw)
+                fig = plot_table(df, **kw)
             except ConfigError as e:                    # e.g. --quick dropped the pages
                 print(f"   (no {name}{suffix} picture: {e})")
                 continue

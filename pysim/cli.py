@@ -1,17 +1,31 @@
-"""The `pysim` command: reproduce (the main job), sweep and plot.
+"""The `pysim` command: reproduce (the main job), sweep, plot and list.
 
 Every argparse parser of pysim is built here; each subcommand's function only turns
-its arguments into one call of pysim.report (reproduce, plot) or pysim.sweeps and the
-outcome into output and an exit status.
+its arguments into one call of pysim.report (reproduce, plot, catalog) or pysim.sweeps
+and the outcome into output and an exit status.
+
+Conventions, the same for every subcommand:
+  * an error is one line on stderr, "pysim CMD: error: ...", and no traceback; exit 2
+    for a usage or configuration error (a bad option, grid, path or table), 1 when the
+    work itself failed (a sweep point raised), 130 on Ctrl-C;
+  * `--debug` (before or after the subcommand) shows the traceback instead;
+  * output paths are checked before any work runs, a file that is not a pysim result
+    is never written over without --overwrite, and an output's suffix names its format
+    (a suffix pysim cannot write is refused);
+  * `--import MODULE` (a dotted name or a .py file, repeatable) registers custom
+    experiments before the command runs; installed packages can offer them through the
+    entry-point group pysim.experiments.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from .errors import ConfigError, PysimError
+from .outputs import output_problem
 from .report.plot import plot_file
 from .sweeps import BACKENDS, sweep
 
@@ -23,22 +37,58 @@ _IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif
 
 def check_output_path(path: str, what: str, suffixes: tuple) -> Optional[str]:
     """Why path cannot be written as `what` (suffix, directory, permission), or None;
-    tested before any work runs, leaving no file behind."""
-    if not path:
-        return f"{what} path is empty"
-    if not path.lower().endswith(suffixes):
-        return f"{what} {path!r} needs one of the suffixes {', '.join(suffixes)}"
-    if os.path.isdir(path):
-        return f"{what} {path!r} is a directory"
-    existed = os.path.exists(path)
-    try:
-        with open(path, "ab"):
-            pass
-    except OSError as e:
-        return f"cannot write {what} {path!r}: {e.strerror}"
-    if not existed:
-        os.remove(path)
-    return None
+    tested before any work runs, leaving no file behind (see pysim.outputs)."""
+    return output_problem(path, what, suffixes)
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of e on one line (newlines folded), for stderr."""
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    """Whether --debug was given (tracebacks wanted instead of one-line errors)."""
+    return bool(getattr(args, "debug", False))
+
+
+def _report(cmd: str, e: BaseException, resume_hint: bool = False) -> int:
+    """Print the one-line error of command cmd for exception e; returns the exit status
+    (2 configuration, 1 failed work or an internal error, 130 interrupted)."""
+    hint = (" (finished points are stored; run the same command again to resume)"
+            if resume_hint else "")
+    if isinstance(e, KeyboardInterrupt):
+        print(f"{cmd}: interrupted{hint}", file=sys.stderr)
+        return 130
+    if isinstance(e, ConfigError):
+        print(f"{cmd}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    if isinstance(e, PysimError):
+        print(f"{cmd}: error: {_one_line(e)}{hint}", file=sys.stderr)
+        return 1
+    if isinstance(e, OSError):
+        print(f"{cmd}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    print(f"{cmd}: internal error: {type(e).__name__}: {_one_line(e)} (run again with "
+          f"--debug for the traceback)", file=sys.stderr)
+    return 1
+
+
+def _command(cmd: str, resume_hint: bool = False) -> Callable:
+    """Decorator of a subcommand function: any exception but a closed pipe becomes
+    _report's one line and exit status, unless --debug asks for the traceback."""
+    def wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(fn)
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return fn(args)
+            except (BrokenPipeError, SystemExit):
+                raise
+            except BaseException as e:          # noqa: B902 - Ctrl-C too, by design
+                if _debug(args):
+                    raise
+                return _report(cmd, e, resume_hint)
+        return run
+    return wrap
 
 
 def _reproduce(args: argparse.Namespace) -> int:
@@ -55,45 +105,61 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("pysim sweep", resume_hint=True)
 def _sweep(args: argparse.Namespace) -> int:
-    """`pysim sweep`: run a grid into its table; exit 2 on a bad grid or option, 1 when
-    a point failed, 130 on Ctrl-C (finished points stay stored in each case)."""
+    """`pysim sweep`: run a grid into its table; exit 2 on a bad grid, option or output
+    path (found before any point runs), 1 when a point failed, 130 on Ctrl-C (finished
+    points stay stored in each case)."""
+    _import_all(getattr(args, "sub_imports", None))
     out = args.out or os.path.splitext(os.path.basename(args.grid))[0] + ".parquet"
-    try:
-        df = sweep(args.grid, out=out, backend=args.backend, workers=args.workers,
-                   scheduler=args.scheduler, progress=not args.no_progress, seed=args.seed,
-                   retries=args.retries, overwrite=args.overwrite)
-    except ConfigError as e:
-        print(f"pysim sweep: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("pysim sweep: interrupted; finished points are stored, run the same "
-              "command again to resume", file=sys.stderr)
-        return 130
-    except PysimError as e:
-        print(f"pysim sweep: {e}\n(finished points are stored; fix the cause and run the "
-              f"same command again to resume)", file=sys.stderr)
-        return 1
+    df = sweep(args.grid, out=out, backend=args.backend, workers=args.workers,
+               scheduler=args.scheduler, progress=not args.no_progress, seed=args.seed,
+               retries=args.retries, overwrite=args.overwrite)
     info = df.attrs.get("pysim_sweep", {})
     print(f"{info.get('points', len(df))} points ({info.get('ran', '?')} run, "
           f"{info.get('stored', '?')} already stored) -> {info.get('out', out)}")
     return 0
 
 
+@_command("pysim plot")
 def _plot(args: argparse.Namespace) -> int:
-    """`pysim plot`: draw one picture of a stored table and print its path."""
-    try:
-        path = plot_file(args.table, x=args.x, y=args.y, hue=args.hue, where=args.where,
-                         agg=args.agg, out=args.out, logx=args.logx, logy=args.logy,
-                         title=args.title)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"pysim plot: error: {e}", file=sys.stderr)
-        return 2
+    """`pysim plot`: draw one picture of a stored table and print its path; the image
+    path and the table are checked before anything is drawn."""
+    path = plot_file(args.table, x=args.x, y=args.y, hue=args.hue, where=args.where,
+                     agg=args.agg, out=args.out, logx=args.logx, logy=args.logy,
+                     title=args.title)
     print(path)
     return 0
 
 
+def _import_all(modules: Optional[List[str]]) -> None:
+    """Import every --import module (registering its experiments); ConfigError on the
+    first that fails."""
+    from .experiments import import_experiments
+    for mod in modules or []:
+        import_experiments(mod)
+
+
 # ---------------------------------------------------------------- parsers
+class _Parser(argparse.ArgumentParser):
+    """argparse with pysim's error convention: a usage error is one line on stderr
+    (pointing at --help instead of repeating the usage) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print `PROG: error: MESSAGE (see PROG --help)` and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_conventions(parser: argparse.ArgumentParser, imports: bool) -> None:
+    """--debug (and --import when imports) on a subcommand, so they may come after it
+    too; defaults are suppressed so the top-level values are not overwritten."""
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
+    if imports:
+        parser.add_argument("--import", dest="sub_imports", action="append",
+                            metavar="MODULE", default=argparse.SUPPRESS,
+                            help="import MODULE (a name or a .py file) first, to "
+                                 "register its experiments (repeatable)")
 def add_reproduce_parser(subparsers: Any) -> None:
     """Add `reproduce` to an argparse subparsers object."""
     r = subparsers.add_parser("reproduce",
@@ -111,8 +177,9 @@ def add_sweep_parser(subparsers: Any) -> None:
         description="Run every point of a grid (TOML) and store one row per point. "
                     "Re-running with the same -o resumes: stored points are skipped.")
     sp.add_argument("grid", metavar="GRID.toml", help="the grid file")
-    sp.add_argument("-o", "--out", help="output table (.parquet, or .csv); default: the "
-                                        "grid's name with .parquet")
+    sp.add_argument("-o", "--out", help="output table, .parquet (or .pq) or .csv, the "
+                                        "suffix giving the format; default: the grid's "
+                                        "name with .parquet")
     sp.add_argument("--backend", choices=BACKENDS, default=None,
                     help="local processes (default), serial, or dask")
     sp.add_argument("--workers", type=int, default=None,
@@ -123,8 +190,10 @@ def add_sweep_parser(subparsers: Any) -> None:
     sp.add_argument("--retries", type=int, default=3,
                     help="re-runs of a point whose worker died (default 3)")
     sp.add_argument("--overwrite", action="store_true",
-                    help="discard what OUT holds instead of resuming")
-    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+                    help="discard what OUT holds instead of resuming; needed to replace a "
+                         "file that is not a pysim result")
+    sp.add_argument("--no-progress", action="store_true", help="no progress display")
+    _add_conventions(sp, imports=True)
     sp.set_defaults(func=_sweep)
 
 
@@ -140,14 +209,18 @@ def add_plot_parser(subparsers: Any) -> None:
     pp.add_argument("--y", required=True, help="column on the y axis (e.g. cycles)")
     pp.add_argument("--hue", default=None, help="one line per value of this column")
     pp.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                    help="keep rows with KEY == VALUE (repeatable)")
+                    help="keep rows with KEY = VALUE, or a comparison KEY<VALUE with "
+                         "< <= > >= != == (quote it in a shell; repeatable)")
     pp.add_argument("--agg", default="mean", choices=("mean", "median", "min", "max"),
                     help="how to combine rows with the same x and hue (default mean)")
     pp.add_argument("-o", "--out", default=None,
-                    help="image file (default: OUT with .png)")
+                    help="image file, its suffix giving the format (.png, .pdf, .svg, "
+                         "...); default: OUT with .png")
     pp.add_argument("--logx", action="store_true", help="log-scale x axis")
     pp.add_argument("--logy", action="store_true", help="log-scale y axis")
-    pp.add_argument("--title", default=None)
+    pp.add_argument("--title", default=None, help="the title (default: what is plotted "
+                                                   "and the --where filters)")
+    _add_conventions(pp, imports=False)
     pp.set_defaults(func=_plot)
 
 
@@ -157,8 +230,11 @@ def add_sweep_parsers(subparsers: Any) -> None:
     add_plot_parser(subparsers)
 
 
+@_command("pysim list")
 def _list(args: argparse.Namespace) -> int:
-    """`pysim list KIND`: print the presets, profiles, experiments or counters."""
+    """`pysim list KIND`: print the presets, profiles, experiments or counters (custom
+    experiments of --import modules and installed entry points included)."""
+    _import_all(getattr(args, "sub_imports", None))
     from .report.catalog import LISTS
     print("\n".join(LISTS[args.kind]()))
     return 0
@@ -170,15 +246,22 @@ def add_list_parser(subparsers: Any) -> None:
     lp = subparsers.add_parser("list", help="list presets, profiles, experiments or "
                                             "counters")
     lp.add_argument("kind", choices=KINDS)
+    _add_conventions(lp, imports=True)
     lp.set_defaults(func=_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole `pysim` command."""
     from . import __version__
-    p = argparse.ArgumentParser(prog="pysim", description="Simulate the Linux MMU and its "
-                                "TLB-flush machinery.")
+    p = _Parser(prog="pysim", description="Simulate the Linux MMU and its TLB-flush "
+                "machinery.", epilog="Errors are one line; --debug shows the traceback. "
+                "Documentation: docs/ (python -m sphinx docs docs/_build/html).")
     p.add_argument("--version", action="version", version=f"pysim {__version__}")
+    p.add_argument("--debug", action="store_true",
+                   help="show the traceback of an error instead of one line")
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE", help="import MODULE (a dotted name or a .py file) "
+                   "before the command, to register custom experiments (repeatable)")
     sub = p.add_subparsers(dest="command", required=True)
     add_reproduce_parser(sub)
     add_sweep_parsers(sub)
@@ -188,13 +271,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the `pysim` command on argv (default sys.argv[1:]); returns the exit status.
+
+    The top-level --import modules are imported first; any error a subcommand lets
+    through is still one line (exit 2 for configuration, 1 otherwise) unless --debug.
     A reader that closes the pipe early (`pysim reproduce | head -1`) ends it quietly."""
     args = build_parser().parse_args(argv)
     if getattr(args, "iterations", 1) is not None and getattr(args, "iterations", 1) < 1:
         print("pysim: --iterations must be >= 1", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        try:
+            _import_all(args.imports)
+            return args.func(args)
+        except (BrokenPipeError, SystemExit):
+            raise
+        except BaseException as e:              # noqa: B902 - Ctrl-C too, by design
+            if _debug(args):
+                raise
+            return _report(f"pysim {args.command}", e)
     except BrokenPipeError:
         # the reader is gone: stop writing, and keep the interpreter's final flush quiet
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -516,3 +516,316 @@ def test_sweeps_never_import_plot_or_cli_and_plot_reads_through_the_store():
     plot_src = os.path.join(os.path.dirname(pysim.__file__), "report", "plot.py")
     ours = [m for m in _imports(plot_src) if "sweep" in m]
     assert ours and all(m.startswith("..sweeps.store") for m in ours), ours
+
+
+# ---------------------------------------------------------------- plots
+def _plot_table_fixture(tmp_path):
+    """A small stored mprotect_range table (2 profiles x 4 page counts) and its path."""
+    out = str(tmp_path / "t.parquet")
+    grid = {"experiment": "mprotect_range", "seed": 1,
+            "grid": {"pages": [1, 8, 33, 64], "profile": ["mmots", "patched"]}}
+    sw.sweep(grid, out=out, backend="serial", progress=False)
+    return out, sw.read_table(out)
+
+
+def test_plot_leaves_the_pyplot_state_and_backend_alone(tmp_path):
+    """plot_table makes its Figure with the object API: the backend the user chose, and
+    the figures pyplot manages, are as they were."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    before_backend, before_figs = matplotlib.get_backend(), plt.get_fignums()
+    fig = plot_table(df, x="pages", y="cycles", hue="profile")
+    assert matplotlib.get_backend() == before_backend
+    assert plt.get_fignums() == before_figs
+    assert type(fig).__name__ == "Figure" and len(fig.axes) == 1
+
+
+def test_plot_legend_lies_outside_the_axes(tmp_path):
+    """Lines and bars alike: the legend's box starts right of the axes' box."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    for x in ("pages", "profile"):
+        fig = plot_table(df, x=x, y="cycles", hue="profile" if x == "pages" else "pages")
+        FigureCanvasAgg(fig).draw()
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        legend_box = ax.get_legend().get_window_extent(renderer)
+        axes_box = ax.get_window_extent(renderer)
+        assert legend_box.x0 >= axes_box.x1, (legend_box, axes_box)
+
+
+@pytest.mark.parametrize("cond,pages", [
+    ("pages<=8", [1, 8]), ("pages<8", [1]), ("pages>=33", [33, 64]), ("pages>33", [64]),
+    ("pages!=33", [1, 8, 64]), ("pages==33", [33]), ("pages=33", [33]),
+    ("pages = 8", [8])])
+def test_where_comparisons(cond, pages, tmp_path):
+    """Each --where operator keeps exactly the rows it should, and the title states
+    the filter."""
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    fig = plot_table(df, x="pages", y="cycles", hue="profile", where=[cond])
+    xs = sorted({int(v) for line in fig.axes[0].get_lines() for v in line.get_xdata()})
+    assert xs == pages
+    title = fig.axes[0].get_title()
+    assert "where " + cond.replace(" ", "").replace("==", "=") in title
+
+
+def test_where_on_text_and_filters_combine_in_the_title(tmp_path):
+    """Filters combine; a text column takes = but no ordering; a malformed condition
+    and an empty selection are ConfigErrors."""
+    from pysim.report.plot import plot_table
+    _, df = _plot_table_fixture(tmp_path)
+    fig = plot_table(df, x="pages", y="cycles", where=["profile=patched", "pages<64"])
+    assert "where profile=patched, pages<64" in fig.axes[0].get_title()
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 8, 33]
+    with pytest.raises(ConfigError, match="not numeric"):
+        plot_table(df, x="pages", y="cycles", where=["profile<patched"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        plot_table(df, x="pages", y="cycles", where=["pages~3"])
+    with pytest.raises(ConfigError, match="no rows left"):
+        plot_table(df, x="pages", y="cycles", where=["pages>1000"])
+
+
+def test_no_offset_notation_on_large_values():
+    """Values near 10^9 that differ in the last digits get plain tick labels, not an
+    offset or a multiplier."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from pysim.report.plot import plot_table
+    df = pd.DataFrame({"point_id": ["a", "b", "c"], "x": [1, 2, 3],
+                       "cycles": [1_000_000_001, 1_000_000_003, 1_000_000_007]})
+    fig = plot_table(df, x="x", y="cycles")
+    FigureCanvasAgg(fig).draw()
+    fmt = fig.axes[0].yaxis.get_major_formatter()
+    assert fmt.get_offset() == ""
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all("e" not in s and "+" not in s for s in labels), labels
+
+
+def test_cli_plot_refusals_are_one_line(tmp_path, capsys):
+    """--hue equal to --x, a Parquet file that pysim did not write, a folder, a
+    non-image suffix: each exit 2 with one line on stderr, and no image written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pysim.cli import main
+    out, _ = _plot_table_fixture(tmp_path)
+    foreign = str(tmp_path / "foreign.parquet")
+    pq.write_table(pa.table({"a": [1, 2], "b": [3, 4]}), foreign)
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"PAR1\x00\x01 not really parquet")
+    cases = [([out, "--x", "pages", "--y", "cycles", "--hue", "pages"], "--hue"),
+             ([foreign, "--x", "a", "--y", "b"], "not a table written by pysim"),
+             ([str(garbage), "--x", "a", "--y", "b"], "not a table written by pysim"),
+             ([str(tmp_path), "--x", "a", "--y", "b", "-o", str(tmp_path / "d.png")],
+              "directory"),
+             ([out, "--x", "pages", "--y", "cycles", "-o", str(tmp_path / "x.xyz")],
+              "suffixes"),
+             ([out, "--x", "pages", "--y", "cycles", "-o", "/proc/nope/x.png"], "plot")]
+    for argv, needle in cases:
+        assert main(["plot"] + argv) == 2, argv
+        o, err = capsys.readouterr()
+        assert o == "" and err.count("\n") == 1 and needle in err, (argv, err)
+        assert "Traceback" not in err
+    pngs = sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".png", ".xyz"))
+    assert pngs == [], pngs
+
+
+# ---------------------------------------------------------------- progress, workers, dask
+class _Stream:
+    """A text stream that records writes and says whether it is a terminal."""
+
+    def __init__(self, tty):
+        self.tty, self.parts = tty, []
+
+    def write(self, s):
+        self.parts.append(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_off_a_terminal_is_a_plain_line_per_tenth():
+    """With tqdm installed but stderr not a terminal: no bar, no carriage returns, one
+    line at each 10% of the points."""
+    pytest.importorskip("tqdm")
+    stream = _Stream(tty=False)
+    bar = Progress(100, 0, True, "sweep t", stream=stream)
+    assert bar.bar is None
+    bar.t0 -= 2
+    for _ in range(100):
+        bar.update()
+    bar.close()
+    text = "".join(stream.parts)
+    assert "\r" not in text
+    lines = text.splitlines()
+    assert len(lines) == 10 and lines[0].startswith("sweep t: 10/100 points (10%")
+    assert lines[-1].startswith("sweep t: 100/100 points (100%")
+
+
+def test_progress_on_a_terminal_uses_tqdm():
+    """On a terminal (and with tqdm installed) the display is the tqdm bar."""
+    pytest.importorskip("tqdm")
+    bar = Progress(5, 0, True, "t", stream=_Stream(tty=True))
+    assert bar.bar is not None
+    bar.close()
+
+
+_KEEP = []
+
+
+@experiment("test_sweep_cycle")
+def _cycle(x: int) -> dict:
+    """Leaves a reference cycle behind, watched through a weak reference."""
+    import weakref
+
+    class Node:
+        pass
+
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    _KEEP.append(weakref.ref(a))
+    return {"y": x}
+
+
+def test_a_worker_frees_a_points_garbage_before_the_next():
+    """With automatic collection off, a cycle a point leaves behind survives a bare
+    run_point but not a worker's call, which collects before the next point."""
+    import gc
+    fn = get_experiment("test_sweep_cycle").fn
+    gc.disable()
+    try:
+        _KEEP.clear()
+        runners.run_point(fn, {"x": 1})
+        assert _KEEP[-1]() is not None                # the cycle outlives a bare call
+        runners._worker_point(fn, {"x": 2})
+        assert _KEEP[-1]() is None                    # the worker's call collected it
+    finally:
+        gc.enable()
+        gc.collect()
+
+
+def _alive(pid):
+    """Whether process pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_local_workers_die_with_the_sweep(tmp_path):
+    """kill -9 of the sweep's process ends its pool workers (they would otherwise sit
+    on their memory): each worker records its pid and sleeps, the parent is killed."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, time
+        import pysim
+        from pysim.experiments import experiment
+
+        @experiment("test_sweep_sleeper")
+        def sleeper(x: int) -> dict:
+            open(os.path.join({str(tmp_path)!r}, f"pid-{{os.getpid()}}"), "w").close()
+            time.sleep(120)
+            return {{"y": x}}
+
+        pysim.sweep({{"experiment": "test_sweep_sleeper", "grid": {{"x": [1, 2]}}}},
+                    backend="local", workers=2, progress=False)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    parent = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("pid-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = [int(p.name[4:]) for p in tmp_path.glob("pid-*")]
+        assert len(pids) == 2 and all(_alive(p) for p in pids)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for p in left:                                    # do not leave them if it failed
+        os.kill(p, signal.SIGKILL)
+    assert left == []
+
+
+FLAKY_CALLS = []
+
+
+@experiment("test_sweep_counted_flaky")
+def _counted_flaky(x: int) -> dict:
+    """Raises at x == 2 and counts every call (run in-process by a threaded client)."""
+    FLAKY_CALLS.append(x)
+    if x == 2:
+        raise RuntimeError("boom at 2")
+    return {"y": x}
+
+
+@pytest.fixture
+def threaded_client():
+    """An in-process dask Client (threads), so experiments' side effects are visible;
+    one per test, so no later sweep finds it as the current client."""
+    distributed = pytest.importorskip("distributed")
+    client = distributed.Client(processes=False, n_workers=1, threads_per_worker=2,
+                                dashboard_address=None)
+    yield client
+    client.close()
+
+
+def test_dask_uses_the_given_and_the_current_client(threaded_client):
+    """client=, scheduler=<Client>, backend='dask' and the default all run on the
+    open in-process client (the calls are seen here) and leave it open; a client
+    with another backend, or a string as client, is refused."""
+    grid = {"experiment": "test_sweep_square", "grid": {"x": [1, 2, 3]}}
+    ref = sw.sweep(grid, backend="serial", progress=False)
+    for kw in ({"client": threaded_client}, {"scheduler": threaded_client},
+               {"backend": "dask"}, {}):
+        CALLS.clear()
+        df = sw.sweep(grid, progress=False, **kw)
+        assert df.attrs["pysim_sweep"]["backend"] == "dask", kw
+        assert sorted(CALLS) == [1, 2, 3], kw            # ran in this process: the client
+        pd.testing.assert_frame_equal(det(df), det(ref))
+        assert threaded_client.status == "running"       # a borrowed client stays open
+    with pytest.raises(ConfigError, match="client"):
+        sw.sweep(grid, backend="local", client=threaded_client, progress=False)
+    with pytest.raises(ConfigError, match="distributed.Client"):
+        sw.sweep(grid, client="tcp://127.0.0.1:8786", progress=False)
+
+
+def test_dask_failing_point_runs_once_and_names_its_parameters(threaded_client):
+    """A point that raises on dask runs once (no retries) and its error names its
+    parameters."""
+    FLAKY_CALLS.clear()
+    grid = {"experiment": "test_sweep_counted_flaky", "grid": {"x": [1, 2, 3]}}
+    with pytest.raises(sw.PointError, match=r"x=2.*RuntimeError: boom at 2"):
+        sw.sweep(grid, client=threaded_client, progress=False)
+    assert FLAKY_CALLS.count(2) == 1
+
+
+@pytest.mark.parametrize("address,needle", [
+    ("tcp://127.0.0.1:1", "cannot be reached"), ("garbage", "not a scheduler address"),
+    ("tcp://host:notaport", "not a scheduler address"),
+    ("foo://x:1", "not a scheduler address"), ("tcp://h:99999", "out of range")])
+def test_bad_scheduler_is_one_line_within_seconds(address, needle, tmp_path, capsys):
+    """Unreachable, malformed and out-of-range scheduler addresses: exit 2 with one
+    line, within the connect timeout, before any output is written."""
+    pytest.importorskip("distributed")
+    from pysim.cli import main
+    g = tmp_path / "g.toml"
+    g.write_text('experiment = "test_sweep_square"\n[grid]\nx = [1]\n')
+    t0 = time.monotonic()
+    assert main(["sweep", str(g), "-o", str(tmp_path / "o.csv"), "--scheduler", address,
+                 "--no-progress"]) == 2
+    assert time.monotonic() - t0 < runners.CONNECT_TIMEOUT + 3
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "o.csv").exists()

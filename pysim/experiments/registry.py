@@ -19,12 +19,27 @@ combinations (busy + lazy > cpus - 1, ...) with a ConfigError naming the key.
 
 Figures are numbers (or short strings); names starting with "wall_" are wall-clock
 times, the only figures allowed to differ between runs of the same point.
+
+Experiments of other packages: a package declares an entry point in the group
+`pysim.experiments`, pointing at a module (importing it registers its experiments) or
+at a function (registered under the entry point's name):
+
+    [project.entry-points."pysim.experiments"]
+    my_walks = "mypkg.experiments:my_walks"
+
+They are loaded the first time a name is not found (get_experiment) or when every
+experiment is listed (load_entry_points); `pysim --import MODULE` loads one module by
+name or file path (import_experiments).
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 import math
 import numbers
+import os
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple, Union
@@ -32,10 +47,12 @@ from typing import Any, Callable, Dict, Literal, Mapping, Optional, Tuple, Union
 from ..errors import ConfigError
 
 __all__ = ["experiment", "Experiment", "EXPERIMENTS", "get_experiment", "WALL_PREFIX",
-           "COST_PREFIX", "figures_of", "scalar"]
+           "COST_PREFIX", "figures_of", "scalar", "ENTRY_POINT_GROUP", "load_entry_points",
+           "import_experiments"]
 
 WALL_PREFIX = "wall_"        # figures with this prefix are wall-clock, not deterministic
 COST_PREFIX = "cost_"        # cost_<key> parameters override preset costs
+ENTRY_POINT_GROUP = "pysim.experiments"
 _MISSING = inspect.Parameter.empty
 
 
@@ -174,10 +191,82 @@ def experiment(name: str, *, check: Optional[Callable[[Dict[str, Any]], None]] =
     return register
 
 
+_entry_points_loaded = False
+
+
+def _entry_points() -> list:
+    """The installed entry points of ENTRY_POINT_GROUP (Python 3.9's API and later)."""
+    from importlib.metadata import entry_points
+    eps = entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, []))             # pragma: no cover (3.9)
+
+
+def load_entry_points(force: bool = False) -> list:
+    """Load every entry point of the group pysim.experiments once (again when force);
+    returns their names.  A module entry point registers its experiments by being
+    imported; a function one that is not registered yet is registered under the entry
+    point's name.  A plugin that fails to load is a ConfigError naming it."""
+    global _entry_points_loaded
+    if _entry_points_loaded and not force:
+        return []
+    _entry_points_loaded = True
+    names = []
+    for ep in _entry_points():
+        try:
+            obj = ep.load()
+        except Exception as e:
+            raise ConfigError(f"entry point {ep.name!r} ({ep.value}) of group "
+                              f"{ENTRY_POINT_GROUP} failed to load: "
+                              f"{type(e).__name__}: {e}", field="experiment") from e
+        if callable(obj) and not any(x.fn is obj for x in EXPERIMENTS.values()):
+            experiment(ep.name)(obj)
+        names.append(ep.name)
+    return names
+
+
+def import_experiments(module: str) -> Any:
+    """Import a module that registers experiments: a dotted name (looked up on sys.path
+    and in the current folder, as `python -m` does) or the path of a .py file.  Returns
+    the module; a module that cannot be imported is a ConfigError naming it."""
+    if not isinstance(module, str) or not module:
+        raise ConfigError(f"--import needs a module name or a .py file, got {module!r}",
+                          field="import")
+    try:
+        if module.endswith(".py") or os.sep in module:
+            path = os.path.abspath(module)
+            if not os.path.isfile(path):
+                raise ConfigError(f"--import {module!r}: no such file", field="import")
+            name = os.path.splitext(os.path.basename(path))[0]
+            if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
+                return sys.modules[name]
+            spec = importlib.util.spec_from_file_location(name, path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[name] = mod             # so that workers can unpickle by name
+            try:
+                spec.loader.exec_module(mod)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            return mod
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        return importlib.import_module(module)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"--import {module!r} failed: {type(e).__name__}: {e}",
+                          field="import") from e
+
+
 def get_experiment(name: Any) -> Experiment:
-    """The registered experiment called name (ConfigError listing the known ones)."""
+    """The registered experiment called name (ConfigError listing the known ones); an
+    unknown name first loads the installed pysim.experiments entry points."""
     if isinstance(name, Experiment):
         return name
+    if isinstance(name, str) and name not in EXPERIMENTS:
+        load_entry_points()
     if not isinstance(name, str) or name not in EXPERIMENTS:
         raise ConfigError(f"experiment {name!r} unknown; registered: "
                           f"{', '.join(sorted(EXPERIMENTS))}", field="experiment",

@@ -39,8 +39,10 @@ def profiles() -> List[str]:
 
 
 def experiments() -> List[str]:
-    """One line per registered experiment: its signature and the first docstring line."""
-    from ..experiments import EXPERIMENTS
+    """One line per registered experiment: its signature and the first docstring line
+    (the installed pysim.experiments entry points loaded first, so they show too)."""
+    from ..experiments import EXPERIMENTS, load_entry_points
+    load_entry_points()
     out = []
     for name, e in EXPERIMENTS.items():
         params = ", ".join(str(p).replace("'", "").replace('"', '') for p in e.params.values())

@@ -109,24 +109,31 @@ def sweep(grid: Any, out: Optional[str] = None, backend: Optional[str] = None,
           workers: Optional[int] = None, scheduler: Optional[str] = None,
           progress: bool = True, seed: Optional[int] = None, *, retries: int = 3,
           checkpoint: float = 1.0, overwrite: bool = False,
-          mp_context: Optional[str] = None) -> "pd.DataFrame":
+          mp_context: Optional[str] = None, client: Any = None) -> "pd.DataFrame":
     """Run every point of grid and return one row per point as a pandas DataFrame.
 
-    grid: a TOML path or a dict (see pysim.sweeps.grid).  out: a Parquet or CSV path,
-    written as points finish and resumed from (None: nothing is kept).  backend:
-    "local" (the default; "dask" when a scheduler is given), "serial" or "dask".
-    workers: processes (default os.cpu_count()).  scheduler: a dask scheduler address.
-    seed: replaces the grid's seed.  retries: re-runs of a point whose worker died (or,
-    with dask, that raised).  checkpoint: seconds between part-file writes.  overwrite:
-    discard what out holds instead of resuming.  mp_context: the multiprocessing start
-    method of the local pool.  df.attrs["pysim_sweep"] describes the run.
+    grid: a TOML path or a dict (see pysim.sweeps.grid).  out: a .parquet/.pq or .csv
+    path (the suffix gives the format), written as points finish and resumed from
+    (None: nothing is kept); an existing file that pysim did not write is refused.
+    backend: "local" (the default; "dask" when a scheduler or client is given or a dask
+    Client is already running in this process), "serial" or "dask".  workers:
+    processes (default os.cpu_count()).  scheduler: a dask scheduler address (or a
+    Client).  client: a distributed.Client to run on (left open).  seed: replaces the
+    grid's seed.  retries: re-runs of a point whose worker died (a point that raises
+    is reported at once).  checkpoint: seconds between part-file writes.  overwrite:
+    discard what out holds instead of resuming, even a file pysim did not write.
+    mp_context: the multiprocessing start method of the local pool.
+    df.attrs["pysim_sweep"] describes the run.  Everything is checked -- grid, options,
+    output path, scheduler address -- before the first point runs.
     """
     p = plan(grid, seed)
-    backend = runners.choose_backend(backend, scheduler)
+    backend = runners.choose_backend(backend, scheduler, client)
     workers = _count((os.cpu_count() or 1) if workers is None else workers, "workers", 1)
     _count(retries, "retries", 0)
     _check_checkpoint(checkpoint)
     runners.check_available(backend)
+    if backend == "dask" and client is None and isinstance(scheduler, str):
+        runners.check_scheduler(scheduler)
 
     store: Optional[Store] = None
     results: Figures = {}
@@ -139,7 +146,8 @@ def sweep(grid: Any, out: Optional[str] = None, backend: Optional[str] = None,
     try:
         if todo:
             _run(p, todo, results, store, backend, checkpoint, bar, workers=workers,
-                 retries=retries, scheduler=scheduler, mp_context=mp_context)
+                 retries=retries, scheduler=scheduler, mp_context=mp_context,
+                 client=client)
     finally:
         bar.close()
         if store is not None:

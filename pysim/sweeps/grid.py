@@ -73,6 +73,15 @@ def load_grid(grid: Any) -> Dict[str, Any]:
             return toml.load(f)
     except FileNotFoundError:
         raise ConfigError(f"grid file {path!r} not found", field="grid") from None
+    except IsADirectoryError:
+        raise ConfigError(f"grid {path!r} is a directory; give a .toml file",
+                          field="grid") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"grid file {path!r} is not UTF-8 text (byte {e.start}); a grid "
+                          f"is a TOML file", field="grid") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read grid file {path!r}: {e.strerror or e}",
+                          field="grid") from None
     except toml.TOMLDecodeError as e:
         raise ConfigError(f"grid file {path!r} is not valid TOML: {e}",
                           field="grid") from None

@@ -6,8 +6,14 @@ place, so a kill leaves only whole files.  At the end the full table is written 
 in grid order (Parquet files carry the grid's description as schema metadata) and the
 parts are removed.  A sweep that finds OUT or OUT.parts/ skips the points they hold.
 
-Format: CSV when the path ends in .csv, Parquet (pyarrow) otherwise; without pyarrow
-a .parquet/.pq path is swapped for the same name with .csv, with a warning.
+Format: the suffix decides -- .parquet or .pq is Parquet (pyarrow), .csv is CSV, and
+any other suffix is refused rather than written in a format its name does not say.
+Without pyarrow a .parquet/.pq path is swapped for the same name with .csv, with a
+warning.
+
+Safety: a file that is not a pysim result (no pysim metadata in a Parquet file, no
+point_id first column in a CSV file, an empty file) is never written over unless the
+caller says overwrite; and the path is probed for writing before any point runs.
 """
 from __future__ import annotations
 
@@ -21,16 +27,19 @@ import warnings
 from typing import TYPE_CHECKING, Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import ConfigError
+from ..outputs import check_output, suffix_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Store", "open_store", "read_table", "write_table", "format_for", "has_pyarrow",
-           "META_KEY"]
+           "is_pysim_table", "META_KEY", "TABLE_SUFFIXES"]
 
 PARTS_SUFFIX = ".parts"
 MAX_PARTS = 64               # more part files than this are compacted into one
 META_KEY = b"pysim.sweep"    # Parquet schema metadata key of the grid's description
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TABLE_SUFFIXES = PARQUET_SUFFIXES + (".csv",)
 
 
 # ---------------------------------------------------------------- formats
@@ -45,19 +54,42 @@ def has_pyarrow() -> bool:
 
 
 def format_for(path: str, stacklevel: int = 1) -> Tuple[str, str]:
-    """(path to write, "parquet" or "csv") for an output path; stacklevel, counted from
-    the caller as in warnings.warn, places the warning about a missing pyarrow."""
-    low = path.lower()
-    if low.endswith(".csv"):
+    """(path to write, "parquet" or "csv") for an output path, chosen by its suffix; a
+    suffix that is neither is a ConfigError.  stacklevel, counted from the caller as in
+    warnings.warn, places the warning about a missing pyarrow."""
+    suffix = suffix_of(path)
+    if suffix == ".csv":
         return path, "csv"
+    if suffix not in PARQUET_SUFFIXES:
+        raise ConfigError(f"out {path!r}: the suffix says which format to write; use "
+                          f"one of {', '.join(TABLE_SUFFIXES)}", field="out",
+                          allowed=TABLE_SUFFIXES)
     if has_pyarrow():
         return path, "parquet"
-    if low.endswith((".parquet", ".pq")):
-        new = os.path.splitext(path)[0] + ".csv"
-        warnings.warn(f"pyarrow is not installed: writing CSV to {new} instead of "
-                      f"Parquet to {path} (pip install pyarrow)", stacklevel=stacklevel + 1)
-        return new, "csv"
-    return path, "csv"
+    new = os.path.splitext(path)[0] + ".csv"
+    warnings.warn(f"pyarrow is not installed: writing CSV to {new} instead of "
+                  f"Parquet to {path} (pip install pyarrow)", stacklevel=stacklevel + 1)
+    return new, "csv"
+
+
+def is_pysim_table(path: str) -> bool:
+    """Whether the existing file at path is a table pysim wrote: Parquet with pysim's
+    schema metadata, or CSV whose first column is point_id.  Reads only the head (the
+    Parquet footer, the CSV header line)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            if head == b"PAR1":
+                if not has_pyarrow():
+                    return False
+                import pyarrow.parquet as pq
+                md = pq.read_schema(path).metadata or {}
+                return META_KEY in md
+            f.seek(0)
+            first = f.readline(4096)
+    except Exception:
+        return False
+    return first.split(b",")[0].strip().strip(b'"') == b"point_id"
 
 
 def _isnan(v: Any) -> bool:
@@ -229,15 +261,22 @@ class Store:
 
 def open_store(out: Any, meta: Dict[str, Any], overwrite: bool = False,
                stacklevel: int = 1) -> Store:
-    """The store of an output path, checked (its folder exists, it is not a folder) and
-    with its format chosen; emptied first when overwrite.  stacklevel as in format_for."""
-    out = os.fspath(out)
-    parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent):
-        raise ConfigError(f"out: folder {parent!r} does not exist", field="out")
-    if os.path.isdir(out):
-        raise ConfigError(f"out: {out!r} is a folder; give a file path", field="out")
+    """The store of an output path, checked before any work: a table suffix, a folder
+    that exists, a file that may be written, and -- unless overwrite -- no existing
+    file that pysim did not write.  With overwrite, OUT and OUT.parts/ are emptied
+    first.  stacklevel as in format_for."""
+    out = check_output(out, "out")
     path, fmt = format_for(out, stacklevel=stacklevel + 1)
+    if path != out:
+        check_output(path, "out")
+    parts = path + PARTS_SUFFIX
+    if os.path.exists(parts) and not os.path.isdir(parts):
+        raise ConfigError(f"out: {parts!r} is in the way of the sweep's part files (it "
+                          f"is not a folder); move it away", field="out")
+    if not overwrite and os.path.exists(path) and not is_pysim_table(path):
+        raise ConfigError(f"out: {path!r} exists and is not a pysim result; choose "
+                          f"another path, or overwrite=True (--overwrite) to replace it",
+                          field="out")
     store = Store(path, fmt, meta)
     if overwrite:
         store.remove()
