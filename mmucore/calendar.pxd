@@ -6,10 +6,11 @@ work, after requests that started later have used it earlier; a calendar fits ea
 use into the first gap at or after its time, so earlier gaps stay usable."""
 
 cdef enum:
-    CAL_SLOTS = 32             # intervals a calendar remembers
+    CAL_SLOTS = 256            # intervals a calendar remembers (> any queue of CPUs)
 
 cdef struct calendar:
-    int n                       # intervals held, sorted by start
+    int n                       # intervals held, sorted by start (and so by end: they
+                                # never overlap)
     double start[CAL_SLOTS]     # when each busy interval begins
     double end[CAL_SLOTS]       # and ends
     int owner                   # who used the resource last (-1: nobody), for lines

@@ -1,5 +1,6 @@
 # cython: language_level=3
 """Busy calendars (see calendar.pxd): first-fit placement of short busy intervals."""
+from libc.string cimport memmove
 
 
 cdef void calendar_reset(calendar* c) noexcept nogil:
@@ -8,29 +9,38 @@ cdef void calendar_reset(calendar* c) noexcept nogil:
     c.owner = -1
 
 
+cdef inline int first_ending_after(calendar* c, double t) noexcept nogil:
+    """The index of the first interval that ends after t (c.n if none): the intervals
+    never overlap, so their ends are sorted like their starts."""
+    cdef int lo = 0, hi = c.n, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if c.end[mid] <= t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil:
     """Book `dur` at the first gap starting at or after t; returns the start.  With
     every slot taken the oldest interval is forgotten (its time is long past)."""
     cdef double s = t
-    cdef int i, k
-    for i in range(c.n):
-        if c.end[i] <= s:
-            continue
-        if c.start[i] >= s + dur:
-            break
+    cdef int i = first_ending_after(c, t), k
+    while i < c.n and c.start[i] < s + dur:
         s = c.end[i]
+        i += 1
     if dur <= 0.0:
         return s
     if c.n == CAL_SLOTS:                    # drop the oldest
-        for i in range(1, c.n):
-            c.start[i - 1] = c.start[i]
-            c.end[i - 1] = c.end[i]
+        memmove(&c.start[0], &c.start[1], (c.n - 1) * sizeof(double))
+        memmove(&c.end[0], &c.end[1], (c.n - 1) * sizeof(double))
         c.n -= 1
-    k = c.n
-    while k > 0 and c.start[k - 1] > s:      # keep the list sorted by start
-        c.start[k] = c.start[k - 1]
-        c.end[k] = c.end[k - 1]
-        k -= 1
+        i -= 1
+    # the new interval goes before index i (every earlier one ends by s)
+    k = i if i > 0 else 0
+    memmove(&c.start[k + 1], &c.start[k], (c.n - k) * sizeof(double))
+    memmove(&c.end[k + 1], &c.end[k], (c.n - k) * sizeof(double))
     c.start[k] = s
     c.end[k] = s + dur
     c.n += 1
@@ -39,11 +49,7 @@ cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil:
 
 cdef int calendar_queued(calendar* c, double t) noexcept nogil:
     """Bookings not yet over at t: the users queued ahead of a request at t."""
-    cdef int i, n = 0
-    for i in range(c.n):
-        if c.end[i] > t:
-            n += 1
-    return n
+    return c.n - first_ending_after(c, t)
 
 
 cdef double line_write(calendar* line, int cpu, double now, double transfer,

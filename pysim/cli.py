@@ -92,14 +92,24 @@ def _command(cmd: str, resume_hint: bool = False) -> Callable:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    """`pysim reproduce`: print the cover letter's table (or JSON), maybe a plot."""
-    from .report.reproduce import reproduce
+    """`pysim reproduce [NAME]`: print a published result reproduced (or JSON), maybe
+    a plot; --list names them."""
+    from .report.reproduce import get_entry, listing, reproduce
+    if args.list:
+        print(listing())
+        return 0
+    get_entry(args.name)                    # an unknown name fails before any work
+    if args.iterations is not None and args.iterations < 1:
+        print(f"pysim reproduce: error: --iterations must be >= 1, got {args.iterations}",
+              file=sys.stderr)
+        return 2
     if args.plot is not None:
         problem = check_output_path(args.plot, "plot", _IMAGE_SUFFIXES)
         if problem:
             print(f"pysim reproduce: error: {problem}", file=sys.stderr)
             return 2
-    print(reproduce(as_json=args.json, plot_path=args.plot, iterations=args.iterations))
+    print(reproduce(args.name, as_json=args.json, plot_path=args.plot,
+                    iterations=args.iterations, refit=args.refit))
     if args.plot and not args.json:
         print(f"\nplot written to {args.plot}")
     return 0
@@ -162,11 +172,19 @@ def _add_conventions(parser: argparse.ArgumentParser, imports: bool) -> None:
                                  "register its experiments (repeatable)")
 def add_reproduce_parser(subparsers: Any) -> None:
     """Add `reproduce` to an argparse subparsers object."""
+    from .report.reproduce import DEFAULT, REGISTRY
     r = subparsers.add_parser("reproduce",
-                              help="reproduce the mprotect series' cover-letter table")
+                              help="reproduce a published result (default: the mprotect "
+                                   "series' cover-letter table)")
+    r.add_argument("name", nargs="?", default=DEFAULT, metavar="NAME",
+                   help=f"which result: {', '.join(REGISTRY)} (default {DEFAULT})")
+    r.add_argument("--list", action="store_true", help="list the published results")
     r.add_argument("--json", action="store_true", help="machine-readable output")
-    r.add_argument("--plot", metavar="FILE.png", help="also write a bar chart")
-    r.add_argument("--iterations", type=int, default=20, help="measured loop iterations")
+    r.add_argument("--plot", metavar="FILE.png", help="also write a chart")
+    r.add_argument("--iterations", type=int, default=None,
+                   help="measured iterations per cell (default: the entry's own)")
+    r.add_argument("--refit", action="store_true",
+                   help="fit the free parameters again instead of using the stored fit")
     r.set_defaults(func=_reproduce)
 
 

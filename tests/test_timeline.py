@@ -39,10 +39,11 @@ def test_a_line_costs_a_transfer_only_when_another_cpu_wrote_it_last():
 
 def test_calendar_forgets_only_its_oldest_bookings():
     c = Calendar()
-    for i in range(40):
+    for i in range(300):
         c.fit(i * 10.0, 5.0)
     held = c.bookings
-    assert len(held) == 32 and held[0] == (80.0, 85.0) and held[-1] == (390.0, 395.0)
+    assert len(held) == 256 and held[0] == (440.0, 445.0) and held[-1] == (2990.0, 2995.0)
+    assert c.queued(2000.0) == 100 and c.queued(0.0) == 256
     with pytest.raises(ValueError, match="duration"):
         c.fit(0.0, -1.0)
 

@@ -60,12 +60,14 @@ class Calls:
     thread's CPU when its turn comes; the value sent back is the call's result (the
     address for mmap, an OpResult otherwise)."""
 
-    __slots__ = ("thread", "ops", "_task")
+    __slots__ = ("thread", "ops", "warm_ops", "_task", "_warm_until")
 
     def __init__(self, thread: Any, task: "Task"):
         self.thread = thread
-        self.ops = 0
+        self.ops = 0                # operations counted (after the warm-up)
+        self.warm_ops = 0           # operations done during the warm-up
         self._task = task
+        self._warm_until = 0.0
 
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, **kw: Any):
         return (self.thread.mmap, (length, prot, flags), kw)
@@ -95,9 +97,17 @@ class Calls:
         return (self.thread.cpu.stats.charge, (B_USER, float(cycles)), None)
 
     def tick(self, n: int = 1) -> None:
-        """Count n operations done by this thread now (no yield: it takes no time)."""
+        """Count n operations done by this thread now (no yield: it takes no time);
+        during the warm-up they are not counted, and the first tick after it starts
+        this thread's measured span."""
+        now = self.thread.cpu.tlbstate.now
+        task = self._task
+        if now < self._warm_until:
+            self.warm_ops += n
+            task.start = task.last_tick = now
+            return
         self.ops += n
-        self._task.last_tick = self.thread.cpu.tlbstate.now
+        task.last_tick = now
 
 
 @dataclass
@@ -134,8 +144,9 @@ class TimelineResult:
         return (self.end - self.start) / (self.ghz * 1e9)
 
     def thread_rate(self, task: Task) -> float:
-        """One thread's operations per simulated second (until its last tick)."""
-        span = task.last_tick - self.start
+        """One thread's operations per simulated second (from the end of its warm-up
+        to its last tick)."""
+        span = task.last_tick - task.start
         return task.ops / (span / (self.ghz * 1e9)) if span > 0 else 0.0
 
     @property
@@ -204,8 +215,15 @@ class Timeline:
         self.tasks.append(task)
         return task
 
-    def run(self, until: Optional[float] = None) -> TimelineResult:
-        """Run every program to its end (or until `until` cycles after the start)."""
+    def run(self, until: Optional[float] = None, warmup: float = 0.0,
+            stop_at_first_exit: bool = False) -> TimelineResult:
+        """Run every program to its end (or until `until` cycles after the start); the
+        operations a thread ticks in the first `warmup` cycles are not counted (steady
+        state: will-it-scale discards its first samples the same way).  With
+        stop_at_first_exit the run ends when the first program does, so every thread's
+        rate is measured over the same window, all of them running throughout."""
+        if not warmup >= 0:
+            raise ConfigError(f"warmup must be >= 0 cycles, got {warmup!r}", field="warmup")
         m = self.machine
         if m.current_op is not None:
             raise PysimError("cannot run a timeline while an operation is running")
@@ -223,9 +241,11 @@ class Timeline:
         m.frames.lruvec.timed = True
         before = {c.id: _breakdown_now(c) for c in m.cpus}
         limit = t0 + until if until is not None else None
+        for task in self.tasks:
+            task.calls._warm_until = t0 + warmup
         m.arch.set_timeline(True)
         try:
-            end = self._loop(t0, limit)
+            end = self._loop(t0, limit, stop_at_first_exit)
         finally:
             m.arch.set_timeline(False)
             for mm in m.mms:
@@ -233,7 +253,7 @@ class Timeline:
             m.frames.lruvec.timed = False
         return self._result(t0, end, before)
 
-    def _loop(self, t0: float, limit: Optional[float]) -> float:
+    def _loop(self, t0: float, limit: Optional[float], stop_first: bool) -> float:
         """The event loop: advance the earliest thread by one request; returns the time
         the last one ended."""
         heap = []
@@ -263,6 +283,8 @@ class Timeline:
                 task.done = True
                 task.end = ts.now
                 end = max(end, task.end)
+                if stop_first:
+                    limit = end          # the others stop at their next request
                 continue
             reply[i] = fn(*args, **kw) if kw else fn(*args)
             task.requests += 1

@@ -117,15 +117,20 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
         raise SyscallError(errno.EINVAL, f"munmap: [0x{addr:x}, +0x{length:x}) is "
                                          f"outside user space")
     cpu.stats.charge(B_VMA, cpu.cfg.cost.munmap_base)
-    unmap_region(mm, cpu, addr, addr + length)
+    unmap_region(mm, cpu, addr, addr + length, downgrade=True)
     return 0
 
-def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int) -> None:
+def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
+                 downgrade: bool = False) -> None:
     """unmap_region(): one gather for the whole call: zap the removed VMAs' entries
     (unmap_vmas; the gather's batches may flush in the middle), then free the page
     tables no remaining VMA can use (free_pgtables over the gap [floor, ceiling)
-    between the neighbours), then tlb_finish_mmu()'s final flush."""
+    between the neighbours), then tlb_finish_mmu()'s final flush.  With downgrade
+    (munmap) the VMAs are detached under the write lock and the zap runs under the
+    read lock (vms_complete_munmap_vmas: mmap_write_downgrade)."""
     removed = mm.vmas.remove_range(start, end)
+    if downgrade:
+        mm.mmap_lock.downgrade(cpu)
     if not removed:
         return
     prev, nxt = mm.vmas.find_vma_prev(start)[1], mm.vmas.find_vma(start)

@@ -1,7 +1,7 @@
 """mmap_lock: the mm's reader-writer semaphore, as CPUs running at once see it.
 
 Which syscalls take it how (Linux 6.x): mmap, munmap, mprotect and brk take it for
-writing; madvise takes it for reading for the advices that only zap or read page
+writing (munmap downgrades it to reading before it zaps); madvise takes it for reading for the advices that only zap or read page
 tables (madvise_need_mmap_write() in mm/madvise.c) and for writing otherwise.  Page
 faults take the per-VMA lock since 6.4 and are not modelled as lock holders here.
 
@@ -40,7 +40,7 @@ def madvise_lock_mode(advice: Any) -> str:
 class MmapLock:
     """mm->mmap_lock on the timeline: release times and the count word's cache line."""
 
-    __slots__ = ("timed", "writer_until", "readers_until", "line")
+    __slots__ = ("timed", "writer_until", "readers_until", "line", "downgraded")
 
     def __init__(self) -> None:
         self.timed = False          # only the timeline makes holders wait
@@ -52,6 +52,7 @@ class MmapLock:
         self.writer_until = 0.0     # when the last writer released it
         self.readers_until = 0.0    # when the last of the readers so far released it
         self.line.reset()
+        self.downgraded = -1        # the CPU whose write hold became a read hold
 
     def _touch_line(self, cpu: Any, now: float) -> float:
         """One atomic on the count word at `now`; the cycles it takes cpu."""
@@ -71,10 +72,20 @@ class MmapLock:
             spent = ready - now + cpu.cfg.cost.lock_handoff
         cpu.stats.charge(B_LOCK, spent)
 
+    def downgrade(self, cpu: Any) -> None:
+        """mmap_write_downgrade(): the writer on cpu lets readers in now and holds the
+        lock for reading until its unlock."""
+        if not self.timed:
+            return
+        self.writer_until = cpu.tlbstate.now
+        self.downgraded = cpu.id
+
     def unlock(self, cpu: Any, mode: str) -> None:
         """mmap_read_unlock() / mmap_write_unlock(): the holder's release time."""
         if not self.timed:
             return
+        if self.downgraded == cpu.id:
+            self.downgraded, mode = -1, "r"
         now = cpu.tlbstate.now
         spent = self._touch_line(cpu, now)
         cpu.stats.charge(B_LOCK, spent)

@@ -12,7 +12,8 @@ with madvise(MADV_DONTNEED) and reads it back, counting one iteration per page.
 Threads mode runs every task as a thread of one process, so each DONTNEED shoots down
 every other task's CPU; processes mode gives each task its own mm.  Each task is pinned
 to its own CPU, as the harness does.  The result is operations per second, summed over
-the tasks (will-it-scale's total) and per task (its per_thread_ops).
+the tasks (will-it-scale's total) and per task (its per_thread_ops), counted while every
+task runs: the run ends when the first task has done its iterations.
 """
 from __future__ import annotations
 
@@ -74,10 +75,13 @@ PROGRAMS = {"tlb_flush1": tlb_flush1, "tlb_flush2": tlb_flush2, "tlb_flush3": tl
 def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         iterations: int = 2000, cpus: Optional[int] = None, preset: Any = "zen3",
         profile: Any = "v6.2", checker: Any = False, seed: int = 0,
-        machine: Optional[Machine] = None, **overrides: Any) -> Dict[str, Any]:
+        warmup_ms: float = 0.0, machine: Optional[Machine] = None,
+        **overrides: Any) -> Dict[str, Any]:
     """One will-it-scale point: `threads` tasks on CPUs 0..threads-1 of a machine of
-    `cpus` CPUs (default: threads), `iterations` iterations each.  Returns the totals
-    and the per-CPU time split summed over the tasks' CPUs (cycles)."""
+    `cpus` CPUs (default: threads), `iterations` counted iterations each after
+    `warmup_ms` of simulated warm-up (time for rules that sample jiffies, such as the
+    global ASID choice, to settle).  Returns the totals and the per-CPU time split
+    summed over the tasks' CPUs (cycles, warm-up included)."""
     if test not in PROGRAMS:
         raise ConfigError(f"test {test!r} unknown; allowed: {', '.join(TESTS)}",
                           field="test", allowed=TESTS)
@@ -102,7 +106,9 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         if mode == "processes" and cpu:
             proc = m.process()
         tl.spawn(proc.thread(cpu=cpu), PROGRAMS[test], iterations)
-    res = tl.run()
+    if not warmup_ms >= 0:
+        raise ConfigError(f"warmup_ms must be >= 0, got {warmup_ms!r}", field="warmup_ms")
+    res = tl.run(warmup=warmup_ms * 1e-3 * m.preset.ghz * 1e9, stop_at_first_exit=True)
     out: Dict[str, Any] = {
         "ops_per_sec": res.ops_per_sec,
         "per_thread_ops": res.per_thread_ops,
