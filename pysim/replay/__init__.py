@@ -31,19 +31,22 @@ __all__ = ["replay", "load_trace", "ReplayResult", "Trace", "TraceError", "Call"
 def load_trace(path: str, faults: Optional[str] = None) -> Trace:
     """Read the trace at path: JSON lines when it ends in .jsonl or its first non-blank
     character is `{`, else strace text.  Fault events from `faults` (a JSON-lines file;
-    by default PATH.faults.jsonl when it exists, as `pysim capture` writes) are merged
+    by default PATH.faults.jsonl or PATH.faults.jsonl.gz when one exists, as `pysim capture` writes) are merged
     in time order."""
     from .jsonl import read_jsonl
     from .parse_strace import parse_strace
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            head = f.read(4096).lstrip()
+            head = "{" if path.endswith(".gz") else f.read(4096).lstrip()
     except OSError as e:
         raise TraceError(f"cannot read trace {path!r}: {e.strerror}") from None
-    is_json = path.endswith((".jsonl", ".json")) or head.startswith("{")
+    is_json = path.endswith((".jsonl", ".json", ".jsonl.gz")) or head.startswith("{")
     trace = read_jsonl(path) if is_json else parse_strace(path)
-    if faults is None and os.path.exists(path + ".faults.jsonl"):
-        faults = path + ".faults.jsonl"
+    if faults is None:
+        for side in (path + ".faults.jsonl", path + ".faults.jsonl.gz"):
+            if os.path.exists(side):
+                faults = side
+                break
     if faults is not None:
         merge_faults(trace, read_jsonl(faults).faults)
     return trace

@@ -30,7 +30,8 @@ time order).  Numbers are JSON integers (never strings, never hex).
     {"type": "exit", "t": 12.1, "pid": 4242, "status": "exited with 0"}
         the task ended.
 
-`write_jsonl(trace, path)` and `read_jsonl(path)` round-trip a Trace exactly.
+`write_jsonl(trace, path)` and `read_jsonl(path)` round-trip a Trace exactly; a path
+ending in .gz is read (and written) gzip-compressed.
 """
 from __future__ import annotations
 
@@ -84,7 +85,12 @@ def write_jsonl(trace: Trace, path: str, header: Any = None) -> None:
     head = {"type": "header", "format": "pysim-trace", "version": 1,
             "source": trace.source, "source_format": trace.format, "notes": trace.notes}
     head.update(header or {})
-    with open(path, "w", encoding="utf-8") as f:
+    if path.endswith(".gz"):
+        import gzip
+        opener = gzip.open(path, "wt", encoding="utf-8")
+    else:
+        opener = open(path, "w", encoding="utf-8")
+    with opener as f:
         f.write(json.dumps(head) + "\n")
         for e in trace.events:
             f.write(event_to_json(e) + "\n")
@@ -159,6 +165,10 @@ def parse_jsonl_lines(lines: Iterable[str], source: str = "<jsonl>") -> Trace:
 
 
 def read_jsonl(path: str) -> Trace:
-    """Read the JSON-lines trace at path."""
+    """Read the JSON-lines trace at path (gzip-compressed when it ends in .gz)."""
+    if path.endswith(".gz"):
+        import gzip
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return parse_jsonl_lines(f, source=path)
     with open(path, encoding="utf-8") as f:
         return parse_jsonl_lines(f, source=path)

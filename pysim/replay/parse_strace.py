@@ -232,8 +232,8 @@ def _parse(lines, source: str) -> Trace:
     """parse_strace_lines without the source in its errors."""
     events: list = []
     notes: List[str] = []
-    # pid -> (line, name, argument text, index in events when the call began)
-    pending: Dict[int, Tuple[int, str, str, int]] = {}
+    # pid -> (line, name, argument text, index in events when the call began, its time)
+    pending: Dict[int, Tuple[int, str, str, int, Optional[float]]] = {}
     first_pid: Optional[int] = None
     day = 0.0
     last_t = None
@@ -276,21 +276,21 @@ def _parse(lines, source: str) -> Trace:
                 raise _bad(f"`{name} resumed` without its unfinished call on pid {pid}", ln)
             if rest.endswith(_UNFINISHED):
                 continue                # the task died inside the call
-            start_ln, _, before, at = held
+            start_ln, _, before, at, t0 = held
             rest = before + rest
             if name in ("exit", "exit_group"):
                 events.append(Call(start_ln, t, pid, name, _decode(name, before, ln)[0],
                                    None, None))
                 continue
             args, res, err = _result(rest, ln)
-            call = _emit(start_ln, t, pid, name, args, res, err, ln)
-            if call is None:
-                continue
             if name in _CREATES:
                 # the child may run (and show up) before its parent's clone returns:
-                # the clone goes where it began, ahead of anything the child did
+                # the clone goes where and when it began, ahead of anything the child did
+                call = _emit(start_ln, t0, pid, name, args, res, err, ln)
                 events.insert(at, call)
-            else:
+                continue
+            call = _emit(start_ln, t, pid, name, args, res, err, ln)
+            if call is not None:
                 events.append(call)
             continue
         cm = _CALL.match(body)
@@ -298,7 +298,7 @@ def _parse(lines, source: str) -> Trace:
             raise _bad(f"not an strace line: {text[:100]!r}", ln)
         name, rest = cm.groups()
         if rest.endswith(_UNFINISHED):
-            pending[pid] = (ln, name, rest[:-len(_UNFINISHED)], len(events))
+            pending[pid] = (ln, name, rest[:-len(_UNFINISHED)], len(events), t)
             continue
         if name in ("exit", "exit_group") and rest.rstrip().endswith("= ?"):
             arg = rest[:rest.rindex(")")]
@@ -308,7 +308,7 @@ def _parse(lines, source: str) -> Trace:
         call = _emit(ln, t, pid, name, args, res, err, ln)
         if call is not None:
             events.append(call)
-    for pid, (ln, name, _, _) in pending.items():
+    for pid, (ln, name, _, _, _) in pending.items():
         notes.append(f"line {ln}: pid {pid}'s {name} never returned in the trace; dropped")
     if first_pid == 0 and any(e.pid != 0 for e in events):
         notes.append("some lines have no pid; they are taken as one task, pid 0")
