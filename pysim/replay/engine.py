@@ -91,8 +91,7 @@ class Replay:
         self.rec = Records()
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
-        self.images, image_notes = plan_images(trace.events) if elf is not None \
-            else ({}, [])
+        self.images, image_notes = plan_images(trace.events, elf=elf)
         self.notes.extend(image_notes)
         self.image_vmas = 0
 

@@ -114,6 +114,8 @@ class _Cover:
         if a >= b:
             return
         i = bisect.bisect_left(self.ends, a)
+        if i < len(self.starts) and self.starts[i] <= a and b <= self.ends[i]:
+            return                      # already covered: the common case
         j = i
         while j < len(self.starts) and self.starts[j] <= b:
             a, b = min(a, self.starts[j]), max(b, self.ends[j])
@@ -202,9 +204,11 @@ def _explain(exe: Optional[str], refs: List[Tuple[int, int]]) -> Tuple[List[Regi
     return regions, notes
 
 
-def plan_images(events: list) -> Tuple[Dict[Tuple[int, int], List[Region]], List[str]]:
+def plan_images(events: list, elf: bool = True
+                ) -> Tuple[Dict[Tuple[int, int], List[Region]], List[str]]:
     """{(pid, line): regions} for each fresh address space (line 0: the first task's,
-    else the line of the successful execve), and notes on what was inferred."""
+    else the line of the successful execve), and notes on what was inferred; elf=False
+    plans from the trace alone, without reading the executables' ELF headers."""
     space_of: Dict[int, int] = {}
     cover: Dict[int, _Cover] = {}
     refs: Dict[int, List[Tuple[int, int]]] = {}
@@ -261,8 +265,10 @@ def plan_images(events: list) -> Tuple[Dict[Tuple[int, int], List[Region]], List
     plans: Dict[Tuple[int, int], List[Region]] = {}
     notes: List[str] = []
     for s, (pid, line, exe) in key_of.items():
-        if not refs[s] and exe is None:
+        if not refs[s] and (exe is None or not elf):
             continue
+        if not elf:
+            exe = None
         if exe and not os.path.isabs(exe):
             notes.append(f"line {line}: execve path {exe!r} is relative; read from the "
                          f"current directory")

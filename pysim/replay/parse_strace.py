@@ -128,6 +128,8 @@ _IGNORED = frozenset({"wait4", "waitid", "kill", "tkill", "tgkill", "pidfd_open"
 
 def _split(text: str) -> List[str]:
     """Top-level `, `-separated arguments (brackets, braces and strings kept whole)."""
+    if not any(c in text for c in '"([{'):
+        return text.split(", ") if text else []
     out, depth, start, i, n, q = [], 0, 0, 0, len(text), False
     while i < n:
         c = text[i]
