@@ -19,5 +19,6 @@ from .mm.mprotect import change_protection
 from .arch.tlbflush import flush_tlb_mm_range, flush_tlb_range
 
 from .sweeps import sweep  # noqa: E402  pysim.sweep(grid, ...) is a plain function
+from . import replay  # noqa: E402,F401  pysim.replay(trace, ...): the package is callable
 
 __version__ = "0.1.0"

@@ -268,6 +268,135 @@ def add_list_parser(subparsers: Any) -> None:
     lp.set_defaults(func=_list)
 
 
+def _replay(args: argparse.Namespace) -> int:
+    """`pysim replay TRACE`: replay a trace under each --profile, print the summary (or
+    every record as JSON), maybe write the records; exit 2 on a bad trace or option."""
+    from .replay import ReplayResult, TraceError, replay
+    out = args.out
+    if out is not None:
+        problem = check_output_path(out, "records", (".parquet", ".json", ".csv"))
+        if problem:
+            print(f"pysim replay: error: {problem}", file=sys.stderr)
+            return 2
+    try:
+        res: ReplayResult = replay(args.trace, profile=args.profile or ["patched"],
+                                   preset=args.preset, access=args.access, cpus=args.cpus,
+                                   pin=args.pin, checker=args.check, faults=args.faults,
+                                   elf=not args.no_elf)
+    except (TraceError, ConfigError) as e:
+        print(f"pysim replay: error: {e}", file=sys.stderr)
+        return 2
+    except PysimError as e:
+        print(f"pysim replay: {e}", file=sys.stderr)
+        return 1
+    if out is not None:
+        if out.endswith(".parquet"):
+            if len(res.records) == 1:
+                res.records[0].to_parquet(out)
+            else:
+                df = res.to_dataframe()
+                df.attrs = {}
+                df.to_parquet(out, index=False)
+        elif out.endswith(".csv"):
+            res.to_dataframe().to_csv(out, index=False)
+        else:
+            import json
+            with open(out, "w") as f:
+                json.dump(_replay_json(res), f)
+    if args.json:
+        import json
+        print(json.dumps(_replay_json(res)))
+        return 0
+    print(f"{res.trace.source}: {len(res.trace.calls)} calls, {len(res.trace.pids)} tasks, "
+          f"{res.cpus} CPUs (pinned {res.pin}), access model {res.access}")
+    for n in res.notes:
+        print(f"  note: {n}")
+    print(res.summary().to_string(index=False))
+    div = res.records[0].diverged()
+    for d in div[:10]:
+        print(f"  diverged line {d['line']}: {d['call']}({d['args']}) traced "
+              f"{d['traced_errno'] or d['traced']} simulated {d['sim_errno'] or d['sim']}"
+              f"{': ' + d['note'] if d['note'] else ''}")
+    if len(div) > 10:
+        print(f"  ... and {len(div) - 10} more diverged calls")
+    if out is not None:
+        print(f"records written to {out}")
+    return 0
+
+
+def _replay_json(res: Any) -> dict:
+    """The JSON document of a replay: settings, notes, summary rows and records."""
+    return {"trace": res.trace.source, "access": res.access, "pin": res.pin,
+            "cpus": res.cpus, "notes": res.notes,
+            "summary": res.summary().to_dict(orient="records"),
+            "runs": [{"profile": r.profile, "preset": r.preset,
+                      "records": r.to_json_list()} for r in res.records]}
+
+
+def add_replay_parser(subparsers: Any) -> None:
+    """Add `replay` to an argparse subparsers object."""
+    from .replay import ACCESS_MODELS, PIN_POLICIES
+    rp = subparsers.add_parser(
+        "replay", help="replay a real program's memory syscalls (strace or JSON lines)",
+        description="Replay every call of a trace (strace -f -tt [-y] text, or pysim's "
+                    "JSON-lines format) at its traced address, each call's traced result "
+                    "beside the simulated one; one summary row per --profile.")
+    rp.add_argument("trace", metavar="TRACE", help="the trace file")
+    rp.add_argument("--profile", action="append", default=None, metavar="P",
+                    help="kernel profile (repeat for several side by side; default "
+                         "patched)")
+    rp.add_argument("--preset", default="skylake", help="hardware preset (default skylake)")
+    rp.add_argument("--access", choices=ACCESS_MODELS, default="none",
+                    help="where user accesses come from (default none)")
+    rp.add_argument("--faults", metavar="FILE", default=None,
+                    help="page faults to merge (JSON lines; default TRACE.faults.jsonl "
+                         "when present)")
+    rp.add_argument("--cpus", type=int, default=None,
+                    help="CPUs of the machine (default: one per task, at most 8)")
+    rp.add_argument("--pin", choices=PIN_POLICIES, default="round-robin",
+                    help="how tasks are placed on CPUs (default round-robin)")
+    rp.add_argument("--check", action="store_true", help="run the TLB safety checker")
+    rp.add_argument("--no-elf", action="store_true",
+                    help="infer exec images from the trace only, without reading ELF files")
+    rp.add_argument("--json", action="store_true", help="print every record as JSON")
+    rp.add_argument("-o", "--out", default=None, metavar="RECORDS",
+                    help="write the records (.parquet, .json or .csv)")
+    rp.set_defaults(func=_replay)
+
+
+def _capture(args: argparse.Namespace) -> int:
+    """`pysim capture -o TRACE -- CMD ARGS`: record a trace; say what was not captured;
+    exit with 2 when nothing could run, else the program's own exit status."""
+    from .replay.capture import CaptureError, capture
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    try:
+        res = capture(args.out, cmd, faults=not args.no_faults)
+    except CaptureError as e:
+        print(f"pysim capture: error: {e}", file=sys.stderr)
+        return 2
+    print(f"trace written to {res.trace}", file=sys.stderr)
+    if res.faults:
+        print(f"{res.nfaults} page faults written to {res.faults}", file=sys.stderr)
+    for m in res.missing:
+        print(f"not captured: {m}", file=sys.stderr)
+    return res.returncode
+
+
+def add_capture_parser(subparsers: Any) -> None:
+    """Add `capture` to an argparse subparsers object."""
+    cp = subparsers.add_parser(
+        "capture", help="record a program's memory syscalls (and page faults) as a trace",
+        description="Run CMD under strace -f -tt -y -e trace=memory,process; when root "
+                    "and tracefs allow, also record its page faults (TRACE.faults.jsonl).")
+    cp.add_argument("-o", "--out", required=True, metavar="TRACE", help="trace file")
+    cp.add_argument("--no-faults", action="store_true", help="do not record page faults")
+    cp.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS",
+                    help="the program to run")
+    cp.set_defaults(func=_capture)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole `pysim` command."""
     from . import __version__
@@ -284,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce_parser(sub)
     add_sweep_parsers(sub)
     add_list_parser(sub)
+    add_replay_parser(sub)
+    add_capture_parser(sub)
     return p
 
 

@@ -1,0 +1,95 @@
+"""Replay throughput (issue 12 acceptance: >= 100,000 syscalls/s for syscall-only traces;
+>= 1,000,000 accesses/s with a page-fault access model).
+
+* a synthetic syscall-only strace (the mmap / mprotect / madvise / munmap mix of a
+  malloc-heavy program: 60,000 calls on one task), timed three ways: parsing alone, the
+  engine alone on the parsed Trace, and end to end (pysim.replay of the file);
+* the committed real traces (tests/data), syscalls only, end to end;
+* the real traces with their captured page faults (access model `faults`), reported as
+  accesses per second.
+
+Benchmarks report; they never assert on speed.
+"""
+import os
+import pathlib
+
+import pytest
+
+import pysim
+from pysim.machine import Machine
+from pysim.replay import load_trace
+from pysim.replay.engine import Replay
+from pysim.replay.parse_strace import parse_strace
+
+DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
+N_CYCLES = 15_000                    # 4 calls each
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A syscall-only strace of N_CYCLES mmap/mprotect/madvise/munmap cycles."""
+    path = tmp_path_factory.mktemp("replay") / "synthetic.strace"
+    lines = ['100 10:00:00.000000 execve("/nonexistent", ["x"], 0x0 /* 1 var */) = 0']
+    for i in range(N_CYCLES):
+        a = 0x7F0000000000 + (i % 256) * 0x100000
+        t = f"10:00:{(i // 1000) % 60:02d}.{i % 1000:06d}"
+        lines += [f"100 {t} mmap(NULL, 65536, PROT_READ|PROT_WRITE, "
+                  f"MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x{a:x}",
+                  f"100 {t} mprotect(0x{a:x}, 4096, PROT_READ) = 0",
+                  f"100 {t} madvise(0x{a + 8192:x}, 8192, MADV_DONTNEED) = 0",
+                  f"100 {t} munmap(0x{a:x}, 65536) = 0"]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_parse_only(benchmark, report, synthetic):
+    tr = benchmark.pedantic(parse_strace, args=(synthetic,), rounds=3, iterations=1)
+    n = len(tr.calls)
+    report("replay: syscall-only synthetic strace", "parse", calls=n,
+           calls_per_s=n / benchmark.stats.stats.min)
+
+
+def test_engine_only(benchmark, report, synthetic):
+    tr = parse_strace(synthetic)
+
+    def run():
+        return Replay(tr, Machine(cpus=1, checker=False)).run()
+    rec = benchmark.pedantic(run, rounds=3, iterations=1)
+    n = len(rec)
+    report("replay: syscall-only synthetic strace", "engine (parsed trace)", calls=n,
+           match=rec.statuses.get("match", 0), calls_per_s=n / benchmark.stats.stats.min)
+
+
+def test_end_to_end(benchmark, report, synthetic):
+    res = benchmark.pedantic(pysim.replay, args=(synthetic,), rounds=3, iterations=1)
+    n = len(res.records[0])
+    report("replay: syscall-only synthetic strace", "pysim.replay(file)", calls=n,
+           calls_per_s=n / benchmark.stats.stats.min)
+
+
+@pytest.mark.parametrize("name", ["c_malloc", "python_script", "node_e", "java_small"])
+def test_real_trace_syscalls(benchmark, report, name):
+    tr = load_trace(str(DATA / f"{name}.strace"), faults=os.devnull)
+    cpus = max(1, min(8, len(tr.pids)))
+
+    def run():
+        return Replay(tr, Machine(cpus=cpus, checker=False), elf=True).run()
+    rec = benchmark.pedantic(run, rounds=3, iterations=1)
+    n = len(rec)
+    report("replay: real traces, syscalls only", name, calls=n,
+           calls_per_s=n / benchmark.stats.stats.min)
+
+
+@pytest.mark.parametrize("name", ["python_script", "node_e", "java_small"])
+def test_real_trace_faults(benchmark, report, name):
+    tr = load_trace(str(DATA / f"{name}.strace"))
+    cpus = max(1, min(8, len(tr.pids)))
+
+    def run():
+        return Replay(tr, Machine(cpus=cpus, checker=False), access="faults").run()
+    rec = benchmark.pedantic(run, rounds=3, iterations=1)
+    acc = int(sum(rec.column("traced")[i] for i, c in enumerate(rec.column("call"))
+                  if c == "access"))
+    report("replay: real traces, captured page faults", name, faults=len(tr.faults),
+           accesses=acc, accesses_per_s=acc / benchmark.stats.stats.min,
+           events_per_s=(len(tr.events)) / benchmark.stats.stats.min)

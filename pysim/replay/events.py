@@ -1,0 +1,135 @@
+"""The events a replay runs, whatever trace format they came from.
+
+A parser (parse_strace, jsonl) turns a trace into a `Trace`: a list of `Call` events (a
+system call with its arguments decoded to the integers the kernel saw, its traced result
+and errno), `Fault` events (a user page fault at an address) and `Exit` events (a task
+ended), each with the trace's line number, a time in seconds and the task id.  The
+engine never looks at trace text, so every format replays the same way.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+from ..errors import PysimError
+
+__all__ = ["TraceError", "Call", "Fault", "Exit", "Trace"]
+
+
+class TraceError(PysimError, ValueError):
+    """A trace cannot be read: the message names the file and line (`line` repeats it)."""
+
+    def __init__(self, message: str, line: Optional[int] = None,
+                 source: Optional[str] = None) -> None:
+        where = ""
+        if source is not None and line is not None:
+            where = f"{source}:{line}: "
+        elif line is not None:
+            where = f"line {line}: "
+        super().__init__(where + message)
+        self.msg = message
+        self.line = line
+        self.source = source
+
+
+class Call:
+    """One system call: `name`, `args` (a tuple of ints in the kernel's argument order;
+    see jsonl for each call's list), `path` (the file behind mmap's fd, when known),
+    `result` (the traced return value, None for `?`), `errno` (its symbolic name when
+    the call failed, else None)."""
+
+    __slots__ = ("line", "time", "pid", "name", "args", "path", "result", "errno")
+    kind = "call"
+
+    def __init__(self, line: int, time: Optional[float], pid: int, name: str,
+                 args: Tuple[Any, ...], result: Optional[int], errno: Optional[str],
+                 path: Optional[str] = None) -> None:
+        self.line, self.time, self.pid, self.name = line, time, pid, name
+        self.args, self.result, self.errno, self.path = args, result, errno, path
+
+    @property
+    def ok(self) -> bool:
+        """The traced call succeeded (no errno)."""
+        return self.errno is None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Call) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        res = self.errno if self.errno else (hex(self.result) if isinstance(
+            self.result, int) else self.result)
+        return f"Call(line {self.line}, pid {self.pid}, {self.name}{self.args} = {res})"
+
+
+class Fault:
+    """One user page fault: the task, the address, the access kind (0 read, 1 write,
+    2 fetch: mmucore.READ/WRITE/FETCH) and, when the capture saw it, the CPU."""
+
+    __slots__ = ("line", "time", "pid", "va", "access", "cpu")
+    kind = "fault"
+
+    def __init__(self, line: int, time: Optional[float], pid: int, va: int, access: int,
+                 cpu: Optional[int] = None) -> None:
+        self.line, self.time, self.pid, self.va = line, time, pid, va
+        self.access, self.cpu = access, cpu
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fault) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Fault(line {self.line}, pid {self.pid}, 0x{self.va:x}, kind {self.access})"
+
+
+class Exit:
+    """A task ended (strace's `+++ exited with N +++` or `+++ killed by SIG +++`)."""
+
+    __slots__ = ("line", "time", "pid", "status")
+    kind = "exit"
+
+    def __init__(self, line: int, time: Optional[float], pid: int, status: str) -> None:
+        self.line, self.time, self.pid, self.status = line, time, pid, status
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Exit) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Exit(line {self.line}, pid {self.pid}, {self.status})"
+
+
+class Trace:
+    """A parsed trace: its events in the order they happened, the format it came in,
+    where it came from, and notes on what the parser had to infer."""
+
+    def __init__(self, events: List[Any], fmt: str, source: str = "<trace>",
+                 notes: Optional[List[str]] = None) -> None:
+        self.events = events
+        self.format = fmt
+        self.source = source
+        self.notes = list(notes or [])
+
+    @property
+    def calls(self) -> List[Call]:
+        """The Call events alone."""
+        return [e for e in self.events if e.kind == "call"]
+
+    @property
+    def faults(self) -> List[Fault]:
+        """The Fault events alone."""
+        return [e for e in self.events if e.kind == "fault"]
+
+    @property
+    def pids(self) -> List[int]:
+        """Every task id the trace mentions, in order of first appearance."""
+        seen: dict = {}
+        for e in self.events:
+            seen.setdefault(e.pid, None)
+        return list(seen)
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def __repr__(self) -> str:
+        return (f"Trace({self.source!r}, {self.format}, {len(self.calls)} calls, "
+                f"{len(self.faults)} faults, {len(self.pids)} tasks)")

@@ -1,0 +1,279 @@
+"""The memory the kernel maps at exec, rebuilt from what a trace shows.
+
+An strace starts after execve has mapped the program, ld.so, the stack and the vdso, so
+the program's first calls (ld.so's RELRO mprotects, above all) act on VMAs no traced call
+created.  For each address space (the first task's, and each successful execve's) this
+module finds the ranges that successful calls use before any traced call mapped them,
+and plans the mappings that explain them:
+
+* when the executable named by execve (and the interpreter its PT_INTERP names) can be
+  read as ELF here, its PT_LOAD segments, placed at the load bias that puts PT_GNU_RELRO
+  on a referenced range (bias 0 for a non-PIE executable): file-backed private mappings
+  with each segment's protection, plus the anonymous .bss tail;
+* otherwise, or for a range no ELF explains, a private anonymous read-write mapping of
+  exactly the referenced pages, labelled "stack" above the mmap area and "inferred"
+  elsewhere (an strace does not show where the stack and the vdso are, so they exist
+  only where the trace uses them).
+
+Each planned region says what it is and why, and the replay reports them.
+"""
+from __future__ import annotations
+
+import bisect
+import os
+import struct
+from typing import Dict, List, Optional, Tuple
+
+from ..constants import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
+from .parse_strace import CLONE_VM
+
+__all__ = ["Region", "plan_images", "read_elf"]
+
+_PF_X, _PF_W, _PF_R = 1, 2, 4
+_PT_LOAD, _PT_INTERP, _PT_GNU_RELRO = 1, 3, 0x6474E552
+_ET_EXEC = 2
+_STACK_FLOOR = 0x7FF000000000       # above the default mmap area: the stack's zone
+
+# calls whose success proves [addr, addr+len) was mapped, and where addr/len are
+_USES = {"mprotect": (0, 1), "pkey_mprotect": (0, 1), "madvise": (0, 1),
+         "mlock": (0, 1), "mlock2": (0, 1), "munlock": (0, 1), "mseal": (0, 1),
+         "mremap": (0, 1), "msync": (0, 1), "mincore": (0, 1)}
+# advice that succeeds on unmapped ranges too (or proves nothing)
+_MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may ENOMEM only
+
+
+def _down(a: int) -> int:
+    return a & ~(PAGE_SIZE - 1)
+
+
+def _up(a: int) -> int:
+    return (a + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1)
+
+
+class Region:
+    """One planned exec-time mapping: [start, end), prot, the file (path, page offset)
+    or None for anonymous memory, and what it is ("binary", "interpreter", "bss",
+    "stack", "inferred")."""
+
+    __slots__ = ("start", "end", "prot", "path", "pgoff", "what")
+
+    def __init__(self, start: int, end: int, prot: int, path: Optional[str], pgoff: int,
+                 what: str) -> None:
+        self.start, self.end, self.prot = start, end, prot
+        self.path, self.pgoff, self.what = path, pgoff, what
+
+    def __repr__(self) -> str:
+        src = f"{self.path}@{self.pgoff}" if self.path else "anon"
+        return f"Region({self.what} 0x{self.start:x}-0x{self.end:x} prot {self.prot} {src})"
+
+
+def read_elf(path: str) -> Optional[dict]:
+    """{type, loads: [(vaddr, memsz, offset, filesz, prot)], relro: (vaddr, memsz) or
+    None, interp: path or None} of a 64-bit little-endian ELF file, or None when path
+    is not one (or cannot be read here)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return None
+            e_type = struct.unpack_from("<H", head, 16)[0]
+            phoff = struct.unpack_from("<Q", head, 32)[0]
+            phentsize, phnum = struct.unpack_from("<HH", head, 54)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+            out = {"type": e_type, "loads": [], "relro": None, "interp": None}
+            for i in range(phnum):
+                p_type, p_flags, p_off, p_vaddr, _, p_filesz, p_memsz, _ = \
+                    struct.unpack_from("<IIQQQQQQ", table, i * phentsize)
+                prot = ((PROT_READ if p_flags & _PF_R else 0)
+                        | (PROT_WRITE if p_flags & _PF_W else 0)
+                        | (PROT_EXEC if p_flags & _PF_X else 0))
+                if p_type == _PT_LOAD:
+                    out["loads"].append((p_vaddr, p_memsz, p_off, p_filesz, prot))
+                elif p_type == _PT_GNU_RELRO:
+                    out["relro"] = (p_vaddr, p_memsz)
+                elif p_type == _PT_INTERP:
+                    f.seek(p_off)
+                    out["interp"] = f.read(p_filesz).rstrip(b"\0").decode(errors="replace")
+            return out if out["loads"] else None
+    except (OSError, struct.error):
+        return None
+
+
+class _Cover:
+    """Disjoint sorted page intervals some traced call mapped (a union; unmaps do not
+    shrink it, since a later successful use shows the range was mapped again)."""
+
+    def __init__(self, other: Optional["_Cover"] = None) -> None:
+        self.starts: List[int] = list(other.starts) if other else []
+        self.ends: List[int] = list(other.ends) if other else []
+
+    def add(self, a: int, b: int) -> None:
+        """Cover [a, b)."""
+        a, b = _down(a), _up(b)
+        if a >= b:
+            return
+        i = bisect.bisect_left(self.ends, a)
+        if i < len(self.starts) and self.starts[i] <= a and b <= self.ends[i]:
+            return                      # already covered: the common case
+        j = i
+        while j < len(self.starts) and self.starts[j] <= b:
+            a, b = min(a, self.starts[j]), max(b, self.ends[j])
+            j += 1
+        self.starts[i:j] = [a]
+        self.ends[i:j] = [b]
+
+    def holes(self, a: int, b: int) -> List[Tuple[int, int]]:
+        """The parts of [a, b) not covered."""
+        a, b = _down(a), _up(b)
+        out = []
+        i = bisect.bisect_right(self.ends, a)
+        while a < b:
+            if i >= len(self.starts) or self.starts[i] >= b:
+                out.append((a, b))
+                break
+            if self.starts[i] > a:
+                out.append((a, self.starts[i]))
+            a = max(a, self.ends[i])
+            i += 1
+        return out
+
+
+def _elf_regions(path: str, elf: dict, bias: int, what: str) -> List[Region]:
+    """The mappings execve (or ld.so's loader in the kernel) makes for one ELF."""
+    out = []
+    for vaddr, memsz, off, filesz, prot in elf["loads"]:
+        start = bias + _down(vaddr)
+        file_end = _up(bias + vaddr + filesz)
+        end = _up(bias + vaddr + memsz)
+        if file_end > start:
+            out.append(Region(start, file_end, prot, path, _down(off) // PAGE_SIZE, what))
+        if end > file_end:
+            out.append(Region(file_end, end, prot, None, 0, "bss"))
+    return out
+
+
+def _place(path: str, elf: dict, refs: List[Tuple[int, int]], what: str
+           ) -> Optional[List[Region]]:
+    """The ELF's regions at the bias that explains a referenced range, or None."""
+    if elf["type"] == _ET_EXEC:
+        return _elf_regions(path, elf, 0, what)
+    relro = elf["relro"]
+    if relro is None:
+        return None
+    for a, _ in refs:
+        bias = a - _down(relro[0])
+        if bias > 0 and bias % PAGE_SIZE == 0:
+            return _elf_regions(path, elf, bias, what)
+    return None
+
+
+def _explain(exe: Optional[str], refs: List[Tuple[int, int]]) -> Tuple[List[Region], List[str]]:
+    """Regions covering the referenced ranges of one fresh address space, and notes."""
+    regions: List[Region] = []
+    notes: List[str] = []
+    candidates = []
+    if exe:
+        elf = read_elf(exe)
+        if elf is None:
+            notes.append(f"{exe}: not readable as ELF here; its segments are inferred")
+        else:
+            candidates.append((exe, elf, "binary"))
+            if elf["interp"]:
+                ielf = read_elf(elf["interp"])
+                if ielf is None:
+                    notes.append(f"{elf['interp']}: not readable as ELF here")
+                else:
+                    candidates.append((elf["interp"], ielf, "interpreter"))
+    left = list(refs)
+    for path, elf, what in candidates:
+        placed = _place(path, elf, left, what)
+        if placed is None:
+            continue
+        lo, hi = min(r.start for r in placed), max(r.end for r in placed)
+        inside = [(a, b) for a, b in left if lo <= a and b <= hi]
+        if not inside and elf["type"] != _ET_EXEC:
+            continue
+        regions.extend(placed)
+        left = [(a, b) for a, b in left if not (lo <= a and b <= hi)]
+    for a, b in left:
+        what = "stack" if a >= _STACK_FLOOR else "inferred"
+        regions.append(Region(a, b, PROT_READ | PROT_WRITE, None, 0, what))
+        notes.append(f"0x{a:x}-0x{b:x}: used before any traced call mapped it; mapped as "
+                     f"{what} anonymous read-write memory")
+    return regions, notes
+
+
+def plan_images(events: list, elf: bool = True
+                ) -> Tuple[Dict[Tuple[int, int], List[Region]], List[str]]:
+    """{(pid, line): regions} for each fresh address space (line 0: the first task's,
+    else the line of the successful execve), and notes on what was inferred; elf=False
+    plans from the trace alone, without reading the executables' ELF headers."""
+    space_of: Dict[int, int] = {}
+    cover: Dict[int, _Cover] = {}
+    refs: Dict[int, List[Tuple[int, int]]] = {}
+    key_of: Dict[int, Tuple[int, int, Optional[str]]] = {}
+    brk0: Dict[int, int] = {}
+    nxt = [0]
+
+    def fresh(pid: int, line: int, exe: Optional[str], parent: Optional[int] = None) -> int:
+        s = nxt[0]
+        nxt[0] += 1
+        cover[s] = _Cover(cover[parent]) if parent is not None else _Cover()
+        refs[s] = []
+        if parent is None:
+            key_of[s] = (pid, line, exe)
+        space_of[pid] = s
+        return s
+
+    for e in events:
+        if e.kind != "call":
+            continue
+        s = space_of.get(e.pid)
+        if s is None:
+            s = fresh(e.pid, 0, None)
+        name = e.name
+        if name == "execve" or name == "execveat":
+            if e.ok and e.result == 0:
+                fresh(e.pid, e.line, e.args[0] if e.args else None)
+            continue
+        if e.errno is not None or not isinstance(e.result, int):
+            continue
+        if name in ("clone", "clone3", "fork", "vfork"):
+            if e.result > 0:
+                if e.args[0] & CLONE_VM:
+                    space_of[e.result] = s
+                else:
+                    fresh(e.result, e.line, None, parent=s)
+            continue
+        c = cover[s]
+        if name == "mmap":
+            c.add(e.result, e.result + e.args[1])
+        elif name == "brk":
+            if s not in brk0:
+                brk0[s] = e.result
+            c.add(brk0[s], e.result)
+        elif name in _USES:
+            if name == "madvise" and e.args[2] in _MADV_ANY:
+                pass
+            a, n = e.args[0], e.args[1]
+            if n > 0:
+                refs[s].extend(c.holes(a, a + n))
+                c.add(a, a + n)
+            if name == "mremap" and isinstance(e.result, int):
+                c.add(e.result, e.result + e.args[2])
+    plans: Dict[Tuple[int, int], List[Region]] = {}
+    notes: List[str] = []
+    for s, (pid, line, exe) in key_of.items():
+        if not refs[s] and (exe is None or not elf):
+            continue
+        if not elf:
+            exe = None
+        if exe and not os.path.isabs(exe):
+            notes.append(f"line {line}: execve path {exe!r} is relative; read from the "
+                         f"current directory")
+        regions, why = _explain(exe, sorted(refs[s]))
+        if regions:
+            plans[(pid, line)] = regions
+        notes.extend(f"pid {pid} image: {w}" for w in why)
+    return plans, notes

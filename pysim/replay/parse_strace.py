@@ -1,0 +1,333 @@
+"""Read `strace -f -tt [-y] [-e trace=memory,process]` text into a Trace.
+
+What a line may look like (strace 5.x/6.x):
+
+    19976 19:00:11.602087 mprotect(0x7f22..., 16384, PROT_READ) = 0        (-f with -o)
+    [pid 19977] 19:00:11.6 mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f..
+    19:00:11.602087 brk(NULL) = 0x5644...                                  (one task)
+    19977 19:00:11.6 mmap(NULL, 1048576, ... <unfinished ...>
+    19977 19:00:11.6 <... mmap resumed>) = 0x7f2238b7c000
+    19976 19:00:11.6 mmap(NULL, 1 << 40, ...) = -1 ENOMEM (Cannot allocate memory)
+    19976 19:00:11.6 exit_group(0) = ?
+    19976 19:00:11.6 +++ exited with 0 +++
+    19976 19:00:11.6 --- SIGSEGV {si_signo=SIGSEGV, ...} ---
+
+An unfinished call is held per task until its `resumed` line, and becomes one Call at
+the place (and time) the kernel returned it: that is when its effect was visible.  The
+mm syscalls' arguments are decoded to integers (PROT_*, MAP_*, MADV_*, MREMAP_*, MLOCK_*,
+MCL_* names, `N<<MAP_HUGE_SHIFT`, hex for unnamed bits; with -y, mmap's fd `3</path>`
+gives the file's path).  For clone/clone3/fork/vfork only the clone flags and the new
+task's id are kept; for execve the path; for exit/exit_group the status.  Other calls of
+the process class (wait4, kill, ...) carry no memory effect and are dropped; any other
+call is kept with its raw argument text, so the replay can say it does not model it.
+
+A line that fits none of these forms raises TraceError naming its line number.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import re
+from typing import Dict, List, Optional, Tuple
+
+from .. import constants as C
+from .events import Call, Exit, Trace, TraceError
+
+__all__ = ["parse_strace", "parse_strace_lines", "decode_flags", "SYMBOLS"]
+
+# ---------------------------------------------------------------- symbolic names
+_MORE = {
+    "MAP_32BIT": 0x40, "MAP_UNINITIALIZED": 0x4000000, "MAP_FILE": 0,
+    "MAP_DROPPABLE": 0x08, "MAP_ABOVE4G": 0x80, "MAP_SHARED_VALIDATE": 0x03,
+    "MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4,
+    "MLOCK_ONFAULT": 1, "MCL_CURRENT": 1, "MCL_FUTURE": 2, "MCL_ONFAULT": 4,
+    "PKEY_DISABLE_ACCESS": 1, "PKEY_DISABLE_WRITE": 2,
+    "MS_ASYNC": 1, "MS_INVALIDATE": 2, "MS_SYNC": 4,
+    "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
+    "MAP_HUGE_SHIFT": 26,
+}
+SYMBOLS: Dict[str, int] = {k: v for k, v in vars(C).items()
+                           if k.startswith(("PROT_", "MAP_", "MADV_", "PKEY_"))
+                           and isinstance(v, int)}
+SYMBOLS.update(_MORE)
+
+_CLONE = {"CLONE_VM": 0x100, "CLONE_FS": 0x200, "CLONE_FILES": 0x400,
+          "CLONE_SIGHAND": 0x800, "CLONE_PIDFD": 0x1000, "CLONE_PTRACE": 0x2000,
+          "CLONE_VFORK": 0x4000, "CLONE_PARENT": 0x8000, "CLONE_THREAD": 0x10000,
+          "CLONE_NEWNS": 0x20000, "CLONE_SYSVSEM": 0x40000, "CLONE_SETTLS": 0x80000,
+          "CLONE_PARENT_SETTID": 0x100000, "CLONE_CHILD_CLEARTID": 0x200000,
+          "CLONE_DETACHED": 0x400000, "CLONE_UNTRACED": 0x800000,
+          "CLONE_CHILD_SETTID": 0x1000000, "CLONE_NEWCGROUP": 0x2000000,
+          "CLONE_NEWUTS": 0x4000000, "CLONE_NEWIPC": 0x8000000,
+          "CLONE_NEWUSER": 0x10000000, "CLONE_NEWPID": 0x20000000,
+          "CLONE_NEWNET": 0x40000000, "CLONE_IO": 0x80000000,
+          "CLONE_CLEAR_SIGHAND": 0x100000000, "CLONE_INTO_CGROUP": 0x200000000}
+CLONE_VM, CLONE_VFORK, CLONE_THREAD = 0x100, 0x4000, 0x10000
+
+_flag_cache: Dict[str, int] = {"NULL": 0, "0": 0}
+
+
+def _bad(msg: str, line: int):
+    """A TraceError for line (raised by the callers)."""
+    return TraceError(msg, line)
+
+
+def decode_flags(text: str, line: int = 0) -> int:
+    """`PROT_READ|PROT_WRITE`, `MAP_PRIVATE|0x400000`, `21<<MAP_HUGE_SHIFT`, `NULL`, a
+    decimal or hex number: the integer the kernel saw; TraceError on an unknown name
+    (memoised, since a trace repeats a few dozen spellings thousands of times)."""
+    v = _flag_cache.get(text)
+    if v is not None:
+        return v
+    total = 0
+    for part in text.split("|"):
+        part = part.strip()
+        if "<<" in part:
+            a, _, b = part.partition("<<")
+            total |= decode_flags(a, line) << decode_flags(b, line)
+        elif part in SYMBOLS:
+            total |= SYMBOLS[part]
+        else:
+            try:
+                total |= int(part, 0)
+            except ValueError:
+                raise _bad(f"unknown flag or value {part!r} in {text!r}", line) from None
+    _flag_cache[text] = total
+    return total
+
+
+def _clone_flags(text: str) -> int:
+    """The CLONE_* bits named anywhere in text (signal names and other fields ignored)."""
+    v = 0
+    for name in re.findall(r"CLONE_[A-Z_]+", text):
+        v |= _CLONE.get(name, 0)
+    return v
+
+
+def _num(text: str, line: int) -> int:
+    """An integer argument (decimal, hex, NULL, or a symbolic spelling)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        return decode_flags(text, line)
+
+
+# ---------------------------------------------------------------- argument decoders
+_MMAP = re.compile(r"^(\S+), (\S+), (.+?), (.+?), (-?\d+)(?:<(.*)>)?, (\S+)$")
+_IOVEC = re.compile(r"iov_base=(\S+?), iov_len=(\d+)")
+
+# name -> how many leading arguments are integers/flags to decode
+_INT_ARGS = {"munmap": 2, "mprotect": 3, "madvise": 3, "brk": 1, "mremap": 5,
+             "mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0,
+             "pkey_alloc": 2, "pkey_free": 1, "pkey_mprotect": 4, "mseal": 3,
+             "msync": 3, "mincore": 2, "remap_file_pages": 5}
+_IGNORED = frozenset({"wait4", "waitid", "kill", "tkill", "tgkill", "pidfd_open",
+                      "pidfd_send_signal", "pidfd_getfd", "rt_sigqueueinfo",
+                      "rt_tgsigqueueinfo", "unshare", "setns", "arch_prctl",
+                      "personality", "prctl", "set_tid_address", "rseq"})
+
+
+def _split(text: str) -> List[str]:
+    """Top-level `, `-separated arguments (brackets, braces and strings kept whole)."""
+    if not any(c in text for c in '"([{'):
+        return text.split(", ") if text else []
+    out, depth, start, i, n, q = [], 0, 0, 0, len(text), False
+    while i < n:
+        c = text[i]
+        if q:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                q = False
+        elif c == '"':
+            q = True
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append(text[start:i].strip())
+            start = i + 1
+        i += 1
+    tail = text[start:].strip()
+    if tail or out:
+        out.append(tail)
+    return out
+
+
+def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
+    """(args, path) of one call from its argument text."""
+    if name == "mmap":
+        m = _MMAP.match(text)
+        if m is None:
+            raise _bad(f"cannot read mmap arguments {text!r}", line)
+        addr, length, prot, flags, fd, path, off = m.groups()
+        return ((_num(addr, line), _num(length, line), decode_flags(prot, line),
+                 decode_flags(flags, line), int(fd), _num(off, line)), path)
+    k = _INT_ARGS.get(name)
+    if k is not None:
+        parts = _split(text)
+        if len(parts) < k:
+            raise _bad(f"{name} needs {k} arguments, got {text!r}", line)
+        return tuple(_num(p, line) for p in parts[:k]), None
+    if name == "process_madvise":
+        parts = _split(text)
+        if len(parts) != 5:
+            raise _bad(f"process_madvise needs 5 arguments, got {text!r}", line)
+        iov = tuple((int(b, 0), int(n)) for b, n in _IOVEC.findall(parts[1]))
+        return (int(parts[0]), iov, int(parts[2]), decode_flags(parts[3], line),
+                _num(parts[4], line)), None
+    if name in ("clone", "clone3", "fork", "vfork"):
+        flags = _clone_flags(text)
+        if name == "vfork":
+            flags = CLONE_VM | CLONE_VFORK
+        return (flags,), None
+    if name in ("execve", "execveat"):
+        m = re.search(r'"((?:[^"\\]|\\.)*)"', text)
+        return ((m.group(1) if m else ""),), None
+    if name in ("exit", "exit_group"):
+        try:
+            return (int(text.strip() or 0, 0),), None
+        except ValueError:
+            raise _bad(f"cannot read {name} status {text!r}", line) from None
+    return (text,), None
+
+
+# ---------------------------------------------------------------- lines
+_HEAD = re.compile(r"^(?:\[pid\s+(\d+)\]\s+|(\d+)\s+)?"
+                   r"(?:(\d+):(\d\d):(\d\d(?:\.\d+)?)\s+|(\d+\.\d+)\s+)?(.*)$")
+_CALL = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)$")
+_RESULT = re.compile(r"\)\s+=\s+(-?\d+|0x[0-9a-f]+|\?)(?:\s+([A-Z][A-Z0-9_]*)"
+                     r"(?:\s+\(.*\))?)?(?:\s+<[0-9.]+>)?\s*$")
+_RESUMED = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
+_EXIT = re.compile(r"^\+\+\+ (exited with -?\d+|killed by \S+(?: \(core dumped\))?) \+\+\+$")
+_UNFINISHED = " <unfinished ...>"
+_CREATES = frozenset({"clone", "clone3", "fork", "vfork"})
+
+
+def _result(rest: str, line: int) -> Tuple[str, Optional[int], Optional[str]]:
+    """(argument text, result, errno name) from the text after `name(`."""
+    m = _RESULT.search(rest)
+    if m is None:
+        raise _bad(f"no `) = result` in {rest[:80]!r}", line)
+    args = rest[:m.start()]
+    val, err = m.group(1), m.group(2)
+    if val == "?":
+        return args, None, None
+    res = int(val, 0)
+    if err is not None:
+        if err not in _errno.__dict__ and not err.startswith("ERESTART"):
+            raise _bad(f"unknown errno {err!r}", line)
+        return args, res, err
+    return args, res, None
+
+
+def parse_strace_lines(lines, source: str = "<strace>") -> Trace:
+    """Parse an iterable of strace lines (see the module docstring) into a Trace;
+    TraceError names source and the line."""
+    try:
+        return _parse(lines, source)
+    except TraceError as e:
+        raise TraceError(e.msg, e.line, source) from None
+
+
+def _parse(lines, source: str) -> Trace:
+    """parse_strace_lines without the source in its errors."""
+    events: list = []
+    notes: List[str] = []
+    # pid -> (line, name, argument text, index in events when the call began, its time)
+    pending: Dict[int, Tuple[int, str, str, int, Optional[float]]] = {}
+    first_pid: Optional[int] = None
+    day = 0.0
+    last_t = None
+    for ln, raw in enumerate(lines, 1):
+        text = raw.rstrip("\n")
+        if not text.strip():
+            continue
+        m = _HEAD.match(text)
+        pid_s = m.group(1) or m.group(2)
+        body = m.group(7)
+        if m.group(3) is not None:
+            t = int(m.group(3)) * 3600 + int(m.group(4)) * 60 + float(m.group(5))
+            if last_t is not None and t + day < last_t - 43200:
+                day += 86400.0          # the trace crossed midnight
+            t += day
+            last_t = t
+        elif m.group(6) is not None:
+            t = float(m.group(6))
+        else:
+            t = None
+        if body.startswith("strace: ") or body.startswith("--- "):
+            continue                    # strace's own messages, signals
+        if pid_s is not None:
+            pid = int(pid_s)
+        else:
+            if first_pid is None:
+                first_pid = 0
+            pid = first_pid
+        if body.startswith("+++ "):
+            em = _EXIT.match(body)
+            if em is None:
+                raise _bad(f"cannot read {body!r}", ln)
+            events.append(Exit(ln, t, pid, em.group(1)))
+            continue
+        rm = _RESUMED.match(body)
+        if rm is not None:
+            name, rest = rm.groups()
+            held = pending.pop(pid, None)
+            if held is None or held[1] != name:
+                raise _bad(f"`{name} resumed` without its unfinished call on pid {pid}", ln)
+            if rest.endswith(_UNFINISHED):
+                continue                # the task died inside the call
+            start_ln, _, before, at, t0 = held
+            rest = before + rest
+            if name in ("exit", "exit_group"):
+                events.append(Call(start_ln, t, pid, name, _decode(name, before, ln)[0],
+                                   None, None))
+                continue
+            args, res, err = _result(rest, ln)
+            if name in _CREATES:
+                # the child may run (and show up) before its parent's clone returns:
+                # the clone goes where and when it began, ahead of anything the child did
+                call = _emit(start_ln, t0, pid, name, args, res, err, ln)
+                events.insert(at, call)
+                continue
+            call = _emit(start_ln, t, pid, name, args, res, err, ln)
+            if call is not None:
+                events.append(call)
+            continue
+        cm = _CALL.match(body)
+        if cm is None:
+            raise _bad(f"not an strace line: {text[:100]!r}", ln)
+        name, rest = cm.groups()
+        if rest.endswith(_UNFINISHED):
+            pending[pid] = (ln, name, rest[:-len(_UNFINISHED)], len(events), t)
+            continue
+        if name in ("exit", "exit_group") and rest.rstrip().endswith("= ?"):
+            arg = rest[:rest.rindex(")")]
+            events.append(Call(ln, t, pid, name, _decode(name, arg, ln)[0], None, None))
+            continue
+        args, res, err = _result(rest, ln)
+        call = _emit(ln, t, pid, name, args, res, err, ln)
+        if call is not None:
+            events.append(call)
+    for pid, (ln, name, _, _, _) in pending.items():
+        notes.append(f"line {ln}: pid {pid}'s {name} never returned in the trace; dropped")
+    if first_pid == 0 and any(e.pid != 0 for e in events):
+        notes.append("some lines have no pid; they are taken as one task, pid 0")
+    return Trace(events, "strace", source, notes)
+
+
+def _emit(ln: int, t, pid: int, name: str, argtext: str, res: Optional[int],
+          err: Optional[str], at: int) -> Optional[Call]:
+    """The Call of one complete call, or None for process-class calls with no memory
+    effect (dropped)."""
+    if name in _IGNORED:
+        return None
+    args, path = _decode(name, argtext, at)
+    return Call(ln, t, pid, name, args, res, err, path)
+
+
+def parse_strace(path: str) -> Trace:
+    """Parse the strace text file at path."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return parse_strace_lines(f, source=path)

@@ -1,0 +1,154 @@
+"""The trace readers: strace text (unfinished/resumed calls, pids, symbolic flags,
+error results, malformed lines named by their line number) and the JSON-lines format."""
+import pytest
+
+from pysim.constants import (MADV_DONTNEED, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE,
+                             PROT_READ, PROT_WRITE)
+from pysim.replay import TraceError, load_trace
+from pysim.replay.jsonl import parse_jsonl_lines, read_jsonl, write_jsonl
+from pysim.replay.parse_strace import decode_flags, parse_strace, parse_strace_lines
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from replay_helpers import DATA, TRACES  # noqa: E402
+
+
+def _calls(text):
+    return parse_strace_lines(text.strip("\n").splitlines()).calls
+
+
+def test_a_plain_mmap_line_decodes_every_argument():
+    (c,) = _calls("19381 18:59:49.171703 mmap(NULL, 8192, PROT_READ|PROT_WRITE, "
+                  "MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f7d18192000")
+    assert (c.pid, c.name, c.line) == (19381, "mmap", 1)
+    assert c.args == (0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    assert (c.result, c.errno, c.path) == (0x7F7D18192000, None, None)
+    assert c.time == pytest.approx(18 * 3600 + 59 * 60 + 49.171703)
+
+
+def test_y_gives_the_file_path_even_with_commas_in_it():
+    (c,) = _calls("7 10:00:00.000001 mmap(0x7f00, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED|"
+                  "MAP_DENYWRITE, 3</usr/lib/a, b.so>, 0x26000) = 0x7f0000")
+    assert c.path == "/usr/lib/a, b.so"
+    assert c.args[3] == MAP_PRIVATE | MAP_FIXED | 0x800 and c.args[5] == 0x26000
+
+
+def test_pid_prefixes_in_both_spellings_and_none():
+    calls = _calls("""
+10:00:00.000001 brk(NULL) = 0x5000
+[pid  4243] 10:00:00.000002 munmap(0x7f0000000000, 4096) = 0
+4244 10:00:00.000003 mprotect(0x7f0000000000, 4096, PROT_NONE) = 0
+""")
+    assert [c.pid for c in calls] == [0, 4243, 4244]
+
+
+def test_unfinished_and_resumed_become_one_call_at_its_return():
+    calls = _calls("""
+19977 19:00:11.667518 mmap(NULL, 1048576, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_STACK, -1, 0 <unfinished ...>
+19979 19:00:11.667555 mprotect(0x7f2238c7c000, 16384, PROT_NONE <unfinished ...>
+19977 19:00:11.667567 <... mmap resumed>) = 0x7f2238b7c000
+19979 19:00:11.667612 <... mprotect resumed>) = 0
+""")
+    assert [(c.name, c.pid, c.line, c.result) for c in calls] == [
+        ("mmap", 19977, 1, 0x7F2238B7C000), ("mprotect", 19979, 2, 0)]
+    assert calls[0].args[1] == 1048576 and calls[1].args == (0x7F2238C7C000, 16384, 0)
+    assert calls[0].time == pytest.approx(19 * 3600 + 11.667567)
+
+
+def test_a_clone_goes_where_it_began_ahead_of_its_child():
+    calls = _calls("""
+1 10:00:00.000001 clone3({flags=CLONE_VM|CLONE_THREAD|CLONE_SIGHAND, stack=0x7f00}, 88 <unfinished ...>
+2 10:00:00.000002 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000001000
+1 10:00:00.000003 <... clone3 resumed> => {parent_tid=[2]}, 88) = 2
+""")
+    assert [c.name for c in calls] == ["clone3", "mmap"]
+    assert calls[0].result == 2 and calls[0].args[0] & 0x10000 and calls[0].args[0] & 0x100
+
+
+def test_error_results_carry_the_errno_name():
+    calls = _calls("""
+5 10:00:00.000001 mmap(NULL, 1099511627776, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = -1 ENOMEM (Cannot allocate memory)
+5 10:00:00.000002 madvise(0x1000, 4096, MADV_DONTNEED) = -1 EINVAL (Invalid argument)
+5 10:00:00.000003 exit_group(0) = ?
+5 10:00:00.000004 +++ exited with 0 +++
+""")
+    assert [(c.result, c.errno) for c in calls] == [(-1, "ENOMEM"), (-1, "EINVAL"),
+                                                    (None, None)]
+    assert calls[1].args == (0x1000, 4096, MADV_DONTNEED)
+
+
+@pytest.mark.parametrize("text,value", [
+    ("PROT_READ|PROT_WRITE", 3), ("MAP_PRIVATE|0x400000", 0x400002),
+    ("MAP_PRIVATE|MAP_ANONYMOUS|21<<MAP_HUGE_SHIFT", 0x22 | (21 << 26)),
+    ("NULL", 0), ("0x7f00", 0x7F00), ("MREMAP_MAYMOVE|MREMAP_FIXED", 3),
+    ("MCL_CURRENT|MCL_FUTURE", 3), ("PKEY_DISABLE_WRITE", 2)])
+def test_symbolic_flags(text, value):
+    assert decode_flags(text) == value
+
+
+@pytest.mark.parametrize("text,line,what", [
+    ("1 10:00:00.0 mmap(NULL, 4096, PROT_READ|PROT_BOGUS, MAP_PRIVATE, -1, 0) = 0x1000",
+     1, "PROT_BOGUS"),
+    ("1 10:00:00.0 brk(NULL) = 0x1000\nthis is not strace", 2, "not an strace line"),
+    ("1 10:00:00.0 <... mmap resumed>) = 0x1000", 1, "without its unfinished"),
+    ("1 10:00:00.0 munmap(0x1000, 4096)", 1, "no `) = result`"),
+    ("1 10:00:00.0 munmap(0x1000, 4096) = -1 EWHATEVER (x)", 1, "unknown errno"),
+])
+def test_a_malformed_line_names_its_number(text, line, what):
+    with pytest.raises(TraceError) as ei:
+        parse_strace_lines(text.splitlines(), source="t.strace")
+    assert ei.value.line == line and what in str(ei.value)
+    assert str(ei.value).startswith(f"t.strace:{line}: ")
+
+
+def test_signals_and_strace_messages_are_skipped_and_other_calls_kept_raw():
+    tr = parse_strace_lines("""1 10:00:00.1 --- SIGSEGV {si_signo=SIGSEGV} ---
+1 10:00:00.2 wait4(-1, NULL, 0, NULL) = 3
+1 10:00:00.3 mbind(0x1000, 4096, MPOL_BIND, [1], 2, 0) = 0""".splitlines())
+    (c,) = tr.calls
+    assert c.name == "mbind" and c.args == ("0x1000, 4096, MPOL_BIND, [1], 2, 0",)
+
+
+def test_a_trace_that_crosses_midnight_keeps_time_increasing():
+    calls = _calls("""
+1 23:59:59.900000 brk(NULL) = 0x5000
+1 00:00:00.100000 brk(NULL) = 0x5000
+""")
+    assert calls[1].time - calls[0].time == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_the_committed_traces_parse(name):
+    tr = parse_strace(str(DATA / f"{name}.strace"))
+    assert len(tr.calls) > 40 and not [n for n in tr.notes if "never returned" in n]
+
+
+@pytest.mark.parametrize("name", TRACES)
+def test_jsonl_round_trips_a_real_trace_with_its_faults(tmp_path, name):
+    tr = load_trace(str(DATA / f"{name}.strace"))
+    assert tr.faults, "the committed traces carry their captured page faults"
+    for suffix in (".jsonl", ".jsonl.gz"):
+        out = str(tmp_path / f"t{suffix}")
+        write_jsonl(tr, out)
+        back = read_jsonl(out)
+        assert back.events == tr.events
+        assert load_trace(out).events == tr.events
+
+
+@pytest.mark.parametrize("line,what", [
+    ('{"type": "syscall", "pid": 1, "name": "mmap", "args": [0, "4096"], "result": "x"}',
+     "'result' must be"),
+    ('{"type": "fault", "pid": 1, "addr": 4096, "access": "poke"}', "'access'"),
+    ('{"type": "syscall", "pid": "one", "name": "brk"}', "'pid'"),
+    ('{"type": "teleport", "pid": 1}', "unknown event type"),
+    ('{not json', "not JSON"),
+])
+def test_a_malformed_jsonl_line_names_its_number(line, what):
+    good = '{"type": "syscall", "t": 1.0, "pid": 1, "name": "brk", "args": [0], ' \
+           '"result": 4096, "errno": null}'
+    with pytest.raises(TraceError) as ei:
+        parse_jsonl_lines([good, line], source="x.jsonl")
+    assert ei.value.line == 2 and what in str(ei.value)
+    assert str(ei.value).startswith("x.jsonl:2: ")
