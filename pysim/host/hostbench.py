@@ -9,7 +9,7 @@ all its samples, the quartiles, and the lowest and highest per-process median.
 When root can write tracefs, every scenario is run once more in count mode inside a
 private tracefs instance (instances/pysim-hostbench-<pid>, removed afterwards even on
 error): the C program turns tracing on only around each operation, and the driver
-counts tlb:tlb_flush, ipi:ipi_send_cpu/ipi_send_cpumask (function-call IPIs) and
+counts tlb:tlb_flush, ipi:ipi_send_cpu/ipi_send_cpumask (the IPIs a flush_tlb_multi sends) and
 exceptions:page_fault_user per operation.
 """
 from __future__ import annotations
@@ -268,6 +268,7 @@ def parse_counts(text: str) -> Dict[str, List[Dict[str, int]]]:
     """Per cell, one dict of event counts per marked operation of a tracefs dump."""
     out: Dict[str, List[Dict[str, int]]] = {}
     cur: Optional[Dict[str, int]] = None
+    sending: set = set()                    # tasks inside flush_tlb_multi
     for line in text.splitlines():
         m = _LINE.match(line)
         if not m:
@@ -290,11 +291,15 @@ def parse_counts(text: str) -> Dict[str, List[Dict[str, int]]]:
                 cur["tlb_local"] += 1
                 if re.search(r"pages:\s*-1\b", rest):
                     cur["tlb_local_full"] += 1
+                sending.discard(m.group("pid"))
             elif r == 1:                     # TLB_REMOTE_SHOOTDOWN
                 cur["tlb_remote"] += 1
+            elif r == 4:                     # TLB_REMOTE_SEND_IPI: flush_tlb_multi starts
+                sending.add(m.group("pid"))
         elif ev in ("ipi_send_cpu", "ipi_send_cpumask"):
-            # a function-call IPI (the flush's); reschedule IPIs have no such callsite
-            if re.search(r"flush_tlb_func|on_each_cpu_cond_mask|smp_call_function", rest):
+            # the flush's IPI: sent between flush_tlb_multi's trace and its local flush
+            # (other function-call IPIs, e.g. draining per-CPU page lists, are not TLB's)
+            if m.group("pid") in sending:
                 cur["ipi"] += 1
         elif ev == "page_fault_user":
             cur["faults"] += 1
@@ -316,7 +321,7 @@ def run_timed(binary: str, s: Scenario, reps: int) -> Dict[str, List[int]]:
     return out
 
 
-def run_counted(binary: str, s: Scenario, inst: str, reps: int = 3) -> Dict[str, Dict[str, int]]:
+def run_counted(binary: str, s: Scenario, inst: str, reps: int = 5) -> Dict[str, Dict[str, int]]:
     """Run the scenario in count mode in the instance; per cell, the median count of
     each event per operation."""
     with open(os.path.join(inst, "trace"), "w") as f:       # clear the buffer
