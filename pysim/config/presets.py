@@ -504,6 +504,18 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
 PRESETS.update({p.name: p for p in (_milan(), _genoa())})
 
 
+def _this_host() -> Preset:
+    """The machine pysim is developed and tested on (a KVM guest), fitted by `pysim
+    calibrate data/this-host.csv -o data/this-host.toml` to the `pysim hostbench` CSV
+    committed beside it; remake it on another machine with the same two commands."""
+    import os
+    from .toml_preset import load_preset_file
+    return load_preset_file(os.path.join(os.path.dirname(__file__), "data", "this-host.toml"))
+
+
+PRESETS["this-host"] = _this_host()
+
+
 def get_preset(name: Any = "skylake", **overrides: Any) -> Preset:
     """A built-in preset by name, a TOML file (a path ending in .toml), or a given
     Preset, with fields or costs overridden."""

@@ -82,7 +82,7 @@ def scenarios(max_pages: int = MAX_PAGES) -> List[Scenario]:
     s += [Scenario("kvma", "kvma", n) for n in (2, 4, 16, 64)]
     s += [Scenario("thp", "thp", 1), Scenario("thp", "thp", 1, 2), Scenario("thp", "fault_thp")]
     s += [Scenario("thp", z, n) for z in ("munmap_thp", "dontneed_thp") for n in (1, 4)]
-    s += [Scenario("faults", f"fault_{k}") for k in ("anon", "zero", "cow")]
+    s += [Scenario("faults", f"fault_{k}", 1, t) for t in (1, 2) for k in ("anon", "zero", "cow")]
     for z in ("munmap", "dontneed"):
         s += [Scenario("zap", z, n) for n in (1, 16, 256, 4096, 9697, 65536, 262144)]
         s.append(Scenario("zap", z, 16, 2))
@@ -377,6 +377,7 @@ def hostbench(out: str, runs: int = 5, reps: int = 31, max_pages: int = MAX_PAGE
             if not only or s.group in only or s.name in only]
     rows: List[Dict[str, object]] = []
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_unwinds())
         inst = stack.enter_context(trace_instance()) if use_counts else None
         for i, s in enumerate(todo):
             log(f"[{i + 1}/{len(todo)}] {s.name} n={s.n} threads={s.threads} "
@@ -401,6 +402,21 @@ def hostbench(out: str, runs: int = 5, reps: int = 31, max_pages: int = MAX_PAGE
                 rows.append(row)
     write_csv(out, info, rows)
     return info
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While running, SIGTERM raises SystemExit, so the tracefs instance is removed."""
+    import signal
+    try:
+        old = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    except ValueError:                      # not the main thread: leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def write_csv(path: str, info: Dict[str, str], rows: Sequence[Dict[str, object]]) -> None:
