@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
+
+if TYPE_CHECKING:                       # presets imports this module for this-host
+    from .presets import Preset
 
 from ..errors import ConfigError
-from .presets import COST_KEYS, FEATURES, HW_KEYS, KERNEL_KEYS, Preset
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,7 +35,7 @@ _TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
 _REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
 
 
-def load_preset_file(path: str) -> Preset:
+def load_preset_file(path: str) -> "Preset":
     """The Preset a TOML file describes; ConfigError naming the file and field."""
     try:
         with open(path, "rb") as f:
@@ -47,9 +49,14 @@ def load_preset_file(path: str) -> Preset:
     return preset_from_dict(data, where=f"preset file {path!r}")
 
 
-def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
+def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> "Preset":
     """A Preset from a parsed TOML table, checked field by field before Preset's own
     validation (whose errors are prefixed with `where`)."""
+    import importlib
+    presets = importlib.import_module("pysim.config.presets")   # no import circle
+    COST_KEYS, FEATURES, HW_KEYS, KERNEL_KEYS, Preset = (
+        presets.COST_KEYS, presets.FEATURES, presets.HW_KEYS, presets.KERNEL_KEYS,
+        presets.Preset)
     for key in data:
         if key not in _TOP:
             raise ConfigError(f"{where}: field {key!r} unknown; allowed: "
@@ -99,7 +106,7 @@ def _value(v: Any) -> str:
     raise TypeError(f"no TOML form for {v!r}")
 
 
-def preset_to_toml(p: Preset, comment: str = "") -> str:
+def preset_to_toml(p: "Preset", comment: str = "") -> str:
     """The TOML text load_preset_file reads back as an equal Preset."""
     lines = [f"# {c}" if c else "#" for c in comment.splitlines()]
     for key in ("name", "geometry", "ghz", "description", "arch", "free_params",
