@@ -397,6 +397,123 @@ def add_capture_parser(subparsers: Any) -> None:
     cp.set_defaults(func=_capture)
 
 
+# ---------------------------------------------------------------- host (issue 13)
+def _hostbench(args: argparse.Namespace) -> int:
+    """`pysim hostbench`: build and run the C microbenchmark, write its CSV."""
+    from .host.hostbench import hostbench, main_log
+    problem = check_output_path(args.out, "CSV", (".csv",))
+    if problem:
+        print(f"pysim hostbench: error: {problem}", file=sys.stderr)
+        return 2
+    counts = {"auto": None, "yes": True, "no": False}[args.counts]
+    try:
+        info = hostbench(args.out, runs=args.runs, reps=args.reps, max_pages=args.max_pages,
+                         counts=counts, only=args.only, log=main_log)
+    except ConfigError as e:
+        print(f"pysim hostbench: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {info['cpu']}, kernel {info['kernel']}, counts {info['counts']}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    """`pysim calibrate`: fit a preset to a hostbench CSV, write it as TOML, print the
+    training cells and the held-out residuals by group."""
+    from .config.toml_preset import preset_to_toml
+    from .host.calibrate import TRAINING, calibrate, read_bench, summary, table, _cell_name
+    problem = check_output_path(args.out, "preset", (".toml",))
+    if problem:
+        print(f"pysim calibrate: error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        bench = read_bench(args.csv)
+        fit = calibrate(bench, base=args.base, name=args.name,
+                        log=lambda m: print(m, file=sys.stderr))
+    except ConfigError as e:
+        print(f"pysim calibrate: error: {e}", file=sys.stderr)
+        return 2
+    with open(args.out, "w") as f:
+        f.write(preset_to_toml(fit.preset, comment=f"made by: pysim calibrate {args.csv} "
+                                                    f"-o {args.out}"))
+    print("training cells: " + "; ".join(_cell_name(k) for k in TRAINING))
+    print("\n".join(table(fit.rows)))
+    print("\nheld-out residuals by group:")
+    print("\n".join(summary(fit.rows)))
+    print(f"\npreset written to {args.out}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """`pysim validate`: model vs machine for every hostbench cell; exit 1 on any count
+    mismatch, 2 on a bad CSV or preset."""
+    from .host.calibrate import compare, read_bench, summary, table
+    from .host.model import host_config
+    try:
+        bench = read_bench(args.csv)
+        from .config import get_preset
+        preset = get_preset(args.preset)
+        cfg = host_config(bench.info, profile=args.profile)
+        rows = compare(bench, preset, cfg)
+    except ConfigError as e:
+        print(f"pysim validate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"preset {preset.name}, profile {cfg.profile}, pti {cfg.pti}, pcid {cfg.pcid}, "
+          f"invpcid {cfg.invpcid}, invlpgb {cfg.invlpgb}")
+    print("\n".join(table(rows)))
+    print("\nresiduals by group (held-out cells):")
+    print("\n".join(summary(rows)))
+    bad = [r for r in rows if r["counts_match"] is False]
+    if not bench.has_counts():
+        print("\nno counts in the CSV (hostbench ran without tracefs): counts not compared")
+    elif bad:
+        print(f"\n{len(bad)} of {len(rows)} cells: counts differ from the kernel's")
+        return 1
+    else:
+        print(f"\ncounts equal the kernel's in all {len(rows)} cells")
+    return 0
+
+
+def add_hostbench_parser(subparsers: Any) -> None:
+    """Add `hostbench` to an argparse subparsers object."""
+    hp = subparsers.add_parser(
+        "hostbench", help="measure this machine's mm paths (C microbenchmark) to CSV",
+        description="Compile the shipped C microbenchmark with the system compiler and "
+                    "run it: cycles per operation (medians and spread), and, as root "
+                    "with tracefs, flush/IPI/fault counts per operation.")
+    hp.add_argument("-o", "--out", default="hostbench.csv", help="output CSV")
+    hp.add_argument("--runs", type=int, default=5, help="processes per scenario")
+    hp.add_argument("--reps", type=int, default=31, help="timed operations per process")
+    hp.add_argument("--max-pages", type=int, default=1 << 20,
+                    help="skip scenarios populating more 4K pages than this")
+    hp.add_argument("--counts", choices=("auto", "yes", "no"), default="auto",
+                    help="tracepoint counts: when possible (auto), required, or never")
+    hp.add_argument("--only", action="append", default=[], metavar="GROUP|SCENARIO",
+                    help="run only these groups or scenarios (repeatable)")
+    hp.set_defaults(func=_hostbench)
+
+
+def add_calibrate_parser(subparsers: Any) -> None:
+    """Add `calibrate` to an argparse subparsers object."""
+    cp = subparsers.add_parser("calibrate", help="fit a preset to a hostbench CSV")
+    cp.add_argument("csv", metavar="HOSTBENCH.csv")
+    cp.add_argument("-o", "--out", required=True, metavar="PRESET.toml")
+    cp.add_argument("--name", default="this-host", help="the preset's name")
+    cp.add_argument("--base", default="kvm-2022-start",
+                    help="preset the unfitted costs come from")
+    cp.set_defaults(func=_calibrate)
+
+
+def add_validate_parser(subparsers: Any) -> None:
+    """Add `validate` to an argparse subparsers object."""
+    vp = subparsers.add_parser("validate", help="compare a preset with a hostbench CSV")
+    vp.add_argument("csv", metavar="HOSTBENCH.csv")
+    vp.add_argument("--preset", required=True, help="preset name or PRESET.toml")
+    vp.add_argument("--profile", default=None,
+                    help="kernel profile (default: the newest v6.x not newer than the "
+                         "CSV's kernel)")
+    vp.set_defaults(func=_validate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of the whole `pysim` command."""
     from . import __version__
@@ -415,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_list_parser(sub)
     add_replay_parser(sub)
     add_capture_parser(sub)
+    add_hostbench_parser(sub)
+    add_calibrate_parser(sub)
+    add_validate_parser(sub)
     return p
 
 
