@@ -19,7 +19,7 @@ from ..constants import (
     MADV_DONTNEED_LOCKED, MADV_FREE, MADV_GUARD_INSTALL, MADV_GUARD_REMOVE, MADV_HUGEPAGE,
     MADV_KEEPONFORK, MADV_MERGEABLE, MADV_NOHUGEPAGE, MADV_NORMAL, MADV_PAGEOUT,
     MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL,
-    MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK, PAGE_SIZE, PMD_SIZE, TLB_FLUSH_ALL,
+    MADV_UNMERGEABLE, MADV_WILLNEED, MADV_WIPEONFORK, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, TLB_FLUSH_ALL,
     UIO_MAXIOV, VM_DONTCOPY, VM_DONTDUMP, VM_DROPPABLE, VM_HUGEPAGE, VM_HUGETLB, VM_IO,
     VM_LOCKED, VM_MAYSHARE, VM_MAYWRITE, VM_MERGEABLE, VM_NOHUGEPAGE, VM_PFNMAP,
     VM_RAND_READ, VM_READ, VM_SEALED, VM_SEQ_READ, VM_SHARED, VM_SPECIAL, VM_WIPEONFORK,
@@ -270,7 +270,7 @@ def madvise_pageout(mm: "MM", cpu: "CPU", s: int, e: int) -> None:
                     pt.set_pmd(chunk, 0)
                     cleared = True
                 if cleared:
-                    cpu.arch.flush_tlb_mm_range(cpu, mm, 0, TLB_FLUSH_ALL, 0, False)
+                    cpu.arch.flush_tlb_mm_range(cpu, mm, 0, TLB_FLUSH_ALL, PAGE_SHIFT, False)
                 continue
             pt.split_huge_pmd(chunk)
             flush_tlb_range(cpu, mm, chunk, chunk + PMD_SIZE)
@@ -283,7 +283,7 @@ def madvise_pageout(mm: "MM", cpu: "CPU", s: int, e: int) -> None:
             pt.set_pte(cs + i * PAGE_SIZE, 0)
             cleared = True
         if cleared:
-            cpu.arch.flush_tlb_mm_range(cpu, mm, 0, TLB_FLUSH_ALL, 0, False)
+            cpu.arch.flush_tlb_mm_range(cpu, mm, 0, TLB_FLUSH_ALL, PAGE_SHIFT, False)
 
 
 def madvise_guard_install(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int) -> int:

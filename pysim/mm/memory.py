@@ -183,6 +183,14 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
     if shift == 21:
         haddr = va & ~(PMD_SIZE - 1)
         if write and not entry & RW:
+            pfn = mmucore.pmd_pfn(entry)
+            if pfn in frames.shared and frames.unshare(pfn) > 1:
+                # a hugetlb page fork left shared (hugetlb_wp): copy it, flush the old
+                new = mmucore.mk_pte(frames.alloc(512, align=512), vma.page_prot | RW | D | A)
+                pt.set_pmd(haddr, 0)
+                cpu.arch.flush_tlb_mm_range(cpu, mm, haddr, haddr + PMD_SIZE, 21, False)
+                pt.set_pmd(haddr, new)
+                return "cow"
             pt.set_pmd(haddr, entry | RW | D | A)        # do_huge_pmd_wp_page: reuse
             return "wp_reuse"
         pt.set_pmd(haddr, entry | A | (D if write else 0))

@@ -1,5 +1,6 @@
-"""mmap and munmap (mm/mmap.c, mm/vma.c): validation, placement, VMA insertion with
-merging, MAP_FIXED replacement, and unmap_region's zap, table freeing and flush."""
+"""mmap, munmap and brk (mm/mmap.c, mm/vma.c): validation, placement, VMA insertion
+with merging, MAP_FIXED replacement, unmap_region's zap, table freeing and flush, and
+the heap."""
 from __future__ import annotations
 
 import errno
@@ -16,7 +17,7 @@ from ..constants import (
     MAP_TYPE, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PROT_EXEC, PROT_READ, PROT_SEM, PROT_WRITE,
     STACK_GUARD_GAP, TASK_SIZE, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGEPAGE,
     VM_HUGETLB, VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE,
-    VM_NORESERVE, VM_SEALED, VM_SHARED, VM_WRITE)
+    VM_MAYEXEC, VM_MAYREAD, VM_NORESERVE, VM_READ, VM_SEALED, VM_SHARED, VM_WRITE)
 from ..errors import SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
@@ -263,3 +264,52 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int) -> None:
         for vma in removed:
             unmap_page_range(tlb, vma.start, vma.end)
         free_pgtables(tlb, floor, ceiling)
+
+
+def do_brk(mm: "MM", cpu: "CPU", brk: int) -> int:
+    """sys_brk(): move the heap's end to brk and return the new break; on any failure
+    (below start_brk, over a mapping or into a stack's guard gap, a shrink with no heap
+    VMA there, a sealed VMA) return the old break, never an errno, as Linux does.
+    Growing extends the heap VMA below (do_brk_flags() merges into it) or makes one;
+    shrinking unmaps [PAGE_ALIGN(brk), PAGE_ALIGN(old brk)) with its zap and flush."""
+    (brk,) = syscall_ints("brk", ("brk",), brk)
+    cpu.stats.charge(B_VMA, cpu.cfg.cost.mmap_base)
+    origbrk = mm.brk
+    if brk < mm.start_brk or brk > TASK_SIZE:
+        return origbrk
+    newbrk = -(-brk // PAGE_SIZE) * PAGE_SIZE
+    oldbrk = -(-mm.brk // PAGE_SIZE) * PAGE_SIZE
+    if oldbrk == newbrk:
+        mm.brk = brk
+        return brk
+    if brk <= mm.brk:                                   # always allow shrinking
+        v = mm.vmas.find_vma(newbrk)
+        if v is None or v.start >= oldbrk:
+            return origbrk
+        try:
+            check_sealed_range(mm, newbrk, oldbrk, "brk")
+        except SyscallError:
+            return origbrk
+        mm.brk = brk
+        unmap_region(mm, cpu, newbrk, oldbrk)
+        return brk
+    # check_brk_limits(): the range must fit in user space; mlock_future_ok()
+    if newbrk > TASK_SIZE or oldbrk < mm.vmas.mmap_min_addr and not mm.privileged:
+        return origbrk
+    if mm.def_flags & VM_LOCKED:
+        try:
+            mlock_future_check(mm, newbrk - oldbrk, "brk")
+        except SyscallError:
+            return origbrk
+    nxt = mm.vmas.find_vma(oldbrk)
+    if nxt is not None and newbrk + PAGE_SIZE > vm_start_gap(nxt):
+        return origbrk
+    flags = (VM_READ | VM_WRITE | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_ACCOUNT
+             | mm.def_flags)
+    vma = VMA(oldbrk, newbrk, flags, anon=True, shared=False)
+    vma.page_prot = mm.vmas.page_prot_fn(vma)
+    mm.vmas.insert_merging(vma)                     # do_brk_flags(): expand brkvma
+    mm.brk = brk
+    if mm.def_flags & VM_LOCKED and not mm.def_flags & VM_LOCKONFAULT:
+        populate(mm, cpu, oldbrk, newbrk, write=True)
+    return brk
