@@ -46,6 +46,8 @@ cdef enum:
     # pages zapped: 4K entries cleared, and huge PMDs cleared
     K_ZAP_PTE
     K_ZAP_HUGE_PMD
+    # an access past the end of a mapped file (filemap_fault: VM_FAULT_SIGBUS)
+    K_SIGBUS
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

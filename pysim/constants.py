@@ -52,10 +52,12 @@ PROT_GROWSUP = 0x02000000
 MAP_SHARED = 0x01
 MAP_PRIVATE = 0x02
 MAP_SHARED_VALIDATE = 0x03
+MAP_DROPPABLE = 0x08
 MAP_TYPE = 0x0F
 MAP_FIXED = 0x10
 MAP_ANONYMOUS = 0x20
 MAP_ANON = MAP_ANONYMOUS
+MAP_32BIT = 0x40                    # x86: place the mapping in the low 2 GiB
 MAP_GROWSDOWN = 0x0100
 MAP_DENYWRITE = 0x0800
 MAP_EXECUTABLE = 0x1000
@@ -67,6 +69,33 @@ MAP_STACK = 0x20000
 MAP_HUGETLB = 0x40000
 MAP_SYNC = 0x80000
 MAP_FIXED_NOREPLACE = 0x100000
+MAP_UNINITIALIZED = 0x4000000
+MAP_HUGE_SHIFT = 26                 # MAP_HUGETLB: log2 of the huge page size in bits 26..31
+MAP_HUGE_MASK = 0x3F
+MAP_HUGE_2MB = 21 << MAP_HUGE_SHIFT
+MAP_HUGE_1GB = 30 << MAP_HUGE_SHIFT
+# include/linux/mman.h: the flags MAP_SHARED keeps (and MAP_SHARED_VALIDATE accepts)
+LEGACY_MAP_MASK = (MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE
+                   | MAP_EXECUTABLE | MAP_UNINITIALIZED | MAP_GROWSDOWN | MAP_LOCKED
+                   | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB)
+
+# --- mremap flags (uapi/linux/mman.h) ---------------------------------------------------
+MREMAP_MAYMOVE = 1
+MREMAP_FIXED = 2
+MREMAP_DONTUNMAP = 4
+
+# --- mlock2 / mlockall flags (asm-generic/mman-common.h, mman.h) ------------------------
+MLOCK_ONFAULT = 0x01
+MCL_CURRENT = 1
+MCL_FUTURE = 2
+MCL_ONFAULT = 4
+
+# --- /proc/PID/clear_refs values (fs/proc/task_mmu.c enum clear_refs_types) ------------
+CLEAR_REFS_ALL = 1
+CLEAR_REFS_ANON = 2
+CLEAR_REFS_MAPPED = 3
+CLEAR_REFS_SOFT_DIRTY = 4
+CLEAR_REFS_MM_HIWATER_RSS = 5
 
 # --- madvise advice (mman-common.h) -----------------------------------------------------
 MADV_NORMAL = 0
@@ -94,6 +123,8 @@ MADV_DONTNEED_LOCKED = 24
 MADV_COLLAPSE = 25
 MADV_HWPOISON = 100
 MADV_SOFT_OFFLINE = 101
+MADV_GUARD_INSTALL = 102
+MADV_GUARD_REMOVE = 103
 
 # --- vm_flags (include/linux/mm.h, 5.17; x86-64 with CONFIG_MEM_SOFT_DIRTY and PKU) -----
 VM_NONE = 0x00000000
@@ -135,6 +166,9 @@ VM_PKEY_BIT1 = 1 << 33
 VM_PKEY_BIT2 = 1 << 34
 VM_PKEY_BIT3 = 1 << 35
 VM_PKEY_MASK = VM_PKEY_BIT0 | VM_PKEY_BIT1 | VM_PKEY_BIT2 | VM_PKEY_BIT3
+VM_DROPPABLE = 1 << 40              # 6.11 MAP_DROPPABLE (64-bit only)
+VM_SEALED = 1 << 63                 # 6.10 mseal() (_BITUL(63), 64-bit only)
+VM_GROWSUP = VM_NONE                # no upward-growing stacks on x86
 
 # Composite masks the kernel uses by these names.
 VM_ACCESS_FLAGS = VM_READ | VM_WRITE | VM_EXEC
@@ -144,3 +178,18 @@ VM_LOCKED_MASK = VM_LOCKED | VM_LOCKONFAULT
 # --- protection keys (uapi/asm-generic/mman-common.h) -----------------------------------
 PKEY_DISABLE_ACCESS = 0x1
 PKEY_DISABLE_WRITE = 0x2
+PKEY_ACCESS_MASK = PKEY_DISABLE_ACCESS | PKEY_DISABLE_WRITE
+ARCH_MAX_PKEY = 16                  # x86 PKRU: 16 keys, key 0 allocated at mm creation
+
+# --- limits and defaults (simulator choices where marked) -------------------------------
+STACK_GUARD_GAP = 256 << PAGE_SHIFT  # mm/mmap.c stack_guard_gap: 256 pages (1 MiB)
+DEFAULT_RLIMIT_STACK = 8 << 20      # _STK_LIM, ulimit -s 8192
+DEFAULT_RLIMIT_MEMLOCK = 8 << 20    # MLOCK_LIMIT since 5.16 (8 MiB)
+UIO_MAXIOV = 1024                   # process_madvise's iovec limit
+# Simulator choice: where the heap starts in a process with no exec image (Linux puts
+# start_brk just after the binary's bss, randomised with ASLR).
+DEFAULT_START_BRK = 0x555555756000
+# The 32-bit window MAP_32BIT searches (arch/x86/kernel/sys_x86_64.c find_start_end,
+# without randomisation): [1 GiB, 2 GiB).
+MAP_32BIT_BASE = 0x40000000
+MAP_32BIT_END = 0x80000000

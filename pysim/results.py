@@ -32,7 +32,7 @@ for _i, _n in enumerate(mmucore.CYCLE_NAMES):
 
 # One page fault an operation took: the access's index in its batch (-1 for a populate),
 # the address, the access kind (mmucore.READ/WRITE/FETCH) and the handler's outcome
-# ("anon", "zero_page", "thp", "file", "wp_reuse", "cow", "spurious", "numa", "sigsegv").
+# ("anon", "zero_page", "thp", "file", "wp_reuse", "cow", "spurious", "numa", "sigsegv", "sigbus").
 Fault = namedtuple("Fault", "index va kind outcome")
 
 

@@ -23,6 +23,10 @@ import pytest
 
 import mmucore
 import pysim
+from pysim import (MADV_DOFORK, MADV_DONTDUMP, MADV_DONTFORK, MADV_GUARD_INSTALL,  # noqa: E402
+                   MADV_GUARD_REMOVE, MADV_MERGEABLE, MADV_NORMAL, MADV_PAGEOUT,
+                   MADV_RANDOM, MADV_REMOVE, MADV_SEQUENTIAL, MADV_WILLNEED,
+                   MADV_WIPEONFORK, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE)
 from pysim import (MADV_COLD, MADV_DONTNEED, MADV_FREE, MADV_HUGEPAGE, MADV_POPULATE_READ,
                    MADV_POPULATE_WRITE, MAP_ANONYMOUS, MAP_FIXED, MAP_POPULATE, MAP_PRIVATE,
                    MAP_SHARED, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE)
@@ -399,3 +403,125 @@ def test_random_mprotect_remote_flush_counter_matches_kernel(profile):
     rs = runs(profile)
     bad = [m for r in rs for m in r.remote_flush_mismatches]
     assert not bad, _first(bad)
+
+
+class ContractWorkload(Workload):
+    """The same random workload plus the rest of the syscall contract: mremap (moves
+    with MAYMOVE, FIXED and DONTUNMAP, growth, shrink), the vm_flags madvise advice,
+    PAGEOUT and guard pages, process_madvise, mlock/munlock, brk, and a fork whose
+    child touches and exits; every error must carry an errno the call can give."""
+
+    def op_mprotect(self):
+        """mprotect inside one VMA (the VMAs here lie far apart: heap, moved ranges)."""
+        v = self.rng.choice(self.vmas())
+        start, end = self.boundary_in(v, True), self.boundary_in(v, False)
+        if end <= start:
+            start, end = v.start, v.end
+        prot = self.rng.choice((PROT_READ, PROT_READ | PROT_WRITE, PROT_NONE))
+        try:
+            self.thread().mprotect(start, end - start, prot)
+            self.res.ops["mprotect"] += 1
+        except pysim.SyscallError as e:
+            assert e.errno in (errno.EACCES, errno.EPERM), str(e)
+
+    def op_mremap(self):
+        vs = self.vmas()
+        v = self.rng.choice(vs)
+        start = self.page_in(v)
+        npages = self.rng.choice((1, 2, 8, 512))
+        new = self.rng.choice((npages, 2 * npages, max(1, npages // 2)))
+        flags = self.rng.choice((0, MREMAP_MAYMOVE, MREMAP_MAYMOVE | MREMAP_FIXED,
+                                 MREMAP_MAYMOVE | MREMAP_DONTUNMAP))
+        dest = 0
+        if flags & MREMAP_FIXED:
+            dest = self.rng.choice((0x500000000000, 0x500000200000 + PAGE))
+        if flags & MREMAP_DONTUNMAP:
+            new = npages
+        try:
+            self.thread().mremap(start, npages * PAGE, new * PAGE, flags, dest)
+            self.res.ops["mremap"] += 1
+        except pysim.SyscallError as e:
+            assert e.errno in (errno.EINVAL, errno.EFAULT, errno.ENOMEM), str(e)
+            self.res.ops["mremap_error"] += 1
+
+    def op_madvise_more(self):
+        v = self.rng.choice(self.vmas())
+        start, end = self.boundary_in(v, True), self.boundary_in(v, False)
+        if end <= start:
+            start, end = v.start, v.end
+        advice = self.rng.choice((MADV_RANDOM, MADV_SEQUENTIAL, MADV_NORMAL, MADV_DONTFORK,
+                                  MADV_DOFORK, MADV_WIPEONFORK, MADV_DONTDUMP, MADV_MERGEABLE,
+                                  MADV_PAGEOUT, MADV_WILLNEED, MADV_GUARD_INSTALL,
+                                  MADV_GUARD_REMOVE, MADV_REMOVE))
+        t = self.thread()
+        try:
+            if self.rng.random() < 0.3:
+                t.process_madvise([(start, PAGE), (end - PAGE, PAGE)], advice)
+            else:
+                t.madvise(start, end - start, advice)
+            self.res.ops["madvise_more"] += 1
+        except pysim.SyscallError as e:
+            assert e.errno in (errno.EINVAL, errno.EACCES, errno.ENOMEM, errno.EAGAIN), str(e)
+            self.res.ops["madvise_more_error"] += 1
+
+    def op_lock(self):
+        v = self.rng.choice(self.vmas())
+        start = self.page_in(v)
+        n = self.rng.choice((1, 4, 600)) * PAGE
+        t = self.thread()
+        try:
+            self.rng.choice((t.mlock, t.munlock))(start, n)
+            self.res.ops["mlock"] += 1
+        except pysim.SyscallError as e:
+            assert e.errno == errno.ENOMEM, str(e)
+            self.res.ops["mlock_error"] += 1
+
+    def op_brk(self):
+        t = self.thread()
+        cur = t.brk(0).value
+        target = cur + self.rng.choice((-3, -1, 1, 5, 40)) * PAGE
+        got = t.brk(target).value
+        assert got in (cur, target)
+        if self.rng.random() < 0.5 and got > self.mm.start_brk:
+            t.write(self.mm.start_brk)
+        self.res.ops["brk"] += 1
+
+    def op_fork(self):
+        child = self.proc.fork(self.thread())
+        ct = child.threads[0]
+        for v in child.mm.vmas.vmas()[:4]:
+            if v.flags & pysim.VM_WRITE:
+                ct.write(v.start)
+        child.exit()
+        self.res.ops["fork"] += 1
+
+    def run(self, nops):
+        ops = (self.op_mmap, self.op_munmap, self.op_mprotect, self.op_madvise,
+               self.op_access, self.op_schedule, self.op_mremap, self.op_madvise_more,
+               self.op_lock, self.op_brk, self.op_fork)
+        weights = (12, 6, 15, 8, 25, 10, 10, 10, 5, 4, 3)
+        for n in range(nops):
+            self.n = n
+            if self.mm.vmas.map_count < 2:
+                op = self.op_mmap
+            elif self.mm.vmas.map_count > 14:
+                op = self.op_munmap
+            else:
+                op = self.rng.choices(ops, weights)[0]
+            op()
+            self.mm.vmas.check_invariants(check_merged=False)
+            assert self.mm.tlb_flush_pending == 0
+            assert self.m.checker.violations == []
+        assert self.m.check() == []
+        return self.res
+
+
+@pytest.mark.parametrize("profile", ("mmots", "patched", "v6.2", "v6.14", "v6.18"))
+def test_random_contract_ops_are_safe(profile):
+    """mremap, the madvise advice set, process_madvise, mlock, brk and fork mixed into
+    the random workload: the checker stays clean after every op on every CPU count."""
+    total = __import__("collections").Counter()
+    for seed, (ncpus, nops) in enumerate(RUNS):
+        total.update(ContractWorkload(profile, 100 + seed, ncpus).run(nops).ops)
+    assert total["mremap"] > 0 and total["madvise_more"] > 0 and total["fork"] > 0
+    assert total["brk"] > 0 and total["mlock"] > 0

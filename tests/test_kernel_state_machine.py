@@ -96,15 +96,18 @@ class KernelStateMachine(RuleBasedStateMachine):
         if none of its CPUs exist); the last thread created on a CPU runs there."""
         self.m = pysim.Machine(cpus=ncpus, profile=profile, checker="raise", **self.knobs)
         self.threads = []                # (thread, its process's Shadow)
+        self.procs = []
         for mask in placements:
             cpus = [c for c in range(ncpus) if mask >> c & 1] or [0]
             proc, sh = self.m.process(), Shadow()
+            self.procs.append(proc)
             self.threads += [(proc.thread(cpu=c), sh) for c in cpus]
 
     def thread(self, i):
         return self.threads[i % len(self.threads)]
 
     def has_regions(self):
+        """Some process has a region to aim at."""
         return self.m is not None and any(sh.regions for _, sh in self.threads)
 
     def mapper(self, i):
@@ -216,6 +219,53 @@ class KernelStateMachine(RuleBasedStateMachine):
                 t.madvise(start, PAGE, 0x7777)
         assert e.value.errno == errno.EINVAL, f"{call}: {e.value}"
 
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS),
+          # (not DONTFORK: the shadow copied at fork would have to drop those pages)
+          advice=st.sampled_from((pysim.MADV_RANDOM, pysim.MADV_SEQUENTIAL,
+                                  pysim.MADV_DONTDUMP, pysim.MADV_WILLNEED,
+                                  pysim.MADV_PAGEOUT, pysim.MADV_NORMAL)),
+          vector=st.booleans())
+    def madvise_more(self, ti, region, off, length, advice, vector):
+        """The vm_flags advice, WILLNEED and PAGEOUT (madvise_walk_vmas: ENOMEM exactly
+        when the range has a hole, the rest advised), or process_madvise of the range's
+        first and last page (bytes advised)."""
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        pages = sh.pages_of(start, npages)
+        if vector:
+            ends = [pages[0], pages[-1]]
+            ok = list(itertools.takewhile(lambda a: a in sh.pages, ends))
+            try:
+                r = t.process_madvise([(a, PAGE) for a in ends], advice)
+                assert r.value == len(ok) * PAGE and ok, (r.value, ok)
+            except pysim.SyscallError as e:
+                assert e.errno == errno.ENOMEM and not ok
+            return
+        try:
+            t.madvise(start, npages * PAGE, advice)
+            err = None
+        except pysim.SyscallError as e:
+            err = e.errno
+        hole = any(a not in sh.pages for a in pages)
+        assert err == (errno.ENOMEM if hole else None), f"madvise({advice}) errno {err}"
+
+    @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), cpu=st.integers(0, 2))
+    def fork(self, ti, cpu):
+        """fork: the child has the parent's mappings and protections (the test's shadow
+        is copied); the parent's pages are write-protected with its flush."""
+        t, sh = self.mapper(ti)
+        if len(self.threads) >= 8:
+            return
+        proc = next(p for p in self.procs if t in p.threads)
+        child = proc.fork(t, cpu=cpu % len(self.m.cpus))
+        csh = Shadow()
+        csh.pages, csh.regions = dict(sh.pages), list(sh.regions)
+        self.procs.append(child)
+        self.threads.append((child.threads[0], csh))
+
     # -------------------------------------------------------------- accesses
     def _access(self, ti, accesses):
         t, sh = self.mapper(ti)
@@ -295,9 +345,11 @@ class InvlpgbStateMachine(KernelStateMachine):
         self.m = pysim.Machine(cpus=ncpus, profile=profile, preset="milan",
                                checker="raise", **self.knobs)
         self.threads = []
+        self.procs = []
         for mask in placements:
             cpus = [c for c in range(ncpus) if mask >> c & 1] or [0]
             proc, sh = self.m.process(), Shadow()
+            self.procs.append(proc)
             for c in cpus:
                 t = proc.thread(cpu=c)
                 t.tid = 32 * len(self.threads)

@@ -33,7 +33,10 @@ from ..mm.footprint import KernelFootprint
 from ..mm.frames import Frames
 from ..mm.mm import MM
 from ..mm.mmap_lock import madvise_lock_mode
+from ..mm import mlock as mm_mlock
+from ..mm.fork import default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mprotect import do_mprotect_pkey
+from ..mm.mremap import do_mremap
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
 from .timeline import Timeline
@@ -233,6 +236,81 @@ class Process:
         t.run()
         return t
 
+    def _live_thread(self, thread: Optional["Thread"] = None) -> "Thread":
+        """The thread a process-wide call runs on: `thread`, else the first live one."""
+        if thread is not None:
+            return thread
+        for t in self.threads:
+            if not t.__dict__.get("exited"):
+                return t
+        raise PysimError("the process has no live thread (create one with .thread())")
+
+    def _stop_threads(self, keep: Optional["Thread"] = None) -> None:
+        """Every thread but `keep` stops: its CPU, if running it, goes idle (lazy TLB)."""
+        for t in self.threads:
+            if t is keep or t.__dict__.get("exited"):
+                continue
+            t.sleep()
+            t.exited = True
+
+    def fork(self, thread: Optional["Thread"] = None, cpu: Optional[int] = None) -> "Process":
+        """fork() from `thread` (default: the first live one): a child process whose mm
+        is dup_mmap's copy (private anonymous pages write-protected in both, the
+        parent's flush_tlb_mm), with one thread on `cpu` (default the forking thread's
+        CPU), which then runs.  The syscall's OpResult is in thread.last."""
+        t = self._live_thread(thread)
+        m = self.machine
+        box: list = []
+
+        def _fork(mm, c):
+            child = m.process(mmap_base=mm.vmas.mmap_base)
+            dup_mmap(mm, child.mm, c)
+            box.append(child)
+            return child.mm.ctx_id
+
+        t.last = t._syscall("fork", _fork, (), lock="w")
+        child = box[0]
+        child.thread(cpu=t.cpu.id if cpu is None else cpu)
+        return child
+
+    def execve(self, image: Any = None, thread: Optional["Thread"] = None) -> OpResult:
+        """execve() on `thread` (default: the first live one): the other threads stop,
+        the thread switches to a new mm holding `image` (pysim.mm.fork.ExecImage;
+        default_image() if None), and the old mm is torn down with a fullmm gather."""
+        t = self._live_thread(thread)
+        m = self.machine
+        img = image if image is not None else default_image()
+
+        def _exec(mm, c):
+            new = m.process(mmap_base=mm.vmas.mmap_base).mm
+            new.privileged, new.rlimit_stack = mm.privileged, mm.rlimit_stack
+            new.rlimit_memlock = mm.rlimit_memlock
+            self._stop_threads(keep=t)
+            map_image(new, img)
+            t.mm = self.mm = new
+            m.arch.switch_mm(c, new)             # exec_mmap(): activate_mm()
+            exit_mmap(mm, c)                     # mmput(old_mm)
+            return 0
+
+        return t._syscall("execve", _exec, (), lock="w")
+
+    def exit(self, thread: Optional["Thread"] = None) -> OpResult:
+        """exit_group(): every thread stops (its CPU lazy on the mm), then exit_mmap()
+        on `thread`'s CPU tears the mm down with a fullmm gather."""
+        t = self._live_thread(thread)
+        m = self.machine
+
+        def _exit(mm, c):
+            self._stop_threads(keep=t)
+            c._cur = None                        # exit_mm(): the task drops its mm
+            c.tlbstate.running_user = False
+            m.arch.enter_lazy_tlb(c)
+            exit_mmap(mm, c)
+            t.exited = True
+            return 0
+
+        return t._syscall("exit", _exit, (), lock="w")
+
     @property
     def vmas(self):
         return self.mm.vmas
@@ -277,6 +355,8 @@ class Thread:
     # -------------------------------------------------------------- scheduling
     def run(self) -> "Thread":
         """Schedule this thread on its CPU (context switch to its mm if needed)."""
+        if self.__dict__.get("exited"):
+            raise PysimError(f"{self!r} has exited (exit or another thread's execve)")
         cpu = self.cpu
         ts = cpu.tlbstate
         if cpu._cur is self._ref and ts.loaded_mm is self.mm.context and not ts.is_lazy:
@@ -353,6 +433,63 @@ class Thread:
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
         return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
                              lock=madvise_lock_mode(advice))
+
+    def process_madvise(self, iovec: list, advice: int, flags: int = 0) -> OpResult:
+        """process_madvise(pidfd of this process, iovec, advice, flags): every (addr,
+        len) of iovec in order under one mmap_lock and one mmu_gather; .value is the
+        bytes advised (the error only if none was)."""
+        return self._syscall("process_madvise", mm_madvise.do_process_madvise,
+                             (iovec, advice, flags), lock=madvise_lock_mode(advice))
+
+    def brk(self, addr: int) -> OpResult:
+        """brk(): .value is the new break, or the old one if the kernel refused (never
+        an errno, as Linux's brk returns)."""
+        return self._syscall("brk", mm_mmap.do_brk, (addr,), lock="w")
+
+    def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
+               new_addr: int = 0) -> OpResult:
+        """mremap(): .value is the mapping's address after the call (MREMAP_MAYMOVE,
+        MREMAP_FIXED, MREMAP_DONTUNMAP; present pages move with their flushes)."""
+        return self._syscall("mremap", do_mremap, (old_addr, old_len, new_len, flags,
+                                                   new_addr), lock="w")
+
+    def mlock(self, addr: int, length: int) -> OpResult:
+        """mlock(): lock and populate [addr, addr + len)."""
+        return self._syscall("mlock", mm_mlock.do_mlock, (addr, length, 0), lock="w")
+
+    def mlock2(self, addr: int, length: int, flags: int) -> OpResult:
+        """mlock2(): mlock with MLOCK_ONFAULT (lock without populating)."""
+        return self._syscall("mlock2", mm_mlock.do_mlock, (addr, length, flags), lock="w")
+
+    def munlock(self, addr: int, length: int) -> OpResult:
+        """munlock(): clear the lock flags over [addr, addr + len)."""
+        return self._syscall("munlock", mm_mlock.do_munlock, (addr, length), lock="w")
+
+    def mlockall(self, flags: int) -> OpResult:
+        """mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT)."""
+        return self._syscall("mlockall", mm_mlock.do_mlockall, (flags,), lock="w")
+
+    def munlockall(self) -> OpResult:
+        """munlockall()."""
+        return self._syscall("munlockall", mm_mlock.do_munlockall, (), lock="w")
+
+    def pkey_alloc(self, flags: int = 0, access_rights: int = 0) -> OpResult:
+        """pkey_alloc(): .value is the new protection key."""
+        return self._syscall("pkey_alloc", mm_mlock.do_pkey_alloc, (flags, access_rights),
+                             lock="w")
+
+    def pkey_free(self, pkey: int) -> OpResult:
+        """pkey_free(): release an allocated protection key."""
+        return self._syscall("pkey_free", mm_mlock.do_pkey_free, (pkey,), lock="w")
+
+    def pkey_mprotect(self, addr: int, length: int, prot: int, pkey: int) -> OpResult:
+        """pkey_mprotect(): mprotect that also tags the VMAs with an allocated key."""
+        return self._syscall("pkey_mprotect", do_mprotect_pkey, (addr, length, prot, pkey),
+                             lock="w")
+
+    def mseal(self, addr: int, length: int, flags: int = 0) -> OpResult:
+        """mseal(): seal every VMA of the (fully mapped) range."""
+        return self._syscall("mseal", mm_mlock.do_mseal, (addr, length, flags), lock="w")
 
     # -------------------------------------------------------------- accesses
     def access(self, vas, kinds) -> OpResult:

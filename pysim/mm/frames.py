@@ -17,20 +17,34 @@ class Frames:
     """Consecutive fresh frames, never reused (the model has no page allocator to
     recycle them; 2^39 anonymous frames is 2 PiB)."""
 
-    __slots__ = ("next_pfn", "next_file_pfn", "zero_pfn", "lruvec")
+    __slots__ = ("next_pfn", "next_file_pfn", "zero_pfn", "shared", "lruvec")
 
     def __init__(self) -> None:
         self.next_pfn = FIRST_ANON_PFN
         self.next_file_pfn = mmucore.FILE_PFN_BASE
         self.zero_pfn = ZERO_PFN
+        # anonymous frames fork left mapped in more than one mm: pfn -> how many
+        # mappings (folio_mapcount); such a page is not exclusive, and a write copies it
+        self.shared: dict = {}
         self.lruvec = LruVec()          # the LRU lists the allocated pages go on
 
     def __getstate__(self):
-        return (self.next_pfn, self.next_file_pfn, self.zero_pfn)
+        return (self.next_pfn, self.next_file_pfn, self.zero_pfn, self.shared)
 
     def __setstate__(self, state) -> None:
-        self.next_pfn, self.next_file_pfn, self.zero_pfn = state
+        self.next_pfn, self.next_file_pfn, self.zero_pfn = state[:3]
+        self.shared = state[3] if len(state) > 3 else {}
         self.lruvec = LruVec()
+
+    def unshare(self, pfn: int) -> int:
+        """One mapping of a fork-shared frame went away (COW copy, teardown); returns
+        how many mappings were left before (1 if the frame was exclusive)."""
+        n = self.shared.get(pfn, 1)
+        if n <= 2:
+            self.shared.pop(pfn, None)
+        else:
+            self.shared[pfn] = n - 1
+        return n
 
     def alloc(self, n: int, align: int = 1) -> int:
         """n consecutive fresh anonymous frames (aligned to `align` frames)."""

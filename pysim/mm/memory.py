@@ -9,7 +9,7 @@ anything access_error() rejects is a SIGSEGV outcome, never an exception.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
@@ -18,8 +18,8 @@ from mmucore import stats as _stats
 from mmucore.stats import (B_FAULT, B_PTE, K_GATHER_BATCH_FULL, K_GATHER_TABLE_FULL,
                            K_ZAP_HUGE_PMD, K_ZAP_PTE)
 
-from ..constants import (PAGE_SIZE, PMD_SIZE, TASK_SIZE, VM_EXEC, VM_HUGEPAGE, VM_READ,
-                         VM_WRITE)
+from ..constants import (PAGE_SIZE, PMD_SIZE, STACK_GUARD_GAP, TASK_SIZE, VM_EXEC,
+                         VM_GROWSDOWN, VM_HUGEPAGE, VM_HUGETLB, VM_READ, VM_WRITE)
 from ..arch.tlbflush import flush_tlb_range
 from ..errors import PysimError
 from ..results import Fault
@@ -34,12 +34,13 @@ if TYPE_CHECKING:                                   # pragma: no cover
 P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
 OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                    "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
-                   "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious"}
+                   "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious",
+                   "sigbus": "sigbus"}
 _OUTCOME_K = {k: _stats.KERNEL_COUNTER_INDEX[v] for k, v in OUTCOME_COUNTER.items()}
 OUTCOME_COST = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                 "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow_copy",
                 "spurious": "fault_spurious", "sigsegv": "fault_spurious",
-                "numa": "fault_spurious"}
+                "numa": "fault_spurious", "sigbus": "fault_spurious"}
 MAX_RETRIES = 4
 
 
@@ -94,7 +95,7 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
             arch.return_to_user(cpu)
             tlb.pcid = upcid
             cpu.faults.append(Fault(i, r.fault_va, r.fault_kind, outcome))
-            if outcome == "sigsegv":
+            if outcome == "sigsegv" or outcome == "sigbus":
                 i += 1
                 last, retries = None, 0
                 continue
@@ -126,14 +127,45 @@ def handle_mm_fault(mm: "MM", cpu: "CPU", va: int, kind: int, fault_class: int,
     cpu.stats.charge(B_FAULT, cost.fault_base
                      + (cost.pti_cr3_switch if cpu.cfg.profile.pti else 0.0))
     vma = mm.vmas.vma_lookup(va)
+    if vma is None:
+        vma = expand_stack(mm, va)
     present = fault_class != mmucore.FAULT_NOT_PRESENT
     if vma is None or fault_class == mmucore.FAULT_USER or access_error(vma, kind, present):
         outcome = "sigsegv"
+    elif mm.guard_pages and (va & ~(PAGE_SIZE - 1)) in mm.guard_pages:
+        outcome = "sigsegv"          # a PTE_MARKER_GUARD: VM_FAULT_SIGSEGV
     else:
         outcome = _handle_pte_fault(mm, cpu, vma, va & ~(PAGE_SIZE - 1), kind)
     cpu.stats.count(_OUTCOME_K[outcome], 1)
     cpu.stats.charge(B_FAULT, getattr(cost, OUTCOME_COST[outcome]))
     return outcome
+
+
+def expand_stack(mm: "MM", va: int) -> Optional["VMA"]:
+    """lock_mm_and_find_vma() -> expand_downwards(): a fault below a VM_GROWSDOWN VMA
+    grows it down to the faulting page, unless that is below mmap_min_addr, comes
+    within stack_guard_gap of an accessible VMA below that is not a stack, or makes
+    the stack larger than RLIMIT_STACK (acct_stack_growth()).  Returns the grown VMA,
+    or None (the fault is a SIGSEGV)."""
+    vma = mm.vmas.find_vma(va)
+    if vma is None or not vma.flags & VM_GROWSDOWN:
+        return None
+    address = va & ~(PAGE_SIZE - 1)
+    if address < mm.vmas.mmap_min_addr:
+        return None
+    prev = mm.vmas.find_vma_prev(address)[1]
+    if prev is not None and prev is not vma:
+        if prev.end > address:
+            return None
+        if not prev.flags & VM_GROWSDOWN and prev.flags & (VM_READ | VM_WRITE | VM_EXEC) \
+                and address - prev.end < STACK_GUARD_GAP:
+            return None
+    grow = (vma.start - address) >> 12
+    if grow > vma.pgoff or vma.end - address > mm.rlimit_stack:
+        return None
+    vl = mm.vmas
+    vl._set_bounds(vl._index(vma), address, vma.end, vma.pgoff - grow)
+    return vma
 
 
 def _thp_eligible(mm: "MM", vma: "VMA", va: int) -> bool:
@@ -151,6 +183,14 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
     if shift == 21:
         haddr = va & ~(PMD_SIZE - 1)
         if write and not entry & RW:
+            pfn = mmucore.pmd_pfn(entry)
+            if pfn in frames.shared and frames.unshare(pfn) > 1:
+                # a hugetlb page fork left shared (hugetlb_wp): copy it, flush the old
+                new = mmucore.mk_pte(frames.alloc(512, align=512), vma.page_prot | RW | D | A)
+                pt.set_pmd(haddr, 0)
+                cpu.arch.flush_tlb_mm_range(cpu, mm, haddr, haddr + PMD_SIZE, 21, False)
+                pt.set_pmd(haddr, new)
+                return "cow"
             pt.set_pmd(haddr, entry | RW | D | A)        # do_huge_pmd_wp_page: reuse
             return "wp_reuse"
         pt.set_pmd(haddr, entry | A | (D if write else 0))
@@ -164,6 +204,11 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
             pt.set_pte(va, entry | A | D)
             return "spurious"
         return do_wp_page(mm, cpu, vma, va, entry)
+    if vma.flags & VM_HUGETLB:
+        return hugetlb_fault(mm, vma, va, write)
+    if vma.file is not None and vma.file.size is not None \
+            and vma.pgoff_at(va) >= vma.file.pages():
+        return "sigbus"              # filemap_fault(): the page is wholly past EOF
     if mmucore.pte_present(entry):
         # PROT_NONE entry in an accessible VMA (a NUMA hinting fault): restore it
         pt.set_pte(va, mmucore.pte_modify(entry, vma.page_prot))
@@ -190,13 +235,27 @@ def _handle_pte_fault(mm: "MM", cpu: "CPU", vma: "VMA", va: int, kind: int) -> s
     return "file"
 
 
+def hugetlb_fault(mm: "MM", vma: "VMA", va: int, write: bool) -> str:
+    """hugetlb_no_page(): a hugetlb VMA always maps a whole 2 MiB page (a private one an
+    anonymous copy, a shared one the hugetlbfs page), with no zero page."""
+    frames = mm.frames
+    pfn = frames.alloc(512, align=512) if not vma.shared else \
+        -(-frames.alloc_file(1024) // 512) * 512
+    prot = vma.page_prot | A | (D | (RW if vma.flags & VM_WRITE else 0) if write else 0)
+    mm.pt.set_pmd(va & ~(PMD_SIZE - 1), mmucore.mk_pte(pfn, prot))
+    return "thp"
+
+
 def do_wp_page(mm: "MM", cpu: "CPU", vma: "VMA", va: int, entry: int) -> str:
     """Write to a present read-only PTE in a writable VMA: reuse an exclusive anonymous
     page (no flush), else copy it and flush the old translation everywhere."""
     if vma.shared:
         mm.pt.set_pte(va, entry | RW | D | A)            # shared: writable in place
         return "wp_reuse"
-    if mm.frames.is_anon(mmucore.pte_pfn(entry)):
+    pfn = mmucore.pte_pfn(entry)
+    if pfn in mm.frames.shared and mm.frames.unshare(pfn) > 1:
+        return wp_page_copy(mm, cpu, vma, va)        # still mapped by another mm: copy
+    if mm.frames.is_anon(pfn):
         # an exclusive anonymous page (also the copies in a private file mapping):
         # wp_page_reuse, no flush
         mm.pt.set_pte(va, entry | RW | D | A)
@@ -264,6 +323,16 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
         if not vma.flags & (VM_READ | VM_WRITE | VM_EXEC):
             continue                 # PROT_NONE: GUP faults nothing in
         s, e = max(vma.start, start), min(vma.end, end)
+        e = min(e, file_eof(vma))
+        if vma.flags & VM_HUGETLB:
+            for h in range(s & ~(PMD_SIZE - 1), e, PMD_SIZE):
+                if pt.upper_entries(h)[2] == 0:
+                    hugetlb_fault(mm, vma, h, write)
+                    cpu.stats.count(_OUTCOME_K["thp"], 1)
+                    cpu.stats.charge(B_FAULT, cost.fault_base + cost.fault_thp)
+            continue
+        if s >= e:
+            continue
         counts = {"thp": 0, "anon": 0, "zero_page": 0, "file": 0}
         if vma.flags & VM_HUGEPAGE and vma.anon and not vma.shared:
             h = -(-s // PMD_SIZE) * PMD_SIZE
@@ -298,6 +367,14 @@ def populate(mm: "MM", cpu: "CPU", start: int, end: int, write: bool) -> None:
                                                + getattr(cost, OUTCOME_COST[outcome])))
         if write and vma.flags & VM_WRITE and n + 512 * counts["thp"] < npages:
             _upgrade_readonly(mm, cpu, vma, s, e)      # some entries were already there
+
+
+def file_eof(vma: "VMA") -> int:
+    """The first address of vma past its file's last page (vma.end if the file is
+    unbounded or the VMA is anonymous): accesses there are SIGBUS."""
+    if vma.file is None or vma.file.size is None:
+        return vma.end
+    return min(vma.end, max(vma.start, vma.start + (vma.file.pages() - vma.pgoff) * PAGE_SIZE))
 
 
 def _upgrade_readonly(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int,

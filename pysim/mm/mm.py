@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import mmucore
 
+from ..constants import (DEFAULT_RLIMIT_MEMLOCK, DEFAULT_RLIMIT_STACK, DEFAULT_START_BRK,
+                         VM_LOCKED)
 from .mmap_lock import MmapLock
 from .vma import VMA, VMAList
 
@@ -18,14 +20,28 @@ if TYPE_CHECKING:                                   # pragma: no cover
 
 
 class File:
-    """A file-like backing object: identity for VMA merging, and whether it was opened
-    for writing (a shared mapping of a read-only file lacks VM_MAYWRITE)."""
+    """A file-like backing object, the model's open file description: identity for VMA
+    merging, its open mode (FMODE_READ / FMODE_WRITE: a shared writable mapping of a file
+    not open for writing is EACCES, any mapping of one not open for reading too; a
+    shared mapping of a read-only file lacks VM_MAYWRITE), and its size in bytes (None:
+    unbounded; an access to a page wholly past EOF is SIGBUS, as filemap_fault() says)."""
 
-    def __init__(self, name: str = "file", writable: bool = True):
-        self.name, self.writable = name, writable
+    def __init__(self, name: str = "file", writable: bool = True,
+                 size: Optional[int] = None, readable: bool = True):
+        if size is not None and (not isinstance(size, int) or size < 0):
+            raise ValueError(f"File size must be None or an int >= 0, got {size!r}")
+        self.name, self.writable, self.size, self.readable = name, writable, size, readable
+        self.mmap_supported_flags = 0     # f_op->mmap_supported_flags (MAP_SYNC: DAX only)
+
+    def pages(self) -> Optional[int]:
+        """Pages of the file that hold data (DIV_ROUND_UP(i_size, PAGE_SIZE)); None if
+        the file is unbounded."""
+        return None if self.size is None else -(-self.size // 4096)
 
     def __repr__(self) -> str:
-        return f"File({self.name!r}{'' if self.writable else ', read-only'})"
+        mode = ("" if self.writable else ", read-only") + ("" if self.readable else ", write-only")
+        size = "" if self.size is None else f", size={self.size}"
+        return f"File({self.name!r}{mode}{size})"
 
 
 class MM:
@@ -49,6 +65,16 @@ class MM:
             footprint.map_into(self.pt)
         self.tlb_flush_pending = 0
         self.mmap_lock = MmapLock()
+        # the heap (mm->start_brk, mm->brk); an exec image moves them
+        self.start_brk = self.brk = DEFAULT_START_BRK
+        self.def_flags = 0               # mm->def_flags: VM_LOCKED after mlockall(MCL_FUTURE)
+        self.pkey_allocation_map = 1     # mm->context.pkey_allocation_map: key 0 is taken
+        self.guard_pages: set = set()    # page addresses holding a PTE_MARKER_GUARD
+        self.cow_shared = False          # fork left pages shared copy-on-write in this mm
+        self.privileged = False          # CAP_SYS_RAWIO / CAP_IPC_LOCK (mmap_min_addr, mlock)
+        self.rlimit_stack = DEFAULT_RLIMIT_STACK
+        self.rlimit_memlock = DEFAULT_RLIMIT_MEMLOCK
+        self.dead = False                # exit_mmap() ran: nothing may use the mm again
 
     def __getstate__(self):
         return self.__dict__
@@ -56,6 +82,10 @@ class MM:
     def __setstate__(self, state) -> None:
         self.__dict__.update(state)
         self.context.owner = weakref.ref(self)
+
+    def locked_vm(self) -> int:
+        """mm->locked_vm in pages: the VM_LOCKED VMAs' size."""
+        return sum(v.pages for v in self.vmas if v.flags & VM_LOCKED)
 
     @property
     def tlb_gen(self) -> int:

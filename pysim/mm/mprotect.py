@@ -16,9 +16,9 @@ import numpy as np
 import mmucore
 from mmucore.stats import B_PTE, B_VMA, K_VMA_MERGE, K_VMA_SPLIT
 
-from ..constants import (PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP,
-                         PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE, VM_ACCESS_FLAGS,
-                         VM_SHARED, VM_WRITE)
+from ..constants import (ARCH_MAX_PKEY, PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN,
+                         PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE,
+                         VM_ACCESS_FLAGS, VM_HUGETLB, VM_SEALED, VM_SHARED, VM_WRITE)
 from ..errors import SyscallError
 from .args import syscall_ints
 from ..arch.tlbflush import flush_tlb_range
@@ -75,6 +75,11 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     """
     npages = (end - start) // PAGE_SIZE
     mode = change_mode(cpu, vma, tlb is not None) | extra_mode
+    if mm.cow_shared:
+        # After fork the core cannot tell which anonymous frames are exclusive again
+        # (PageAnonExclusive): it upgrades none of this mm's entries rather than one
+        # still shared with another mm (which would let both write the same frame).
+        mode &= ~(mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY)
     if tlb is not None:
         tlb_start_vma(tlb, vma)
     scanned = _SCANNED              # (the model is single-threaded: one buffer serves)
@@ -124,18 +129,19 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
         if length == 0:
             return 0
         length = -(-length // PAGE_SIZE) * PAGE_SIZE
+        if start + length >= 1 << 64:
+            raise SyscallError(errno.ENOMEM, "mprotect: the range wraps around")
         if prot & ~_PROT_KNOWN:
             raise SyscallError(errno.EINVAL,
                                f"mprotect: unknown prot bits 0x{prot & ~_PROT_KNOWN:x}")
-        if start + length > TASK_SIZE:
-            raise SyscallError(errno.ENOMEM, f"mprotect: [0x{start:x}, 0x{start + length:x})"
-                                             f" is beyond the user address space")
         if grows:
             raise SyscallError(errno.EINVAL, "mprotect: PROT_GROWSDOWN/UP need a stack VMA "
                                              "(not modelled)")
-    if pkey != -1 and not 0 <= pkey < 16:
-        # mm_pkey_is_allocated() fails for a key outside the 16 x86 has
-        raise SyscallError(errno.EINVAL, f"pkey_mprotect: pkey {pkey} is not -1 or 0..15")
+        # past TASK_SIZE there is no VMA: the mapped part changes, then ENOMEM at the
+        # hole, as do_mprotect_pkey()'s walk leaves it (it has no TASK_SIZE check)
+    if pkey != -1 and not (0 <= pkey < ARCH_MAX_PKEY and mm.pkey_allocation_map >> pkey & 1):
+        # mm_pkey_is_allocated(): a key outside the 16 x86 has, or one never allocated
+        raise SyscallError(errno.EINVAL, f"pkey_mprotect: pkey {pkey} is not allocated")
     length = -(-length // PAGE_SIZE) * PAGE_SIZE
     end = start + length
     cpu.stats.charge(B_PTE, cpu.cfg.cost.mprotect_base)
@@ -156,7 +162,16 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
                 error = SyscallError(errno.EACCES,
                                      f"mprotect: {vma!r} may not get prot 0x{prot:x}")
                 break
+            if vma.flags & VM_SEALED and newflags != vma.flags:
+                error = SyscallError(errno.EPERM, f"mprotect: {vma!r} is sealed")
+                break
             tmp = min(vma.end, end)
+            if vma.flags & VM_HUGETLB and newflags != vma.flags and \
+                    ((nstart > vma.start and nstart % PMD_SIZE)
+                     or (tmp < vma.end and tmp % PMD_SIZE)):
+                error = SyscallError(errno.EINVAL, f"mprotect: splits hugetlb {vma!r} off "
+                                                   f"a 2 MiB boundary")
+                break
             changes = newflags != vma.flags
             prev = mprotect_fixup(mm, cpu, tlb, vma, prev, nstart, tmp, newflags, first)
             first = first and not changes

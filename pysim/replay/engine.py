@@ -91,6 +91,7 @@ class Replay:
         self.rec = Records()
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
+        self._heaps: set = set()                # id() of the mms whose heap is placed
         self.images, image_notes = plan_images(trace.events, elf=elf)
         self.notes.extend(image_notes)
         self.image_vmas = 0
@@ -276,6 +277,17 @@ class Replay:
                      e.result, e.errno, status, note, r)
 
     # ---------------------------------------------------------------- memory calls
+    def _place_heap(self, th, e) -> None:
+        """Put the heap where the traced program's was: the first brk(0) of an address
+        space returns the break the kernel chose at exec (randomised), so start_brk and
+        brk begin there (an exec image has no way to know it beforehand)."""
+        mm = th.mm
+        if id(mm) in self._heaps or not hasattr(mm, "start_brk"):
+            return
+        self._heaps.add(id(mm))
+        if e.args and e.args[0] == 0 and e.errno is None and isinstance(e.result, int):
+            mm.start_brk = mm.brk = e.result
+
     def _call(self, t: _Task, e) -> None:
         """Replay one memory call and record it."""
         th = t.thread
@@ -303,6 +315,8 @@ class Replay:
                 if name == "mremap" and traced_ok and args[3] & MREMAP_MAYMOVE \
                         and e.result != args[0]:
                     args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
+                if name == "brk":
+                    self._place_heap(th, e)
                 meth = getattr(th, name, None)
                 if meth is None:
                     if name == "pkey_mprotect":
