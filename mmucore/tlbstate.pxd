@@ -47,6 +47,7 @@ cdef struct cpu_tlbstate:
     double t_off                    # idle time before this CPU's first work
     calendar irqs                   # when its IPI handlers run (they queue)
     double wait_from, wait_until    # its last wait for acks still open to handlers
+    double idle_until               # it sleeps in an idle state until then (timeline)
     invlpgb_op* pending             # INVLPGBs issued here, not yet waited for (TLBSYNC)
     int npending                    # entries in pending
     int cap_pending                 # room in pending (malloc'd, grown as needed)
@@ -87,6 +88,7 @@ cdef struct flush_costs:
     double context_switch   # kernel cycles of a switch_mm to another mm
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
     double cacheline_per_writer  # ... slower by this per writer queued for it (timeline)
+    double idle_exit        # an IPI reaching a sleeping CPU waits for it to wake (timeline)
     double invlpgb          # issuer: one INVLPGB instruction
     double tlbsync          # issuer: TLBSYNC waiting for its INVLPGBs everywhere
 

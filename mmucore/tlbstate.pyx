@@ -79,7 +79,7 @@ PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "
                 "max_asid_available")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "cacheline_per_writer", "invlpgb", "tlbsync")
+               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb", "tlbsync")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
 MAX_ASID_AVAILABLE = (1 << 11) - 2
@@ -282,6 +282,7 @@ cdef class CpuTlbState:
         calendar_reset(&self.s.irqs)
         self.s.wait_from = 0.0
         self.s.wait_until = 0.0
+        self.s.idle_until = 0.0
         ctxs = np.zeros(2 * nr_asids, dtype=np.int64)
         ctxs[0::2] = -1
         flags = np.zeros(nr_asids, dtype=np.uint8)
@@ -382,6 +383,23 @@ cdef class CpuTlbState:
         calendar_reset(&self.s.irqs)
         self.s.wait_from = 0.0
         self.s.wait_until = 0.0
+        self.s.idle_until = 0.0
+
+    @property
+    def idle_until(self) -> float:
+        """Until when the CPU sleeps in an idle state (an IPI then waits idle_exit)."""
+        return self.s.idle_until
+
+    @idle_until.setter
+    def idle_until(self, double t):
+        self.s.idle_until = t
+
+    def sleep_until(self, double t):
+        """The CPU idles from now until t (the timeline): its time jumps to t."""
+        cdef double now = cpu_now(&self.s)
+        if t > now:
+            self.s.t_off += t - now
+            self.s.idle_until = t
 
     @property
     def user_flush_pending(self) -> set:
@@ -794,11 +812,15 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     return 0.0
 
 
-cdef double handle_ipi(cpu_tlbstate* c, double arrive, double work) noexcept nogil:
+cdef double handle_ipi(flush_env* e, cpu_tlbstate* c, double arrive,
+                       double work) noexcept nogil:
     """Place an IPI handler of `work` cycles (already charged to c) on c's timeline:
-    it starts at the first gap in c's handlers at or after its arrival; returns when
-    it ends.  If c was itself waiting for acks then, the handler ran in that wait, so
-    the wait shrinks by the overlap instead of c's time growing."""
+    it starts at the first gap in c's handlers at or after its arrival (after the
+    CPU's wake-up from its idle state, if it was sleeping then); returns when it ends.
+    If c was itself waiting for acks then, the handler ran in that wait, so the wait
+    shrinks by the overlap instead of c's time growing."""
+    if arrive < c.idle_until:
+        arrive += e.c.idle_exit
     cdef double start = calendar_fit(&c.irqs, arrive, work)
     cdef double end = start + work
     cdef double lo = start if start > c.wait_from else c.wait_from
@@ -819,12 +841,14 @@ cdef inline bint should_flush_tlb(flush_env* e, cpu_tlbstate* c, mm_context* mm,
     page tables were freed or the mm is moving to a global ASID (on_each_cpu_mask);
     otherwise never a lazy CPU (it flushes at its next switch), always one running the
     mm, and one running something else only with info->trim_cpumask (should_flush_tlb
-    of 6db2526c1d69).  LOADED_MM_SWITCHING cannot be seen: switches here are atomic."""
+    of 6db2526c1d69).  Before that fix (209954cbc7d0 alone: lazy_cpumask without
+    trim_cpumask) every CPU of the mask that is not lazy got it, running the mm or not.
+    LOADED_MM_SWITCHING cannot be seen: switches here are atomic."""
     if f.freed_tables or mm.asid_transition:
         return True
     if c.is_lazy:
         return False
-    if not e.p.lazy_cpumask or c.loaded_mm == mm:
+    if not e.p.lazy_cpumask or not e.p.trim_cpumask or c.loaded_mm == mm:
         return True
     return f.trim_cpumask
 
@@ -895,7 +919,7 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
         stats_spend(c.stats, B_IPI_HANDLER, kernel)
         work = kernel + (tlb_cycles(c) - hw0)
         if e.timeline:
-            ack = handle_ipi(c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
+            ack = handle_ipi(e, c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
         else:
             ack = e.c.ipi_deliver + work + e.c.ipi_ack
         if ack > rtt:
@@ -1133,6 +1157,7 @@ cdef class X86Flush:
         self.e.c.context_switch = costs["context_switch"]
         self.e.c.cacheline_transfer = costs["cacheline_transfer"]
         self.e.c.cacheline_per_writer = costs["cacheline_per_writer"]
+        self.e.c.idle_exit = costs["idle_exit"]
         self.e.timeline = False
         self.e.c.invlpgb = costs["invlpgb"]
         self.e.c.tlbsync = costs["tlbsync"]
@@ -1296,6 +1321,7 @@ cdef class X86Flush:
                 "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
                 "cacheline_transfer": self.e.c.cacheline_transfer,
                 "cacheline_per_writer": self.e.c.cacheline_per_writer,
+                "idle_exit": self.e.c.idle_exit,
                 "invlpgb": self.e.c.invlpgb, "tlbsync": self.e.c.tlbsync}
 
     @property

@@ -154,7 +154,7 @@ def test_one_thread_on_the_timeline_costs_what_the_sequential_calls_cost():
     assert res.end - res.start == pytest.approx(seq[0] - before)
 
 
-def test_a_reader_waits_for_the_writer_then_pays_the_hand_off():
+def test_a_reader_sleeps_until_the_writer_is_done_then_pays_the_hand_off():
     m = pysim.Machine(cpus=2, preset="zen3", profile="v6.2", checker=False)
     proc = m.process()
     t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
@@ -167,14 +167,30 @@ def test_a_reader_waits_for_the_writer_then_pays_the_hand_off():
     tl.spawn(t0, writer)
     tl.spawn(t1, _one_madvise, p)
     start = max(c.stats.clock for c in m.cpus)
+    clock1 = m.cpus[1].stats.clock
     res = tl.run()
     writer_end = res.tasks[0].end
     cost = m.cfg.cost
-    lock1 = m.cpus[1].stats.kernel_cycles_array()[B["lock"]]
-    entered = res.start + m._syscall_cost
-    assert res.start == start
-    assert lock1 == pytest.approx(writer_end - entered + cost.lock_handoff)
-    assert res.cpus().loc[1, "lock_wait"] == pytest.approx(lock1)
+    assert res.start == start and res.tasks[1].sleeps == 1
+    # CPU 1 idled until the writer's release plus the wake-up, then ran its madvise
+    woke = writer_end + cost.lock_handoff
+    spent = m.cpus[1].stats.clock - clock1
+    assert m.cpus[1].tlbstate.now == pytest.approx(woke + spent)
+    assert res.cpus().loc[1, "idle"] == pytest.approx(woke - start)
+    assert m.cpus[1].tlbstate.idle_until == pytest.approx(woke)
+
+
+def test_an_ipi_to_a_sleeping_cpu_waits_for_it_to_wake():
+    m, mm = _flush_rig()
+    f = m.arch.flush
+    c1 = m.cpus[1]
+    f.flush_tlb_mm_range(m.cpus[0].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    awake = _ipi_cycles(m.cpus[0])
+    c1.tlbstate.idle_until = 1e12                     # CPU 1 sleeps (not lazy: it gets it)
+    f.flush_tlb_mm_range(m.cpus[3].tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    # CPU 3's flush waits the wake-up on top of what CPU 0's did (its handlers come
+    # after CPU 0's on CPU 2, but CPU 1's wake-up is longer than that)
+    assert _ipi_cycles(m.cpus[3]) > awake + m.cfg.cost.idle_exit - 1
 
 
 def test_runs_are_deterministic_and_report_every_cpu():
@@ -189,7 +205,8 @@ def test_runs_are_deterministic_and_report_every_cpu():
 def test_threads_mode_shoots_down_the_others_and_processes_mode_does_not():
     th = will_it_scale.run("tlb_flush2", "threads", threads=4, iterations=100)
     pr = will_it_scale.run("tlb_flush2", "processes", threads=4, iterations=100)
-    assert th["ipi_sent"] == 3 * th["flush_tlb_mm_range"] > 0
+    # every flush goes to the three other CPUs, unless one sleeps (lazy) on mmap_lock
+    assert 2 * th["flush_tlb_mm_range"] < th["ipi_sent"] <= 3 * th["flush_tlb_mm_range"]
     assert pr["ipi_sent"] == 0 and pr["cycles_ipi_handler"] == 0
     assert th["cycles_ipi_handler"] > 0 and th["cycles_ipi_wait"] > 0
     assert th["per_thread_ops"] < pr["per_thread_ops"]

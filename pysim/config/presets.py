@@ -48,6 +48,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
     "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
+    "idle_exit",
     "invlpgb", "tlbsync",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
 )
@@ -343,6 +344,11 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                    f"(moving a folio batch onto or off the LRU lists, a few "
                                    f"cache misses on folio and list lines) ~100 ns x {ghz} "
                                    f"GHz = {ns(100)}; it only makes other CPUs wait"),
+        "idle_exit": (ns(10_000), f"intel_idle skx_cstates: C1E exit_latency 10 us (target "
+                                  f"residency 20 us), the state the menu governor picks "
+                                  f"for a sleep of tens of microseconds, x {ghz} GHz = "
+                                  f"{ns(10_000)}; an IPI to a sleeping CPU waits this "
+                                  f"long for its handler"),
         "lock_handoff": (ns(1000), f"assumption: a waiter on a contended rwsem is woken "
                                    f"and scheduled ~1 us x {ghz} GHz = {ns(1000)} after "
                                    f"the holder releases; uncalibrated"),

@@ -44,6 +44,7 @@ from mmucore import stats as _stats
 from mmucore.stats import B_USER
 
 from ..errors import ConfigError, PysimError
+from ..mm.mmap_lock import madvise_lock_mode
 
 # the per-CPU split of time the results report: category -> breakdown names in it
 TIME_SPLIT: Dict[str, Tuple[str, ...]] = {
@@ -69,32 +70,34 @@ class Calls:
         self._task = task
         self._warm_until = 0.0
 
+    # a request: (call, args, keywords, how the call takes mmap_lock: "r", "w" or None)
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, **kw: Any):
-        return (self.thread.mmap, (length, prot, flags), kw)
+        return (self.thread.mmap, (length, prot, flags), kw, "w")
 
     def munmap(self, addr: int, length: int):
-        return (self.thread.munmap, (addr, length), None)
+        return (self.thread.munmap, (addr, length), None, "w")
 
     def mprotect(self, addr: int, length: int, prot: int):
-        return (self.thread.mprotect, (addr, length, prot), None)
+        return (self.thread.mprotect, (addr, length, prot), None, "w")
 
     def madvise(self, addr: int, length: int, advice: int):
-        return (self.thread.madvise, (addr, length, advice), None)
+        return (self.thread.madvise, (addr, length, advice), None,
+                madvise_lock_mode(advice))
 
     def read(self, va: int):
-        return (self.thread.read, (va,), None)
+        return (self.thread.read, (va,), None, None)
 
     def write(self, va: int):
-        return (self.thread.write, (va,), None)
+        return (self.thread.write, (va,), None, None)
 
     def access(self, vas: np.ndarray, kinds: np.ndarray):
-        return (self.thread.access, (vas, kinds), None)
+        return (self.thread.access, (vas, kinds), None, None)
 
     def compute(self, cycles: float):
         """User-mode work of `cycles` that touches no memory the model tracks."""
         if not cycles >= 0:
             raise ConfigError(f"compute() needs cycles >= 0, got {cycles!r}", field="cycles")
-        return (self.thread.cpu.stats.charge, (B_USER, float(cycles)), None)
+        return (self.thread.cpu.stats.charge, (B_USER, float(cycles)), None, None)
 
     def tick(self, n: int = 1) -> None:
         """Count n operations done by this thread now (no yield: it takes no time);
@@ -121,7 +124,9 @@ class Task:
     end: float = 0.0
     last_tick: float = 0.0
     requests: int = 0
+    sleeps: int = 0                      # times it slept waiting for mmap_lock
     done: bool = False
+    pending: Any = None                  # the request it sleeps on
 
     @property
     def ops(self) -> int:
@@ -239,6 +244,10 @@ class Timeline:
             mm.mmap_lock.timed = True
         m.frames.lruvec.reset()
         m.frames.lruvec.timed = True
+        busy = {t.thread.cpu.id for t in self.tasks}
+        for c in m.cpus:                       # CPUs with nothing to run sleep throughout
+            if c.id not in busy and not c.tlbstate.running_user:
+                c.tlbstate.idle_until = float("inf")
         before = {c.id: _breakdown_now(c) for c in m.cpus}
         limit = t0 + until if until is not None else None
         for task in self.tasks:
@@ -277,19 +286,46 @@ class Timeline:
                 task.end = now
                 end = max(end, now)
                 continue
-            try:
-                fn, args, kw = task.program.send(reply[i])
-            except StopIteration:
+            req = task.pending
+            if req is not None:                # woken: the CPU runs the thread again
+                task.pending = None
+                task.thread.run()
+            else:
+                try:
+                    req = task.program.send(reply[i])
+                except StopIteration:
+                    req = None
+            if req is None:
                 task.done = True
                 task.end = ts.now
                 end = max(end, task.end)
                 if stop_first:
                     limit = end          # the others stop at their next request
                 continue
+            fn, args, kw, lock = req
+            if lock == "r" and self._sleeps_for_writer(task, req, now):
+                heapq.heappush(heap, (ts.now, cid, i))
+                continue
             reply[i] = fn(*args, **kw) if kw else fn(*args)
             task.requests += 1
             heapq.heappush(heap, (ts.now, cid, i))
         return end
+
+    def _sleeps_for_writer(self, task: Task, req: tuple, now: float) -> bool:
+        """rwsem_down_read_slowpath(): a reader that finds a writer holding (or queued
+        for) mmap_lock does not spin (readers stopped spinning in 5.12); it sleeps, its
+        CPU idles in lazy TLB mode with the mm still loaded, and the writer's release
+        wakes it lock_handoff later.  True if the task went to sleep on req."""
+        thread = task.thread
+        ready = thread.mm.mmap_lock.writer_until
+        if ready <= now:
+            return False
+        cpu = thread.cpu
+        thread.sleep()                          # enter_lazy_tlb: the idle task runs
+        cpu.tlbstate.sleep_until(ready + cpu.cfg.cost.lock_handoff)
+        task.pending = req
+        task.sleeps += 1
+        return True
 
     def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:
         """Per-CPU time split over the run (idle is what the rest leaves of it)."""
