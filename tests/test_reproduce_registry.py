@@ -89,3 +89,16 @@ def test_the_fit_moves_a_cost_toward_the_published_cell():
     assert f.fitted["fault_anon"] > start["fault_anon"] and f.evaluations >= 2
     with pytest.raises(ConfigError, match="free parameters"):
         scaling.fit(setup, {k: 1.0 for k in "abcdef"}, {}, [(1, "tip")], published, 10)
+
+
+def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses():
+    from pysim.report import lazy_cpumask_2024 as L
+    d = L.run(iterations=20)
+    assert [c["kernel"] for c in d["cells"]] == ["eager", "lazy", "lazy+trim"]
+    assert d["change_pct"]["eager"] == 0.0 and d["published_change_pct"] == -13.2
+    # eager never sends an IPI to a CPU running another mm; the lazy kernels may
+    assert d["cells"][0]["wrong_cpu_ipis"] == 0
+    text = L.format_text(d)
+    if not d["within_5pp"]:
+        assert "does not reach" in text and "Missing mechanisms" in text
+    json.dumps(d)
