@@ -79,6 +79,12 @@ TARGETS = [
     ("tlbstate.pyx", "choose_new_asid", "__pyx_f_7mmucore_8tlbstate_choose_new_asid"),
     ("tlb.pyx", "c_invlpgb_va", "__pyx_f_7mmucore_3tlb_c_invlpgb_va"),
     ("tlb.pyx", "c_invlpgb_pcid", "__pyx_f_7mmucore_3tlb_c_invlpgb_pcid"),
+    # the timeline (issue 10): per IPI target and per contended write
+    ("tlbstate.pyx", "handle_ipi", "__pyx_f_7mmucore_8tlbstate_handle_ipi"),
+    ("tlbstate.pyx", "cpu_now", "__pyx_f_7mmucore_8tlbstate_cpu_now"),
+    ("calendar.pyx", "calendar_fit", "__pyx_f_7mmucore_8calendar_calendar_fit"),
+    ("calendar.pyx", "line_write", "__pyx_f_7mmucore_8calendar_line_write"),
+    ("calendar.pyx", "calendar_queued", "__pyx_f_7mmucore_8calendar_calendar_queued"),
 ]
 NOGIL_IN = ("tlb.pyx", "access_stream")
 
@@ -230,7 +236,8 @@ def annotate(tmp, root=ROOT):
     cmd = [sys.executable, "-m", "cython", "-a", "-3", "-I", tmp, "-I", np.get_include()]
     for d in DIRECTIVES:
         cmd += ["-X", d]
-    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx", "mmucore/tlbstate.pyx"]
+    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx", "mmucore/tlbstate.pyx",
+            "mmucore/calendar.pyx"]
     subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True)
     return pkg
 
@@ -244,7 +251,7 @@ def check(root=ROOT, verbose=False):
     with tempfile.TemporaryDirectory(prefix="mmucore-annotate-") as tmp:
         pkg = annotate(tmp, root)
         files = {}
-        for pyx in ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx"):
+        for pyx in ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx", "calendar.pyx"):
             lines = open(os.path.join(pkg, pyx), encoding="utf-8").read().split("\n")
             files[pyx] = (lines, html_lines(os.path.join(pkg, pyx[:-4] + ".html")),
                           open(os.path.join(pkg, pyx[:-4] + ".c"), encoding="utf-8").read())

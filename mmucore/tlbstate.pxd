@@ -17,6 +17,7 @@ cdef struct mm_context:
     int nwords
     int nr_cpus             # bits the bitmap holds (the machine's CPU count)
     calendar gen_line       # the cache line of tlb_gen, written by every flusher
+    calendar mask_line      # the cache line(s) of mm_cpumask, written at switches
     void* obj               # the MMContext object holding this struct (borrowed)
     uint64_t next_trim_cpumask  # 6.14: jiffies after which a flush may trim the mask
     int global_asid         # 6.15: mm->context.global_asid (0: none, CPU-local ASIDs)

@@ -120,6 +120,15 @@ cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil:
     return cpu.t_off + stats_clock(cpu.stats)
 
 
+cdef inline void mask_write(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
+    """An atomic write to mm_cpumask (a bit set or cleared): on the timeline the mask's
+    cache line is shared by every CPU that switches to the mm, so it contends."""
+    if e.timeline:
+        stats_spend(cpu.stats, B_LOCK, line_write(&mm.mask_line, cpu.cpu, cpu_now(cpu),
+                                                  e.c.cacheline_transfer,
+                                                  e.c.cacheline_per_writer, 0.0))
+
+
 # ------------------------------------------------------------------ mm context
 cdef inline void cpumask_set_cpu(mm_context* mm, int cpu) noexcept nogil:
     mm.cpumask[cpu >> 6] |= (<uint64_t>1) << (cpu & 63)
@@ -147,6 +156,7 @@ cdef class MMContext:
         self.c.cpumask = <uint64_t*>cnp.PyArray_DATA(self._maskbuf)
         self.c.obj = <void*>self
         calendar_reset(&self.c.gen_line)
+        calendar_reset(&self.c.mask_line)
         self.c.next_trim_cpumask = 0
         self.c.global_asid = 0
         self.c.asid_transition = False
@@ -156,6 +166,7 @@ cdef class MMContext:
     def reset_time(self):
         """Start a timeline: nobody holds tlb_gen's cache line yet."""
         calendar_reset(&self.c.gen_line)
+        calendar_reset(&self.c.mask_line)
 
     def __reduce__(self):
         return (_rebuild_context, (self.c.ctx_id, self.c.nr_cpus, self.c.tlb_gen,
@@ -686,11 +697,15 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
     stats_spend(cpu.stats, B_CONTEXT_SWITCH, e.c.context_switch)
     if prev != NULL and not e.p.lazy_cpumask:
         cpumask_clear_cpu(prev, cpu.cpu)    # 5.17: cleared when switching to another mm
+        mask_write(e, cpu, prev)
     cpu.is_lazy = False
     if mm == NULL:
         cpu.loaded_mm = NULL
         switch_pcid(cpu, 0, False)          # init_mm: kernel mappings only
         return
+    # 6.14 tests the bit before setting it, so a CPU coming back writes nothing
+    if not e.p.lazy_cpumask or not cpumask_test_cpu(mm, cpu.cpu):
+        mask_write(e, cpu, mm)
     cpumask_set_cpu(mm, cpu.cpu)
     asid = choose_new_asid(e, cpu, mm, &need_flush)
     if not is_global_asid(cpu, asid):
@@ -779,6 +794,7 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     if mm != cpu.loaded_mm:
         if e.p.lazy_cpumask:
             cpumask_clear_cpu(mm, cpu.cpu)  # the CPU was left in the mask: clear it
+            mask_write(e, cpu, mm)
             stats_add(cpu.stats, K_TLB_REMOTE_WRONG_CPU, 1)
         return 0.0
     if mm_needs_global_asid(e, mm, cpu.loaded_mm_asid):

@@ -227,3 +227,25 @@ def test_bad_programs_and_bindings_are_refused():
         tl.spawn(other, _one_madvise, 0x1000)
     with pytest.raises(ConfigError, match="no programs"):
         m.timeline().run()
+
+
+def test_switches_write_mm_cpumask_eagerly_before_6_14_and_only_when_unset_after():
+    for profile, moves in (("v6.2", 2), ("v6.14", 1)):
+        m = pysim.Machine(cpus=2, preset="zen3", profile=profile, checker=False)
+        a, b, c = m.process(), m.process(), m.process()
+        c.thread(cpu=0)
+        b.thread(cpu=1)
+        for c in m.cpus:
+            c.tlbstate.reset_time(-c.stats.clock)
+        m.arch.set_timeline(True)
+        f = m.arch.flush
+        s0, s1 = m.cpus[0].tlbstate, m.cpus[1].tlbstate
+        f.switch_mm(s0, b.mm.context)                # CPU 0 writes the masks it touches
+        f.switch_mm(s0, a.mm.context)
+        before = m.cpus[1].stats.kernel_cycles_array()[B["lock"]]
+        f.switch_mm(s1, a.mm.context)                # CPU 1: b -> a
+        lock = m.cpus[1].stats.kernel_cycles_array()[B["lock"]] - before
+        # before 6.14: clear b's bit and set a's, both lines last written by CPU 0;
+        # 6.14 leaves b's bit alone and only sets a's
+        assert lock == pytest.approx(moves * m.cfg.cost.cacheline_transfer), profile
+        assert (1 in b.mm.context.cpumask) == (profile == "v6.14")
