@@ -41,9 +41,9 @@ FIT_ITERATIONS = 300
 # scaling.fit() from START on TRAINING at FIT_ITERATIONS (pysim reproduce invlpgb-2025
 # --refit recomputes it; tests/test_reproduce_registry.py checks these values give the
 # stored training residuals)
-STORED_FIT: Dict[str, float] = {"fault_anon": 4026.0, "ipi_handler": 53.0,
-                                 "ipi_extra_target": 3362.0, "lru_lock_hold": 875.0,
-                                 "cacheline_per_writer": 15.0}
+STORED_FIT: Dict[str, float] = {"fault_anon": 4057.0, "ipi_handler": 51.0,
+                                 "ipi_extra_target": 3376.0, "lru_lock_hold": 878.0,
+                                 "cacheline_per_writer": 14.6}
 RATIO_TOLERANCE = 0.25
 SPLIT = ("user", "syscall", "ipi_handler", "ipi_wait", "lock_wait", "idle")
 
