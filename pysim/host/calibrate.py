@@ -124,6 +124,7 @@ def read_bench(path: str) -> Bench:
                     raise ValueError(r[c])
             for c in COUNT_COLUMNS:
                 r[c] = int(r[c]) if r[c] != "" else None
+            r["misplaced"] = int(r.get("misplaced") or 0)
         except ValueError:
             bad = next(c for c in COLUMNS if c in r and not _ok(r[c], c))
             raise ConfigError(f"{path} line {lineno}: {bad} {r[bad]!r} is not a valid "
