@@ -28,8 +28,13 @@ def test_hostbench_tiny_run_writes_a_wellformed_csv(tmp_path, monkeypatch):
     assert info["kernel"] == bench.info["kernel"]
     names = {k[0][0] for k in bench.rows}
     assert names == {"empty", "getppid", "mprotect_noop", "seed", "seed_none", "seed_unpop"}
-    for r in bench.rows.values():
-        assert r["samples"] == 6 and r["q1"] <= r["median"] <= r["q3"]
+    for (sk, _), r in bench.rows.items():
+        # one thread: every sample kept; two: misplaced ones dropped, at least half kept
+        if sk[2] == 1:
+            assert r["samples"] == 6 and r["misplaced"] == 0
+        else:
+            assert r["samples"] >= 3 and r["samples"] + r["misplaced"] >= 6
+        assert r["q1"] <= r["median"] <= r["q3"]
         assert r["tlb_local"] is None            # counts off
 
 
@@ -62,6 +67,40 @@ def test_parse_counts_attributes_events_to_marked_operations():
                                      faults=0)]
     assert got["write"] == [dict(tlb_local=1, tlb_local_full=1, tlb_remote=0, ipi=0,
                                  faults=1)]
+
+
+def test_parse_counts_drops_misplaced_operations():
+    """An operation whose end marker says misplaced (the spinner was not on CPU 1) is
+    left out of the counts and counted as dropped."""
+    trace = "\n".join([
+        " hb-1 [000] ...1. 1.0: tracing_mark_write: pysim-B prot_read",
+        " hb-1 [000] ...1. 1.1: tlb_flush: pages:1 reason:remote IPI send (4)",
+        " hb-1 [000] d..2. 1.3: tlb_flush: pages:1 reason:local MM shootdown (3)",
+        " hb-1 [000] ...1. 1.6: tracing_mark_write: pysim-E prot_read misplaced",
+        " hb-1 [000] ...1. 1.7: tracing_mark_write: pysim-B prot_read",
+        " hb-1 [000] ...1. 1.8: tlb_flush: pages:1 reason:remote IPI send (4)",
+        " hb-1 [000] ...2. 1.9: ipi_send_cpu: cpu=1 callsite=on_each_cpu_cond_mask+0x20",
+        " hb-1 [000] d..2. 2.0: tlb_flush: pages:1 reason:local MM shootdown (3)",
+        " hb-2 [001] d.h.. 2.1: tlb_flush: pages:1 reason:remote shootdown (1)",
+        " hb-1 [000] ...1. 2.2: tracing_mark_write: pysim-E prot_read",
+    ])
+    dropped = {}
+    got = hb.parse_counts(trace, dropped)
+    assert got["prot_read"] == [dict(tlb_local=1, tlb_local_full=0, tlb_remote=1, ipi=1,
+                                     faults=0)]
+    assert dropped == {"prot_read": 1}
+
+
+def test_model_thp_munmap_frees_no_upper_table():
+    """The host model's process has its exec image mapped, so munmap of n THPs frees no
+    PMD/PUD table and flushes n 2 MiB pages at the huge stride (no full flush), as the
+    6.18 kernel's tracepoints count."""
+    from pysim.host.hostbench import Scenario
+    from pysim.host.model import host_config, simulate
+    cfg = host_config(read_bench(CSV).info)
+    for n in (1, 4):
+        _, counts = simulate(Scenario("thp", "munmap_thp", n), "this-host", cfg)["munmap"]
+        assert counts["tlb_local"] == 1 and counts["tlb_local_full"] == 0
 
 
 def test_calibrate_reproduces_the_committed_preset(tmp_path):
