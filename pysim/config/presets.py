@@ -28,13 +28,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
 from ..errors import ConfigError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # pragma: no cover - declared for <3.11
+    import tomli as tomllib
+
 __all__ = ["Preset", "PRESETS", "get_preset", "HW_KEYS", "KERNEL_KEYS", "GEOMETRIES",
-           "MAX_FREE_PARAMS", "FEATURES", "ARCHES"]
+           "MAX_FREE_PARAMS", "FEATURES", "ARCHES", "load_preset_file", "preset_from_dict"]
 
 HW_KEYS: Tuple[str, ...] = (
     "l1_hit", "stlb_hit", "walk_base", "walk_ref", "invlpg", "invpcid_single",
@@ -514,12 +521,71 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
 PRESETS.update({p.name: p for p in (_milan(), _genoa())})
 
 
+# ---------------------------------------------------------------- TOML files
+# (the reader; the writer is pysim.config.toml_preset.preset_to_toml)
+_TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
+        "arch": str, "free_params": list, "invlpgb_count_max": int, "features": dict,
+        "hw": dict, "kernel": dict, "sources": dict}
+_REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
+
+
+def load_preset_file(path: str) -> Preset:
+    """The Preset a TOML file describes; ConfigError naming the file and field."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"preset file {path!r}: cannot read: {e.strerror}",
+                          field="preset") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset file {path!r}: not valid TOML: {e}",
+                          field="preset") from None
+    return preset_from_dict(data, where=f"preset file {path!r}")
+
+
+def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
+    """A Preset from a parsed TOML table, checked field by field before Preset's own
+    validation (whose errors are prefixed with `where`)."""
+    for key in data:
+        if key not in _TOP:
+            raise ConfigError(f"{where}: field {key!r} unknown; allowed: "
+                              f"{', '.join(_TOP)}", field=key, allowed=tuple(_TOP))
+    for key in _REQUIRED:
+        if key not in data:
+            raise ConfigError(f"{where}: field {key!r} missing", field=key)
+    for key, typ in _TOP.items():
+        if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)
+                            and typ is not dict):
+            want = typ.__name__ if isinstance(typ, type) else "number"
+            raise ConfigError(f"{where}: field {key!r} must be a {want}, got "
+                              f"{data[key]!r}", field=key)
+    for table, keys in (("hw", HW_KEYS), ("kernel", KERNEL_KEYS)):
+        for key, value in data[table].items():
+            if key not in keys:
+                other = "kernel" if table == "hw" else "hw"
+                hint = f" (it belongs in [{other}])" if key in COST_KEYS else ""
+                raise ConfigError(f"{where}: [{table}] {key!r} unknown{hint}; allowed: "
+                                  f"{', '.join(keys)}", field=key, allowed=keys)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: [{table}] {key} must be a number of cycles, "
+                                  f"got {value!r}", field=key)
+        missing = [k for k in keys if k not in data[table]]
+        if missing:
+            raise ConfigError(f"{where}: [{table}] lacks {missing[0]!r}", field=missing[0])
+    fields = dict(data)
+    fields["free_params"] = tuple(data.get("free_params", ()))
+    fields["features"] = {**FEATURES, **data.get("features", {})}
+    try:
+        return Preset(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}", field=getattr(e, "field", None)) from None
+
+
+
 def _this_host() -> Preset:
     """The machine pysim is developed and tested on (a KVM guest), fitted by `pysim
     calibrate data/this-host.csv -o data/this-host.toml` to the `pysim hostbench` CSV
     committed beside it; remake it on another machine with the same two commands."""
-    import os
-    from .toml_preset import load_preset_file
     return load_preset_file(os.path.join(os.path.dirname(__file__), "data", "this-host.toml"))
 
 
@@ -534,7 +600,6 @@ def get_preset(name: Any = "skylake", **overrides: Any) -> Preset:
     elif isinstance(name, str) and name in PRESETS:
         base = PRESETS[name]
     elif isinstance(name, str) and name.lower().endswith(".toml"):
-        from .toml_preset import load_preset_file
         base = load_preset_file(name)
     else:
         raise ConfigError(f"preset {name!r} unknown; allowed: {', '.join(PRESETS)}, or a "
