@@ -87,8 +87,8 @@ cdef struct flush_costs:
     double context_switch   # kernel cycles of a switch_mm to another mm
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
     double cacheline_per_writer  # ... slower by this per writer queued for it (timeline)
-    double invlpgb          # issuer: one INVLPGB instruction
-    double tlbsync          # issuer: TLBSYNC waiting for its INVLPGBs everywhere
+    double invlpgb_issue    # issuer: one INVLPGB instruction
+    double tlbsync_wait     # issuer: TLBSYNC waiting for its INVLPGBs everywhere
 
 cdef struct flush_env
 

@@ -79,7 +79,7 @@ PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "
                 "max_asid_available")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "cacheline_per_writer", "invlpgb", "tlbsync")
+               "cacheline_transfer", "cacheline_per_writer", "invlpgb_issue", "tlbsync_wait")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
 MAX_ASID_AVAILABLE = (1 << 11) - 2
@@ -581,7 +581,7 @@ cdef void invlpgb_issue(flush_env* e, cpu_tlbstate* cpu, int kind, int pcid, uin
     complete it any time before TLBSYNC)."""
     cdef invlpgb_op op
     stats_add(cpu.stats, K_INVLPGB, 1)
-    stats_spend(cpu.stats, B_FLUSH, e.c.invlpgb)
+    stats_spend(cpu.stats, B_FLUSH, e.c.invlpgb_issue)
     if not invlpgb_queue(cpu, kind, pcid, addr, nr, pmd):
         op.kind, op.pcid, op.addr, op.nr, op.pmd = kind, pcid, addr, nr, pmd
         invlpgb_apply(e, &op)
@@ -595,7 +595,7 @@ cdef void tlbsync(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
         invlpgb_apply(e, &cpu.pending[i])
     cpu.npending = 0
     stats_add(cpu.stats, K_TLBSYNC, 1)
-    stats_spend(cpu.stats, B_IPI, e.c.tlbsync)
+    stats_spend(cpu.stats, B_IPI, e.c.tlbsync_wait)
 
 
 # ------------------------------------------------------------------ context switching
@@ -1134,8 +1134,8 @@ cdef class X86Flush:
         self.e.c.cacheline_transfer = costs["cacheline_transfer"]
         self.e.c.cacheline_per_writer = costs["cacheline_per_writer"]
         self.e.timeline = False
-        self.e.c.invlpgb = costs["invlpgb"]
-        self.e.c.tlbsync = costs["tlbsync"]
+        self.e.c.invlpgb_issue = costs["invlpgb_issue"]
+        self.e.c.tlbsync_wait = costs["tlbsync_wait"]
         used = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         freed = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         self._asidbufs = (used, freed)
@@ -1296,7 +1296,8 @@ cdef class X86Flush:
                 "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
                 "cacheline_transfer": self.e.c.cacheline_transfer,
                 "cacheline_per_writer": self.e.c.cacheline_per_writer,
-                "invlpgb": self.e.c.invlpgb, "tlbsync": self.e.c.tlbsync}
+                "invlpgb_issue": self.e.c.invlpgb_issue,
+                "tlbsync_wait": self.e.c.tlbsync_wait}
 
     @property
     def timeline(self) -> bool:

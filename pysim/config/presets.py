@@ -55,7 +55,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
     "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
-    "invlpgb", "tlbsync",
+    "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
@@ -71,6 +71,11 @@ MAX_FREE_PARAMS = 8
 # kernel uses for mms with a global ASID.
 FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False}
 ARCHES: Tuple[str, ...] = ("x86",)
+# Preset.replace(**changes) takes fields, costs and features by bare name, so no name may
+# be two of them (the INVLPGB costs are invlpgb_issue / tlbsync_wait, not the feature's
+# name invlpgb)
+if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a coding error
+    raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
            "description", "features", "arch", "invlpgb_count_max")
 
@@ -357,10 +362,10 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                     f"{ghz} GHz = {ns(500)}; the CR3 write and refills come "
                                     f"from events"),
         # kernel: AMD broadcast invalidation (charged only with the invlpgb feature)
-        "invlpgb": (invlpg, f"assumption: issuing one INVLPGB costs the issuer about an "
+        "invlpgb_issue": (invlpg, f"assumption: issuing one INVLPGB costs the issuer about an "
                             f"INVLPG ({invlpg}); the remote invalidation is asynchronous; "
                             f"uncalibrated"),
-        "tlbsync": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
+        "tlbsync_wait": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
                              f"broadcasts, one fabric round trip ~0.5 us x {ghz} GHz = "
                              f"{ns(500)}, below the IPI round trip (~775 ns); uncalibrated"),
         "per_extra_vma": (per_vma, f"assumption: each further VMA of one mprotect costs "

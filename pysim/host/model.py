@@ -7,7 +7,6 @@ operation in the units the tracepoints count (see COUNT_MAP).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -55,11 +54,11 @@ class HostConfig:
         return {"profile": self.profile, "pti": self.pti}
 
     def apply_features(self, preset: Any) -> Preset:
-        """The preset with this machine's CPU features (pcid, invpcid, invlpgb).  Set as
-        a field, not through Preset.replace: `invlpgb` names both a feature and a cost."""
+        """The preset with this machine's CPU features (pcid, invpcid, invlpgb), its name
+        and sources kept."""
         p = get_preset(preset)
-        return dataclasses.replace(p, features={"pcid": self.pcid, "invpcid": self.invpcid,
-                                                "invlpgb": self.invlpgb})
+        return p.replace(name=p.name, pcid=self.pcid, invpcid=self.invpcid,
+                         invlpgb=self.invlpgb)
 
 
 def profile_for_kernel(release: str) -> str:
