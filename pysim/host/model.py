@@ -85,10 +85,12 @@ def host_config(info: Dict[str, str], profile: Optional[str] = None) -> HostConf
 
 
 def _image_mmap_base() -> int:
-    """Where the model's top-down mmap area starts: just below the lowest mapping of
-    the exec image's top group (vvar, vdso, ld.so), as in a real process, whose
-    libraries sit just below mmap_base."""
-    return min(s.start for s in default_image().segments if s.start >= 1 << 46)
+    """Where the model's top-down mmap area starts: just below the exec image's top group
+    of mappings (vvar, vdso, ld.so: the segments above the image's widest gap), as in a
+    real process, whose libraries sit just below mmap_base."""
+    segs = sorted(default_image().segments, key=lambda s: s.start)
+    gaps = [(b.start - (a.start + a.length), b.start) for a, b in zip(segs, segs[1:])]
+    return max(gaps)[1]
 
 
 class _Run:
