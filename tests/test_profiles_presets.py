@@ -290,3 +290,12 @@ def test_invlpgb_names_the_feature_and_the_costs_have_their_own_names():
     assert cheap.cost("invlpgb_issue") == 50.0 and cheap.cost("tlbsync_wait") == 700.0
     assert cheap.features["invlpgb"] is True
     assert cheap.sources["tlbsync_wait"].startswith("override")
+
+
+def test_change_huge_pmd_defaults_to_what_the_model_charged_before():
+    """Built-in presets price change_huge_pmd as a PTE table's section plus one entry
+    (per_pmd_table + per_pte of the preset's starting table), so their fits stand."""
+    for name in ("skylake", "zen3", "kvm-2022-start", "milan"):
+        p = get_preset(name)
+        assert p.cost("change_huge_pmd") == p.cost("per_pmd_table") + p.cost("per_pte")
+    assert "measured" in get_preset("this-host").sources["change_huge_pmd"]

@@ -17,7 +17,8 @@ How the costs compose (the cost model must follow this):
 - a syscall costs syscall (+ pti_cr3_switch with PTI) + its *_base + per-item costs:
   change_protection per_vma for the call's first VMA and per_extra_vma for each
   further one, per_pmd_table per PTE table, per_pte per present entry, per_pte_none per
-  empty slot scanned, can_change_pte_writable per write-upgrade check (6.0+); a zap
+  empty slot scanned, can_change_pte_writable per write-upgrade check (6.0+),
+  change_huge_pmd per huge PMD; a zap
   (munmap, MADV_DONTNEED) per_page_zap per present 4K entry, zap_huge_pmd per huge
   PMD, per_pte_none per empty slot, plus every flush the gather's batches force.
 
@@ -57,6 +58,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
     "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
+    "change_huge_pmd",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -388,6 +390,11 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                          "zaps at per_page_zap 100 on a 6.18 KVM guest (zap_huge_pmd "
                          "clears one entry and frees one folio): 512 x 100 / 14 = "
                          f"{round(512 * 100 / 14)}"),
+        "change_huge_pmd": (per_pmd_table + per_pte,
+                            f"assumption: change_huge_pmd() costs a PTE table's lock "
+                            f"section plus one entry (per_pmd_table {per_pmd_table} + "
+                            f"per_pte {per_pte}), what the model charged before the huge "
+                            f"PMD had its own cost; uncalibrated"),
         "fault_thp": (500_000 - fault_hw - fault_base,
                       f"issue 13: a THP first-touch fault ~0.5M cycles on a 6.18 KVM guest, "
                       f"AMD EPYC (clear_huge_page zeroes 512 subpages, ~2 MiB at ~4 "
