@@ -110,6 +110,9 @@ cdef struct flush_env:
     int last_global_asid                # where allocate_global_asid() searches from
     int global_asid_available           # global ASIDs left
     bint skip_tlbsync                   # debug: broadcast_tlb_flush forgets TLBSYNC
+    double kvm_pv_preempt               # KVM PV TLB flush: chance a target vCPU is found
+                                        #   preempted (0: off; set_kvm_pv_flush)
+    uint64_t kvm_pv_rng                 # its generator's state (xorshift64*)
 
 
 cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil

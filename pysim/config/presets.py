@@ -79,7 +79,7 @@ ARCHES: Tuple[str, ...] = ("x86",)
 if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a coding error
     raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
-           "description", "features", "arch", "invlpgb_count_max")
+           "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,11 @@ class Preset:
     # pages one INVLPGB may name: CPUID 0x80000008 EDX[15:0] + 1 (the kernel's
     # invlpgb_count_max); read only with the invlpgb feature
     invlpgb_count_max: int = 1
+    # KVM's paravirtual TLB flush (arch/x86/kernel/kvm.c kvm_flush_tlb_multi), an option
+    # of VM presets (a "-kvm" geometry): the chance that a flush finds a target vCPU
+    # preempted by the host, which then gets KVM_VCPU_FLUSH_TLB (flushed at its next
+    # entry) instead of an IPI.  Drawn from the machine's seeded generator; 0: off.
+    kvm_pv_preempt: float = 0.0
 
     def __post_init__(self) -> None:
         for field in ("hw", "kernel", "sources", "features"):   # private copies
@@ -154,7 +159,8 @@ class Preset:
         if "name" not in fields:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
                       if k in COST_KEYS or k in FEATURES
-                      or k in ("geometry", "ghz", "arch", "invlpgb_count_max")]
+                      or k in ("geometry", "ghz", "arch", "invlpgb_count_max",
+                               "kvm_pv_preempt")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
         return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
@@ -209,6 +215,12 @@ def _validate(p: Preset) -> None:
         raise ConfigError(f"preset {p.name!r}: invlpgb_count_max must be an integer in "
                           f"[1, 65536] (CPUID 0x80000008 EDX[15:0] + 1), got "
                           f"{p.invlpgb_count_max!r}", field="invlpgb_count_max")
+    if not _is_number(p.kvm_pv_preempt) or not 0.0 <= p.kvm_pv_preempt < 1.0:
+        raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt must be a chance in [0, 1), "
+                          f"got {p.kvm_pv_preempt!r}", field="kvm_pv_preempt")
+    if p.kvm_pv_preempt and not p.geometry.endswith("-kvm"):
+        raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt needs a KVM guest (a -kvm "
+                          f"geometry; {p.geometry!r} is bare metal)", field="kvm_pv_preempt")
     _check_keys(p, "hw", p.hw, HW_KEYS)
     _check_keys(p, "kernel", p.kernel, KERNEL_KEYS)
     for key, value in p.costs().items():
@@ -536,7 +548,8 @@ PRESETS.update({p.name: p for p in (_milan(), _genoa())})
 # ---------------------------------------------------------------- TOML files
 # (the reader; the writer is pysim.config.toml_preset.preset_to_toml)
 _TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
-        "arch": str, "free_params": list, "invlpgb_count_max": int, "features": dict,
+        "arch": str, "free_params": list, "invlpgb_count_max": int,
+        "kvm_pv_preempt": (int, float), "features": dict,
         "hw": dict, "kernel": dict, "sources": dict}
 _REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
 

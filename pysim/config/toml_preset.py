@@ -10,6 +10,7 @@ this module: the dependency runs one way, toml_preset -> presets.
     arch = "x86"
     free_params = ["flush_base", ...]
     invlpgb_count_max = 1
+    kvm_pv_preempt = 0.0
     [features]   pcid = true, invpcid = true, invlpgb = false
     [hw]         every hardware cost (cycles)
     [kernel]     every kernel cost (cycles)
@@ -43,7 +44,7 @@ def preset_to_toml(p: "Preset", comment: str = "") -> str:
     """The TOML text load_preset_file reads back as an equal Preset."""
     lines = [f"# {c}" if c else "#" for c in comment.splitlines()]
     for key in ("name", "geometry", "ghz", "description", "arch", "free_params",
-                "invlpgb_count_max"):
+                "invlpgb_count_max", "kvm_pv_preempt"):
         lines.append(f"{key} = {_value(getattr(p, key))}")
     for table, values in (("features", p.features), ("hw", p.hw), ("kernel", p.kernel),
                           ("sources", p.sources)):
