@@ -48,6 +48,9 @@ cdef enum:
     K_ZAP_HUGE_PMD
     # an access past the end of a mapped file (filemap_fault: VM_FAULT_SIGBUS)
     K_SIGBUS
+    # KVM's paravirtual TLB flush: a flush found this vCPU preempted and left it the
+    # KVM_VCPU_FLUSH_TLB flag instead of an IPI (kvm_flush_tlb_multi)
+    K_KVM_PV_FLUSH
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

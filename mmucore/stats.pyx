@@ -21,7 +21,7 @@ KERNEL_COUNTER_NAMES = (
     "fault_spurious", "sigsegv", "vma_split", "vma_merge",
     "tlb_remote_wrong_cpu", "invlpgb", "tlbsync",
     "gather_batch_full", "gather_table_full",
-    "zap_pte", "zap_huge_pmd", "sigbus",
+    "zap_pte", "zap_huge_pmd", "sigbus", "kvm_pv_flush",
 )
 assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
 BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",

@@ -90,8 +90,8 @@ cdef struct flush_costs:
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
     double cacheline_per_writer  # ... slower by this per writer queued for it (timeline)
     double idle_exit        # an IPI reaching a sleeping CPU waits for it to wake (timeline)
-    double invlpgb          # issuer: one INVLPGB instruction
-    double tlbsync          # issuer: TLBSYNC waiting for its INVLPGBs everywhere
+    double invlpgb_issue    # issuer: one INVLPGB instruction
+    double tlbsync_wait     # issuer: TLBSYNC waiting for its INVLPGBs everywhere
 
 cdef struct flush_env
 
@@ -113,6 +113,9 @@ cdef struct flush_env:
     int last_global_asid                # where allocate_global_asid() searches from
     int global_asid_available           # global ASIDs left
     bint skip_tlbsync                   # debug: broadcast_tlb_flush forgets TLBSYNC
+    double kvm_pv_preempt               # KVM PV TLB flush: chance a target vCPU is found
+                                        #   preempted (0: off; set_kvm_pv_flush)
+    uint64_t kvm_pv_rng                 # its generator's state (xorshift64*)
 
 
 cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil

@@ -59,6 +59,7 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             K_USER_PCID_FLUSH, B_LOCK, CpuStats, stats_add, stats_clock,
                             stats_spend, stats_touch)
 from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
+from mmucore.stats cimport K_KVM_PV_FLUSH
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invlpg_remote,
                           c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
@@ -79,7 +80,7 @@ PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "
                 "max_asid_available")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb", "tlbsync")
+               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb_issue", "tlbsync_wait")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
 MAX_ASID_AVAILABLE = (1 << 11) - 2
@@ -610,7 +611,7 @@ cdef void invlpgb_issue(flush_env* e, cpu_tlbstate* cpu, int kind, int pcid, uin
     complete it any time before TLBSYNC)."""
     cdef invlpgb_op op
     stats_add(cpu.stats, K_INVLPGB, 1)
-    stats_spend(cpu.stats, B_FLUSH, e.c.invlpgb)
+    stats_spend(cpu.stats, B_FLUSH, e.c.invlpgb_issue)
     if not invlpgb_queue(cpu, kind, pcid, addr, nr, pmd):
         op.kind, op.pcid, op.addr, op.nr, op.pmd = kind, pcid, addr, nr, pmd
         invlpgb_apply(e, &op)
@@ -624,7 +625,7 @@ cdef void tlbsync(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
         invlpgb_apply(e, &cpu.pending[i])
     cpu.npending = 0
     stats_add(cpu.stats, K_TLBSYNC, 1)
-    stats_spend(cpu.stats, B_IPI, e.c.tlbsync)
+    stats_spend(cpu.stats, B_IPI, e.c.tlbsync_wait)
 
 
 # ------------------------------------------------------------------ context switching
@@ -891,6 +892,37 @@ cdef inline bint cpumask_any_but(flush_env* e, mm_context* mm, int cpu) noexcept
     return False
 
 
+# KVM's paravirtual TLB flush (arch/x86/kernel/kvm.c, kvm_flush_tlb_multi, the guest's
+# flush_tlb_multi when the host offers KVM_FEATURE_PV_TLB_FLUSH): before the IPIs go out,
+# each CPU of the mask whose steal-time record says KVM_VCPU_PREEMPTED gets the flag
+# KVM_VCPU_FLUSH_TLB instead (a cmpxchg) and leaves the mask; the host flushes that
+# vCPU's TLB (kvm_vcpu_flush_tlb_guest, all of the guest's entries) when it next enters
+# it.  A preempted vCPU runs no guest instruction before that entry, so here the flush
+# is done at once on its TLB: no IPI, no handler, no wait for an acknowledgement, and
+# no flush_tlb_func (its tlb_gen stays behind, as in the kernel).  Whether a target is
+# preempted is drawn with the preset's chance kvm_pv_preempt from a generator the
+# machine seeds (X86Flush.set_kvm_pv_flush); 0 turns the check off.
+cdef inline double kvm_pv_uniform(flush_env* e) noexcept nogil:
+    """The next draw in [0, 1) of the PV-flush generator (xorshift64*, 53 bits)."""
+    cdef uint64_t x = e.kvm_pv_rng
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    e.kvm_pv_rng = x
+    return <double>((x * <uint64_t>0x2545F4914F6CDD1D) >> 11) * (1.0 / 9007199254740992.0)
+
+
+cdef bint kvm_pv_flush_deferred(flush_env* e, cpu_tlbstate* c) noexcept nogil:
+    """kvm_flush_tlb_multi() for one CPU of the mask: True when the vCPU is found
+    preempted, and then its deferred flush (KVM_VCPU_FLUSH_TLB) is done on its TLB."""
+    if e.kvm_pv_preempt <= 0.0 or kvm_pv_uniform(e) >= e.kvm_pv_preempt:
+        return False
+    stats_touch(c.stats)
+    stats_add(c.stats, K_KVM_PV_FLUSH, 1)
+    c_flush_nonglobal(<TLB>c.tlb)
+    return True
+
+
 cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
                                 flush_tlb_info* f, double local_cycles) except -1 nogil:
     """The IPI backend: every other CPU of mm_cpumask that should_flush_tlb() picks
@@ -909,6 +941,8 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
             if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
                 continue
             nothers += 1
+            if e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id]):
+                continue                    # preempted vCPU: flushed on its next entry
             if should_flush_tlb(e, e.cpus[cpu_id], mm, f):
                 e.targets[n] = cpu_id
                 n += 1
@@ -1175,8 +1209,8 @@ cdef class X86Flush:
         self.e.c.cacheline_per_writer = costs["cacheline_per_writer"]
         self.e.c.idle_exit = costs["idle_exit"]
         self.e.timeline = False
-        self.e.c.invlpgb = costs["invlpgb"]
-        self.e.c.tlbsync = costs["tlbsync"]
+        self.e.c.invlpgb_issue = costs["invlpgb_issue"]
+        self.e.c.tlbsync_wait = costs["tlbsync_wait"]
         used = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         freed = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         self._asidbufs = (used, freed)
@@ -1210,10 +1244,13 @@ cdef class X86Flush:
         used, freed = self._asidbufs
         return (X86Flush, (self.cpus, self.params, self.costs, self.backend),
                 (self.e.jiffies, used.copy(), freed.copy(), self.e.last_global_asid,
-                 self.e.global_asid_available, self.e.skip_tlbsync))
+                 self.e.global_asid_available, self.e.skip_tlbsync,
+                 self.e.kvm_pv_preempt, self.e.kvm_pv_rng))
 
     def __setstate__(self, state):
-        jiffies, used, freed, last, available, skip = state
+        jiffies, used, freed, last, available, skip, pv_chance, pv_rng = state
+        self.e.kvm_pv_preempt = pv_chance
+        self.e.kvm_pv_rng = pv_rng
         self.e.jiffies = jiffies
         self._asidbufs[0][:] = used
         self._asidbufs[1][:] = freed
@@ -1230,6 +1267,21 @@ cdef class X86Flush:
     @jiffies.setter
     def jiffies(self, uint64_t value):
         self.e.jiffies = value
+
+    def set_kvm_pv_flush(self, double chance, uint64_t seed):
+        """Turn on KVM's paravirtual TLB flush (kvm_flush_tlb_multi): each CPU of a
+        flush's mask is found preempted with this chance and flushed on its next entry
+        instead of getting an IPI; seed (from the machine's seeded generator) makes the
+        draws reproducible.  chance 0 turns it off."""
+        if not 0.0 <= chance < 1.0:
+            raise ValueError(f"kvm_pv_preempt must be in [0, 1), got {chance!r}")
+        self.e.kvm_pv_preempt = chance
+        self.e.kvm_pv_rng = seed | 1                # xorshift needs a nonzero state
+
+    @property
+    def kvm_pv_preempt(self) -> float:
+        """The chance a flush finds a target vCPU preempted (0: PV flush off)."""
+        return self.e.kvm_pv_preempt
 
     @property
     def skip_tlbsync(self) -> bool:
@@ -1338,7 +1390,8 @@ cdef class X86Flush:
                 "cacheline_transfer": self.e.c.cacheline_transfer,
                 "cacheline_per_writer": self.e.c.cacheline_per_writer,
                 "idle_exit": self.e.c.idle_exit,
-                "invlpgb": self.e.c.invlpgb, "tlbsync": self.e.c.tlbsync}
+                "invlpgb_issue": self.e.c.invlpgb_issue,
+                "tlbsync_wait": self.e.c.tlbsync_wait}
 
     @property
     def timeline(self) -> bool:

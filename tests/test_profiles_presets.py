@@ -275,3 +275,27 @@ def test_safety_violation_carries_and_reports_its_records():
     assert "cpu 0 va 0x7f0000001000 after mprotect#3" in text and "pte 0x25" in text
     assert "and 2 more" in text
     assert pickle.loads(pickle.dumps(e)).violations == records
+
+
+def test_invlpgb_names_the_feature_and_the_costs_have_their_own_names():
+    """Preset.replace(invlpgb=...) sets the CPU feature (the INVLPGB costs are
+    invlpgb_issue and tlbsync_wait), and each cost still replaces on its own."""
+    from pysim.config.presets import COST_KEYS, FEATURES
+    assert not set(COST_KEYS) & set(FEATURES)
+    milan = get_preset("milan")
+    off = milan.replace(invlpgb=False)
+    assert off.features["invlpgb"] is False and milan.features["invlpgb"] is True
+    assert off.costs() == milan.costs()
+    cheap = milan.replace(invlpgb_issue=50.0, tlbsync_wait=700.0)
+    assert cheap.cost("invlpgb_issue") == 50.0 and cheap.cost("tlbsync_wait") == 700.0
+    assert cheap.features["invlpgb"] is True
+    assert cheap.sources["tlbsync_wait"].startswith("override")
+
+
+def test_change_huge_pmd_defaults_to_what_the_model_charged_before():
+    """Built-in presets price change_huge_pmd as a PTE table's section plus one entry
+    (per_pmd_table + per_pte of the preset's starting table), so their fits stand."""
+    for name in ("skylake", "zen3", "kvm-2022-start", "milan"):
+        p = get_preset(name)
+        assert p.cost("change_huge_pmd") == p.cost("per_pmd_table") + p.cost("per_pte")
+    assert "measured" in get_preset("this-host").sources["change_huge_pmd"]

@@ -17,7 +17,8 @@ How the costs compose (the cost model must follow this):
 - a syscall costs syscall (+ pti_cr3_switch with PTI) + its *_base + per-item costs:
   change_protection per_vma for the call's first VMA and per_extra_vma for each
   further one, per_pmd_table per PTE table, per_pte per present entry, per_pte_none per
-  empty slot scanned, can_change_pte_writable per write-upgrade check (6.0+); a zap
+  empty slot scanned, can_change_pte_writable per write-upgrade check (6.0+),
+  change_huge_pmd per huge PMD; a zap
   (munmap, MADV_DONTNEED) per_page_zap per present 4K entry, zap_huge_pmd per huge
   PMD, per_pte_none per empty slot, plus every flush the gather's batches force.
 
@@ -28,13 +29,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
 from ..errors import ConfigError
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:                                   # pragma: no cover - declared for <3.11
+    import tomli as tomllib
+
 __all__ = ["Preset", "PRESETS", "get_preset", "HW_KEYS", "KERNEL_KEYS", "GEOMETRIES",
-           "MAX_FREE_PARAMS", "FEATURES", "ARCHES"]
+           "MAX_FREE_PARAMS", "FEATURES", "ARCHES", "load_preset_file", "preset_from_dict"]
 
 HW_KEYS: Tuple[str, ...] = (
     "l1_hit", "stlb_hit", "walk_base", "walk_ref", "invlpg", "invpcid_single",
@@ -49,8 +57,9 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
     "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
     "idle_exit",
-    "invlpgb", "tlbsync",
+    "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
+    "change_huge_pmd",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -65,8 +74,13 @@ MAX_FREE_PARAMS = 8
 # kernel uses for mms with a global ASID.
 FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False}
 ARCHES: Tuple[str, ...] = ("x86",)
+# Preset.replace(**changes) takes fields, costs and features by bare name, so no name may
+# be two of them (the INVLPGB costs are invlpgb_issue / tlbsync_wait, not the feature's
+# name invlpgb)
+if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a coding error
+    raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
-           "description", "features", "arch", "invlpgb_count_max")
+           "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt")
 
 
 @dataclass(frozen=True)
@@ -90,6 +104,11 @@ class Preset:
     # pages one INVLPGB may name: CPUID 0x80000008 EDX[15:0] + 1 (the kernel's
     # invlpgb_count_max); read only with the invlpgb feature
     invlpgb_count_max: int = 1
+    # KVM's paravirtual TLB flush (arch/x86/kernel/kvm.c kvm_flush_tlb_multi), an option
+    # of VM presets (a "-kvm" geometry): the chance that a flush finds a target vCPU
+    # preempted by the host, which then gets KVM_VCPU_FLUSH_TLB (flushed at its next
+    # entry) instead of an IPI.  Drawn from the machine's seeded generator; 0: off.
+    kvm_pv_preempt: float = 0.0
 
     def __post_init__(self) -> None:
         for field in ("hw", "kernel", "sources", "features"):   # private copies
@@ -141,7 +160,8 @@ class Preset:
         if "name" not in fields:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
                       if k in COST_KEYS or k in FEATURES
-                      or k in ("geometry", "ghz", "arch", "invlpgb_count_max")]
+                      or k in ("geometry", "ghz", "arch", "invlpgb_count_max",
+                               "kvm_pv_preempt")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
         return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
@@ -196,6 +216,12 @@ def _validate(p: Preset) -> None:
         raise ConfigError(f"preset {p.name!r}: invlpgb_count_max must be an integer in "
                           f"[1, 65536] (CPUID 0x80000008 EDX[15:0] + 1), got "
                           f"{p.invlpgb_count_max!r}", field="invlpgb_count_max")
+    if not _is_number(p.kvm_pv_preempt) or not 0.0 <= p.kvm_pv_preempt < 1.0:
+        raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt must be a chance in [0, 1), "
+                          f"got {p.kvm_pv_preempt!r}", field="kvm_pv_preempt")
+    if p.kvm_pv_preempt and not p.geometry.endswith("-kvm"):
+        raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt needs a KVM guest (a -kvm "
+                          f"geometry; {p.geometry!r} is bare metal)", field="kvm_pv_preempt")
     _check_keys(p, "hw", p.hw, HW_KEYS)
     _check_keys(p, "kernel", p.kernel, KERNEL_KEYS)
     for key, value in p.costs().items():
@@ -356,10 +382,10 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                     f"{ghz} GHz = {ns(500)}; the CR3 write and refills come "
                                     f"from events"),
         # kernel: AMD broadcast invalidation (charged only with the invlpgb feature)
-        "invlpgb": (invlpg, f"assumption: issuing one INVLPGB costs the issuer about an "
+        "invlpgb_issue": (invlpg, f"assumption: issuing one INVLPGB costs the issuer about an "
                             f"INVLPG ({invlpg}); the remote invalidation is asynchronous; "
                             f"uncalibrated"),
-        "tlbsync": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
+        "tlbsync_wait": (ns(500), f"assumption: TLBSYNC waits for every CPU's TLB to process the "
                              f"broadcasts, one fabric round trip ~0.5 us x {ghz} GHz = "
                              f"{ns(500)}, below the IPI round trip (~775 ns); uncalibrated"),
         "per_extra_vma": (per_vma, f"assumption: each further VMA of one mprotect costs "
@@ -382,6 +408,11 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                          "zaps at per_page_zap 100 on a 6.18 KVM guest (zap_huge_pmd "
                          "clears one entry and frees one folio): 512 x 100 / 14 = "
                          f"{round(512 * 100 / 14)}"),
+        "change_huge_pmd": (per_pmd_table + per_pte,
+                            f"assumption: change_huge_pmd() costs a PTE table's lock "
+                            f"section plus one entry (per_pmd_table {per_pmd_table} + "
+                            f"per_pte {per_pte}), what the model charged before the huge "
+                            f"PMD had its own cost; uncalibrated"),
         "fault_thp": (500_000 - fault_hw - fault_base,
                       f"issue 13: a THP first-touch fault ~0.5M cycles on a 6.18 KVM guest, "
                       f"AMD EPYC (clear_huge_page zeroes 512 subpages, ~2 MiB at ~4 "
@@ -520,12 +551,72 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in (
 PRESETS.update({p.name: p for p in (_milan(), _genoa())})
 
 
+# ---------------------------------------------------------------- TOML files
+# (the reader; the writer is pysim.config.toml_preset.preset_to_toml)
+_TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
+        "arch": str, "free_params": list, "invlpgb_count_max": int,
+        "kvm_pv_preempt": (int, float), "features": dict,
+        "hw": dict, "kernel": dict, "sources": dict}
+_REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
+
+
+def load_preset_file(path: str) -> Preset:
+    """The Preset a TOML file describes; ConfigError naming the file and field."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"preset file {path!r}: cannot read: {e.strerror}",
+                          field="preset") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"preset file {path!r}: not valid TOML: {e}",
+                          field="preset") from None
+    return preset_from_dict(data, where=f"preset file {path!r}")
+
+
+def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
+    """A Preset from a parsed TOML table, checked field by field before Preset's own
+    validation (whose errors are prefixed with `where`)."""
+    for key in data:
+        if key not in _TOP:
+            raise ConfigError(f"{where}: field {key!r} unknown; allowed: "
+                              f"{', '.join(_TOP)}", field=key, allowed=tuple(_TOP))
+    for key in _REQUIRED:
+        if key not in data:
+            raise ConfigError(f"{where}: field {key!r} missing", field=key)
+    for key, typ in _TOP.items():
+        if key in data and (not isinstance(data[key], typ) or isinstance(data[key], bool)
+                            and typ is not dict):
+            want = typ.__name__ if isinstance(typ, type) else "number"
+            raise ConfigError(f"{where}: field {key!r} must be a {want}, got "
+                              f"{data[key]!r}", field=key)
+    for table, keys in (("hw", HW_KEYS), ("kernel", KERNEL_KEYS)):
+        for key, value in data[table].items():
+            if key not in keys:
+                other = "kernel" if table == "hw" else "hw"
+                hint = f" (it belongs in [{other}])" if key in COST_KEYS else ""
+                raise ConfigError(f"{where}: [{table}] {key!r} unknown{hint}; allowed: "
+                                  f"{', '.join(keys)}", field=key, allowed=keys)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: [{table}] {key} must be a number of cycles, "
+                                  f"got {value!r}", field=key)
+        missing = [k for k in keys if k not in data[table]]
+        if missing:
+            raise ConfigError(f"{where}: [{table}] lacks {missing[0]!r}", field=missing[0])
+    fields = dict(data)
+    fields["free_params"] = tuple(data.get("free_params", ()))
+    fields["features"] = {**FEATURES, **data.get("features", {})}
+    try:
+        return Preset(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}", field=getattr(e, "field", None)) from None
+
+
+
 def _this_host() -> Preset:
     """The machine pysim is developed and tested on (a KVM guest), fitted by `pysim
     calibrate data/this-host.csv -o data/this-host.toml` to the `pysim hostbench` CSV
     committed beside it; remake it on another machine with the same two commands."""
-    import os
-    from .toml_preset import load_preset_file
     return load_preset_file(os.path.join(os.path.dirname(__file__), "data", "this-host.toml"))
 
 
@@ -540,7 +631,6 @@ def get_preset(name: Any = "skylake", **overrides: Any) -> Preset:
     elif isinstance(name, str) and name in PRESETS:
         base = PRESETS[name]
     elif isinstance(name, str) and name.lower().endswith(".toml"):
-        from .toml_preset import load_preset_file
         base = load_preset_file(name)
     else:
         raise ConfigError(f"preset {name!r} unknown; allowed: {', '.join(PRESETS)}, or a "

@@ -74,6 +74,11 @@ class Profile:
     # CPU has the invlpgb feature (else the kernel behaves as without it). Built on
     # the 6.14 mask rules: needs lazy_cpumask and trim_cpumask.
     broadcast_tlb_flush: bool = False
+    # d7f861b9c43a "mm/mmu_gather: add __tlb_remove_folio_pages()" (6.9): a page batch
+    # counts as full at nr >= max - 1, one entry short, so a (page, nr_pages) pair always
+    # fits: 1 from 6.9 on, 0 before (full at nr == max).  Read by tlb_gather_mmu
+    # (pysim.mm.mmu_gather.gather_batch_reserve); the limits are in mmucore/gather.pxd.
+    mmu_gather_batch_reserve: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -130,6 +135,7 @@ def _validate(p: Profile) -> None:
                           field="change_writable", allowed=CHANGE_WRITABLE_MODES)
     _check_int(p, "tlb_single_page_flush_ceiling", 0, 1 << 63)
     _check_int(p, "nr_dyn_asids", 1, _MAX_DYN_ASIDS)
+    _check_int(p, "mmu_gather_batch_reserve", 0, 1)
     if isinstance(p.hz, bool) or p.hz not in HZ_VALUES:
         raise ConfigError(f"profile {p.name!r}: hz must be one of {HZ_VALUES} (CONFIG_HZ), "
                           f"got {p.hz!r}", field="hz", allowed=HZ_VALUES)
@@ -178,7 +184,8 @@ _V60 = dataclasses.replace(_PATCHED, name="v6.0", change_writable="dirty",
                            flush_func_early_exit=True)
 _V62 = dataclasses.replace(_V60, name="v6.2", change_writable="exclusive")
 _V614 = dataclasses.replace(_V62, name="v6.14", flush_tlb_range_freed_tables=True,
-                            lazy_cpumask=True, trim_cpumask=True)
+                            lazy_cpumask=True, trim_cpumask=True,
+                            mmu_gather_batch_reserve=1)
 _V615 = dataclasses.replace(_V614, name="v6.15", broadcast_tlb_flush=True)
 
 PROFILES: Dict[str, Profile] = {
@@ -198,7 +205,8 @@ PROFILES: Dict[str, Profile] = {
     # 6.2: RW set on clean exclusive anon pages too.
     "v6.2": _V62,
     # 6.14: lazy mm_cpumask, trimmed at most once a second; flush_tlb_range() passes
-    # freed_tables=true since 3ef938c35035 (merged for 6.13).
+    # freed_tables=true since 3ef938c35035 (merged for 6.13); page batches full one
+    # entry early since 6.9 (mmu_gather_batch_reserve).
     "v6.14": _V614,
     # 6.15: INVLPGB broadcast flushes with global ASIDs (on a preset with invlpgb).
     "v6.15": _V615,

@@ -4,8 +4,10 @@
 Measured cycles are the cell's median minus the 'empty' cell's median (the timer's
 own cost).  The fit, in order:
 1. direct measurements: each DIRECT cost is set from one cell whose model cycles grow
-   one for one with it: value = measured - model(cost = 0), in the order listed (the
-   syscall from getppid first, since every other cell contains it);
+   linearly with it, k times per operation (k = 1 for most; the model tells k by running
+   the cell with the cost at 0 and at 1000): value = (measured - model(cost = 0)) / k,
+   in the order listed (the syscall from getppid first, since every other cell contains
+   it);
 2. least squares on the TRAINING cells, by relative error, for the FREE costs (at most
    eight; the model's cycles are linear in its costs, so the fit is linear on slopes
    taken by finite differences), as
@@ -43,6 +45,19 @@ DIRECT: Tuple[Tuple[str, Key], ...] = (
     ("fault_thp", (("fault_thp", 1, 1, 0), "fault")),
     ("munmap_base", (("munmap", 1, 1, 0), "munmap")),
     ("madvise_base", (("dontneed", 1, 1, 0), "dontneed")),
+    # mprotect of one unpopulated page: the call's VMA work (mprotect_fixup: vm_flags,
+    # vma_set_page_prot, the walk down to an empty PMD, the gather) with no PTE and no
+    # flush: per_vma, the first VMA's setup, beyond mprotect_noop's early return
+    ("per_vma", (("seed_unpop", 1, 1, 0), "prot_read")),
+    # the store after mprotect(RW) flushed the page: one TLB refill, a two-dimensional
+    # walk of 24 references in this guest, with the page tables just touched (cache-hot)
+    ("walk_ref", (("seed", 1, 1, 1), "write")),
+    # 33 pages, the ceiling: 33 INVLPGs in flush_tlb_func's loop; the kernel's per-page
+    # part of the flush (the INVLPG instruction is the hardware cost invlpg)
+    ("flush_per_page", (("mprotect", 33, 1, 0), "prot_read")),
+    # mprotect(PROT_READ) of one THP: change_huge_pmd() once (PMD lock, the exchange of
+    # pmdp_invalidate_ad, the new entry) and one flush at the huge stride
+    ("change_huge_pmd", (("thp", 1, 1, 0), "prot_read")),
 )
 FREE: Tuple[str, ...] = ("flush_base", "ipi_deliver", "per_pte", "can_change_pte_writable",
                          "per_pte_none", "per_extra_vma", "per_page_zap", "zap_huge_pmd")
@@ -124,6 +139,7 @@ def read_bench(path: str) -> Bench:
                     raise ValueError(r[c])
             for c in COUNT_COLUMNS:
                 r[c] = int(r[c]) if r[c] != "" else None
+            r["misplaced"] = int(r.get("misplaced") or 0)
         except ValueError:
             bad = next(c for c in COLUMNS if c in r and not _ok(r[c], c))
             raise ConfigError(f"{path} line {lineno}: {bad} {r[bad]!r} is not a valid "
@@ -212,11 +228,11 @@ def calibrate(bench: Bench, base: Any = BASE, free: Sequence[str] = FREE,
     # flush): alternate the two steps until they agree
     for rnd in range(ROUNDS):
         for cost, key in DIRECT:
-            zero = ev.run(_set(p, {cost: 0.0}), [key])[key][0]
-            direct[cost] = float(round(max(0.0, bench.measured(key) - zero), 1))
+            zero, k = _direct_line(ev, p, cost, key)
+            direct[cost] = float(round(max(0.0, (bench.measured(key) - zero) / k), 1))
             p = _set(p, {cost: direct[cost]})
-            log(f"round {rnd + 1} direct: {cost} = {bench.measured(key):.0f} measured - "
-                f"{zero:.0f} model without it = {direct[cost]:g}")
+            log(f"round {rnd + 1} direct: {cost} = ({bench.measured(key):.0f} measured - "
+                f"{zero:.0f} model without it) / {k:g} = {direct[cost]:g}")
         c0 = np.array([ev.run(p, training)[k][0] for k in training])
         slopes = np.zeros((len(training), len(free)))
         for j, k in enumerate(free):
@@ -237,9 +253,14 @@ def calibrate(bench: Bench, base: Any = BASE, free: Sequence[str] = FREE,
     sources["ghz"] = (f"measured: the cycle counter's rate ({bench.info.get('tsc_ghz')} GHz "
                       f"in {_basename(bench.path)}); hostbench's cycles are its ticks")
     for cost, key in DIRECT:
+        zero, k = _direct_line(ev, p, cost, key)
+        per = f", divided by the {k:g} times an operation pays it" if k != 1 else ""
+        raw = (bench.measured(key) - zero) / k
+        clip = (f" (the difference is {raw:.1f}: the rest of the model already exceeds "
+                f"the cell, so the cost is clipped at 0)" if raw < 0 else "")
         sources[cost] = (f"measured: {_cell_name(key)} in {_basename(bench.path)} "
                          f"({bench.measured(key):.0f} cycles less the timer) minus the "
-                         f"model's cycles without it = {direct[cost]:g}")
+                         f"model's cycles without it{per} = {direct[cost]:g}{clip}")
     for k in free:
         sources[k] = (f"fitted: pysim calibrate (least squares, relative error) on the "
                       f"training cells of {_basename(bench.path)}, from "
@@ -257,6 +278,17 @@ def calibrate(bench: Bench, base: Any = BASE, free: Sequence[str] = FREE,
     fit = HostFit(p, direct, fitted, training)
     fit.rows = compare(bench, p, cfg, training=training, log=log)
     return fit
+
+
+def _direct_line(ev: Evaluator, p: Preset, cost: str, key: Key) -> Tuple[float, float]:
+    """(model cycles of the cell with the cost at 0, times per operation the cell pays
+    it): the cell's cycles are linear in each cost, so two runs give the line."""
+    zero = ev.run(_set(p, {cost: 0.0}), [key])[key][0]
+    k = (ev.run(_set(p, {cost: 1000.0}), [key])[key][0] - zero) / 1000.0
+    if k <= 0:
+        raise ConfigError(f"{_cell_name(key)} does not depend on {cost}: it cannot "
+                          f"measure it", field=cost)
+    return zero, round(k, 3)
 
 
 def _basename(path: str) -> str:

@@ -9,8 +9,18 @@
  * each cell, after a few untimed warm-up rounds).  With INSTANCE (a tracefs instance
  * directory) it times nothing: around each operation it turns the instance's tracing
  * on and writes "pysim-B CELL" to its trace_marker, then "pysim-E CELL" and tracing
- * off, so the driver counts exactly the tracepoints that fired in between.  The main thread is pinned to CPU 0; with THREADS 2 a second thread
- * of the process spins in user space on CPU 1 (the cover letter's second thread).
+ * off, so the driver counts exactly the tracepoints that fired in between.  The main
+ * thread is pinned to CPU 0; with THREADS 2 a second thread of the process spins in user
+ * space on CPU 1 (the cover letter's second thread).
+ *
+ * Placement: on a machine whose CPUs are shared with other work (a guest's vCPUs, other
+ * processes), the spinner is not always running on CPU 1 when an operation flushes; the
+ * kernel then sends it no IPI (should_flush_tlb: CPU 1 has another mm loaded, or KVM's
+ * kvm_flush_tlb_multi: vCPU 1 is preempted and gets KVM_VCPU_FLUSH_TLB instead).  So with
+ * THREADS 2 each operation waits until the spinner is seen running on CPU 1 and checks
+ * that it kept running (its counter advanced) through the operation; an operation that
+ * fails the check is reported with the word "misplaced" (after the cycles, or in the end
+ * marker), and the driver drops it.
  *
  * Cycles are read with rdtsc (x86-64, fenced) or cntvct_el0 (arm64).
  */
@@ -49,6 +59,10 @@ static inline uint64_t now(void)
 static int marker_fd = -1;          /* count mode when >= 0 */
 static int on_fd = -1;              /* the instance's tracing_on */
 static volatile int stop_spin;
+static int two_threads;             /* THREADS == 2: check the spinner's placement */
+static volatile uint64_t spin_count;    /* the spinner's progress */
+static volatile int spin_cpu = -1;      /* where the spinner last saw itself run */
+static uint64_t spin_at_begin;
 
 static void die(const char *what)
 {
@@ -69,9 +83,35 @@ static void *spinner(void *arg)
 {
     (void)arg;
     pin(1);
-    while (!stop_spin)
-        __asm__ volatile("" ::: "memory");
+    while (!stop_spin) {
+        uint64_t c = spin_count + 1;
+        spin_count = c;
+        if ((c & 255) == 0)
+            spin_cpu = sched_getcpu();
+    }
     return NULL;
+}
+
+/* Wait (at most ~1 s) until the spinner is seen running on CPU 1: its counter moves
+ * while this thread watches; then note the counter for placed(). */
+static void await_spinner(void)
+{
+    for (long i = 0; i < 1000000; i++) {
+        uint64_t c = spin_count;
+        for (int j = 0; j < 2000 && spin_count == c; j++)
+            __asm__ volatile("pause" ::: "memory");
+        if (spin_count != c && spin_cpu == 1)
+            break;
+        sched_yield();
+    }
+    spin_at_begin = spin_count;
+}
+
+/* Whether the spinner ran on CPU 1 through the operation just ended (always true with
+ * one thread). */
+static int placed(void)
+{
+    return !two_threads || (spin_count != spin_at_begin && spin_cpu == 1);
 }
 
 /* Open the timed (or marked) region of cell `name` in round `round` (< 0: warm-up,
@@ -81,10 +121,14 @@ static inline uint64_t begin(const char *name, int round)
     if (marker_fd >= 0) {
         char buf[64];
         int n = snprintf(buf, sizeof(buf), "pysim-B %s", name);
+        if (two_threads && round >= 0)
+            await_spinner();
         if (round >= 0 && (write(on_fd, "1", 1) != 1 || write(marker_fd, buf, n) != n))
             die("trace_marker");
         return 0;
     }
+    if (two_threads && round >= 0)
+        await_spinner();
     return now();
 }
 
@@ -93,14 +137,16 @@ static inline void end(const char *name, uint64_t t0, int round)
 {
     if (marker_fd >= 0) {
         char buf[64];
-        int n = snprintf(buf, sizeof(buf), "pysim-E %s", name);
+        int ok = placed();
+        int n = snprintf(buf, sizeof(buf), "pysim-E %s%s", name, ok ? "" : " misplaced");
         if (round >= 0 && (write(marker_fd, buf, n) != n || write(on_fd, "0", 1) != 1))
             die("trace_marker");
         return;
     }
     uint64_t t1 = now();
     if (round >= 0)
-        printf("%s %llu\n", name, (unsigned long long)(t1 - t0));
+        printf("%s %llu%s\n", name, (unsigned long long)(t1 - t0),
+               placed() ? "" : " misplaced");
 }
 
 static char *map(size_t len, int prot, int flags)
@@ -276,6 +322,7 @@ int main(int argc, char **argv)
         die("pthread_create");
     if (threads == 2)
         usleep(20000);                              /* let it reach CPU 1 */
+    two_threads = threads == 2;
 
     if (!strcmp(sc, "now")) {
         printf("now %llu\n", (unsigned long long)now());

@@ -11,6 +11,13 @@ private tracefs instance (instances/pysim-hostbench-<pid>, removed afterwards ev
 error): the C program turns tracing on only around each operation, and the driver
 counts tlb:tlb_flush, ipi:ipi_send_cpu/ipi_send_cpumask (the IPIs a flush_tlb_multi sends) and
 exceptions:page_fault_user per operation.
+
+Placement: in a two-thread scenario the C program checks that its spinner was running
+on CPU 1 through each operation (on a shared machine it often is not, and the kernel
+then sends it no IPI); operations that fail the check are dropped from both the timed
+samples and the counts, and the runs are retried (at most MAX_RETRIES more) until each
+cell has at least half its samples; the CSV's `misplaced` column says how many were
+dropped.
 """
 from __future__ import annotations
 
@@ -36,6 +43,9 @@ SOURCE = "hostbench.c"
 COUNT_COLUMNS = ("tlb_local", "tlb_local_full", "tlb_remote", "ipi", "faults")
 COLUMNS = ("group", "scenario", "n", "threads", "write", "cell", "samples", "median",
            "q1", "q3", "run_min", "run_max") + COUNT_COLUMNS
+# columns newer CSVs carry and older ones may lack (read as 0)
+OPTIONAL_COLUMNS = ("misplaced",)
+MAX_RETRIES = 10
 MAX_PAGES = 1 << 20
 
 
@@ -264,8 +274,10 @@ _LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+\[\d+\].*?:\s+(?P<event>\w
                    r"(?P<rest>.*)$")
 
 
-def parse_counts(text: str) -> Dict[str, List[Dict[str, int]]]:
-    """Per cell, one dict of event counts per marked operation of a tracefs dump."""
+def parse_counts(text: str, dropped: Optional[Dict[str, int]] = None
+                 ) -> Dict[str, List[Dict[str, int]]]:
+    """Per cell, one dict of event counts per marked operation of a tracefs dump;
+    operations whose end marker says "misplaced" are left out (counted in `dropped`)."""
     out: Dict[str, List[Dict[str, int]]] = {}
     cur: Optional[Dict[str, int]] = None
     sending: set = set()                    # tasks inside flush_tlb_multi
@@ -280,6 +292,11 @@ def parse_counts(text: str) -> Dict[str, List[Dict[str, int]]]:
                 cur = dict.fromkeys(COUNT_COLUMNS, 0)
                 out.setdefault(cell, []).append(cur)
             elif kind == "pysim-E":
+                name, _, flag = cell.partition(" ")
+                if flag.strip() == "misplaced" and cur is not None and out.get(name):
+                    out[name].pop()
+                    if dropped is not None:
+                        dropped[name] = dropped.get(name, 0) + 1
                 cur = None
             continue
         if cur is None:
@@ -307,8 +324,10 @@ def parse_counts(text: str) -> Dict[str, List[Dict[str, int]]]:
 
 
 # ---------------------------------------------------------------- running
-def run_timed(binary: str, s: Scenario, reps: int) -> Dict[str, List[int]]:
-    """Run the scenario once; its samples per cell."""
+def run_timed(binary: str, s: Scenario, reps: int,
+              dropped: Optional[Dict[str, int]] = None) -> Dict[str, List[int]]:
+    """Run the scenario once; its samples per cell (misplaced ones counted in
+    `dropped`, not returned)."""
     proc = subprocess.run([binary, s.name, str(s.n), str(s.threads), str(s.write),
                            str(reps)], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -316,14 +335,35 @@ def run_timed(binary: str, s: Scenario, reps: int) -> Dict[str, List[int]]:
                           field="scenario")
     out: Dict[str, List[int]] = {}
     for line in proc.stdout.splitlines():
-        cell, value = line.split()
-        out.setdefault(cell, []).append(int(value))
+        cell, value, *flag = line.split()
+        out.setdefault(cell, [])
+        if flag == ["misplaced"]:
+            if dropped is not None:
+                dropped[cell] = dropped.get(cell, 0) + 1
+            continue
+        out[cell].append(int(value))
     return out
 
 
-def run_counted(binary: str, s: Scenario, inst: str, reps: int = 5) -> Dict[str, Dict[str, int]]:
+def run_counted(binary: str, s: Scenario, inst: str, reps: int = 5,
+                dropped: Optional[Dict[str, int]] = None) -> Dict[str, Dict[str, int]]:
     """Run the scenario in count mode in the instance; per cell, the median count of
-    each event per operation."""
+    each event per well-placed operation (runs again, at most MAX_RETRIES times, while a
+    cell has fewer than `reps` of them)."""
+    per_op: Dict[str, List[Dict[str, int]]] = {}
+    for _ in range(MAX_RETRIES + 1):
+        for cell, ops in _count_once(binary, s, inst, reps, dropped).items():
+            per_op.setdefault(cell, []).extend(ops)
+        if all(len(per_op.get(c, ())) >= reps for c in s.cells()):
+            break
+    return {cell: {k: int(statistics.median(op[k] for op in ops)) for k in COUNT_COLUMNS}
+            for cell, ops in per_op.items() if ops}
+
+
+def _count_once(binary: str, s: Scenario, inst: str, reps: int,
+                dropped: Optional[Dict[str, int]]) -> Dict[str, List[Dict[str, int]]]:
+    """One count-mode run of the scenario: per cell, the counts of each well-placed
+    operation."""
     with open(os.path.join(inst, "trace"), "w") as f:       # clear the buffer
         f.write("")
     with open(os.path.join(inst, "set_event_pid"), "w") as f:
@@ -340,9 +380,7 @@ def run_counted(binary: str, s: Scenario, inst: str, reps: int = 5) -> Dict[str,
         raise ConfigError(f"hostbench {s.name} {s.n} (counting): "
                           f"{proc.stderr.strip() or 'failed'}", field="scenario")
     with open(os.path.join(inst, "trace")) as f:
-        per_op = parse_counts(f.read())
-    return {cell: {k: int(statistics.median(op[k] for op in ops)) for k in COUNT_COLUMNS}
-            for cell, ops in per_op.items()}
+        return parse_counts(f.read(), dropped)
 
 
 def _quartiles(xs: Sequence[float]) -> Tuple[float, float]:
@@ -385,21 +423,35 @@ def hostbench(out: str, runs: int = 5, reps: int = 31, max_pages: int = MAX_PAGE
             k = reps_for(s, reps)
             samples: Dict[str, List[int]] = {}
             medians: Dict[str, List[float]] = {}
-            for _ in range(runs):
-                for cell, xs in run_timed(binary, s, k).items():
+            dropped: Dict[str, int] = {}
+            for attempt in range(runs + MAX_RETRIES):
+                if attempt >= runs and all(2 * len(samples.get(c, ())) >= runs * k
+                                           for c in s.cells()):
+                    break
+                for cell, xs in run_timed(binary, s, k, dropped).items():
                     samples.setdefault(cell, []).extend(xs)
-                    medians.setdefault(cell, []).append(statistics.median(xs))
-            cnt = run_counted(binary, s, inst) if inst else {}
+                    if xs:
+                        medians.setdefault(cell, []).append(statistics.median(xs))
+            cnt = run_counted(binary, s, inst, dropped=dropped) if inst else {}
+            if dropped:
+                log(f"  misplaced (dropped): {dropped}")
             for cell in s.cells():
-                xs = samples[cell]
+                xs = samples.get(cell)
+                if not xs:
+                    raise ConfigError(f"hostbench {s.name} {s.n}: no well-placed sample "
+                                      f"of {cell} (CPU 1 never free for the spinner)",
+                                      field="scenario")
                 q1, q3 = _quartiles(xs)
                 row: Dict[str, object] = dict(
                     group=s.group, scenario=s.name, n=s.n, threads=s.threads,
                     write=s.write, cell=cell, samples=len(xs),
                     median=statistics.median(xs), q1=q1, q3=q3,
-                    run_min=min(medians[cell]), run_max=max(medians[cell]))
+                    run_min=min(medians[cell]), run_max=max(medians[cell]),
+                    misplaced=dropped.get(cell, 0))
                 row.update({c: cnt.get(cell, {}).get(c, "") for c in COUNT_COLUMNS})
                 rows.append(row)
+    info["misplaced"] = (f"{sum(int(r['misplaced']) for r in rows)} two-thread operations "
+                         f"dropped: the spinner was not running on CPU 1 through them")
     write_csv(out, info, rows)
     return info
 
@@ -426,7 +478,7 @@ def write_csv(path: str, info: Dict[str, str], rows: Sequence[Dict[str, object]]
                 "ticks), medians over all samples\n")
         for k, v in info.items():
             f.write(f"# {k}: {v}\n")
-        w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(f, fieldnames=COLUMNS + OPTIONAL_COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
             w.writerow(r)

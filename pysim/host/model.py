@@ -7,7 +7,6 @@ operation in the units the tracepoints count (see COUNT_MAP).
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -19,6 +18,7 @@ from ..config import Preset, get_preset
 from ..config.profiles import PROFILES
 from ..machine import Machine
 from ..mm import File
+from ..mm.fork import default_image, map_image
 from .hostbench import COUNT_COLUMNS, Scenario
 
 RW = PROT_READ | PROT_WRITE
@@ -54,11 +54,11 @@ class HostConfig:
         return {"profile": self.profile, "pti": self.pti}
 
     def apply_features(self, preset: Any) -> Preset:
-        """The preset with this machine's CPU features (pcid, invpcid, invlpgb).  Set as
-        a field, not through Preset.replace: `invlpgb` names both a feature and a cost."""
+        """The preset with this machine's CPU features (pcid, invpcid, invlpgb), its name
+        and sources kept."""
         p = get_preset(preset)
-        return dataclasses.replace(p, features={"pcid": self.pcid, "invpcid": self.invpcid,
-                                                "invlpgb": self.invlpgb})
+        return p.replace(name=p.name, pcid=self.pcid, invpcid=self.invpcid,
+                         invlpgb=self.invlpgb)
 
 
 def profile_for_kernel(release: str) -> str:
@@ -84,12 +84,32 @@ def host_config(info: Dict[str, str], profile: Optional[str] = None) -> HostConf
                       flag("pti"), flag("pcid"), flag("invpcid"), flag("invlpgb"))
 
 
+def _image_mmap_base() -> int:
+    """Where the model's top-down mmap area starts: just below the exec image's top group
+    of mappings (vvar, vdso, ld.so: the segments above the image's widest gap), as in a
+    real process, whose libraries sit just below mmap_base."""
+    segs = sorted(default_image().segments, key=lambda s: s.start)
+    gaps = [(b.start - (a.start + a.length), b.start) for a, b in zip(segs, segs[1:])]
+    return max(gaps)[1]
+
+
 class _Run:
-    """One scenario on one machine: the threads, helpers, and what was recorded."""
+    """One scenario on one machine: the threads, helpers, and what was recorded.
+
+    The process is the C program's, not an empty mm: its exec image (the binary, ld.so,
+    vdso, vvar, the stack) is mapped and the scenario's mmaps go just below it.  This
+    matters to every zap that could free upper page tables: free_pgtables() frees a PMD
+    or PUD table only when no other VMA uses it, and in a real process the libraries
+    share the scenario's 1 GiB PUD slot.  So a THP munmap frees no table (the deposited
+    PTE table of an anonymous THP is freed directly by zap_deposited_table(), not through
+    the gather) and flushes [start, end) at the huge stride, one INVLPG per 2 MiB page,
+    as the kernel does; in an empty mm it would free the PMD and PUD tables and the
+    freed range (512 GiB at PUD stride) would make it a full flush."""
 
     def __init__(self, s: Scenario, preset: Any, cfg: HostConfig):
         self.m = Machine(cpus=2, preset=cfg.apply_features(preset), checker=False, **cfg.machine_options())
-        self.proc = self.m.process()
+        self.proc = self.m.process(mmap_base=_image_mmap_base())
+        map_image(self.proc.mm, default_image())
         self.t0 = self.proc.thread(cpu=0)
         if s.threads == 2:
             self.proc.thread(cpu=1).busy()

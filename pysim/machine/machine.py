@@ -77,6 +77,11 @@ class Machine:
         self.acct = _stats.OpAccount()
         cpu_stats = [_stats.CpuStats(i, t, self.acct) for i, t in enumerate(tlbs)]
         self.arch = get_arch(self.cfg, tlbs, cpu_stats)
+        if self.preset.kvm_pv_preempt:
+            # KVM's PV TLB flush: the draws come from the machine's seeded generator
+            # (drawn only when the option is on, so other runs keep their sequence)
+            self.arch.set_kvm_pv_flush(self.preset.kvm_pv_preempt,
+                                       int(self.rng.integers(1, 2 ** 63)))
         self.cpus = [CPU(i, self.arch.cpu_state(i), self.cfg, self.arch)
                      for i in range(ncpus)]
         self.frames = Frames()

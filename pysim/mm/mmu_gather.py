@@ -66,10 +66,9 @@ class MMUGather:
 
 def gather_batch_reserve(profile) -> int:
     """Entries each page batch keeps free: 0 for kernels up to 6.8 (full when nr == max),
-    1 from 6.9 (nr >= max - 1, room for a (page, nr_pages) pair).  Every built-in
-    profile predates 6.9; a profile for a later kernel says so with a field
-    `mmu_gather_batch_reserve` = 1, read here when it exists."""
-    return int(getattr(profile, "mmu_gather_batch_reserve", 0))
+    1 from 6.9 (nr >= max - 1, room for a (page, nr_pages) pair): the profile's
+    `mmu_gather_batch_reserve` (1 in v6.14 and later built-ins)."""
+    return int(profile.mmu_gather_batch_reserve)
 
 
 def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:

@@ -54,12 +54,12 @@ def change_cost(cpu: "CPU", pages: int, nthp: int, tables: int, nnone: int = 0,
     """Kernel cycles of one change_protection() portion: the VMA setup (per_vma for the
     call's first VMA, per_extra_vma for each further one), each PTE table's lock/map
     section, each present 4K entry, each empty slot the loop scans, each write-upgrade
-    check (can_change_pte_writable, 6.0+), and each huge PMD (one lock and one entry:
-    change_huge_pmd takes the PMD lock and modifies a single entry, not 512)."""
+    check (can_change_pte_writable, 6.0+), and each huge PMD (change_huge_pmd: the PMD
+    lock, pmdp_invalidate_ad's exchange and the new entry; one entry, not 512)."""
     c = cpu.cfg.cost
     n4k = pages - 512 * nthp
     return ((c.per_vma if first else c.per_extra_vma) + n4k * c.per_pte
-            + tables * c.per_pmd_table + nthp * (c.per_pmd_table + c.per_pte)
+            + tables * c.per_pmd_table + nthp * c.change_huge_pmd
             + nnone * c.per_pte_none + nwrcheck * c.can_change_pte_writable)
 
 

@@ -62,6 +62,10 @@ class X86(Arch):
         INVLPGB (and PCIDs: a global ASID is a PCID; a CPU without PCIDs runs ASID 0)."""
         return bool(cfg.profile.broadcast_tlb_flush and cfg.invlpgb and cfg.pcid)
 
+    def set_kvm_pv_flush(self, chance: float, seed: int) -> None:
+        """KVM's paravirtual TLB flush for this guest (X86Flush.set_kvm_pv_flush)."""
+        self.flush.set_kvm_pv_flush(chance, seed)
+
     def set_jiffies(self, jiffies: int) -> None:
         """Set the jiffies the C rules sample (X86Flush.jiffies)."""
         self.flush.jiffies = jiffies
