@@ -10,7 +10,8 @@
     r.cycles, r.events, m.counters()
 """
 from .constants import *  # noqa: F401,F403  PROT_*, MAP_*, MADV_*, VM_*, page sizes
-from .errors import ConfigError, PysimError, SafetyViolation, SyscallError, Violation
+from .errors import (ArgumentError, ConfigError, PysimError, SafetyViolation, SyscallError,
+                     Violation)
 from .config import PRESETS, PROFILES, Preset, Profile, get_preset, get_profile
 from .machine import CPU, KERNEL_COUNTERS, Fault, Machine, OpResult, Process, Thread
 from .mm import (MM, File, MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_flush_mmu,

@@ -2,8 +2,10 @@
 
 Every error is a `PysimError`. A failed simulated syscall raises `SyscallError`, an
 `OSError` whose `errno` is the one the kernel would return; bad configuration raises
-`ConfigError`, a `ValueError` naming the field and the allowed values; the TLB safety
-checker raises `SafetyViolation`, an `AssertionError` carrying the offending records.
+`ConfigError`, a `ValueError` naming the field and the allowed values (`ArgumentError`,
+a ConfigError that is also a `TypeError`, when a call gets a keyword it does not take or
+an object of the wrong kind); the TLB safety checker raises `SafetyViolation`, an
+`AssertionError` carrying the offending records.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import errno as _errno
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
-__all__ = ["PysimError", "SyscallError", "ConfigError", "SafetyViolation", "Violation"]
+__all__ = ["PysimError", "SyscallError", "ConfigError", "ArgumentError", "SafetyViolation",
+           "Violation", "no_unknown_keywords"]
 
 
 class PysimError(Exception):
@@ -43,6 +46,21 @@ class ConfigError(PysimError, ValueError):
         super().__init__(message)
         self.field = field
         self.allowed = tuple(allowed) if allowed is not None else None
+
+
+class ArgumentError(ConfigError, TypeError):
+    """A public call got a keyword it does not take, or an argument of the wrong kind
+    (a ConfigError naming it, and a TypeError as Python's own would be)."""
+
+
+def no_unknown_keywords(call: str, unknown: dict, allowed: Iterable[str]) -> None:
+    """Raise ArgumentError for the first of `unknown` (the keywords `call` caught in its
+    **kwargs), naming it and the keywords the call takes; nothing if it is empty."""
+    if unknown:
+        name = next(iter(unknown))
+        allowed = tuple(allowed)
+        raise ArgumentError(f"{call}() got an unexpected keyword argument {name!r}; "
+                            f"it takes {', '.join(allowed)}", field=name, allowed=allowed)
 
 
 def _hex(value: Any) -> str:

@@ -27,19 +27,22 @@ from mmucore.stats import B_SYSCALL, K_SYSCALLS
 from ..arch import get_arch
 from ..checker import Checker
 from ..config import KernelConfig, resolve
-from ..errors import ConfigError, PysimError
+from ..errors import ArgumentError, ConfigError, PysimError, no_unknown_keywords
 from ..mm import madvise as mm_madvise, memory, mmap as mm_mmap
 from ..mm.footprint import KernelFootprint
 from ..mm.frames import Frames
 from ..mm.mm import MM
 from ..mm.mmap_lock import madvise_lock_mode
 from ..mm import mlock as mm_mlock
-from ..mm.fork import default_image, dup_mmap, exit_mmap, map_image
+from ..mm.fork import ExecImage, default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mprotect import do_mprotect_pkey
 from ..mm.mremap import do_mremap
+from ..constants import PAGE_SIZE, TASK_SIZE
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
 from .timeline import Timeline
+
+_ADDRESS_TOP = 1 << 64
 
 
 def _count(value: Any, name: str, lo: int, hi: int) -> int:
@@ -97,6 +100,11 @@ class Machine:
         if not isinstance(kernel_footprint, (dict, bool)) and kernel_footprint is not None:
             raise ConfigError(f"kernel_footprint must be True/False or a dict of page "
                               f"counts, got {kernel_footprint!r}", field="kernel_footprint")
+        if isinstance(kernel_footprint, dict):
+            for k in kernel_footprint:
+                if not isinstance(k, str):
+                    raise ConfigError(f"kernel_footprint keys must be field names, got {k!r}",
+                                      field="kernel_footprint")
         self.kernel = (KernelFootprint(self.frames, self.profile.pti, **kernel_footprint)
                        if isinstance(kernel_footprint, dict) else None)
         self._cycles_per_jiffy = self.preset.ghz * 1e9 / self.profile.hz
@@ -124,9 +132,17 @@ class Machine:
     def is_anon_pfn(self, pfn: int) -> bool:
         return self.frames.is_anon(pfn)
 
-    def process(self, mmap_base: Optional[int] = None) -> "Process":
+    def process(self, mmap_base: Optional[int] = None, **unknown: Any) -> "Process":
         """A new address space (an mm) with no threads yet; mmap_base moves the top of
-        the top-down mmap area."""
+        the top-down mmap area (a page-aligned address in (0, TASK_SIZE])."""
+        no_unknown_keywords("Machine.process", unknown, ("mmap_base",))
+        if mmap_base is not None:
+            if isinstance(mmap_base, (bool, np.bool_)) \
+                    or not isinstance(mmap_base, (int, np.integer)) \
+                    or not 0 < mmap_base <= TASK_SIZE or mmap_base % PAGE_SIZE:
+                raise ConfigError(f"mmap_base must be a page-aligned address in (0, "
+                                  f"0x{TASK_SIZE:x}], got {mmap_base!r}", field="mmap_base")
+            mmap_base = int(mmap_base)
         ctx_id = self._next_ctx
         self._next_ctx += 1
         mm = MM(ctx_id, self.arch.new_context(ctx_id), self.frames, self.arch.vma_page_prot,
@@ -234,16 +250,21 @@ class Process:
         self.mm = mm
         self.threads: List[Thread] = []
 
-    def thread(self, cpu: int = 0) -> "Thread":
+    def thread(self, cpu: int = 0, **unknown: Any) -> "Thread":
         """A thread of this process pinned to `cpu`; it starts running there."""
+        no_unknown_keywords("Process.thread", unknown, ("cpu",))
         t = Thread(self, self.machine.cpu(cpu))
         self.threads.append(t)
         t.run()
         return t
 
     def _live_thread(self, thread: Optional["Thread"] = None) -> "Thread":
-        """The thread a process-wide call runs on: `thread`, else the first live one."""
+        """The thread a process-wide call runs on: `thread` (one of this process's),
+        else the first live one."""
         if thread is not None:
+            if not isinstance(thread, Thread) or thread not in self.threads:
+                raise ArgumentError(f"thread must be a Thread of this process, got "
+                                    f"{thread!r}", field="thread")
             return thread
         for t in self.threads:
             if not t.__dict__.get("exited"):
@@ -258,13 +279,17 @@ class Process:
             t.sleep()
             t.exited = True
 
-    def fork(self, thread: Optional["Thread"] = None, cpu: Optional[int] = None) -> "Process":
+    def fork(self, thread: Optional["Thread"] = None, cpu: Optional[int] = None,
+             **unknown: Any) -> "Process":
         """fork() from `thread` (default: the first live one): a child process whose mm
         is dup_mmap's copy (private anonymous pages write-protected in both, the
         parent's flush_tlb_mm), with one thread on `cpu` (default the forking thread's
         CPU), which then runs.  The syscall's OpResult is in thread.last."""
+        no_unknown_keywords("Process.fork", unknown, ("thread", "cpu"))
         t = self._live_thread(thread)
         m = self.machine
+        if cpu is not None:
+            m.cpu(cpu)                           # checked before the fork runs
         box: list = []
 
         def _fork(mm, c):
@@ -278,12 +303,17 @@ class Process:
         child.thread(cpu=t.cpu.id if cpu is None else cpu)
         return child
 
-    def execve(self, image: Any = None, thread: Optional["Thread"] = None) -> OpResult:
+    def execve(self, image: Any = None, thread: Optional["Thread"] = None,
+               **unknown: Any) -> OpResult:
         """execve() on `thread` (default: the first live one): the other threads stop,
         the thread switches to a new mm holding `image` (pysim.mm.fork.ExecImage;
         default_image() if None), and the old mm is torn down with a fullmm gather."""
+        no_unknown_keywords("Process.execve", unknown, ("image", "thread"))
         t = self._live_thread(thread)
         m = self.machine
+        if image is not None and not isinstance(image, ExecImage):
+            raise ArgumentError(f"image must be a pysim.mm.fork.ExecImage, got "
+                                f"{type(image).__name__}", field="image")
         img = image if image is not None else default_image()
 
         def _exec(mm, c):
@@ -299,9 +329,10 @@ class Process:
 
         return t._syscall("execve", _exec, (), lock="w")
 
-    def exit(self, thread: Optional["Thread"] = None) -> OpResult:
+    def exit(self, thread: Optional["Thread"] = None, **unknown: Any) -> OpResult:
         """exit_group(): every thread stops (its CPU lazy on the mm), then exit_mmap()
         on `thread`'s CPU tears the mm down with a fullmm gather."""
+        no_unknown_keywords("Process.exit", unknown, ("thread",))
         t = self._live_thread(thread)
         m = self.machine
 
@@ -421,10 +452,13 @@ class Thread:
         return m.end(op, value)
 
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, addr: int = 0,
-             file: Any = None, huge: bool = False, pgoff: int = 0) -> int:
+             file: Any = None, huge: bool = False, pgoff: int = 0, **unknown: Any) -> int:
         """mmap(): returns the address (anonymous private unless flags say otherwise;
         file=pysim.File(...) for a file mapping at page offset pgoff, huge=True for a
         2 MiB-aligned THP region); the call's OpResult is in `self.last`."""
+        if unknown:
+            no_unknown_keywords("Thread.mmap", unknown,
+                                ("flags", "addr", "file", "huge", "pgoff"))
         self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags),
                                   {"file": file, "huge": huge, "pgoff": pgoff})
         return self.last.value
@@ -511,9 +545,12 @@ class Thread:
         return m.end(op, n)
 
     def _one(self, va: int, kind: int) -> OpResult:
-        if isinstance(va, (bool, np.bool_)) or not isinstance(va, (int, np.integer)) \
-                or not 0 <= va < 1 << 64:
-            raise ValueError(f"address must be an integer 0..2**64-1, got {va!r}")
+        """One access of `kind` at va (an integer address, numpy integers too)."""
+        if type(va) is not int and (isinstance(va, (bool, np.bool_))
+                                    or not isinstance(va, (int, np.integer))) \
+                or not 0 <= va < _ADDRESS_TOP:
+            raise ConfigError(f"va: address must be an integer 0..2**64-1, got {va!r}",
+                              field="va")
         return self.access(np.array([va], dtype=np.uint64), np.array([kind], dtype=np.uint8))
 
     def read(self, va: int) -> OpResult:

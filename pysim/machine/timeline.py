@@ -43,7 +43,7 @@ import numpy as np
 from mmucore import stats as _stats
 from mmucore.stats import B_USER
 
-from ..errors import ConfigError, PysimError
+from ..errors import ArgumentError, ConfigError, PysimError, no_unknown_keywords
 from ..mm.mmap_lock import madvise_lock_mode
 
 # the per-CPU split of time the results report: category -> breakdown names in it
@@ -95,7 +95,9 @@ class Calls:
 
     def compute(self, cycles: float):
         """User-mode work of `cycles` that touches no memory the model tracks."""
-        if not cycles >= 0:
+        if type(cycles) is not float and type(cycles) is not int:
+            _cycles(cycles, "cycles")
+        elif not cycles >= 0:
             raise ConfigError(f"compute() needs cycles >= 0, got {cycles!r}", field="cycles")
         return (self.thread.cpu.stats.charge, (B_USER, float(cycles)), None, None)
 
@@ -103,6 +105,11 @@ class Calls:
         """Count n operations done by this thread now (no yield: it takes no time);
         during the warm-up they are not counted, and the first tick after it starts
         this thread's measured span."""
+        if type(n) is not int:
+            if isinstance(n, (bool, np.bool_)) or not isinstance(n, np.integer):
+                raise ConfigError(f"tick() needs an operation count n, an integer, got "
+                                  f"{n!r}", field="n")
+            n = int(n)
         now = self.thread.cpu.tlbstate.now
         task = self._task
         if now < self._warm_until:
@@ -194,6 +201,15 @@ def _breakdown_now(cpu: Any) -> np.ndarray:
     return out
 
 
+def _cycles(value: Any, name: str) -> None:
+    """ConfigError naming `name` unless value is a number of cycles >= 0 (numpy numbers
+    too; not a bool, not NaN)."""
+    if isinstance(value, (bool, np.bool_)) \
+            or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not value >= 0:
+        raise ConfigError(f"{name} must be >= 0 cycles, got {value!r}", field=name)
+
+
 class Timeline:
     """Runs programs on their threads' CPUs in simulated-time order (see the module)."""
 
@@ -210,9 +226,17 @@ class Timeline:
         if any(t.thread.cpu is thread.cpu for t in self.tasks):
             raise ConfigError(f"cpu {thread.cpu.id} already runs a program on this "
                               f"timeline; give each program its own CPU", field="cpu")
+        if not callable(program):
+            raise ArgumentError(f"program must be a generator function, got "
+                                f"{type(program).__name__}", field="program")
         task = Task(thread, iter(()))
         task.calls = Calls(thread, task)
-        gen = program(task.calls, *args, **kw)
+        try:
+            gen = program(task.calls, *args, **kw)
+        except TypeError as e:          # the arguments do not fit the program's signature
+            raise ArgumentError(f"program {getattr(program, '__name__', program)!r} "
+                                f"called with calls + {len(args)} arguments: {e}",
+                                field="program") from None
         if not hasattr(gen, "send"):
             raise ConfigError(f"program {getattr(program, '__name__', program)!r} must be a "
                               f"generator function (it yields requests)", field="program")
@@ -221,14 +245,17 @@ class Timeline:
         return task
 
     def run(self, until: Optional[float] = None, warmup: float = 0.0,
-            stop_at_first_exit: bool = False) -> TimelineResult:
+            stop_at_first_exit: bool = False, **unknown: Any) -> TimelineResult:
         """Run every program to its end (or until `until` cycles after the start); the
         operations a thread ticks in the first `warmup` cycles are not counted (steady
         state: will-it-scale discards its first samples the same way).  With
         stop_at_first_exit the run ends when the first program does, so every thread's
         rate is measured over the same window, all of them running throughout."""
-        if not warmup >= 0:
-            raise ConfigError(f"warmup must be >= 0 cycles, got {warmup!r}", field="warmup")
+        no_unknown_keywords("Timeline.run", unknown,
+                            ("until", "warmup", "stop_at_first_exit"))
+        _cycles(warmup, "warmup")
+        if until is not None:
+            _cycles(until, "until")
         m = self.machine
         if m.current_op is not None:
             raise PysimError("cannot run a timeline while an operation is running")
@@ -302,7 +329,12 @@ class Timeline:
                 if stop_first:
                     limit = end          # the others stop at their next request
                 continue
-            fn, args, kw, lock = req
+            try:
+                fn, args, kw, lock = req
+            except (TypeError, ValueError):
+                raise ConfigError(f"program of {task.thread!r} yielded {req!r}; a program "
+                                  f"yields the requests of its calls (yield t.mmap(...))",
+                                  field="program") from None
             if lock == "r" and self._sleeps_for_writer(task, req, now):
                 heapq.heappush(heap, (ts.now, cid, i))
                 continue

@@ -1,5 +1,8 @@
 """Syscall arguments as the kernel sees them: machine integers.  Python and numpy
-integers are accepted alike and become Python ints once, at the syscall boundary."""
+integers are accepted alike and become Python ints once, at the syscall boundary;
+anything else -- floats, strings, None, and bools, which are ints to Python but never
+what a caller means by an address, a length or a flag word -- is EINVAL naming the
+argument."""
 from __future__ import annotations
 
 import errno
@@ -11,12 +14,13 @@ from ..errors import SyscallError
 
 
 def syscall_ints(call: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:
-    """The values as Python ints, or SyscallError(EINVAL) naming the first non-integer."""
+    """The values as Python ints, or SyscallError(EINVAL) naming the first that is no
+    integer (a bool included)."""
     out = []
     for name, v in zip(names, values):
         if type(v) is int:
             out.append(v)
-        elif isinstance(v, (int, np.integer)):
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
             out.append(int(v))
         else:
             raise SyscallError(errno.EINVAL, f"{call}: {name} must be an integer, "

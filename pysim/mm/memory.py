@@ -21,7 +21,7 @@ from mmucore.stats import (B_FAULT, B_PTE, K_GATHER_BATCH_FULL, K_GATHER_TABLE_F
 from ..constants import (PAGE_SIZE, PMD_SIZE, STACK_GUARD_GAP, TASK_SIZE, VM_EXEC,
                          VM_GROWSDOWN, VM_HUGEPAGE, VM_HUGETLB, VM_READ, VM_WRITE)
 from ..arch.tlbflush import flush_tlb_range
-from ..errors import PysimError
+from ..errors import ConfigError, PysimError
 from ..results import Fault
 from .mmu_gather import tlb_flush_mmu, tlb_table_flush
 
@@ -45,26 +45,36 @@ MAX_RETRIES = 4
 
 
 def validate_accesses(vas, kinds) -> tuple[np.ndarray, np.ndarray]:
-    """Check a user access batch before it reaches C (ValueError naming the problem)."""
-    vas = np.asarray(vas)
-    kinds = np.asarray(kinds)
+    """Check a user access batch before it reaches C (a ConfigError, which is a
+    ValueError, naming the argument: vas or kinds)."""
+    try:
+        vas = np.asarray(vas)
+        kinds = np.asarray(kinds)
+    except (TypeError, ValueError) as e:            # ragged or unconvertible input
+        raise ConfigError(f"accesses: vas and kinds must be 1-D integer arrays ({e})",
+                          field="vas") from None
     if vas.ndim != 1 or kinds.ndim != 1:
-        raise ValueError("accesses: addresses and kinds must be 1-D arrays")
+        raise ConfigError("accesses: vas (addresses) and kinds must be 1-D arrays",
+                          field="vas" if vas.ndim != 1 else "kinds")
     if vas.shape != kinds.shape:
-        raise ValueError(f"accesses: {vas.size} addresses but {kinds.size} kinds")
+        raise ConfigError(f"accesses: {vas.size} addresses (vas) but {kinds.size} "
+                          f"kinds", field="kinds")
     if vas.dtype != np.uint64:
         if vas.size and (not np.issubdtype(vas.dtype, np.integer) or vas.min() < 0):
-            raise ValueError(f"accesses: addresses must be non-negative integers "
-                             f"(dtype {vas.dtype})")
+            raise ConfigError(f"accesses: vas (addresses) must be non-negative integers "
+                              f"(dtype {vas.dtype})", field="vas")
         vas = vas.astype(np.uint64)
     if kinds.dtype != np.uint8:
         if kinds.size and (not np.issubdtype(kinds.dtype, np.integer) or kinds.min() < 0):
-            raise ValueError(f"accesses: kinds must be 0, 1 or 2 (dtype {kinds.dtype})")
+            raise ConfigError(f"accesses: kinds must be 0, 1 or 2 (dtype {kinds.dtype})",
+                              field="kinds")
         kinds = kinds.astype(np.uint8)
     if kinds.size and kinds.max() > 2:
-        raise ValueError("accesses: kinds must be 0 (read), 1 (write) or 2 (fetch)")
+        raise ConfigError("accesses: kinds must be 0 (read), 1 (write) or 2 (fetch)",
+                          field="kinds")
     if vas.size and vas.max() >= TASK_SIZE:
-        raise ValueError(f"accesses: address 0x{int(vas.max()):x} is beyond user space")
+        raise ConfigError(f"accesses: address 0x{int(vas.max()):x} in vas is beyond user "
+                          f"space", field="vas")
     return np.ascontiguousarray(vas), np.ascontiguousarray(kinds)
 
 

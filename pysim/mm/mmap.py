@@ -14,11 +14,12 @@ from ..constants import (
     LEGACY_MAP_MASK, MAP_32BIT, MAP_32BIT_BASE, MAP_32BIT_END, MAP_ANONYMOUS, MAP_FIXED,
     MAP_FIXED_NOREPLACE, MAP_HUGE_MASK, MAP_HUGE_SHIFT, MAP_HUGETLB, MAP_NONBLOCK,
     MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAP_SHARED_VALIDATE, MAP_STACK,
-    MAP_TYPE, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PROT_EXEC, PROT_READ, PROT_SEM, PROT_WRITE,
+    MAP_TYPE, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PROT_EXEC, PROT_READ, PROT_SEM,
+    PROT_WRITE,
     STACK_GUARD_GAP, TASK_SIZE, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGEPAGE,
     VM_HUGETLB, VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE,
     VM_MAYEXEC, VM_MAYREAD, VM_NORESERVE, VM_READ, VM_SEALED, VM_SHARED, VM_WRITE)
-from ..errors import SyscallError
+from ..errors import ConfigError, SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
 from .mm import File
@@ -70,6 +71,8 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if type(pgoff) is not int and not isinstance(pgoff, np.integer) or pgoff < 0:
         raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
     pgoff = int(pgoff)
+    if not isinstance(huge, (bool, np.bool_)):
+        raise ConfigError(f"mmap: huge must be True or False, got {huge!r}", field="huge")
     # do_mmap(): prot bits the kernel does not know are ignored (calc_vm_prot_bits)
     prot &= _PROT_KNOWN
     if length == 0:
@@ -83,6 +86,10 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if not flags & MAP_FIXED and addr:
         addr = max(addr, -(-mm.vmas.mmap_min_addr // PAGE_SIZE) * PAGE_SIZE)  # round_hint_to_min
     length = -(-length // PAGE_SIZE) * PAGE_SIZE
+    if length < 1 << 64 and pgoff + (length >> PAGE_SHIFT) >= 1 << 64:
+        # do_mmap(): "offset overflow?" -- pgoff + pages wraps an unsigned long
+        raise SyscallError(errno.EOVERFLOW, f"mmap: pgoff 0x{pgoff:x} plus the length "
+                                            f"overflows")
     if length > TASK_SIZE:
         raise SyscallError(errno.ENOMEM, f"mmap: length 0x{length:x} exceeds TASK_SIZE")
     if mm.vmas.map_count > mm.vmas.max_map_count:

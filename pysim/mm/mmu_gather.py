@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Optional
 
 import mmucore
 
-from ..errors import PysimError
+from ..errors import ArgumentError, PysimError
 from ..results import OpResult
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -77,9 +77,10 @@ def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
         acct = cpu.stats.acct
         mm.tlb_flush_pending
     except AttributeError:
-        raise TypeError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
-                        f"(thread.mm), got {type(cpu).__name__} and "
-                        f"{type(mm).__name__}") from None
+        bad = "cpu" if not hasattr(cpu, "stats") else "mm"
+        raise ArgumentError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
+                            f"(thread.mm), got {type(cpu).__name__} and "
+                            f"{type(mm).__name__}", field=bad) from None
     tlb = MMUGather(cpu, mm, fullmm, gather_batch_reserve(cpu.cfg.profile))
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu

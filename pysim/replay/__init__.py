@@ -35,6 +35,9 @@ def load_trace(path: str, faults: Optional[str] = None) -> Trace:
     in time order."""
     from .jsonl import read_jsonl
     from .parse_strace import parse_strace
+    if not isinstance(path, (str, os.PathLike)):
+        raise TraceError(f"a trace must be a file path or a Trace, got {type(path).__name__}")
+    path = os.fspath(path)
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             head = "{" if path.endswith(".gz") else f.read(4096).lstrip()
@@ -48,7 +51,14 @@ def load_trace(path: str, faults: Optional[str] = None) -> Trace:
                 faults = side
                 break
     if faults is not None:
-        merge_faults(trace, read_jsonl(faults).faults)
+        if not isinstance(faults, (str, os.PathLike)):
+            raise TraceError(f"faults must be a file path, got {type(faults).__name__}")
+        try:
+            fault_trace = read_jsonl(os.fspath(faults))
+        except OSError as e:
+            raise TraceError(f"cannot read faults {os.fspath(faults)!r}: "
+                             f"{e.strerror}") from None
+        merge_faults(trace, fault_trace.faults)
     return trace
 
 
@@ -102,14 +112,20 @@ class ReplayResult:
 
 def replay(trace: Union[str, Trace], profile: Any = "patched", preset: Any = "skylake",
            access: str = "none", cpus: Optional[int] = None, pin: str = "round-robin",
-           checker: Any = False, elf: bool = True, faults: Optional[str] = None
-           ) -> ReplayResult:
+           checker: Any = False, elf: bool = True, faults: Optional[str] = None,
+           **unknown: Any) -> ReplayResult:
     """Replay trace (a path or a Trace) under each profile (a name or a list) on a
     fresh Machine of `cpus` CPUs (default: one per traced task, at most 8) with the
     preset; `access` names the access model, `pin` the policy placing threads on CPUs,
     `checker` the safety checker's mode (off by default: it doubles a replay's time),
     `elf` whether exec images read the traced binaries' ELF headers when present."""
     from ..machine import Machine
+    import numpy as np
+    from ..errors import ConfigError, no_unknown_keywords
+    no_unknown_keywords("replay", unknown, ("profile", "preset", "access", "cpus", "pin",
+                                            "checker", "elf", "faults"))
+    if not isinstance(elf, (bool, np.bool_)):
+        raise ConfigError(f"elf must be True or False, got {elf!r}", field="elf")
     tr = trace if isinstance(trace, Trace) else load_trace(trace, faults=faults)
     if cpus is None:
         cpus = max(1, min(8, len(tr.pids)))
@@ -117,6 +133,10 @@ def replay(trace: Union[str, Trace], profile: Any = "patched", preset: Any = "sk
         profile, (list, tuple)) else list(profile)
     presets = [preset] if isinstance(preset, str) or not isinstance(
         preset, (list, tuple)) else list(preset)
+    for name, given in (("profile", profiles), ("preset", presets)):
+        if not given:
+            raise ConfigError(f"{name} must be a name or a non-empty list of names",
+                              field=name)
     runs = []
     for pr in presets:
         for pf in profiles:

@@ -23,7 +23,9 @@ import os
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from ..errors import ConfigError
+import numpy as np
+
+from ..errors import ConfigError, no_unknown_keywords
 from ..experiments import WALL_PREFIX
 from . import runners
 from .grid import GRID_KEYS, Plan, Point, load_grid, plan, point_identity
@@ -46,16 +48,21 @@ def deterministic(df: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def _count(value: Any, name: str, least: int) -> int:
-    """value when it is an int >= least (bools refused), else a ConfigError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+    """value as an int when it is an integer >= least (numpy integers too; bools
+    refused), else a ConfigError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < least:
         raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}",
                           field=name)
-    return value
+    return int(value)
 
 
 def _check_checkpoint(checkpoint: Any) -> None:
-    """ConfigError unless checkpoint is a number of seconds >= 0."""
-    if not isinstance(checkpoint, (int, float)) or checkpoint < 0:
+    """ConfigError unless checkpoint is a number of seconds >= 0 (numpy numbers too;
+    not a bool, not NaN)."""
+    if isinstance(checkpoint, (bool, np.bool_)) \
+            or not isinstance(checkpoint, (int, float, np.integer, np.floating)) \
+            or not checkpoint >= 0:
         raise ConfigError(f"checkpoint must be seconds >= 0, got {checkpoint!r}",
                           field="checkpoint")
 
@@ -109,7 +116,8 @@ def sweep(grid: Any, out: Optional[str] = None, backend: Optional[str] = None,
           workers: Optional[int] = None, scheduler: Optional[str] = None,
           progress: bool = True, seed: Optional[int] = None, *, retries: int = 3,
           checkpoint: float = 1.0, overwrite: bool = False,
-          mp_context: Optional[str] = None, client: Any = None) -> "pd.DataFrame":
+          mp_context: Optional[str] = None, client: Any = None,
+          **unknown: Any) -> "pd.DataFrame":
     """Run every point of grid and return one row per point as a pandas DataFrame.
 
     grid: a TOML path or a dict (see pysim.sweeps.grid).  out: a .parquet/.pq or .csv
@@ -126,6 +134,9 @@ def sweep(grid: Any, out: Optional[str] = None, backend: Optional[str] = None,
     df.attrs["pysim_sweep"] describes the run.  Everything is checked -- grid, options,
     output path, scheduler address -- before the first point runs.
     """
+    no_unknown_keywords("sweep", unknown, (
+        "out", "backend", "workers", "scheduler", "progress", "seed", "retries",
+        "checkpoint", "overwrite", "mp_context", "client"))
     p = plan(grid, seed)
     backend = runners.choose_backend(backend, scheduler, client)
     workers = _count((os.cpu_count() or 1) if workers is None else workers, "workers", 1)

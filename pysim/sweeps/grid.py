@@ -59,10 +59,28 @@ def _toml() -> ModuleType:
                           "package", field="grid") from None
 
 
+def _plain(v: Any) -> Any:
+    """v with numpy scalars made Python scalars (np.int64(2) -> 2, np.bool_ -> bool) and
+    numpy arrays made lists, through dicts, lists and tuples: a grid built from numpy
+    values is the grid of the same Python values (same checks, same point ids)."""
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_plain(x) for x in v)
+    return v
+
+
 def load_grid(grid: Any) -> Dict[str, Any]:
-    """The grid as a new dict: a mapping is copied, a str or PathLike is read as TOML."""
+    """The grid as a new dict: a mapping is copied (numpy scalars and arrays in it
+    becoming the Python values they hold), a str or PathLike is read as TOML."""
     if isinstance(grid, Mapping):
-        return dict(grid)
+        return _plain(grid)
     if not isinstance(grid, (str, os.PathLike)):
         raise ConfigError(f"a grid must be a TOML file path or a dict, got "
                           f"{type(grid).__name__}", field="grid")
@@ -181,6 +199,8 @@ def _grid_seed(g: Mapping[str, Any], seed: Optional[int]) -> int:
     """The seed of the sweep: the override when given, else the grid's (default 0)."""
     value = g.get("seed", 0) if seed is None else seed
     where = "seed" if seed is None else "sweep(seed=...)"
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{where}: seed must be an integer >= 0, got {value!r}",
                           field="seed")
