@@ -48,6 +48,12 @@ cdef enum:
     K_ZAP_HUGE_PMD
     # an access past the end of a mapped file (filemap_fault: VM_FAULT_SIGBUS)
     K_SIGBUS
+    # Intel RAR (the RFC series, profile rar-rfc): remote action requests signalled by
+    # the initiator (one per target CPU) and payloads a target's microcode carried out
+    K_RAR_SENT
+    K_RAR_RECEIVED
+    # reclaim's batched unmap flush: arch_tlbbatch_flush() calls (try_to_unmap_flush)
+    K_TLBBATCH_FLUSH
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

@@ -32,7 +32,7 @@ class X86(Arch):
 
     name = "x86"
 
-    def __init__(self, cfg, tlbs: list, cpu_stats: list, backend: str = "ipi"):
+    def __init__(self, cfg, tlbs: list, cpu_stats: list, backend: Optional[str] = None):
         super().__init__(cfg, tlbs, cpu_stats)
         prof = cfg.profile
         states = [tlbstate.CpuTlbState(i, t, cpu_stats[i], prof.nr_dyn_asids)
@@ -43,7 +43,10 @@ class X86(Arch):
                       lazy_cpumask=prof.lazy_cpumask, trim_cpumask=prof.trim_cpumask,
                       hz=prof.hz, invlpgb=self.uses_invlpgb(cfg),
                       invlpgb_count_max=cfg.preset.invlpgb_count_max,
-                      max_asid_available=tlbstate.MAX_ASID_AVAILABLE)
+                      max_asid_available=tlbstate.MAX_ASID_AVAILABLE,
+                      rar=self.uses_rar(cfg))
+        if backend is None:
+            backend = "rar" if params["rar"] else "ipi"
         costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
         self.flush = tlbstate.X86Flush(states, params, costs, backend)
         self.ncpus = len(tlbs)
@@ -61,6 +64,14 @@ class X86(Arch):
         """Whether the kernel flushes by INVLPGB broadcast: a 6.15+ profile on a CPU with
         INVLPGB (and PCIDs: a global ASID is a PCID; a CPU without PCIDs runs ASID 0)."""
         return bool(cfg.profile.broadcast_tlb_flush and cfg.invlpgb and cfg.pcid)
+
+    @staticmethod
+    def uses_rar(cfg) -> bool:
+        """Whether the kernel flushes global-ASID mms by Intel RAR: the rar-rfc profile
+        (rar_tlb_flush) on a CPU with RAR and PCIDs, and without INVLPGB (which the RFC
+        prefers when both exist)."""
+        return bool(getattr(cfg.profile, "rar_tlb_flush", False) and cfg.rar and cfg.pcid
+                    and not X86.uses_invlpgb(cfg))
 
     def set_jiffies(self, jiffies: int) -> None:
         """Set the jiffies the C rules sample (X86Flush.jiffies)."""
