@@ -114,6 +114,30 @@ class X86(Arch):
         return self.flush.flush_tlb_mm_range(tlb.cpu.tlbstate, tlb.mm.context, start, end,
                                              g.stride_shift, g.freed_tables)
 
+    # reclaim's batched unmap flush: arch/x86/include/asm/tlbflush.h and mm/tlb.c; the
+    # batch is a cpumask (uint64 words), the rules are in mmucore.tlbstate's batch block
+    def new_tlbbatch(self):
+        """struct arch_tlbflush_unmap_batch: an empty cpumask."""
+        return self.flush.new_tlbbatch_mask()
+
+    def arch_tlbbatch_should_defer(self, cpu: Any, mm: Any) -> bool:
+        """arch_tlbbatch_should_defer(): batch when another CPU is in mm_cpumask."""
+        return any(c != cpu.id for c in mm.context.cpumask)
+
+    def arch_tlbbatch_add_pending(self, cpu: Any, batch: Any, mm: Any, uaddr: int) -> None:
+        """arch_tlbbatch_add_pending(): tlb_gen and cpumask, or (6.15) a targeted INVLPGB."""
+        self.flush.arch_tlbbatch_add_pending(cpu.tlbstate, mm.context, uaddr, batch)
+
+    def arch_tlbbatch_flush(self, cpu: Any, batch: Any) -> None:
+        """arch_tlbbatch_flush(): IPIs (or RAR) to the cpumask, then TLBSYNC if needed."""
+        self.flush.arch_tlbbatch_flush(cpu.tlbstate, batch)
+
+    def arch_flush_tlb_batched_pending(self, cpu: Any, mm: Any) -> None:
+        """flush_tlb_mm(mm): flush_tlb_mm_range(mm, 0, TLB_FLUSH_ALL, 0, true) (the
+        kernel's stride 0 is moot for a full flush; 12 here)."""
+        self.flush.flush_tlb_mm_range(cpu.tlbstate, mm.context, 0, TLB_FLUSH_ALL,
+                                      PAGE_SHIFT, True)
+
     def vm_page_prot(self, vm_flags: int) -> int:
         """vm_get_page_prot() plus the protection-key bits (arch_vm_get_page_prot)."""
         key = vm_flags & _PROT_FLAGS
