@@ -43,6 +43,12 @@ only the CPUs still on a local ASID while the mm is in transition
 it is queued on the issuing CPU and takes effect at that CPU's TLBSYNC, so a path that
 forgets TLBSYNC leaves real stale entries for the checker to find.  A global ASID needs
 no flush at context switch: every flush of the mm reached every CPU.
+
+Intel RAR (the RFC, params rar, backend "rar"): the same global ASIDs, flushed by
+Remote Action Requests to the CPUs of mm_cpumask through an action table set up at
+boot; such an ASID is current only on the mask's CPUs, so a CPU that rejoins the mask
+flushes.  Reclaim's batched unmap flush (arch_tlbbatch_add_pending / _flush): see the
+blocks "Intel RAR (RFC)" and "reclaim's batch" below.
 """
 import numpy as np
 cimport numpy as cnp

@@ -58,7 +58,8 @@ class HostConfig:
         a field, not through Preset.replace: `invlpgb` names both a feature and a cost."""
         p = get_preset(preset)
         return dataclasses.replace(p, features={"pcid": self.pcid, "invpcid": self.invpcid,
-                                                "invlpgb": self.invlpgb})
+                                                "invlpgb": self.invlpgb,
+                                                "rar": False})  # not detected
 
 
 def profile_for_kernel(release: str) -> str:
