@@ -51,6 +51,12 @@ cdef enum:
     # KVM's paravirtual TLB flush: a flush found this vCPU preempted and left it the
     # KVM_VCPU_FLUSH_TLB flag instead of an IPI (kvm_flush_tlb_multi)
     K_KVM_PV_FLUSH
+    # Intel RAR (the RFC series, profile rar-rfc): remote action requests signalled by
+    # the initiator (one per target CPU) and payloads a target's microcode carried out
+    K_RAR_SENT
+    K_RAR_RECEIVED
+    # reclaim's batched unmap flush: arch_tlbbatch_flush() calls (try_to_unmap_flush)
+    K_TLBBATCH_FLUSH
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

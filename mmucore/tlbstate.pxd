@@ -52,6 +52,8 @@ cdef struct cpu_tlbstate:
     invlpgb_op* pending             # INVLPGBs issued here, not yet waited for (TLBSYNC)
     int npending                    # entries in pending
     int cap_pending                 # room in pending (malloc'd, grown as needed)
+    bint need_tlbsync               # cpu_tlbstate.need_tlbsync (6.15): a batched unmap
+                                    # issued INVLPGBs here that no TLBSYNC waited for yet
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)
@@ -77,6 +79,8 @@ cdef struct tlb_params:
                             #       and the kernel uses it)
     int invlpgb_count_max   # pages one INVLPGB may name (CPUID 0x80000008 EDX + 1)
     int max_asid_available  # MAX_ASID_AVAILABLE: global ASIDs lie in [nr_asids, this)
+    bint rar                # rar-rfc: Intel RAR flushes mms with a global ASID (CPU has
+                            #          RAR and the kernel uses it); exclusive with invlpgb
 
 cdef struct flush_costs:
     double flush_base       # kernel cycles of one flush_tlb_mm_range
@@ -92,6 +96,18 @@ cdef struct flush_costs:
     double idle_exit        # an IPI reaching a sleeping CPU waits for it to wake (timeline)
     double invlpgb_issue    # issuer: one INVLPGB instruction
     double tlbsync_wait     # issuer: TLBSYNC waiting for its INVLPGBs everywhere
+    double rar_send         # initiator: payload write, action entries, the APIC command
+    double rar_extra_target # initiator: each further target (arm its entry, poll it)
+    double rar_deliver      # APIC signal until the target's microcode takes the action
+    double rar_handle       # target: microcode work per payload, besides invalidating
+
+cdef struct rar_payload:
+    int type                # RAR_TYPE_INVPCID: the only type the RFC's TLB code sends
+    int subtype             # RAR_INVPCID_ADDR (num_pages from linear_address) or
+                            # RAR_INVPCID_PCID (every non-global entry of pcid)
+    int pcid                # the PCID the action names
+    uint64_t linear_address # first address (RAR_INVPCID_ADDR)
+    int num_pages           # 4K pages from linear_address, below RAR_INVLPG_MAX_PAGES
 
 cdef struct flush_env
 
@@ -116,6 +132,12 @@ cdef struct flush_env:
     double kvm_pv_preempt               # KVM PV TLB flush: chance a target vCPU is found
                                         #   preempted (0: off; set_kvm_pv_flush)
     uint64_t kvm_pv_rng                 # its generator's state (xorshift64*)
+    # Intel RAR (rar-rfc): the action table in memory, set up at boot (rar_boot_cpu_init)
+    rar_payload* rar_payloads           # RAR_MAX_PAYLOADS payload entries
+    uint8_t* rar_action                 # per CPU, one status byte per payload (its action
+                                        # vector): ncpus * RAR_MAX_PAYLOADS bytes
+    bint rar_skip_new_cpu_flush         # debug: a CPU joining mm_cpumask keeps its stale
+                                        # global-ASID entries (the rule RAR needs, broken)
 
 
 cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil
@@ -148,3 +170,4 @@ cdef class X86Flush:
     cdef readonly str backend       # the backend's name
     cdef object py_backend          # the "python" backend's callable
     cdef object _asidbufs           # owners of e.global_asid_used / _freed
+    cdef object _rarbufs            # owners of e.rar_payloads / e.rar_action

@@ -43,6 +43,12 @@ only the CPUs still on a local ASID while the mm is in transition
 it is queued on the issuing CPU and takes effect at that CPU's TLBSYNC, so a path that
 forgets TLBSYNC leaves real stale entries for the checker to find.  A global ASID needs
 no flush at context switch: every flush of the mm reached every CPU.
+
+Intel RAR (the RFC, params rar, backend "rar"): the same global ASIDs, flushed by
+Remote Action Requests to the CPUs of mm_cpumask through an action table set up at
+boot; such an ASID is current only on the mask's CPUs, so a CPU that rejoins the mask
+flushes.  Reclaim's batched unmap flush (arch_tlbbatch_add_pending / _flush): see the
+blocks "Intel RAR (RFC)" and "reclaim's batch" below.
 """
 import numpy as np
 cimport numpy as cnp
@@ -60,6 +66,7 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             stats_spend, stats_touch)
 from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
 from mmucore.stats cimport K_KVM_PV_FLUSH
+from mmucore.stats cimport K_RAR_RECEIVED, K_RAR_SENT, K_TLBBATCH_FLUSH
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invlpg_remote,
                           c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
@@ -74,13 +81,14 @@ cdef extern from *:
 cdef uint64_t FLUSH_ALL = <uint64_t>0xFFFFFFFFFFFFFFFF
 TLB_FLUSH_ALL = (1 << 64) - 1
 USER_PCID_BIT = 1 << 11
-BACKENDS = ("ipi", "python")
+BACKENDS = ("ipi", "python", "rar")
 PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "nr_asids",
                 "lazy_cpumask", "trim_cpumask", "hz", "invlpgb", "invlpgb_count_max",
-                "max_asid_available")
+                "max_asid_available", "rar")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb_issue", "tlbsync_wait")
+               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb_issue",
+               "tlbsync_wait", "rar_send", "rar_extra_target", "rar_deliver", "rar_handle")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
 MAX_ASID_AVAILABLE = (1 << 11) - 2
@@ -89,6 +97,18 @@ cdef enum:
     INVLPGB_VA = 0              # invlpgb_flush_user_nr_nosync(pcid, addr, nr, pmd)
     INVLPGB_PCID = 1            # invlpgb_flush_single_pcid_nosync(pcid)
     INVLPGB_ALL_NONGLOBAL = 2   # invlpgb_flush_all_nonglobals()
+# Intel RAR (arch/x86/include/asm/rar.h of the RFC): payload type and subtypes, the
+# per-CPU action status values, the table size and the per-payload page limit
+cdef enum:
+    RAR_TYPE_INVPCID = 2
+    RAR_INVPCID_ADDR = 0        # num_pages 4K pages of one PCID from linear_address
+    RAR_INVPCID_PCID = 1        # every non-global entry of one PCID
+    RAR_INVPCID_ALL = 2         # every PCID (pcid 0: the RFC's kernel flushes)
+    RAR_SUCCESS = 0x00
+    RAR_PENDING = 0x01
+    RAR_MAX_PAYLOADS = 64
+    RAR_INVLPG_MAX_PAGES = 63
+RAR_TABLE_SIZE = RAR_MAX_PAYLOADS
 
 
 cdef inline int kern_pcid(int asid) noexcept nogil:
@@ -304,6 +324,7 @@ cdef class CpuTlbState:
         self.s.pending = NULL
         self.s.npending = 0
         self.s.cap_pending = 0
+        self.s.need_tlbsync = False
 
     def __dealloc__(self):
         free(self.s.pending)
@@ -467,19 +488,29 @@ cdef inline bint is_global_asid(cpu_tlbstate* cpu, int asid) noexcept nogil:
     return asid >= cpu.nr_asids
 
 
+cdef inline bint uses_global_asids(flush_env* e) noexcept nogil:
+    """The kernel hands out global ASIDs: with INVLPGB (6.15) or, in the RAR RFC, with
+    RAR (its mm_global_asid() tests X86_FEATURE_INVLPGB || X86_FEATURE_RAR)."""
+    return e.p.invlpgb or e.p.rar
+
+
 cdef inline bint mm_needs_global_asid(flush_env* e, mm_context* mm, int asid) noexcept nogil:
     """mm_needs_global_asid(): the mm has a global ASID and this CPU runs it on another."""
-    return e.p.invlpgb and mm.global_asid != 0 and asid != mm.global_asid
+    return uses_global_asids(e) and mm.global_asid != 0 and asid != mm.global_asid
 
 
 cdef void reset_global_asid_space(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
     """reset_global_asid_space(): at the end of the global ASID space, flush every
     non-global entry everywhere (INVLPGB + TLBSYNC), after which freed global ASIDs
     may be reused; the search starts again at TLB_NR_DYN_ASIDS.  The first allocation
-    starts here too (last_global_asid begins at MAX_ASID_AVAILABLE)."""
+    starts here too (last_global_asid begins at MAX_ASID_AVAILABLE).  With RAR the RFC
+    calls flush_tlb_all() instead, which it sends as a RAR to every CPU."""
     cdef int i
-    invlpgb_issue(e, cpu, INVLPGB_ALL_NONGLOBAL, 0, 0, 0, False)
-    tlbsync(e, cpu)
+    if e.p.rar:
+        rar_flush_tlb_all(e, cpu)
+    else:
+        invlpgb_issue(e, cpu, INVLPGB_ALL_NONGLOBAL, 0, 0, 0, False)
+        tlbsync(e, cpu)
     for i in range(e.p.max_asid_available):
         if e.global_asid_freed[i]:
             e.global_asid_used[i] = 0
@@ -548,7 +579,7 @@ cdef void use_global_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexc
 cdef void mm_free_global_asid(flush_env* e, mm_context* mm) noexcept nogil:
     """mm_free_global_asid() (destroy_context): the ASID becomes reusable only after
     the next reset_global_asid_space() flushed it everywhere."""
-    if not e.p.invlpgb or not mm.global_asid:
+    if not uses_global_asids(e) or not mm.global_asid:
         return
     e.global_asid_freed[mm.global_asid] = 1
     mm.global_asid = 0
@@ -559,7 +590,7 @@ cdef void consider_global_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) 
     """consider_global_asid(): once in 32 jiffies per pid (pid & 0x1f == jiffies &
     0x1f), an mm active on 4 or more CPUs gets a global ASID.  The kernel's reason for
     the threshold: 4k ASIDs (2k with PTI) against machines of over 8k CPUs."""
-    if not e.p.invlpgb:
+    if not uses_global_asids(e):
         return
     if (<uint64_t>mm.pid & 0x1f) != (e.jiffies & 0x1f):
         return
@@ -630,16 +661,18 @@ cdef void tlbsync(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
 
 # ------------------------------------------------------------------ context switching
 cdef int choose_new_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
-                         bint* need_flush) noexcept nogil:
-    """choose_new_asid(): the mm's global ASID if it has one (never a flush), else its
-    slot if it has one (flush iff stale), else the next slot round robin (always
-    flush).  Without PCIDs: ASID 0, always flush."""
+                         bint* need_flush, bint new_cpu) noexcept nogil:
+    """choose_new_asid(): the mm's global ASID if it has one (with INVLPGB never a
+    flush; with RAR a flush iff the CPU was not in mm_cpumask, new_cpu), else its slot
+    if it has one (flush iff stale), else the next slot round robin (always flush).
+    Without PCIDs: ASID 0, always flush."""
     cdef int asid
     if not e.p.pcid:
         need_flush[0] = True
         return 0
-    if e.p.invlpgb and mm.global_asid:
-        need_flush[0] = False               # INVLPGB kept it current on every CPU
+    if uses_global_asids(e) and mm.global_asid:
+        # INVLPGB kept it current on every CPU; RAR only on the CPUs of mm_cpumask
+        need_flush[0] = e.p.rar and new_cpu and not e.rar_skip_new_cpu_flush
         return mm.global_asid
     for asid in range(cpu.nr_asids):
         if cpu.ctxs[asid].ctx_id == mm.ctx_id:
@@ -662,7 +695,12 @@ cdef void load_cr3(flush_env* e, cpu_tlbstate* cpu, int asid, bint flush) noexce
     switch_pcid(cpu, kern_pcid(asid), flush)
     if flush:
         if e.p.pti:
-            cpu.user_pcid_flush_mask[asid] = 1
+            if asid < cpu.nr_asids:
+                cpu.user_pcid_flush_mask[asid] = 1
+            else:
+                # a global ASID (RAR): the model keeps user_pcid_flush_mask for the
+                # dynamic ASIDs only, so the user PCID is flushed at once
+                c_flush_pcid(<TLB>cpu.tlb, user_pcid(asid))
         stats_add(cpu.stats, K_TLB_FLUSH_ON_SWITCH, 1)
 
 
@@ -673,15 +711,19 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
     and never flushes."""
     cdef mm_context* prev = cpu.loaded_mm
     cdef int asid
-    cdef bint need_flush = False, was_lazy = cpu.is_lazy
+    cdef bint need_flush = False, was_lazy = cpu.is_lazy, new_cpu
     stats_touch(cpu.stats)
+    if cpu.need_tlbsync:
+        tlbsync(e, cpu)                     # 6.15: a batch's INVLPGBs finish before a switch
+        cpu.need_tlbsync = False
     if mm == prev:
         if mm == NULL:
             return
         cpu.is_lazy = False
         if mm_needs_global_asid(e, mm, cpu.loaded_mm_asid):
-            # the mm moved to a global ASID: reload CR3 with it, without a flush
-            asid = choose_new_asid(e, cpu, mm, &need_flush)
+            # the mm moved to a global ASID: reload CR3 with it (INVLPGB: without a
+            # flush; the RAR RFC passes new_cpu = true here, so with RAR it flushes)
+            asid = choose_new_asid(e, cpu, mm, &need_flush, True)
             cpu.loaded_mm_asid = asid
             load_cr3(e, cpu, asid, need_flush)
             return
@@ -704,11 +746,12 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
         cpu.loaded_mm = NULL
         switch_pcid(cpu, 0, False)          # init_mm: kernel mappings only
         return
+    new_cpu = not cpumask_test_cpu(mm, cpu.cpu)
     # 6.14 tests the bit before setting it, so a CPU coming back writes nothing
-    if not e.p.lazy_cpumask or not cpumask_test_cpu(mm, cpu.cpu):
+    if not e.p.lazy_cpumask or new_cpu:
         mask_write(e, cpu, mm)
     cpumask_set_cpu(mm, cpu.cpu)
-    asid = choose_new_asid(e, cpu, mm, &need_flush)
+    asid = choose_new_asid(e, cpu, mm, &need_flush, new_cpu)
     if not is_global_asid(cpu, asid):
         cpu.ctxs[asid].ctx_id = mm.ctx_id
         cpu.ctxs[asid].tlb_gen = mm.tlb_gen
@@ -719,7 +762,11 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
 
 cdef void enter_lazy_tlb(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
     """A kernel thread borrows the mm: keep CR3 and the cpumask bit, mark the CPU lazy
-    (or, without lazy TLB, switch to init_mm)."""
+    (or, without lazy TLB, switch to init_mm).  6.15: a batch's pending INVLPGBs are
+    waited for first (tlbsync())."""
+    if cpu.need_tlbsync:
+        tlbsync(e, cpu)
+        cpu.need_tlbsync = False
     if cpu.loaded_mm == NULL:
         return
     if e.p.lazy_tlb:
@@ -787,20 +834,33 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     """flush_tlb_func() on one target; returns the kernel cycles it spent (hardware
     invalidation cycles land on the CPU's TLB counters).  6.14: a CPU not running mm
     leaves its mask (lazy mm_cpumask); 6.15: a CPU still on a local ASID of an mm with
-    a global one moves to it, and a global ASID needs nothing (INVLPGB covers it)."""
+    a global one moves to it, and a global ASID needs nothing (INVLPGB covers it).
+    mm NULL is arch_tlbbatch_flush()'s request (info->mm NULL, new_tlb_gen
+    TLB_GENERATION_INVALID = 0): the CPU flushes whatever mm it has loaded.  RAR RFC: a
+    lazy CPU reached leaves the mask, and a global ASID is flushed like a local one."""
     cdef uint64_t local_gen, mm_gen, n, i
     cdef int asid
     if not local:
         stats_add(cpu.stats, K_NR_TLB_REMOTE_FLUSH_RECEIVED, 1)
-    if mm != cpu.loaded_mm:
+    if mm == NULL:
+        mm = cpu.loaded_mm
+        if mm == NULL:
+            return 0.0                      # init_mm: no user translations
+    elif mm != cpu.loaded_mm:
         if e.p.lazy_cpumask:
             cpumask_clear_cpu(mm, cpu.cpu)  # the CPU was left in the mask: clear it
             mask_write(e, cpu, mm)
             stats_add(cpu.stats, K_TLB_REMOTE_WRONG_CPU, 1)
         return 0.0
+    if e.p.rar and cpu.is_lazy:
+        cpumask_clear_cpu(mm, cpu.cpu)      # the RFC clears a lazy CPU's bit here
+        switch_mm_irqs_off(e, cpu, NULL)
+        return 0.0
     if mm_needs_global_asid(e, mm, cpu.loaded_mm_asid):
         switch_mm_irqs_off(e, cpu, mm)      # reload with the global ASID
     if is_global_asid(cpu, cpu.loaded_mm_asid):
+        if e.p.rar:
+            return rar_flush_global_asid(e, cpu, mm, f, local)
         return 0.0
     if cpu.is_lazy:
         switch_mm_irqs_off(e, cpu, NULL)    # a lazy CPU reached (tables freed) leaves the mm
@@ -808,7 +868,7 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     asid = cpu.loaded_mm_asid
     local_gen = cpu.ctxs[asid].tlb_gen
     mm_gen = mm.tlb_gen
-    if e.p.early_exit and f.new_tlb_gen <= local_gen:
+    if e.p.early_exit and f.new_tlb_gen != 0 and f.new_tlb_gen <= local_gen:
         return 0.0
     if local_gen == mm_gen:
         return 0.0
@@ -860,8 +920,13 @@ cdef inline bint should_flush_tlb(flush_env* e, cpu_tlbstate* c, mm_context* mm,
     mm, and one running something else only with info->trim_cpumask (should_flush_tlb
     of 6db2526c1d69).  Before that fix (209954cbc7d0 alone: lazy_cpumask without
     trim_cpumask) every CPU of the mask that is not lazy got it, running the mm or not.
-    LOADED_MM_SWITCHING cannot be seen: switches here are atomic."""
+    LOADED_MM_SWITCHING cannot be seen: switches here are atomic.
+    RAR RFC (should_flush_all): a trimming request and any request for an mm with a
+    global ASID (the IPI path only cleans up the mask or the transition) go to every
+    CPU of the mask too."""
     if f.freed_tables or mm.asid_transition:
+        return True
+    if e.p.rar and (f.trim_cpumask or mm.global_asid):
         return True
     if c.is_lazy:
         return False
@@ -1005,6 +1070,8 @@ cdef int finish_asid_transition(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
             c = e.cpus[cpu_id]
             if c.loaded_mm != mm or c.loaded_mm_asid == mm.global_asid:
                 continue
+            if e.p.rar:
+                f.trim_cpumask = True       # the RFC: IPIs, which move the stragglers
             hw0 = tlb_cycles(cpu)
             if cpu.loaded_mm == mm:
                 kernel = flush_tlb_func(e, cpu, mm, f, True)
@@ -1048,6 +1115,360 @@ cdef int broadcast_tlb_flush(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     return 0
 
 
+# ------------------------------------------------------------------ Intel RAR (RFC)
+# Remote Action Request (Rik van Riel's RFC v1-v4, 2025, not merged; patches "x86/mm:
+# Introduce Remote Action Request" and "userspace & pageout flushing using Intel RAR").
+# RAR is a hardware shootdown: the initiator writes a payload (what to invalidate) into
+# an action table in memory that every CPU was pointed at during boot
+# (MSR_IA32_RAR_PAYLOAD_BASE, 64 entries), marks the entry RAR_PENDING in each target's
+# per-CPU action vector, sends one APIC command to the cpumask and spins until every
+# target's status byte reads RAR_SUCCESS.  The targets' microcode does the
+# invalidation; no interrupt handler runs, and RAR_CTRL_IGNORE_IF lets it happen with
+# interrupts off.
+#
+# The kernel's rules in the RFC, as modelled here (params.rar, backend "rar"):
+# - RAR is only used for mms with a global ASID (the INVLPGB series' allocator, used on
+#   Intel too): the action names one PCID, the same on every CPU.  Dynamic ASIDs differ
+#   per CPU and keep using IPIs (native_flush_tlb_multi).
+# - Targets are every CPU of mm_cpumask but the initiator, lazy or running another mm
+#   (RAR skips should_flush_tlb(): it keeps no tlb_gen per CPU).  So a global ASID is
+#   current only on CPUs in mm_cpumask; a CPU that left the mask (trimmed) keeps stale
+#   entries under that PCID and must flush when it switches back in (choose_new_asid's
+#   new_cpu).  The checker counts a global ASID as current on the mask's CPUs only.
+# - Once per HZ a request trims the mask: it goes by IPIs to every CPU of the mask
+#   (should_flush_all), as do finish_asid_transition()'s IPIs.
+# - A payload names up to RAR_INVLPG_MAX_PAGES - 1 4K pages ((end - start + PAGE_SIZE) /
+#   PAGE_SIZE, the RFC's arithmetic: one page past the range) or else the whole PCID;
+#   with PTI a second RAR names the user PCID.
+# Costs (preset, assumptions): rar_send + rar_extra_target per further target on the
+# initiator, rar_deliver until a target acts, rar_handle per payload on the target plus
+# its invalidations (invpcid_single per page, cr3_flush for a PCID), ipi_ack for the
+# status line coming back.  On the timeline the target's work starts at arrival: the
+# microcode does not queue behind interrupt handlers (handle_rar, not handle_ipi).
+# Left out: the payload slot's spinlock (slot = cpu % 64: no sharing up to 64 CPUs).
+
+cdef double handle_rar(cpu_tlbstate* c, double arrive, double work) noexcept nogil:
+    """Place a RAR action of `work` cycles (already charged to c) on c's timeline: it
+    starts on arrival, interrupts or not; returns when it ends.  Overlap with c's own
+    wait for acks shrinks that wait, as handle_ipi() does."""
+    cdef double end = arrive + work
+    cdef double lo = arrive if arrive > c.wait_from else c.wait_from
+    cdef double hi = end if end < c.wait_until else c.wait_until
+    if hi > lo and c.stats.kcycles[B_IPI] >= hi - lo:
+        c.stats.kcycles[B_IPI] -= hi - lo
+        c.wait_from = hi
+    return end
+
+
+cdef void rar_set_payload(rar_payload* p, int pcid, uint64_t start,
+                          uint64_t end) noexcept nogil:
+    """set_payload(): a PCID's pages when fewer than RAR_INVLPG_MAX_PAGES, else the
+    whole PCID; pcid 0 (kernel flushes) invalidates every PCID."""
+    cdef uint64_t pages = RAR_INVLPG_MAX_PAGES + 1
+    if end != FLUSH_ALL:
+        pages = (end - start + 4096) >> 12
+    p.type = RAR_TYPE_INVPCID
+    p.pcid = pcid
+    p.linear_address = start
+    p.num_pages = 0
+    if pcid == 0:
+        p.subtype = RAR_INVPCID_ALL
+    elif pages < RAR_INVLPG_MAX_PAGES:
+        p.subtype = RAR_INVPCID_ADDR
+        p.num_pages = <int>pages
+    else:
+        p.subtype = RAR_INVPCID_PCID
+
+
+cdef void rar_do_payload(cpu_tlbstate* c, rar_payload* p) noexcept nogil:
+    """The target's microcode carrying out one payload on its TLB."""
+    cdef int j
+    if p.subtype == RAR_INVPCID_ADDR:
+        for j in range(p.num_pages):
+            c_invpcid_single(<TLB>c.tlb, p.linear_address + ((<uint64_t>j) << 12), p.pcid)
+    elif p.subtype == RAR_INVPCID_PCID:
+        c_flush_pcid(<TLB>c.tlb, p.pcid)
+    else:
+        # INVPCID all: the model drops every non-global entry (user translations);
+        # the kernel's global entries would go too, with refills the model omits
+        c_flush_pcid(<TLB>c.tlb, <uint64_t>0xFFFFFFFFFFFFFFFF)
+
+
+cdef double rar_service(flush_env* e, cpu_tlbstate* c) noexcept nogil:
+    """What a RAR signal makes c's microcode do: every action-vector entry marked
+    RAR_PENDING, its payload carried out and the entry set to RAR_SUCCESS; returns the
+    cycles (rar_handle per payload, charged to c, plus its TLB's invalidation cycles)."""
+    cdef int slot
+    cdef uint8_t* vec = e.rar_action + c.cpu * RAR_MAX_PAYLOADS
+    cdef double hw0 = tlb_cycles(c), kernel = 0.0
+    stats_touch(c.stats)
+    for slot in range(RAR_MAX_PAYLOADS):
+        if vec[slot] == RAR_PENDING:
+            rar_do_payload(c, &e.rar_payloads[slot])
+            vec[slot] = RAR_SUCCESS
+            stats_add(c.stats, K_RAR_RECEIVED, 1)
+            kernel += e.c.rar_handle
+    stats_spend(c.stats, B_IPI_HANDLER, kernel)   # remote-flush work done on c
+    return kernel + (tlb_cycles(c) - hw0)
+
+
+cdef int smp_call_rar_many(flush_env* e, cpu_tlbstate* initiator, int n, int pcid,
+                           uint64_t start, uint64_t end) except -1 nogil:
+    """smp_call_rar_many() to the n CPUs in e.targets: write the initiator's payload
+    slot (cpu % RAR_MAX_PAYLOADS), arm each target's action entry, signal them all,
+    wait until every entry reads RAR_SUCCESS.  The initiator pays the sends and waits
+    for the slowest target; the action table's state is left as the hardware leaves
+    it (the payload in place, every entry RAR_SUCCESS)."""
+    cdef int slot = initiator.cpu % RAR_MAX_PAYLOADS, i
+    cdef cpu_tlbstate* c
+    cdef double sends, sent, work, ack, rtt = 0.0
+    if n == 0:
+        return 0
+    rar_set_payload(&e.rar_payloads[slot], pcid, start, end)
+    for i in range(n):
+        e.rar_action[e.targets[i] * RAR_MAX_PAYLOADS + slot] = RAR_PENDING
+    stats_add(initiator.stats, K_RAR_SENT, n)
+    sends = e.c.rar_send + e.c.rar_extra_target * (n - 1)
+    sent = cpu_now(initiator) + sends
+    for i in range(n):
+        c = e.cpus[e.targets[i]]
+        work = rar_service(e, c)
+        if e.timeline:
+            ack = handle_rar(c, sent + e.c.rar_deliver, work) + e.c.ipi_ack - sent
+        else:
+            ack = e.c.rar_deliver + work + e.c.ipi_ack
+        if ack > rtt:
+            rtt = ack
+    stats_spend(initiator.stats, B_IPI, sends + rtt)
+    if e.timeline and rtt > 0.0:
+        # spinning on the status bytes with interrupts on: handlers fill the wait
+        initiator.wait_until = cpu_now(initiator)
+        initiator.wait_from = initiator.wait_until - rtt
+    return 0
+
+
+cdef int rar_mask_targets(flush_env* e, cpu_tlbstate* initiator, uint64_t* mask,
+                          int nwords) noexcept nogil:
+    """Fill e.targets with the CPUs of mask but the initiator; returns how many."""
+    cdef int w, b, cpu_id, n = 0
+    cdef uint64_t word
+    for w in range(nwords):
+        word = mask[w]
+        while word:
+            b = __builtin_ctzll(word)
+            word &= word - 1
+            cpu_id = w * 64 + b
+            if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
+                continue
+            e.targets[n] = cpu_id
+            n += 1
+    return n
+
+
+cdef int rar_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
+                             flush_tlb_info* f, double local_cycles) except -1 nogil:
+    """The "rar" backend: for an mm with a global ASID and a request that does not
+    trim, RARs naming its PCID (and the user PCID with PTI) to every other CPU of
+    mm_cpumask; anything else (dynamic ASIDs, trimming, the ASID transition) by IPIs."""
+    cdef int n, asid = mm.global_asid
+    if not asid or f.trim_cpumask:
+        return native_flush_tlb_multi(e, initiator, mm, f, local_cycles)
+    n = rar_mask_targets(e, initiator, mm.cpumask, mm.nwords)
+    smp_call_rar_many(e, initiator, n, kern_pcid(asid), f.start, f.end)
+    if e.p.pti:
+        smp_call_rar_many(e, initiator, n, user_pcid(asid), f.start, f.end)
+    return 0
+
+
+cdef int rar_tlb_flush(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
+                       flush_tlb_info* f) except -1 nogil:
+    """rar_tlb_flush() + finish_asid_transition() (the RFC's broadcast_tlb_flush() on
+    Intel): the remote CPUs through the backend, then flush_tlb_func() here if this CPU
+    is in mm_cpumask, then the transition IPIs."""
+    cdef double kernel
+    e.flush_tlb_multi(e, cpu, mm, f, 0.0)
+    if cpumask_test_cpu(mm, cpu.cpu):
+        kernel = flush_tlb_func(e, cpu, mm, f, True)
+        stats_spend(cpu.stats, B_FLUSH, kernel)
+    finish_asid_transition(e, cpu, mm, f)
+    return 0
+
+
+cdef double rar_flush_global_asid(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
+                                  flush_tlb_info* f, bint local) noexcept nogil:
+    """flush_tlb_func() on a global ASID under RAR (the RFC processes it instead of
+    returning): no slot holds its generation (local_tlb_gen = 0), so only the very
+    first request (new_tlb_gen == mm gen == 1) flushes its pages; any other flushes the
+    PCID, the user PCID too with PTI (at once: see load_cr3)."""
+    cdef int asid = cpu.loaded_mm_asid
+    cdef uint64_t n, i, mm_gen = mm.tlb_gen
+    cdef int pcid = c_tlb_pcid(<TLB>cpu.tlb)
+    if mm_gen == 0:
+        return 0.0
+    if f.end != FLUSH_ALL and f.new_tlb_gen == 1 and mm_gen == 1:
+        n = (f.end - f.start) >> f.stride_shift
+        for i in range(n):
+            if local:
+                c_invlpg(<TLB>cpu.tlb, f.start + (i << f.stride_shift), pcid)
+            else:
+                c_invlpg_remote(<TLB>cpu.tlb, f.start + (i << f.stride_shift), pcid)
+            if e.p.pti:
+                c_invpcid_single(<TLB>cpu.tlb, f.start + (i << f.stride_shift),
+                                 user_pcid(asid))
+        stats_add(cpu.stats, K_NR_TLB_LOCAL_FLUSH_ONE if local else K_REMOTE_FLUSH_ONE,
+                  <int64_t>n)
+        return n * e.c.flush_per_page
+    c_flush_pcid(<TLB>cpu.tlb, kern_pcid(asid))
+    if e.p.pti:
+        c_flush_pcid(<TLB>cpu.tlb, user_pcid(asid))
+    stats_add(cpu.stats, K_NR_TLB_LOCAL_FLUSH_ALL if local else K_REMOTE_FLUSH_ALL, 1)
+    return 0.0
+
+
+cdef void rar_flush_tlb_all(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
+    """flush_tlb_all() under RAR (rar_full_flush of the RFC's kernel-flush patch): a RAR
+    with PCID 0 (every PCID) to every other CPU, and the same flush here."""
+    cdef int i, n = 0
+    for i in range(e.ncpus):
+        if i != cpu.cpu:
+            e.targets[n] = i
+            n += 1
+    smp_call_rar_many(e, cpu, n, 0, 0, FLUSH_ALL)
+    stats_touch(cpu.stats)
+    c_flush_pcid(<TLB>cpu.tlb, <uint64_t>0xFFFFFFFFFFFFFFFF)
+
+
+# ------------------------------------------------------------------ reclaim's batch
+# Reclaim unmaps pages through try_to_unmap(TTU_BATCH_FLUSH) (mm/rmap.c): instead of a
+# flush per page, set_tlb_ubc_flush_pending() records the page in the task's
+# tlbflush_unmap_batch and try_to_unmap_flush() flushes once, before the pages are
+# written out or freed.  The x86 half of the batch (struct arch_tlbflush_unmap_batch) is
+# a cpumask, here a bitmap the Python side owns:
+# - arch_tlbbatch_add_pending(): bump the mm's tlb_gen and OR its mm_cpumask into the
+#   batch's.  6.15 with INVLPGB (20250226030129.530345-12): an mm with a global ASID
+#   gets an asynchronous targeted INVLPGB for the page (both PCIDs with PTI) and stays
+#   out of the cpumask, unless it is still in its ASID transition (then both).
+# - arch_tlbbatch_flush(): a request with no mm and new_tlb_gen TLB_GENERATION_INVALID:
+#   flush_tlb_multi() to the cpumask when another CPU is in it (each non-lazy target
+#   flushes its loaded mm if that mm's generation moved), else flush_tlb_func() here if
+#   this CPU is in it; then tlbsync() for the INVLPGBs.  RAR RFC: a RAR full flush of
+#   the cpumask, and a flush of every non-global entry here if this CPU is in it.
+cdef int ipi_flush_tlb_multi_mask(flush_env* e, cpu_tlbstate* initiator, uint64_t* mask,
+                                  int nwords, flush_tlb_info* f,
+                                  double local_cycles) except -1 nogil:
+    """native_flush_tlb_multi(cpumask, info) for a request with no mm (the batch's):
+    every non-lazy CPU of mask but the initiator gets the IPI (should_flush_tlb: no mm
+    means flush); costs and timeline as the IPI backend."""
+    cdef int n, m = 0, i
+    cdef cpu_tlbstate* c
+    cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
+    n = rar_mask_targets(e, initiator, mask, nwords)
+    if n == 0:
+        return 0
+    stats_add(initiator.stats, K_NR_TLB_REMOTE_FLUSH, 1)
+    for i in range(n):
+        if not e.cpus[e.targets[i]].is_lazy:
+            e.targets[m] = e.targets[i]
+            m += 1
+    if m == 0:
+        return 0
+    stats_add(initiator.stats, K_IPI_SENT, m)
+    sends = e.c.ipi_send + e.c.ipi_extra_target * (m - 1)
+    if e.timeline:
+        arrive = cpu_now(initiator) - local_cycles + sends + e.c.ipi_deliver
+    for i in range(m):
+        c = e.cpus[e.targets[i]]
+        stats_touch(c.stats)
+        hw0 = tlb_cycles(c)
+        if c.running_user:
+            kernel_entry(e, c)
+        kernel = e.c.ipi_handler + flush_tlb_func(e, c, NULL, f, False)
+        if c.running_user:
+            return_to_user(e, c)
+        stats_spend(c.stats, B_IPI_HANDLER, kernel)
+        work = kernel + (tlb_cycles(c) - hw0)
+        if e.timeline:
+            ack = handle_ipi(e, c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
+        else:
+            ack = e.c.ipi_deliver + work + e.c.ipi_ack
+        if ack > rtt:
+            rtt = ack
+    wait = rtt - local_cycles if rtt > local_cycles else 0.0
+    stats_spend(initiator.stats, B_IPI, sends + wait)
+    if e.timeline and wait > 0.0:
+        initiator.wait_until = cpu_now(initiator)
+        initiator.wait_from = initiator.wait_until - wait
+    return 0
+
+
+cdef bint arch_tlbbatch_add_pending(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
+                                    uint64_t* mask, uint64_t uaddr) noexcept nogil:
+    """arch_tlbbatch_add_pending(batch, mm, uaddr); returns whether it issued INVLPGBs
+    (the page of a global-ASID mm, flushed asynchronously until tlbsync())."""
+    cdef int asid = mm.global_asid if e.p.invlpgb else 0
+    cdef int w
+    cdef bint issued = False
+    if asid:
+        invlpgb_issue(e, cpu, INVLPGB_VA, kern_pcid(asid), uaddr, 1, False)
+        if e.p.pti:
+            invlpgb_issue(e, cpu, INVLPGB_VA, user_pcid(asid), uaddr, 1, False)
+        cpu.need_tlbsync = True
+        issued = True
+        if mm.asid_transition:
+            asid = 0                        # stragglers on a local ASID need IPIs too
+    if not asid:
+        mm.tlb_gen += 1                     # inc_mm_tlb_gen()
+        if e.timeline:
+            stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
+                                                      e.c.cacheline_transfer,
+                                                      e.c.cacheline_per_writer, 0.0))
+        for w in range(mm.nwords):
+            mask[w] |= mm.cpumask[w]
+    return issued
+
+
+cdef int arch_tlbbatch_flush(flush_env* e, cpu_tlbstate* cpu, uint64_t* mask,
+                             int nwords) except -1 nogil:
+    """arch_tlbbatch_flush(): the batch's one flush (see the block above); the cpumask
+    is cleared."""
+    cdef flush_tlb_info f
+    cdef int w
+    cdef bint others = False, mine = (mask[cpu.cpu >> 6] >> (cpu.cpu & 63)) & 1
+    cdef double hw0, kernel = 0.0
+    for w in range(nwords):
+        if mask[w] & ~((<uint64_t>1) << (cpu.cpu & 63) if w == (cpu.cpu >> 6) else 0):
+            others = True
+    f.start = 0
+    f.end = FLUSH_ALL
+    f.stride_shift = 12
+    f.freed_tables = False
+    f.new_tlb_gen = 0                       # TLB_GENERATION_INVALID
+    f.initiator = cpu.cpu
+    f.trim_cpumask = False
+    stats_add(cpu.stats, K_TLBBATCH_FLUSH, 1)
+    stats_spend(cpu.stats, B_FLUSH, e.c.flush_base)
+    stats_touch(cpu.stats)
+    if e.p.rar and (others or mine):
+        smp_call_rar_many(e, cpu, rar_mask_targets(e, cpu, mask, nwords), 0, 0, FLUSH_ALL)
+        if mine:
+            c_flush_pcid(<TLB>cpu.tlb, <uint64_t>0xFFFFFFFFFFFFFFFF)
+    elif others:
+        hw0 = tlb_cycles(cpu)
+        if mine:                            # on_each_cpu_cond_mask runs it here too
+            kernel = flush_tlb_func(e, cpu, NULL, &f, True)
+            stats_spend(cpu.stats, B_FLUSH, kernel)
+        ipi_flush_tlb_multi_mask(e, cpu, mask, nwords, &f,
+                                 kernel + (tlb_cycles(cpu) - hw0))
+    elif mine:
+        stats_spend(cpu.stats, B_FLUSH, flush_tlb_func(e, cpu, NULL, &f, True))
+    if cpu.need_tlbsync:
+        tlbsync(e, cpu)
+        cpu.need_tlbsync = False
+    for w in range(nwords):
+        mask[w] = 0
+    return 0
+
+
 cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
                             uint64_t start, uint64_t end, int stride_shift,
                             bint freed_tables, flush_tlb_info* f) except -1 nogil:
@@ -1076,8 +1497,14 @@ cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
                                                   e.c.cacheline_per_writer, 0.0))
     if e.p.invlpgb and mm.global_asid:
         return broadcast_tlb_flush(e, cpu, mm, f)
+    if e.p.rar:
+        # the RFC trims every mm's mask once per HZ, a global-ASID one too: then the
+        # request goes by IPIs (should_flush_all), else by RAR
+        f.trim_cpumask = e.p.trim_cpumask and should_trim_cpumask(e, mm)
+        if mm.global_asid and not f.trim_cpumask:
+            return rar_tlb_flush(e, cpu, mm, f)
     others = cpumask_any_but(e, mm, cpu.cpu)
-    if e.p.trim_cpumask and others:
+    if e.p.trim_cpumask and others and not e.p.rar:
         f.trim_cpumask = should_trim_cpumask(e, mm)
     hw0 = tlb_cycles(cpu)
     if cpu.loaded_mm == mm:
@@ -1171,9 +1598,11 @@ cdef class X86Flush:
         unknown = sorted(set(costs) ^ set(COST_FIELDS))
         if unknown:
             raise ValueError(f"costs must name exactly {COST_FIELDS}; odd: {unknown}")
-        if backend != "ipi":
+        if backend not in ("ipi", "rar"):
             raise ValueError(f"flush_tlb_multi backend {backend!r} unknown; "
-                             f"known: ipi (set_python_backend installs a callable)")
+                             f"known: ipi, rar (set_python_backend installs a callable)")
+        if (backend == "rar") != bool(params["rar"]):
+            raise ValueError("backend 'rar' goes with params['rar'] = True and only with it")
         self.e.p.pcid = params["pcid"]
         self.e.p.invpcid = params["invpcid"]
         self.e.p.pti = params["pti"]
@@ -1194,6 +1623,9 @@ cdef class X86Flush:
                              f"{MAX_ASID_AVAILABLE}]")
         if self.e.p.invlpgb and not self.e.p.pcid:
             raise ValueError("invlpgb needs pcid (a global ASID is a PCID)")
+        self.e.p.rar = params["rar"]
+        if self.e.p.rar and (self.e.p.invlpgb or not self.e.p.pcid):
+            raise ValueError("rar needs pcid and excludes invlpgb (an Intel or an AMD CPU)")
         for obj in cpus:
             if (<CpuTlbState>obj).s.nr_asids != self.e.p.nr_asids:
                 raise ValueError("every CPU needs nr_asids ASID slots")
@@ -1211,6 +1643,10 @@ cdef class X86Flush:
         self.e.timeline = False
         self.e.c.invlpgb_issue = costs["invlpgb_issue"]
         self.e.c.tlbsync_wait = costs["tlbsync_wait"]
+        self.e.c.rar_send = costs["rar_send"]
+        self.e.c.rar_extra_target = costs["rar_extra_target"]
+        self.e.c.rar_deliver = costs["rar_deliver"]
+        self.e.c.rar_handle = costs["rar_handle"]
         used = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         freed = np.zeros(self.e.p.max_asid_available, dtype=np.uint8)
         self._asidbufs = (used, freed)
@@ -1229,14 +1665,90 @@ cdef class X86Flush:
         for i in range(self.e.ncpus):
             c = self.cpus[i]
             self.e.cpus[i] = &c.s
-        self.e.flush_tlb_multi = native_flush_tlb_multi
+        self.e.flush_tlb_multi = rar_flush_tlb_multi if self.e.p.rar else native_flush_tlb_multi
         self.e.owner = <void*>self
+        # rar_boot_cpu_init(): the action table and every CPU's action vector (zeroed)
+        payloads = np.zeros(RAR_MAX_PAYLOADS * sizeof(rar_payload), dtype=np.uint8)
+        actions = np.zeros(max(1, self.e.ncpus) * RAR_MAX_PAYLOADS, dtype=np.uint8)
+        self._rarbufs = (payloads, actions)
+        self.e.rar_payloads = <rar_payload*>cnp.PyArray_DATA(payloads)
+        self.e.rar_action = <uint8_t*>cnp.PyArray_DATA(actions)
+        self.e.rar_skip_new_cpu_flush = False
         self.backend = backend
         self.py_backend = None
 
     def __dealloc__(self):
         free(self.e.cpus)
         free(self.e.targets)
+
+    # -------------------------------------------------------------- RAR (rar-rfc)
+    @property
+    def rar_payloads(self) -> list:
+        """The RAR action table (RAR_MAX_PAYLOADS entries) as dicts: type, subtype
+        ("addr", "pcid", "all"), pcid, linear_address, num_pages; the payload an
+        initiator last wrote stays in its slot (cpu % 64), zeroed ones read as "addr"."""
+        cdef int i
+        names = {RAR_INVPCID_ADDR: "addr", RAR_INVPCID_PCID: "pcid", RAR_INVPCID_ALL: "all"}
+        return [{"type": self.e.rar_payloads[i].type,
+                 "subtype": names.get(self.e.rar_payloads[i].subtype, "?"),
+                 "pcid": self.e.rar_payloads[i].pcid,
+                 "linear_address": self.e.rar_payloads[i].linear_address,
+                 "num_pages": self.e.rar_payloads[i].num_pages}
+                for i in range(RAR_MAX_PAYLOADS)]
+
+    def rar_action(self, int cpu) -> bytes:
+        """cpu's RAR action vector: one status byte per payload slot (0 RAR_SUCCESS, 1
+        RAR_PENDING)."""
+        if not 0 <= cpu < self.e.ncpus:
+            raise ValueError(f"cpu {cpu} outside 0..{self.e.ncpus - 1}")
+        return bytes(self._rarbufs[1][cpu * RAR_MAX_PAYLOADS:(cpu + 1) * RAR_MAX_PAYLOADS])
+
+    @property
+    def rar_skip_new_cpu_flush(self) -> bool:
+        """Debug switch, False in every profile: with RAR, a CPU switching to a
+        global-ASID mm whose mask it had left does not flush (the rule broken, for the
+        checker's test)."""
+        return self.e.rar_skip_new_cpu_flush
+
+    @rar_skip_new_cpu_flush.setter
+    def rar_skip_new_cpu_flush(self, bint value):
+        self.e.rar_skip_new_cpu_flush = value
+
+    # -------------------------------------------------------------- reclaim's batch
+    def _batch_mask(self, mask):
+        """mask checked to be a writable uint64 array of this machine's cpumask width."""
+        if not isinstance(mask, np.ndarray) or mask.dtype != np.uint64 \
+                or mask.shape != ((self.e.ncpus + 63) // 64,) or not mask.flags.writeable \
+                or not mask.flags.c_contiguous:
+            raise ValueError(f"a batch cpumask is a writable uint64 array of "
+                             f"{(self.e.ncpus + 63) // 64} words")
+        return mask
+
+    def new_tlbbatch_mask(self):
+        """An empty arch_tlbflush_unmap_batch cpumask for this machine."""
+        return np.zeros((self.e.ncpus + 63) // 64, dtype=np.uint64)
+
+    def arch_tlbbatch_add_pending(self, CpuTlbState cpu, MMContext mm, uint64_t uaddr,
+                                  mask) -> bool:
+        """arch_tlbbatch_add_pending() from cpu for mm's page uaddr into the batch
+        cpumask mask; True if it issued INVLPGBs (6.15, global ASID)."""
+        _own(self, cpu)
+        cdef cnp.ndarray m = self._batch_mask(mask)
+        stats_touch(cpu.s.stats)
+        return arch_tlbbatch_add_pending(&self.e, &cpu.s, _fits(self, mm),
+                                         <uint64_t*>cnp.PyArray_DATA(m), uaddr)
+
+    def arch_tlbbatch_flush(self, CpuTlbState cpu, mask):
+        """arch_tlbbatch_flush() on cpu for the batch cpumask mask (cleared after)."""
+        _own(self, cpu)
+        cdef cnp.ndarray m = self._batch_mask(mask)
+        arch_tlbbatch_flush(&self.e, &cpu.s, <uint64_t*>cnp.PyArray_DATA(m),
+                            <int>m.shape[0])
+        keep_loaded(cpu)
+
+    def cpu_need_tlbsync(self, CpuTlbState cpu) -> bool:
+        """cpu_tlbstate.need_tlbsync: a batch issued INVLPGBs here not yet waited for."""
+        return cpu.s.need_tlbsync
 
     def __reduce__(self):
         if self.py_backend is not None:
@@ -1309,9 +1821,9 @@ cdef class X86Flush:
         issues the reset's INVLPGB when the space wraps), as consider_global_asid()
         does when its sample hits; for tests and prototypes."""
         _own(self, cpu)
-        if not self.e.p.invlpgb:
-            raise ValueError("use_global_asid needs invlpgb (a preset with the feature "
-                             "and a profile that uses it)")
+        if not uses_global_asids(&self.e):
+            raise ValueError("use_global_asid needs invlpgb or rar (a preset with the "
+                             "feature and a profile that uses it)")
         use_global_asid(&self.e, &cpu.s, _fits(self, mm))
 
     def mm_free_global_asid(self, MMContext mm):
@@ -1330,10 +1842,14 @@ cdef class X86Flush:
 
     def global_slots(self, MMContext mm) -> list:
         """(cpu, global ASID, mm.tlb_gen) for every CPU when mm has a global ASID: its
-        PCID can hold entries on any CPU, and none is ever flushed at a switch, so the
-        checker treats every CPU's copy as current."""
-        if not self.e.p.invlpgb or mm.c.global_asid == 0:
+        PCID can hold entries on any CPU, and with INVLPGB none is ever flushed at a
+        switch, so the checker treats every CPU's copy as current.  With RAR only the
+        CPUs of mm_cpumask are kept current (the others flush when they rejoin)."""
+        if not uses_global_asids(&self.e) or mm.c.global_asid == 0:
             return []
+        if self.e.p.rar:
+            return [(i, mm.c.global_asid, mm.c.tlb_gen) for i in sorted(mm.cpumask)
+                    if i < self.e.ncpus]
         return [(i, mm.c.global_asid, mm.c.tlb_gen) for i in range(self.e.ncpus)]
 
     def set_python_backend(self, fn):
@@ -1341,8 +1857,9 @@ cdef class X86Flush:
         of the IPI loop (None restores it).  fn may call x.flush_tlb_func() and
         x.native_flush_tlb_multi(); whatever it skips stays cached."""
         if fn is None:
-            self.e.flush_tlb_multi = native_flush_tlb_multi
-            self.backend = "ipi"
+            self.e.flush_tlb_multi = (rar_flush_tlb_multi if self.e.p.rar
+                                      else native_flush_tlb_multi)
+            self.backend = "rar" if self.e.p.rar else "ipi"
         elif not callable(fn):
             raise TypeError("the python backend must be callable")
         else:
@@ -1378,7 +1895,7 @@ cdef class X86Flush:
                 "lazy_cpumask": self.e.p.lazy_cpumask, "trim_cpumask": self.e.p.trim_cpumask,
                 "hz": self.e.p.hz, "invlpgb": self.e.p.invlpgb,
                 "invlpgb_count_max": self.e.p.invlpgb_count_max,
-                "max_asid_available": self.e.p.max_asid_available}
+                "max_asid_available": self.e.p.max_asid_available, "rar": self.e.p.rar}
 
     @property
     def costs(self) -> dict:
@@ -1391,7 +1908,9 @@ cdef class X86Flush:
                 "cacheline_per_writer": self.e.c.cacheline_per_writer,
                 "idle_exit": self.e.c.idle_exit,
                 "invlpgb_issue": self.e.c.invlpgb_issue,
-                "tlbsync_wait": self.e.c.tlbsync_wait}
+                "tlbsync_wait": self.e.c.tlbsync_wait,
+                "rar_send": self.e.c.rar_send, "rar_extra_target": self.e.c.rar_extra_target,
+                "rar_deliver": self.e.c.rar_deliver, "rar_handle": self.e.c.rar_handle}
 
     @property
     def timeline(self) -> bool:

@@ -52,9 +52,10 @@ def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
     amd = ("milan", "genoa")                        # the parts with INVLPGB
     for pr in PRESETS.values():
         assert pr.arch == "x86" and pr.features == {"pcid": True, "invpcid": True,
-                                                    "invlpgb": pr.name in amd}
+                                                    "invlpgb": pr.name in amd,
+                                                    "rar": pr.name == "intel-rar"}
     assert get_preset("skylake", invpcid=False).features == {"pcid": True, "invpcid": False,
-                                                             "invlpgb": False}
+                                                             "invlpgb": False, "rar": False}
     m = pysim.Machine(cpus=1, pcid=False, pti=True)
     assert m.preset.features["pcid"] is False and m.profile.pti is True
     assert m.cfg.pcid is False and m.cfg.invpcid is True

@@ -106,6 +106,29 @@ class Arch:
         ASIDs), which no per-CPU slot lists; none by default."""
         return []
 
+    # reclaim's batched unmap flush (pysim.mm.rmap; the kernel's arch_tlbbatch_* API)
+    def new_tlbbatch(self) -> Any:
+        """An empty struct arch_tlbflush_unmap_batch."""
+        raise NotImplementedError
+
+    def arch_tlbbatch_should_defer(self, cpu: Any, mm: Any) -> bool:
+        """Whether try_to_unmap() on cpu should batch mm's flush rather than flush now."""
+        raise NotImplementedError
+
+    def arch_tlbbatch_add_pending(self, cpu: Any, batch: Any, mm: Any, uaddr: int) -> None:
+        """Record in batch that mm's page uaddr was unmapped and needs a flush (an arch
+        may start the invalidation here, asynchronously)."""
+        raise NotImplementedError
+
+    def arch_tlbbatch_flush(self, cpu: Any, batch: Any) -> None:
+        """Flush everything batch recorded, from cpu, and empty it."""
+        raise NotImplementedError
+
+    def arch_flush_tlb_batched_pending(self, cpu: Any, mm: Any) -> None:
+        """flush_tlb_batched_pending()'s flush: mm had batched unmaps whose flush another
+        path may not have seen completed (x86 and arm64: flush_tlb_mm)."""
+        raise NotImplementedError
+
     def set_jiffies(self, jiffies: int) -> None:
         """The kernel's tick count for rules that sample time (x86: trimming the
         cpumask, choosing mms for global ASIDs); ignored by default."""

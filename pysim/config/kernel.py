@@ -73,6 +73,10 @@ class KernelConfig:
     def invlpgb(self) -> bool:
         return self.preset.features["invlpgb"]
 
+    @property
+    def rar(self) -> bool:
+        return self.preset.features["rar"]
+
 
 
 def split_machine_overrides(overrides: Dict[str, Any]) -> Tuple[Dict[str, Any],

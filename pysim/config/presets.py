@@ -60,6 +60,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
     "change_huge_pmd",
+    "rar_send", "rar_extra_target", "rar_deliver", "rar_handle",
 )
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
@@ -71,8 +72,9 @@ MAX_FREE_PARAMS = 8
 # pcid - tagged TLB entries, so a switch need not flush; invpcid - INVPCID, which PTI
 # uses to flush one user-PCID entry at once instead of deferring to the exit to user;
 # invlpgb - AMD INVLPGB/TLBSYNC broadcast invalidation (Zen 3 and later), which a 6.15+
-# kernel uses for mms with a global ASID.
-FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False}
+# kernel uses for mms with a global ASID; rar - Intel Remote Action Request, which the
+# RAR RFC kernel (profile rar-rfc) uses for mms with a global ASID.
+FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False, "rar": False}
 ARCHES: Tuple[str, ...] = ("x86",)
 # Preset.replace(**changes) takes fields, costs and features by bare name, so no name may
 # be two of them (the INVLPGB costs are invlpgb_issue / tlbsync_wait, not the feature's
@@ -419,6 +421,24 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                       f"bytes/cycle): 500,000 - fault_hw {fault_hw} - fault_base "
                       f"{fault_base} = {500_000 - fault_hw - fault_base}"
                       + ("" if guest else "; reused for bare metal")),
+        # kernel: Intel RAR (charged only with the rar feature and profile rar-rfc)
+        "rar_send": (ipi_send, f"assumption: the RAR initiator writes one payload line, "
+                               f"arms the first target's action entry and writes the APIC "
+                               f"command, about an IPI send (ipi_send {ipi_send}); the RFC "
+                               f"gives no numbers; uncalibrated"),
+        "rar_extra_target": (ns(70), f"assumption: each further target costs arming and "
+                                     f"polling its action entry, as an extra IPI target: "
+                                     f"~70 ns x {ghz} GHz = {ns(70)}; uncalibrated"),
+        "rar_deliver": ((remote - ipi_send - ipi_handler - invlpg - ipi_ack) // 2,
+                        f"assumption: the APIC message travels as an IPI does but no "
+                        f"interrupt entry follows on the target: half of ipi_deliver "
+                        f"({remote - ipi_send - ipi_handler - invlpg - ipi_ack}) = "
+                        f"{(remote - ipi_send - ipi_handler - invlpg - ipi_ack) // 2}; "
+                        f"uncalibrated"),
+        "rar_handle": (100, "assumption: the target's microcode reads the action vector and "
+                            "the payload (two cache lines), ~100 cycles besides the "
+                            "invalidations (charged per page or PCID as INVPCID); "
+                            "uncalibrated"),
     }
 
 
@@ -468,7 +488,7 @@ def _amd(name: str, ghz: float, part: str) -> Preset:
     return _build(name, "zen3",
                   (ghz, f"assumption: an {part} core at {ghz} GHz; only converts the ns "
                         f"figures into cycles"),
-                  table, features={"pcid": True, "invpcid": True, "invlpgb": True},
+                  table, features={**FEATURES, "invlpgb": True},
                   invlpgb_count_max=INVLPGB_COUNT_MAX,
                   description=f"{part} bare metal with INVLPGB/TLBSYNC, ~{ghz} GHz; "
                               f"invlpgb_count_max {INVLPGB_COUNT_MAX} (assumption); "
@@ -611,6 +631,24 @@ def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}", field=getattr(e, "field", None)) from None
 
+
+def _intel_rar() -> Preset:
+    """A future Intel Xeon server core with RAR (the RFC names no part; RAR is described
+    in Intel's white paper 341431): Skylake's geometry and Intel-era costs, the rar
+    feature; the RAR costs are assumptions."""
+    table = {k: (v, f"{s} [Skylake-era value reused: no figure for a RAR part]")
+             for k, (v, s) in _base_table(3.0, guest=False).items()}
+    return _build("intel-rar", "skylake",
+                  (3.0, "assumption: a future Intel server core at 3.0 GHz; only converts "
+                        "the ns figures into cycles"),
+                  table, features={"pcid": True, "invpcid": True, "invlpgb": False,
+                                   "rar": True},
+                  description="future Intel Xeon server with Remote Action Request "
+                              "(RAR), ~3 GHz; Skylake TLB geometry and costs, RAR costs "
+                              "assumed (use profile rar-rfc)")
+
+
+PRESETS["intel-rar"] = _intel_rar()
 
 
 def _this_host() -> Preset:

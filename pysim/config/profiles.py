@@ -79,6 +79,12 @@ class Profile:
     # fits: 1 from 6.9 on, 0 before (full at nr == max).  Read by tlb_gather_mmu
     # (pysim.mm.mmu_gather.gather_batch_reserve); the limits are in mmucore/gather.pxd.
     mmu_gather_batch_reserve: int = 0
+    # Intel RAR, Rik van Riel's RFC (v1 20250506003811.92405-1 .. v4
+    # 20250619200442.1694583-1, not merged): global ASIDs as with INVLPGB, flushed by
+    # Remote Action Requests to mm_cpumask (mmucore.tlbstate's RAR block), used only
+    # when the preset's CPU has the rar feature. Built on the 6.15 series: needs
+    # broadcast_tlb_flush.
+    rar_tlb_flush: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -102,14 +108,15 @@ PROFILE_FIELDS: Tuple[str, ...] = tuple(f for f in _FIELDS if f != "name")
 _BOOL_FIELDS = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush",
                 "merge_vmas_in_gather", "pti", "lazy_tlb",
                 "flush_tlb_range_freed_tables", "flush_func_early_exit",
-                "lazy_cpumask", "trim_cpumask", "broadcast_tlb_flush")
+                "lazy_cpumask", "trim_cpumask", "broadcast_tlb_flush",
+                "rar_tlb_flush")
 HZ_VALUES: Tuple[int, ...] = (100, 250, 300, 1000)     # the CONFIG_HZ choices
 
 
 def _check_field_names(changes: Dict[str, Any]) -> None:
     """ConfigError if changes names a field Profile does not have."""
     unknown = sorted(set(changes) - set(_FIELDS))
-    hardware = [k for k in unknown if k in ("pcid", "invpcid", "invlpgb")]
+    hardware = [k for k in unknown if k in ("pcid", "invpcid", "invlpgb", "rar")]
     if hardware:
         raise ConfigError(f"{hardware[0]!r} is a CPU feature, not kernel behaviour: set it "
                           f"on the preset (get_preset(name, {hardware[0]}=False)) or pass "
@@ -175,6 +182,10 @@ def _check_combination(p: Profile) -> None:
         raise ConfigError(f"profile {p.name!r}: broadcast_tlb_flush=True needs "
                           f"lazy_cpumask and trim_cpumask True (the 6.15 INVLPGB series "
                           f"is built on the 6.14 mask rules)", field="broadcast_tlb_flush")
+    if p.rar_tlb_flush and not p.broadcast_tlb_flush:
+        raise ConfigError(f"profile {p.name!r}: rar_tlb_flush=True needs "
+                          f"broadcast_tlb_flush=True (the RAR RFC reuses the 6.15 global "
+                          f"ASIDs)", field="rar_tlb_flush")
 
 
 _MMOTS = Profile(name="mmots")
@@ -216,6 +227,9 @@ PROFILES: Dict[str, Profile] = {
     # read in switch_mm_irqs_off) close races between a switch and a flush in flight;
     # switches and flushes are atomic here, so neither changes what the model does.
     "v6.18": dataclasses.replace(_V615, name="v6.18"),
+    # The Intel RAR RFC (v4, June 2025) on top of 6.15: on a preset with the rar
+    # feature, mms with a global ASID flush by RAR to mm_cpumask.
+    "rar-rfc": dataclasses.replace(_V615, name="rar-rfc", rar_tlb_flush=True),
 }
 
 # Other names for built-ins, by kernel release.

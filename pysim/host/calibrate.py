@@ -274,7 +274,8 @@ def calibrate(bench: Bench, base: Any = BASE, free: Sequence[str] = FREE,
             f"pti {cfg.pti}, pcid {cfg.pcid}, invpcid {cfg.invpcid})")
     p = dataclasses.replace(p, sources=sources, free_params=tuple(free), description=desc,
                             features={"pcid": cfg.pcid, "invpcid": cfg.invpcid,
-                                      "invlpgb": cfg.invlpgb})
+                                      "invlpgb": cfg.invlpgb,
+                                      "rar": False})      # hostbench does not detect RAR
     fit = HostFit(p, direct, fitted, training)
     fit.rows = compare(bench, p, cfg, training=training, log=log)
     return fit

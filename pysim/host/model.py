@@ -58,7 +58,7 @@ class HostConfig:
         and sources kept."""
         p = get_preset(preset)
         return p.replace(name=p.name, pcid=self.pcid, invpcid=self.invpcid,
-                         invlpgb=self.invlpgb)
+                         invlpgb=self.invlpgb, rar=False)   # RAR is not detected
 
 
 def profile_for_kernel(release: str) -> str:

@@ -38,7 +38,7 @@ class CPU:
     """A CPU: id, TLB, counters, TLB state, and what runs on it."""
 
     __slots__ = ("id", "tlb", "stats", "tlbstate", "cfg", "arch", "faults", "_cur",
-                 "__weakref__")
+                 "tlb_ubc", "__weakref__")
 
     def __init__(self, cpu_id: int, tlbstate: Any, cfg: Any, arch: Any):
         self.id = cpu_id
@@ -49,6 +49,7 @@ class CPU:
         self.arch = arch
         self.faults: List[tuple] = []      # (index, va, kind, outcome) of the op in flight
         self._cur: Optional[weakref.ref] = None
+        self.tlb_ubc = None                 # reclaim's tlbflush_unmap_batch (pysim.mm.rmap)
 
     def __getstate__(self):
         cur = self._cur() if self._cur is not None else None

@@ -28,11 +28,12 @@ FOLIO_BATCH_SIZE = 31           # include/linux/pagevec.h: PAGEVEC_SIZE / a foli
 class LruVec:
     """One node's LRU lists: the lock's bookings on the timeline."""
 
-    __slots__ = ("timed", "lock")
+    __slots__ = ("timed", "lock", "inactive")
 
     def __init__(self) -> None:
         self.timed = False
         self.lock = Calendar()
+        self.inactive: list = []        # (weakref to mm, va) MADV_COLD deactivated
 
     def __getstate__(self):
         return self.timed
@@ -40,6 +41,7 @@ class LruVec:
     def __setstate__(self, timed) -> None:
         self.timed = timed
         self.lock = Calendar()
+        self.inactive = []
 
     def reset(self) -> None:
         """Nobody holds or waits for the lock."""

@@ -29,6 +29,7 @@ from ..errors import SyscallError
 from .args import syscall_ints
 from .memory import file_eof, populate, unmap_page_range
 from .mmu_gather import MMUGather, tlb_finish_mmu, tlb_gather_mmu
+from .rmap import deactivate, reclaimable, shrink_folio_list
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
@@ -190,6 +191,8 @@ def madvise_vma_behavior(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int, advic
                                                    advice == MADV_FREE)
             for a in splits:
                 flush_tlb_range(cpu, mm, a, a + PMD_SIZE)
+            if advice == MADV_COLD:
+                _deactivate_range(mm, s, e)
     finally:
         if own:
             tlb_finish_mmu(g)
@@ -252,14 +255,27 @@ def _madvise_update_flags(mm: "MM", vma: "VMA", s: int, e: int, advice: int) -> 
     return vma.end
 
 
+def _deactivate_range(mm: "MM", s: int, e: int) -> None:
+    """MADV_COLD's deactivation: the 4K pages of [s, e) reclaim could take go to the
+    inactive list (pysim.mm.rmap.shrink_inactive_list reclaims them later)."""
+    entries = mm.pt.read_range(s, (e - s) // PAGE_SIZE)
+    vas = [s + i * PAGE_SIZE
+           for i in np.nonzero(entries & np.uint64(mmucore.PTE_P))[0].tolist()
+           if reclaimable(mm, s + i * PAGE_SIZE, int(entries[i]))]
+    if vas:
+        deactivate(mm, vas)
+
+
 def madvise_pageout(mm: "MM", cpu: "CPU", s: int, e: int) -> None:
-    """madvise_pageout() -> reclaim_pages(): every page mapped only here is unmapped
-    (try_to_unmap: the PTE goes, an anonymous page to swap) and, per page table, one
-    batched flush (arch_tlbbatch_flush(): a full flush of the mm's CPUs).  The zero
-    page and pages another process still shares after fork stay; a THP the range cuts
-    is split first (its flush as __split_huge_pmd's), one it covers goes whole."""
+    """madvise_pageout() -> reclaim_pages(): per page table (one call of
+    madvise_cold_or_pageout_pte_range()) the pages mapped only here go through
+    shrink_folio_list(): try_to_unmap with TTU_BATCH_FLUSH, then one batched flush
+    (pysim.mm.rmap: arch_tlbbatch_flush(), or a flush per page when no other CPU is in
+    mm_cpumask; a dirty anonymous page flushes the batch before its swap write).  The
+    zero page and pages another process still shares after fork stay; a THP the range
+    cuts is split first (its flush as __split_huge_pmd's), one it covers goes whole
+    with one flush_tlb_mm_range (the model does not split it for try_to_unmap)."""
     pt, frames = mm.pt, mm.frames
-    zero = frames.zero_pfn
     for chunk in range(s & ~(PMD_SIZE - 1), e, PMD_SIZE):
         cs, ce = max(chunk, s), min(chunk + PMD_SIZE, e)
         entry, shift = pt.get(cs)
@@ -276,14 +292,11 @@ def madvise_pageout(mm: "MM", cpu: "CPU", s: int, e: int) -> None:
             flush_tlb_range(cpu, mm, chunk, chunk + PMD_SIZE)
         n = (ce - cs) // PAGE_SIZE
         entries = pt.read_range(cs, n)
-        for i in np.nonzero(entries & np.uint64(mmucore.PTE_P))[0].tolist():
-            pfn = mmucore.pte_pfn(int(entries[i]))
-            if pfn == zero or pfn in frames.shared:
-                continue
-            pt.set_pte(cs + i * PAGE_SIZE, 0)
-            cleared = True
-        if cleared:
-            cpu.arch.flush_tlb_mm_range(cpu, mm, 0, TLB_FLUSH_ALL, PAGE_SHIFT, False)
+        folios = [(mm, cs + i * PAGE_SIZE)
+                  for i in np.nonzero(entries & np.uint64(mmucore.PTE_P))[0].tolist()
+                  if reclaimable(mm, cs + i * PAGE_SIZE, int(entries[i]))]
+        if folios:
+            shrink_folio_list(cpu, folios)
 
 
 def madvise_guard_install(mm: "MM", cpu: "CPU", vma: "VMA", s: int, e: int) -> int:

@@ -24,6 +24,7 @@ from ..arch.tlbflush import flush_tlb_range
 from ..errors import ConfigError, PysimError
 from ..results import Fault
 from .mmu_gather import tlb_flush_mmu, tlb_table_flush
+from .rmap import flush_tlb_batched_pending
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
@@ -293,6 +294,10 @@ def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
     batch cut short is taken again, as the kernel's `goto retry` does)."""
     cpu, mm = tlb.cpu, tlb.mm
     pt, g, stats = mm.pt, tlb.state, cpu.stats
+    if getattr(mm, "tlb_flush_batched", 0):
+        # zap_pte_range(): reclaim may have cleared PTEs whose flush is still batched
+        # (pysim.mm.rmap); checked once per call here, per PTE table in the kernel
+        flush_tlb_batched_pending(cpu, mm)
     addr = start
     n4k = nhuge = nnone = ntables = 0
     while True:

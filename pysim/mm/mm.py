@@ -64,6 +64,7 @@ class MM:
         if footprint is not None:
             footprint.map_into(self.pt)
         self.tlb_flush_pending = 0
+        self.tlb_flush_batched = 0      # reclaim's batches: pending | flushed << 16 (rmap)
         self.mmap_lock = MmapLock()
         # the heap (mm->start_brk, mm->brk); an exec image moves them
         self.start_brk = self.brk = DEFAULT_START_BRK

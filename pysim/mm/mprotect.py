@@ -23,6 +23,7 @@ from ..errors import SyscallError
 from .args import syscall_ints
 from ..arch.tlbflush import flush_tlb_range
 from .mmu_gather import MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu, tlb_start_vma
+from .rmap import flush_tlb_batched_pending
 from .vma import mprotect_newflags
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -74,6 +75,10 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     a further VMA's per_extra_vma).
     """
     npages = (end - start) // PAGE_SIZE
+    if mm.tlb_flush_batched:
+        # change_pte_range(): a PTE reclaim cleared may still be cached (pysim.mm.rmap);
+        # the kernel checks per PTE table, the first check settles the count
+        flush_tlb_batched_pending(cpu, mm)
     mode = change_mode(cpu, vma, tlb is not None) | extra_mode
     if mm.cow_shared:
         # After fork the core cannot tell which anonymous frames are exclusive again

@@ -32,7 +32,7 @@ class X86(Arch):
 
     name = "x86"
 
-    def __init__(self, cfg, tlbs: list, cpu_stats: list, backend: str = "ipi"):
+    def __init__(self, cfg, tlbs: list, cpu_stats: list, backend: Optional[str] = None):
         super().__init__(cfg, tlbs, cpu_stats)
         prof = cfg.profile
         states = [tlbstate.CpuTlbState(i, t, cpu_stats[i], prof.nr_dyn_asids)
@@ -43,7 +43,10 @@ class X86(Arch):
                       lazy_cpumask=prof.lazy_cpumask, trim_cpumask=prof.trim_cpumask,
                       hz=prof.hz, invlpgb=self.uses_invlpgb(cfg),
                       invlpgb_count_max=cfg.preset.invlpgb_count_max,
-                      max_asid_available=tlbstate.MAX_ASID_AVAILABLE)
+                      max_asid_available=tlbstate.MAX_ASID_AVAILABLE,
+                      rar=self.uses_rar(cfg))
+        if backend is None:
+            backend = "rar" if params["rar"] else "ipi"
         costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
         self.flush = tlbstate.X86Flush(states, params, costs, backend)
         self.ncpus = len(tlbs)
@@ -65,6 +68,14 @@ class X86(Arch):
     def set_kvm_pv_flush(self, chance: float, seed: int) -> None:
         """KVM's paravirtual TLB flush for this guest (X86Flush.set_kvm_pv_flush)."""
         self.flush.set_kvm_pv_flush(chance, seed)
+
+    @staticmethod
+    def uses_rar(cfg) -> bool:
+        """Whether the kernel flushes global-ASID mms by Intel RAR: the rar-rfc profile
+        (rar_tlb_flush) on a CPU with RAR and PCIDs, and without INVLPGB (which the RFC
+        prefers when both exist)."""
+        return bool(getattr(cfg.profile, "rar_tlb_flush", False) and cfg.rar and cfg.pcid
+                    and not X86.uses_invlpgb(cfg))
 
     def set_jiffies(self, jiffies: int) -> None:
         """Set the jiffies the C rules sample (X86Flush.jiffies)."""
@@ -106,6 +117,30 @@ class X86(Arch):
             start, end = g.start, g.end
         return self.flush.flush_tlb_mm_range(tlb.cpu.tlbstate, tlb.mm.context, start, end,
                                              g.stride_shift, g.freed_tables)
+
+    # reclaim's batched unmap flush: arch/x86/include/asm/tlbflush.h and mm/tlb.c; the
+    # batch is a cpumask (uint64 words), the rules are in mmucore.tlbstate's batch block
+    def new_tlbbatch(self):
+        """struct arch_tlbflush_unmap_batch: an empty cpumask."""
+        return self.flush.new_tlbbatch_mask()
+
+    def arch_tlbbatch_should_defer(self, cpu: Any, mm: Any) -> bool:
+        """arch_tlbbatch_should_defer(): batch when another CPU is in mm_cpumask."""
+        return any(c != cpu.id for c in mm.context.cpumask)
+
+    def arch_tlbbatch_add_pending(self, cpu: Any, batch: Any, mm: Any, uaddr: int) -> None:
+        """arch_tlbbatch_add_pending(): tlb_gen and cpumask, or (6.15) a targeted INVLPGB."""
+        self.flush.arch_tlbbatch_add_pending(cpu.tlbstate, mm.context, uaddr, batch)
+
+    def arch_tlbbatch_flush(self, cpu: Any, batch: Any) -> None:
+        """arch_tlbbatch_flush(): IPIs (or RAR) to the cpumask, then TLBSYNC if needed."""
+        self.flush.arch_tlbbatch_flush(cpu.tlbstate, batch)
+
+    def arch_flush_tlb_batched_pending(self, cpu: Any, mm: Any) -> None:
+        """flush_tlb_mm(mm): flush_tlb_mm_range(mm, 0, TLB_FLUSH_ALL, 0, true) (the
+        kernel's stride 0 is moot for a full flush; 12 here)."""
+        self.flush.flush_tlb_mm_range(cpu.tlbstate, mm.context, 0, TLB_FLUSH_ALL,
+                                      PAGE_SHIFT, True)
 
     def vm_page_prot(self, vm_flags: int) -> int:
         """vm_get_page_prot() plus the protection-key bits (arch_vm_get_page_prot)."""
