@@ -48,6 +48,12 @@ cdef enum:
     K_ZAP_HUGE_PMD
     # an access past the end of a mapped file (filemap_fault: VM_FAULT_SIGBUS)
     K_SIGBUS
+    # arm64 broadcast invalidation, on the issuing CPU: TLBI ...IS instructions, the
+    # CPUs of the inner-shareable domain each one reached (no IPIs: the interconnect
+    # delivers them), and DSB ISH waits that completed them (pysim.arch.arm64)
+    K_TLBI
+    K_TLBI_RECEIVED
+    K_DSB
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

@@ -22,6 +22,7 @@ KERNEL_COUNTER_NAMES = (
     "tlb_remote_wrong_cpu", "invlpgb", "tlbsync",
     "gather_batch_full", "gather_table_full",
     "zap_pte", "zap_huge_pmd", "sigbus",
+    "tlbi", "tlbi_received", "dsb",
 )
 assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
 BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",

@@ -74,6 +74,10 @@ class Profile:
     # CPU has the invlpgb feature (else the kernel behaves as without it). Built on
     # the 6.14 mask rules: needs lazy_cpumask and trim_cpumask.
     broadcast_tlb_flush: bool = False
+    # arm64 pte_needs_flush() (Dev Jain, c320dbb7c80d, "arm64/mm: Elide TLB flush in
+    # certain pte protection transitions", based on 6.18-rc1): no flush for an invalid
+    # old entry or a software-bit-only change.  Read only by arch arm64.
+    arm64_pte_needs_flush: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -208,6 +212,7 @@ PROFILES: Dict[str, Profile] = {
     # read in switch_mm_irqs_off) close races between a switch and a flush in flight;
     # switches and flushes are atomic here, so neither changes what the model does.
     "v6.18": dataclasses.replace(_V615, name="v6.18"),
+    "v6.19": dataclasses.replace(_V615, name="v6.19", arm64_pte_needs_flush=True),
 }
 
 # Other names for built-ins, by kernel release.
