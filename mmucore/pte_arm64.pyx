@@ -113,8 +113,10 @@ def vm_get_page_prot(vm_flags: int) -> int:
 
 
 def vm_get_page_prot_canon(vm_flags: int) -> int:
-    """The same pgprot as the canonical entry the page table stores."""
-    return c_arm64_canon(PROTECTION_MAP[_u64(vm_flags, "vm_flags") & 0xF], False)
+    """The same pgprot in the canonical spelling (a pgprot has no frame: no PROT_NONE
+    inversion of the PFN field)."""
+    return c_arm64_canon(PROTECTION_MAP[_u64(vm_flags, "vm_flags") & 0xF], False) \
+        & ~MMU_PFN_MASK
 
 
 def pte_modify(d: int, newprot: int) -> int:

@@ -89,7 +89,8 @@ class Arm64Context:
     generic flush-request count pysim reports), and the CPUs that ran the mm since it
     got its ASID (simulator bookkeeping: arm64 keeps no mm_cpumask for flushing)."""
 
-    __slots__ = ("ctx_id", "id", "tlb_gen", "cpus", "owner", "pid", "__weakref__")
+    __slots__ = ("ctx_id", "id", "tlb_gen", "cpus", "owner", "pid", "next_trim_cpumask",
+                 "global_asid", "__weakref__")
 
     def __init__(self, ctx_id: int):
         self.ctx_id = ctx_id
@@ -98,6 +99,8 @@ class Arm64Context:
         self.cpus: set = set()
         self.owner = None
         self.pid = ctx_id
+        self.next_trim_cpumask = 0   # x86 6.14's field: settable by tools, unused here
+        self.global_asid = 0         # x86 6.15's field: arm64 ASIDs are all machine-wide
 
     @property
     def cpumask(self) -> frozenset:
