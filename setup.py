@@ -3,7 +3,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["pte", "gather", "cost", "pagetable", "tlb", "stats", "calendar", "tlbstate"]
+MODULES = ["pte", "pte_arm64", "gather", "cost", "pagetable", "tlb", "stats", "calendar", "tlbstate"]
 
 DIRECTIVES = {
     "language_level": 3,

@@ -47,6 +47,8 @@ TARGETS = [
     ("tlb.pyx", "walk", "__pyx_f_7mmucore_3tlb_walk"),
     ("tlb.pyx", "array_find", "__pyx_f_7mmucore_3tlb_array_find"),
     ("tlb.pyx", "array_fill", "__pyx_f_7mmucore_3tlb_array_fill"),
+    # arm64 (issue 11): the receiving side of a broadcast TLBI by VA, per stride
+    ("tlb.pyx", "tlbi_va_loop", "__pyx_f_7mmucore_3tlb_tlbi_va_loop"),
     ("pagetable.pyx", "change_pte_range", "__pyx_f_7mmucore_9pagetable_change_pte_range"),
     ("pagetable.pyx", "change_huge_pmd", "__pyx_f_7mmucore_9pagetable_change_huge_pmd"),
     ("pagetable.pyx", "_fill", "__pyx_f_7mmucore_9pagetable_9PageTable__fill"),

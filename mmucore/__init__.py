@@ -12,7 +12,7 @@ from mmucore.pte import (describe, huge_pmd_needs_flush, mk_pte, pmd_modify, pmd
                          pte_modify, pte_needs_flush, pte_pfn, pte_present, vm_get_page_prot)
 from mmucore.gather import Gather, TASK_SIZE
 from mmucore.cost import COST_FIELDS, COUNTER_NAMES, CYCLE_NAMES, CostModel
-from mmucore.pagetable import (CP_DIRTY_ACCT, CP_RECORD_ALL, CP_RECORD_NEEDED,
+from mmucore.pagetable import (CP_DIRTY_ACCT, CP_RECORD_ALL, CP_RECORD_NEEDED, CP_RECORD_NEEDED_ARM64,
                                CP_TRY_WRITABLE, CP_UFFD_WP, CP_UFFD_WP_RESOLVE,
                                CP_WRITABLE_NEEDS_DIRTY, FILE_PFN_BASE, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE,
                                PMD_SHIFT, PMD_SIZE, VA_LIMIT, PageTable)

@@ -13,6 +13,7 @@ from libc.string cimport memcpy, memset
 from libc.stdint cimport uint64_t, uint8_t
 
 from mmucore.pte cimport *
+from mmucore.pte_arm64 cimport c_arm64_pte_needs_flush, c_arm64_huge_pmd_needs_flush
 from mmucore.gather cimport (Gather, gather_t, c_tlb_flush_pte_range, c_tlb_flush_pmd_range,
                              c_tlb_adjust_range, c_tlb_reset_range, c_tlb_init_batches,
                              c_tlb_remove_page, c_tlb_remove_table)
@@ -38,7 +39,8 @@ CP_WRITABLE_NEEDS_DIRTY = 8  # 6.0 variant: only dirty ones
 CP_UFFD_WP = 16            # MM_CP_UFFD_WP: write-protect and set the uffd-wp bit
 CP_UFFD_WP_RESOLVE = 32    # MM_CP_UFFD_WP_RESOLVE: clear the uffd-wp bit only
 CP_DIRTY_ACCT = 64         # MM_CP_DIRTY_ACCT (<=5.19): RW back on dirty shared PTEs
-_CP_ALL = 127
+CP_RECORD_NEEDED_ARM64 = 128  # arm64 2025 pte_needs_flush (pte_arm64.pxd) decides per entry
+_CP_ALL = 255
 _NO_ADDRS = np.zeros(0, dtype=np.uint64)
 _NO_ADDRS.flags.writeable = False
 
@@ -71,6 +73,7 @@ cdef enum:
     K_UFFD_WP = 16
     K_UFFD_WP_RESOLVE = 32
     K_DIRTY_ACCT = 64
+    K_RECORD_NEEDED_ARM64 = 128
 
 cdef uint64_t PMD_MASK_C = ~(<uint64_t>DEF_PMD_SIZE - 1)
 
@@ -499,7 +502,7 @@ cdef class PageTable:
             _check_range(c_va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
-        if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED)) and gather is None:
+        if (mode & (CP_RECORD_ALL | CP_RECORD_NEEDED | CP_RECORD_NEEDED_ARM64)) and gather is None:
             raise ValueError("change_range: recording modes need a Gather")
         cdef gather_t scratch
         cdef gather_t* g = &scratch
@@ -923,6 +926,7 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
     cdef bint try_writable = (mode & K_TRY_WRITABLE) != 0
     cdef bint record_all = (mode & K_RECORD_ALL) != 0
     cdef bint record_needed = (mode & K_RECORD_NEEDED) != 0
+    cdef bint record_arm64 = (mode & K_RECORD_NEEDED_ARM64) != 0
     cdef bint extras = (mode & (K_UFFD_WP | K_UFFD_WP_RESOLVE | K_DIRTY_ACCT | K_TRY_WRITABLE)) != 0
     for i in range(i0, i1):
         old = t[i]
@@ -945,6 +949,8 @@ cdef void change_pte_range(uint64_t* t, uint64_t addr, uint64_t end, uint64_t ne
             need = (old & MMU_P) != 0 and (((old & ~new) & (MMU_D | MMU_P))
                                            | ((old ^ new) & MMU_FLUSH_ON_CHANGE
                                               & ~MMU_PFN_MASK)) != 0
+        elif record_arm64:
+            need = c_arm64_pte_needs_flush(old, new)
         else:
             need = False
         if need:
@@ -978,6 +984,7 @@ cdef void change_huge_pmd(uint64_t* pmd, uint64_t addr, uint64_t newprot, int mo
     st.pages += 512
     thp[st.nthp] = addr
     st.nthp += 1
-    if (mode & K_RECORD_ALL) or ((mode & K_RECORD_NEEDED) and c_huge_pmd_needs_flush(old, new)):
+    if (mode & K_RECORD_ALL) or ((mode & K_RECORD_NEEDED) and c_huge_pmd_needs_flush(old, new)) \
+            or ((mode & K_RECORD_NEEDED_ARM64) and c_arm64_huge_pmd_needs_flush(old, new)):
         c_tlb_flush_pmd_range(g, addr, DEF_PMD_SIZE)
         st.flagged += 1

@@ -57,6 +57,12 @@ cdef enum:
     K_RAR_RECEIVED
     # reclaim's batched unmap flush: arch_tlbbatch_flush() calls (try_to_unmap_flush)
     K_TLBBATCH_FLUSH
+    # arm64 broadcast invalidation, on the issuing CPU: TLBI ...IS instructions, the
+    # CPUs of the inner-shareable domain each one reached (no IPIs: the interconnect
+    # delivers them), and DSB ISH waits that completed them (pysim.arch.arm64)
+    K_TLBI
+    K_TLBI_RECEIVED
+    K_DSB
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

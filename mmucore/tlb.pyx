@@ -78,6 +78,12 @@ GEOMETRIES = {
                     "stlb": (128, 12), "psc": (2, 4, (8, 4)), "nested_levels": 4},
 }
 GEOMETRIES["zen3-kvm"] = dict(GEOMETRIES["zen3"], nested_levels=4)
+# Arm Neoverse N1 (Neoverse N1 TRM, "Memory management unit"): L1 data TLB 48 entries
+# fully associative, all page sizes; L2 unified TLB 1280 entries 5-way.  The walk cache
+# sizes are not given per level: the x86 PSC sizes are reused (assumed).  The arm64
+# arch uses the PCID tag of every entry as the ASID.
+GEOMETRIES["neoverse-n1"] = {"l1_4k": (1, 48), "l1_2m": None, "l1_unified": True,
+                             "stlb": (256, 5), "psc": (2, 4, (8, 4)), "nested_levels": 0}
 
 
 def geometry(name=None, **overrides) -> dict:
@@ -446,6 +452,25 @@ cdef class TLB:
         self._pcid_arg(pcid)
         c_write_cr3(self, pcid, flush)
 
+    def tlbi_va(self, start, uint64_t nr, int stride_shift, int asid):
+        """The receiving side of arm64 TLBI VAE1IS / VALE1IS (and the range forms):
+        drop the entries of asid covering nr strides of 1 << stride_shift bytes from
+        start, and asid's walk-cache entries (the PSCs; kept by a last-level TLBI on
+        real hardware, dropped here: a few more refills, never a stale entry).  Nothing
+        is counted or charged on this TLB: the issuing CPU pays (pysim.arch.arm64)."""
+        cdef uint64_t va = u64(start, "tlbi_va: start") & VA48
+        cdef uint64_t i, step = <uint64_t>1 << stride_shift
+        if not 12 <= stride_shift <= 30:
+            raise ValueError(f"tlbi_va: stride_shift {stride_shift} outside 12..30")
+        self._pcid_arg(asid)
+        with nogil:
+            tlbi_va_loop(self, va, nr, step, asid)
+
+    def tlbi_asid(self, int asid):
+        """The receiving side of arm64 TLBI ASIDE1IS: drop every entry of asid."""
+        self._pcid_arg(asid)
+        c_invlpgb_pcid(self, asid)
+
     def fill(self, va, entry, bint huge=False, pcid=None):
         """Insert a translation into the STLB and L1 (as a walk would), for tests and tools.
         entry is a leaf entry (its permission bits and frame are what gets cached)."""
@@ -765,6 +790,22 @@ cdef void c_invlpgb_pcid(TLB t, uint64_t pcid) noexcept nogil:
         array_drop_pcid(&t.l1_2m, pcid, True)
     array_drop_pcid(&t.stlb, pcid, True)
     drop_psc_pcid(t, pcid)
+
+
+cdef void tlbi_va_loop(TLB t, uint64_t va, uint64_t nr, uint64_t step,
+                       uint64_t asid) noexcept nogil:
+    """nr broadcast invalidations by VA of asid, step bytes apart (TLB.tlbi_va); a
+    2M-or-larger step also drops the 4K entries inside each step (a block TLBI names
+    the whole block)."""
+    cdef uint64_t i, j, sub = step >> 12 if step > 4096 else 1
+    if sub > 512:
+        sub = 512
+    for i in range(nr):
+        if sub == 1:
+            c_invlpgb_va(t, va + i * step, asid)
+        else:
+            for j in range(sub):
+                c_invlpgb_va(t, va + i * step + (j << 12), asid)
 
 
 cdef inline void c_fill(TLB t, uint64_t va, uint64_t entry, bint huge,

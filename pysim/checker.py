@@ -12,7 +12,9 @@ Broadcast invalidation (x86 INVLPGB, 6.15): an mm with a global ASID has the sam
 on every CPU and no switch ever flushes it, so that PCID counts as current on every
 CPU, running the mm or not (lazy, or switched away: it comes back without a flush).
 An issued INVLPGB takes effect only at its CPU's TLBSYNC; until then the entries it
-names are still in the TLBs and are reported, with the pending INVLPGB named.
+names are still in the TLBs and are reported, with the pending INVLPGB named.  arm64
+(pysim.arch.arm64) is the same with TLBI and the issuing CPU's DSB ISH: an mm's ASID is
+live on every CPU that ran it, and arch.pending_note names an uncompleted TLBI.
 
 After an operation on a known mm the scan covers that mm's slots on every CPU, and every
 slot of the CPUs the operation touched: an operation changes only its own page table
@@ -68,7 +70,7 @@ class Checker:
         out: List[Violation] = []
         mms = {mm.ctx_id: mm for mm in self.mms}
         for cpu in self.cpus:
-            for asid, (ctx_id, gen) in enumerate(cpu.tlbstate.asids):
+            for asid, ctx_id, gen in cpu.arch.cpu_slots(cpu):
                 mm = mms.get(ctx_id)
                 if mm is not None:
                     self._slot(cpu, asid, gen, mm, operation, out)
@@ -86,7 +88,7 @@ class Checker:
         cpus = self.cpus
         mms = None
         for cpu_id in touched:
-            for asid, (ctx_id, gen) in enumerate(cpus[cpu_id].tlbstate.asids):
+            for asid, ctx_id, gen in cpus[cpu_id].arch.cpu_slots(cpus[cpu_id]):
                 if ctx_id == mm.ctx_id or ctx_id < 0:
                     continue
                 if mms is None:
@@ -109,7 +111,8 @@ class Checker:
             for va, huge, entry, pte, reason in cpu.tlb.check(mm.pt, pcid):
                 out.append(Violation(cpu.id, va, entry, pte, operation,
                                      f"{'2M' if huge else '4K'} entry (pcid {pcid}): "
-                                     f"{reason}{self._pending_broadcast(pcid, va)}"))
+                                     f"{reason}{self._pending_broadcast(pcid, va)}"
+                                     f"{cpu.arch.pending_note(pcid, va)}"))
 
     def _pending_broadcast(self, pcid: int, va: int) -> str:
         """A note naming an issued, uncompleted broadcast invalidation that covers

@@ -455,7 +455,7 @@ BAD_CALLS = [
     ("map frames past 40 bits", lambda pt: pt.map(VA, 2, pfn=(1 << 40) - 1)),
     ("populate unaligned", lambda pt: pt.populate(VA + 8, 1, P)),
     ("populate negative", lambda pt: pt.populate(VA, -3, P)),
-    ("change unknown mode bits", lambda pt: pt.change_range(VA, 1, 0, 128, Gather())),
+    ("change unknown mode bits", lambda pt: pt.change_range(VA, 1, 0, 256, Gather())),
     ("change recording without gather", lambda pt: pt.change_range(VA, 1, 0,
                                                                    CP_RECORD_NEEDED)),
     ("change unaligned", lambda pt: pt.change_range(VA + 4, 1, 0)),

@@ -50,12 +50,20 @@ def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
     a profile asked for a CPU feature says where it lives."""
     from pysim.config.presets import PRESETS, get_preset
     amd = ("milan", "genoa")                        # the parts with INVLPGB
+    arm = ("altra", "kunpeng920")                   # arm64: no INVPCID, no TLBIRANGE
     for pr in PRESETS.values():
+        if pr.name in arm:
+            assert pr.arch == "arm64" and pr.features == {
+                "pcid": True, "invpcid": False, "invlpgb": False, "rar": False,
+                "tlbi_range": False}
+            continue
         assert pr.arch == "x86" and pr.features == {"pcid": True, "invpcid": True,
                                                     "invlpgb": pr.name in amd,
-                                                    "rar": pr.name == "intel-rar"}
+                                                    "rar": pr.name == "intel-rar",
+                                                    "tlbi_range": False}
     assert get_preset("skylake", invpcid=False).features == {"pcid": True, "invpcid": False,
-                                                             "invlpgb": False, "rar": False}
+                                                             "invlpgb": False, "rar": False,
+                                                             "tlbi_range": False}
     m = pysim.Machine(cpus=1, pcid=False, pti=True)
     assert m.preset.features["pcid"] is False and m.profile.pti is True
     assert m.cfg.pcid is False and m.cfg.invpcid is True
@@ -170,6 +178,12 @@ def test_derived_values_agree_with_their_arithmetic(name):
         name = "kvm-2022-start"
     p = PRESETS[name]
     assert p.cost("walk_base") + p.cost("walk_ref") == 45                 # warm-PSC walk
+    if p.arch == "arm64":
+        # the arm64 flush path: its own assumed costs, the DVM wait per CPU of the part
+        cores = int(p.description.split("cpus=")[1].split(")")[0])
+        assert p.cost("flush_per_page") + p.cost("tlbi") == 30
+        assert str(cores * p.cost("dvm_per_cpu")) in p.sources["dvm_per_cpu"]
+        return
     assert p.cost("flush_per_page") + p.cost("invlpg") == 250             # per flushed page
     no_flush_mprotect = sum(p.cost(k) for k in ("syscall", "mprotect_base", "per_vma",
                                                 "per_pmd_table", "per_pte"))

@@ -3,12 +3,14 @@
 Generic kernel paths (pysim.mm) call these hooks through `cpu.arch`, never an
 architecture's module: flushing a gather, flush_tlb_mm_range, switch_mm, the exit to
 user space, the VMA protection map, and which PCIDs of a CPU hold live translations.
-The preset chooses the architecture (`preset.arch`); x86 is the one implementation so
-far, with its flush_tlb_multi backends in C (mmucore.tlbstate).
+The preset chooses the architecture (`preset.arch`): x86, with its flush_tlb_multi
+backends in C (mmucore.tlbstate), or arm64 (pysim.arch.arm64: broadcast TLBI and DSB).
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Type
+
+from mmucore import CP_RECORD_NEEDED
 
 from ..errors import ConfigError
 
@@ -33,6 +35,8 @@ class Arch:
     """Hooks an architecture provides; each raises until an implementation overrides it."""
 
     name = "none"
+    # MMU_GATHER_MERGE_VMAS: one flush per gather across VMAs (x86 selects it)
+    merges_vmas_in_gather = True
 
     def __init__(self, cfg: "KernelConfig", tlbs: list, cpu_stats: list):
         self.cfg = cfg
@@ -129,6 +133,22 @@ class Arch:
         path may not have seen completed (x86 and arm64: flush_tlb_mm)."""
         raise NotImplementedError
 
+    def change_needed_mode(self, profile: Any) -> int:
+        """The change_protection mode bit of the arch's pte_needs_flush() (x86's rule
+        by default; arm64 picks its own)."""
+        return CP_RECORD_NEEDED
+
+    def cpu_slots(self, cpu: Any) -> List[tuple]:
+        """(asid, ctx_id, generation) of every ASID slot of cpu (x86: its dynamic
+        ASIDs, by index)."""
+        return [(asid, ctx_id, gen)
+                for asid, (ctx_id, gen) in enumerate(cpu.tlbstate.asids)]
+
+    def pending_note(self, tag: int, va: int) -> str:
+        """A note for a violation at (tag, va) naming an issued broadcast invalidation
+        not yet completed; none by default."""
+        return ""
+
     def set_jiffies(self, jiffies: int) -> None:
         """The kernel's tick count for rules that sample time (x86: trimming the
         cpumask, choosing mms for global ASIDs); ignored by default."""
@@ -145,7 +165,7 @@ def register(cls: Type[Arch]) -> Type[Arch]:
 
 def get_arch(cfg: "KernelConfig", tlbs: list, cpu_stats: list) -> Arch:
     """The preset's architecture, built over the machine's TLBs and CPU counters."""
-    from . import x86  # noqa: F401  (registers itself)
+    from . import arm64, x86  # noqa: F401  (register themselves)
     try:
         cls = ARCHES[cfg.preset.arch]
     except KeyError:

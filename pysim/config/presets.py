@@ -61,10 +61,13 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
     "change_huge_pmd",
     "rar_send", "rar_extra_target", "rar_deliver", "rar_handle",
+    "tlbi", "dsb_ish", "dvm_per_cpu",
 )
+# costs only the arm64 arch charges (pysim.arch.arm64): an x86 preset holds them at 0
+ARM64_KEYS: Tuple[str, ...] = ("tlbi", "dsb_ish", "dvm_per_cpu")
 COST_KEYS: Tuple[str, ...] = HW_KEYS + KERNEL_KEYS
 # TLB geometries mmucore.tlb provides (skylake-kvm / zen3-kvm: same TLBs, 2D walk).
-GEOMETRIES: Tuple[str, ...] = ("skylake", "zen3", "skylake-kvm", "zen3-kvm")
+GEOMETRIES: Tuple[str, ...] = ("skylake", "zen3", "skylake-kvm", "zen3-kvm", "neoverse-n1")
 # SPEC section 5 asked for at most five free parameters (kvm-2022 fits four); issue 13's
 # host calibration (pysim calibrate) allows at most eight
 MAX_FREE_PARAMS = 8
@@ -73,16 +76,19 @@ MAX_FREE_PARAMS = 8
 # uses to flush one user-PCID entry at once instead of deferring to the exit to user;
 # invlpgb - AMD INVLPGB/TLBSYNC broadcast invalidation (Zen 3 and later), which a 6.15+
 # kernel uses for mms with a global ASID; rar - Intel Remote Action Request, which the
-# RAR RFC kernel (profile rar-rfc) uses for mms with a global ASID.
-FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False, "rar": False}
-ARCHES: Tuple[str, ...] = ("x86",)
+# RAR RFC kernel (profile rar-rfc) uses for mms with a global ASID; tlbi_range - arm64
+# FEAT_TLBIRANGE (range TLBI instructions, which also lift the MAX_DVM_OPS ceiling).
+FEATURES: Dict[str, bool] = {"pcid": True, "invpcid": True, "invlpgb": False, "rar": False,
+                             "tlbi_range": False}
+ARCHES: Tuple[str, ...] = ("x86", "arm64")
 # Preset.replace(**changes) takes fields, costs and features by bare name, so no name may
 # be two of them (the INVLPGB costs are invlpgb_issue / tlbsync_wait, not the feature's
 # name invlpgb)
 if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a coding error
     raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
-           "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt")
+           "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt",
+           "asid_bits")
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,8 @@ class Preset:
     # preempted by the host, which then gets KVM_VCPU_FLUSH_TLB (flushed at its next
     # entry) instead of an IPI.  Drawn from the machine's seeded generator; 0: off.
     kvm_pv_preempt: float = 0.0
+    # arm64: ASID width (ID_AA64MMFR0_EL1.ASIDBits: 8 or 16); read only by arch arm64
+    asid_bits: int = 16
 
     def __post_init__(self) -> None:
         for field in ("hw", "kernel", "sources", "features"):   # private copies
@@ -120,6 +128,8 @@ class Preset:
                                   f"{type(value).__name__}", field=field)
             object.__setattr__(self, field, dict(value))
         object.__setattr__(self, "free_params", tuple(self.free_params))
+        # a feature a preset does not name is absent (False unless FEATURES says so)
+        object.__setattr__(self, "features", {**FEATURES, **self.features})
         _validate(self)
 
     def cost(self, key: str) -> float:
@@ -163,7 +173,7 @@ class Preset:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
                       if k in COST_KEYS or k in FEATURES
                       or k in ("geometry", "ghz", "arch", "invlpgb_count_max",
-                               "kvm_pv_preempt")]
+                               "kvm_pv_preempt", "asid_bits")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
         return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
@@ -224,6 +234,9 @@ def _validate(p: Preset) -> None:
     if p.kvm_pv_preempt and not p.geometry.endswith("-kvm"):
         raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt needs a KVM guest (a -kvm "
                           f"geometry; {p.geometry!r} is bare metal)", field="kvm_pv_preempt")
+    if p.asid_bits not in (8, 16):
+        raise ConfigError(f"preset {p.name!r}: asid_bits must be 8 or 16, got "
+                          f"{p.asid_bits!r}", field="asid_bits", allowed=(8, 16))
     _check_keys(p, "hw", p.hw, HW_KEYS)
     _check_keys(p, "kernel", p.kernel, KERNEL_KEYS)
     for key, value in p.costs().items():
@@ -267,6 +280,8 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
     syscall, per_vma, per_pmd_table, per_pte = ns(50), 400, 100, 20
     mprotect_base = 1500 - syscall - per_vma - per_pmd_table - per_pte
     return {
+        **{k: (0, "not used on x86: an arm64 broadcast-TLBI cost (pysim.arch.arm64)")
+           for k in ARM64_KEYS},
         # hardware
         "l1_hit": (0, "no added latency: the L1 dTLB is read in parallel with the L1D "
                       "(VIPT); SPEC §5 gives no figure"),
@@ -565,17 +580,69 @@ def _kvm_2022_calibrated() -> Preset:
                                            "calibrated (see pysim reproduce)")
 
 
+def _arm64(name: str, ghz: float, part: str, cores: int, ghz_source: str) -> Preset:
+    """An arm64 server preset: Neoverse N1-class TLBs, broadcast TLBI costs (assumed),
+    the Intel-era kernel-path costs reused where arm64 has no figure."""
+    table = {k: (v, f"{s} [Intel-era value reused: no {part} figure]")
+             for k, (v, s) in _base_table(ghz, guest=False).items()}
+    for k in ("invlpg", "invpcid_single", "cr3_flush", "cr3_noflush", "flush_global",
+              "invlpg_remote", "pti_cr3_switch", "ipi_send", "ipi_deliver", "ipi_handler",
+              "ipi_ack", "ipi_extra_target", "invlpgb_issue", "tlbsync_wait", "rar_send",
+              "rar_extra_target", "rar_deliver", "rar_handle"):
+        table[k] = (table[k][0], "not used on arm64 (x86 instruction or IPI path): "
+                                 "the x86 starting value kept")
+    table.update({
+        "tlbi": (20, "assumption: a TLBI VAE1IS/ASIDE1IS is posted to the interconnect "
+                     "and does not stall the issuer until its DSB, ~20 cycles; "
+                     "uncalibrated"),
+        "dsb_ish": (300, f"assumption: DSB ISH waits for the DVM round trip on the mesh, "
+                         f"~100 ns x {ghz} GHz = 300 cycles before the per-CPU part; "
+                         f"uncalibrated"),
+        "dvm_per_cpu": (5, f"assumption: each of the {cores} CPUs of the inner-shareable "
+                           f"domain acknowledges the DVM operation, ~5 cycles of the DSB's "
+                           f"wait per CPU ({cores} x 5 = {cores * 5}); uncalibrated"),
+        "flush_base": (300, "assumption: arm64 __flush_tlb_range / flush_tlb_mm without "
+                            "flush_tlb_info, cpumask walk or IPIs: barriers, the ceiling "
+                            "test and the mmu notifier call, ~300 cycles; uncalibrated"),
+        "flush_per_page": (10, "assumption: one step of __flush_tlb_range_op's loop "
+                               "(address arithmetic and the TLBI's operand) ~10 cycles"),
+    })
+    return _build(name, "neoverse-n1", (ghz, ghz_source), table, arch="arm64",
+                  features={"pcid": True, "invpcid": False, "invlpgb": False,
+                            "tlbi_range": False},
+                  asid_bits=16,
+                  description=f"{part}, {cores} cores (Machine(cpus={cores})), arm64: "
+                              f"broadcast TLBI + DSB ISH, 16-bit ASIDs, no FEAT_TLBIRANGE "
+                              f"(Armv8.2); TLBI/DSB costs assumed, kernel costs Intel-era")
+
+
+def _altra() -> Preset:
+    """Ampere Altra-class part: Neoverse N1, 80 cores."""
+    return _arm64("altra", 3.0, "Ampere Altra (Neoverse N1)", 80,
+                  "Ampere Altra Q80-30 product brief: 80 Neoverse N1 cores at up to 3.0 GHz "
+                  "(S)")
+
+
+def _kunpeng920() -> Preset:
+    """Kunpeng 920-class part: 128 TaiShan v110 cores (2 sockets of 64)."""
+    p = _arm64("kunpeng920", 2.6, "HiSilicon Kunpeng 920 (TaiShan v110)", 128,
+               "Kunpeng 920 7260 data: 64 cores per socket at 2.6 GHz, 2 sockets (S)")
+    return dataclasses.replace(p, description=p.description + "; Neoverse N1's TLB "
+                               "geometry reused (no public TaiShan v110 TLB figures found)")
+
+
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     _skylake(), _zen3(), dataclasses.replace(_kvm_2022(), name="kvm-2022-start"),
     _kvm_2022_calibrated())}
 PRESETS.update({p.name: p for p in (_milan(), _genoa())})
+PRESETS.update({p.name: p for p in (_altra(), _kunpeng920())})
 
 
 # ---------------------------------------------------------------- TOML files
 # (the reader; the writer is pysim.config.toml_preset.preset_to_toml)
 _TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
         "arch": str, "free_params": list, "invlpgb_count_max": int,
-        "kvm_pv_preempt": (int, float), "features": dict,
+        "kvm_pv_preempt": (int, float), "asid_bits": int, "features": dict,
         "hw": dict, "kernel": dict, "sources": dict}
 _REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
 
@@ -620,6 +687,13 @@ def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{where}: [{table}] {key} must be a number of cycles, "
                                   f"got {value!r}", field=key)
+        if table == "kernel" and data.get("arch", "x86") == "x86":
+            # files written before the arm64 keys existed: those costs are 0 on x86
+            for key in ARM64_KEYS:
+                if key not in data[table]:
+                    data[table][key] = 0
+                    data.setdefault("sources", {}).setdefault(
+                        key, "not used on x86: an arm64 broadcast-TLBI cost")
         missing = [k for k in keys if k not in data[table]]
         if missing:
             raise ConfigError(f"{where}: [{table}] lacks {missing[0]!r}", field=missing[0])

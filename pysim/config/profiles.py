@@ -85,6 +85,10 @@ class Profile:
     # when the preset's CPU has the rar feature. Built on the 6.15 series: needs
     # broadcast_tlb_flush.
     rar_tlb_flush: bool = False
+    # arm64 pte_needs_flush() (Dev Jain, c320dbb7c80d, "arm64/mm: Elide TLB flush in
+    # certain pte protection transitions", based on 6.18-rc1): no flush for an invalid
+    # old entry or a software-bit-only change.  Read only by arch arm64.
+    arm64_pte_needs_flush: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -230,6 +234,7 @@ PROFILES: Dict[str, Profile] = {
     # The Intel RAR RFC (v4, June 2025) on top of 6.15: on a preset with the rar
     # feature, mms with a global ASID flush by RAR to mm_cpumask.
     "rar-rfc": dataclasses.replace(_V615, name="rar-rfc", rar_tlb_flush=True),
+    "v6.19": dataclasses.replace(_V615, name="v6.19", arm64_pte_needs_flush=True),
 }
 
 # Other names for built-ins, by kernel release.

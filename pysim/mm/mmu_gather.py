@@ -97,10 +97,12 @@ def tlb_start_vma(tlb: MMUGather, vma: "VMA") -> None:
 
 
 def tlb_end_vma(tlb: MMUGather, vma: "VMA") -> None:
-    """Flush now unless the architecture merges VMAs in one gather (x86 does)."""
+    """Flush now unless the architecture merges VMAs in one gather (x86 does, arm64
+    does not) and the profile keeps MMU_GATHER_MERGE_VMAS."""
     if tlb.state.fullmm:
         return
-    if not tlb.cpu.cfg.profile.merge_vmas_in_gather:
+    if not (tlb.cpu.cfg.profile.merge_vmas_in_gather
+            and tlb.cpu.arch.merges_vmas_in_gather):
         tlb_flush_mmu_tlbonly(tlb)
 
 
@@ -119,7 +121,8 @@ def tlb_flush_pud_range(tlb: MMUGather, addr: int, size: int) -> None:
 def tlb_flush(tlb: MMUGather):
     """The architecture's tlb_flush() over what the batch recorded."""
     f = tlb.cpu.arch.tlb_flush(tlb)
-    tlb.flushes.append(f)
+    if f is not None:                # (arm64: a full-mm teardown may need no flush)
+        tlb.flushes.append(f)
     return f
 
 

@@ -41,7 +41,8 @@ _CP_WRITABLE = {"dirty": mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIR
 def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
     """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits)."""
     prof = cpu.cfg.profile
-    mode = (_CP_NEEDED if prof.skip_unneeded_flush else _CP_ALL) if gathering else 0
+    mode = (cpu.arch.change_needed_mode(prof) if prof.skip_unneeded_flush else _CP_ALL) \
+        if gathering else 0
     # vma_wants_manual_pte_write_upgrade(): a private writable VMA, anonymous or file;
     # the per-entry test (can_change_pte_writable) then takes only anonymous frames.
     # Shared VMAs would need write-notify, which the model does not do.
