@@ -37,6 +37,7 @@ from ..mm import mlock as mm_mlock
 from ..mm.fork import default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mprotect import do_mprotect_pkey
 from ..mm.mremap import do_mremap
+from ..mm.softdirty import clear_refs_write
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
 from .timeline import Timeline
@@ -311,6 +312,11 @@ class Process:
 
         return t._syscall("exit", _exit, (), lock="w")
 
+    def clear_refs(self, value: int, thread: Optional["Thread"] = None) -> OpResult:
+        """Write `value` to this process's /proc/PID/clear_refs, from `thread` (default:
+        the first live one); Thread.clear_refs says what each value does."""
+        return self._live_thread(thread).clear_refs(value)
+
     @property
     def vmas(self):
         return self.mm.vmas
@@ -490,6 +496,14 @@ class Thread:
     def mseal(self, addr: int, length: int, flags: int = 0) -> OpResult:
         """mseal(): seal every VMA of the (fully mapped) range."""
         return self._syscall("mseal", mm_mlock.do_mseal, (addr, length, flags), lock="w")
+
+    def clear_refs(self, value: int) -> OpResult:
+        """write(2) of `value` to /proc/PID/clear_refs of this thread's process
+        (clear_refs_write(), under mmap_write_lock): 4 (CLEAR_REFS_SOFT_DIRTY) clears
+        VM_SOFTDIRTY on every VMA and write-protects every present entry with its
+        soft-dirty bit cleared, then flushes the whole mm once; 1-3 make pages old
+        (no flush); 5 resets the peak RSS (not kept).  See pysim.mm.softdirty."""
+        return self._syscall("clear_refs", clear_refs_write, (value,), lock="w")
 
     # -------------------------------------------------------------- accesses
     def access(self, vas, kinds) -> OpResult:

@@ -31,7 +31,10 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .mmu_gather import MMUGather
     from .vma import VMA
 
-P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
+P, RW, A = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A
+# pte_mkdirty() (x86): _PAGE_DIRTY and _PAGE_SOFT_DIRTY together, so every entry the fault
+# paths make dirty is soft-dirty too; the hardware's own D updates never set the soft bit
+D = mmucore.PTE_D | mmucore.PTE_SOFT_DIRTY
 OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                    "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
                    "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious",
