@@ -177,7 +177,10 @@ class Replay:
             if e.kind == "fault" and e.cpu is not None:
                 self._traced_cpu.setdefault(e.pid, e.cpu)
         model = self.model
+        before = model.before
         rec = self.rec
+        tasks = self.tasks
+        call = self._call
         i, n = 0, len(events)
         while i < n:
             e = events[i]
@@ -199,10 +202,12 @@ class Replay:
             if e.name in _PROCESS_CALLS:
                 self._process_call(e)
                 continue
-            t = self._task(e.pid, e.line)
-            if model.before is not None:
-                model.before(self, t.thread, e)
-            self._call(t, e)
+            t = tasks.get(e.pid)
+            if t is None:
+                t = self._task(e.pid, e.line)
+            if before is not None:
+                before(self, t.thread, e)
+            call(t, e)
         rec.notes = self.notes
         rec.image_vmas = self.image_vmas
         return rec
