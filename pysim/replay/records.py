@@ -52,6 +52,8 @@ class Records:
         self.image_vmas = 0
         self.profile: Optional[str] = None
         self.preset: Optional[str] = None
+        self.timeline: Any = None             # the TimelineResult of a timeline replay
+        self.task_times: Optional[List[dict]] = None   # and its per-task times
 
     def add(self, line: int, pid: int, cpu: int, call: str, args: Any, traced: Any,
             traced_errno: Optional[str], sim: Any, sim_errno: Optional[str], status: str,
