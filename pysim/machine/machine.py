@@ -32,7 +32,7 @@ from ..mm import madvise as mm_madvise, memory, mmap as mm_mmap
 from ..mm.footprint import KernelFootprint
 from ..mm.frames import Frames
 from ..mm.mm import MM
-from ..mm.mmap_lock import madvise_lock_mode
+from ..mm.mmap_lock import _MADV_READ_LOCKED, madvise_lock_mode
 from ..mm import mlock as mm_mlock
 from ..mm.fork import default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mprotect import do_mprotect_pkey
@@ -464,8 +464,8 @@ class Thread:
         """mmap(): returns the address (anonymous private unless flags say otherwise;
         file=pysim.File(...) for a file mapping at page offset pgoff, huge=True for a
         2 MiB-aligned THP region); the call's OpResult is in `self.last`."""
-        self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags),
-                                  {"file": file, "huge": huge, "pgoff": pgoff})
+        self.last = self._syscall("mmap", mm_mmap.do_mmap,
+                                  (addr, length, prot, flags, file, huge, pgoff))
         return self.last.value
 
     def munmap(self, addr: int, length: int) -> OpResult:
@@ -476,7 +476,7 @@ class Thread:
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
         return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
-                             lock=madvise_lock_mode(advice))
+                             lock="r" if advice in _MADV_READ_LOCKED else "w")
 
     def process_madvise(self, iovec: list, advice: int, flags: int = 0) -> OpResult:
         """process_madvise(pidfd of this process, iovec, advice, flags): every (addr,

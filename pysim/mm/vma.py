@@ -72,7 +72,7 @@ class VMA:
         if not (0 <= self.start < self.end <= TASK_SIZE):
             raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is empty or outside "
                              f"[0, TASK_SIZE=0x{TASK_SIZE:x})")
-        if not (_aligned(self.start) and _aligned(self.end)):
+        if (self.start | self.end) & (PAGE_SIZE - 1):          # not both _aligned()
             raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is not page aligned")
         if self.pgoff is None:
             self.pgoff = self.start >> PAGE_SHIFT

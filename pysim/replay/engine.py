@@ -34,6 +34,7 @@ import numpy as np
 from ..constants import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, PAGE_SIZE
 from ..errors import PysimError, SyscallError
 from ..mm import File
+from ..results import _CYCLES
 from .accesses import AccessModel, get_access_model
 from .events import Trace
 from .image import plan_images
@@ -394,5 +395,9 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result, e.errno, value,
-                     None, st, note, r)
+        # Records.add(..., r) written out for the common case (r is an OpResult)
+        rows = r.rows
+        rec = self.rec
+        rec._rows.append((e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+                          e.errno, value, None, st, note, rows.item(1, _CYCLES)))
+        rec._events.append(rows)
