@@ -80,6 +80,7 @@ def gc_trace(tmp_path_factory):
 
 
 def test_gc_faults(benchmark, report, gc_trace):
+    """The synthetic GC trace with access model `faults`: accesses per second."""
     tr = load_trace(gc_trace)
 
     def run():

@@ -20,6 +20,8 @@ SD = mmucore.PTE_SOFT_DIRTY
 
 @pytest.fixture
 def env():
+    """A machine (checker raising) with one process, a thread on cpu 0 and a busy one
+    on cpu 1 (so a flush of the mm must reach it)."""
     m = pysim.Machine(cpus=2, profile="patched", checker="raise")
     proc = m.process()
     t0 = proc.thread(cpu=0)

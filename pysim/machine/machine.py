@@ -60,6 +60,7 @@ class Op(tuple):
     __slots__ = ()
 
     def __new__(cls, name: str, cpu: CPU, mm: Optional[MM] = None) -> "Op":
+        """Op(name, cpu, mm)."""
         return tuple.__new__(cls, (name, cpu, mm))
 
     name = property(lambda self: self[0], doc="the operation's name")

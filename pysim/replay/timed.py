@@ -49,9 +49,11 @@ class _CpuSlot:
     __slots__ = ("machine", "cpu")
 
     def __init__(self, machine: Any, cpu: Any) -> None:
+        """The slot of `cpu` on `machine`."""
         self.machine, self.cpu = machine, cpu
 
     def __repr__(self) -> str:
+        """Which CPU the programs run on."""
         return f"replay programs on cpu{self.cpu.id}"
 
 
@@ -117,6 +119,7 @@ class TimedReplay:
     """A Replay whose tasks run as timeline programs, one per CPU (module comment)."""
 
     def __init__(self, replay: "Replay") -> None:
+        """Plan the units of replay's trace (plan_units); nothing runs yet."""
         self.r = replay
         self.m = replay.m
         self.units, self.space, self.dep = plan_units(replay.trace.events)
