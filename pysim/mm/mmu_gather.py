@@ -81,7 +81,9 @@ def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
         raise TypeError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
                         f"(thread.mm), got {type(cpu).__name__} and "
                         f"{type(mm).__name__}") from None
-    tlb = MMUGather(cpu, mm, fullmm, gather_batch_reserve(cpu.cfg.profile))
+    # gather_batch_reserve(cpu.cfg.profile), inline
+    tlb = MMUGather(cpu, mm, fullmm,
+                    int(getattr(cpu.cfg.profile, "mmu_gather_batch_reserve", 0)))
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
         # (tlb.result); the machine's checker does not run for it (call m.check())
