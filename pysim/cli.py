@@ -313,7 +313,7 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"  note: {n}")
     print(res.summary().to_string(index=False))
     if args.timeline:
-        for r in res.records:
+        for r in (r for r in res.records if r.timeline is not None):
             print(f"timeline ({r.profile}, {r.preset}): {r.timeline.seconds * 1e3:.3f} ms "
                   f"simulated; per task (seconds):")
             print(_task_times_text(r.task_times))
@@ -342,7 +342,7 @@ def _replay_json(res: Any) -> dict:
     for r in res.records:
         run = {"profile": r.profile, "preset": r.preset, "records": r.to_json_list()}
         if r.task_times is not None:
-            run["timeline_seconds"] = r.timeline.seconds
+            run["timeline_seconds"] = r.timeline.seconds if r.timeline is not None else 0.0
             run["task_times"] = r.task_times
         runs.append(run)
     return {"trace": res.trace.source, "access": res.access, "pin": res.pin,

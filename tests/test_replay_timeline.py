@@ -98,6 +98,12 @@ def test_threads_overlap_on_the_timeline():
     assert len(rec.task_times) > 1 and rec.timeline.seconds < busy
 
 
+def test_an_empty_trace_replays_on_the_timeline():
+    """A trace with no events gives no records and no task times (no timeline runs)."""
+    rec = Replay(parse_jsonl_lines([]), Machine(cpus=1), timeline=True).run()
+    assert len(rec) == 0 and rec.task_times == [] and rec.timeline is None
+
+
 def test_cli_replay_timeline_prints_task_times(capsys):
     """`pysim replay --timeline` prints the per-task table; --json carries it."""
     path = str(DATA / "sh_fork.strace")

@@ -207,12 +207,15 @@ class TimedReplay:
         for c, us in per_cpu.items():
             for u in us:
                 self._cpu_of_unit[u] = c
+        rec = self.r.rec
+        if not per_cpu:                     # nothing to run: a timeline needs a program
+            rec.notes, rec.image_vmas, rec.task_times = self.r.notes, 0, []
+            return rec
         tl = Timeline(self.m)
         for c in sorted(per_cpu):
             cpu = self.m.cpus[c]
             tl.spawn(_CpuSlot(self.m, cpu), self._program, cpu, per_cpu[c])
         self.result = tl.run()
-        rec = self.r.rec
         rec.notes = self.r.notes
         rec.image_vmas = self.r.image_vmas
         rec.timeline = self.result
