@@ -3,7 +3,8 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-MODULES = ["pte", "pte_arm64", "gather", "cost", "pagetable", "tlb", "stats", "calendar", "tlbstate"]
+MODULES = ["pte", "pte_arm64", "gather", "cost", "pagetable", "tlb", "stats", "calendar",
+           "tlbstate", "fastfault"]
 
 DIRECTIVES = {
     "language_level": 3,

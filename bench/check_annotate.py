@@ -4,14 +4,14 @@
     cd /work/main && python bench/check_annotate.py [-v]
 
 Copies mmucore/*.pyx, *.pxd and __init__.py to a temp dir (nothing lands in the repo),
-runs `cython -a` there on tlb.pyx and pagetable.pyx with setup.py's directives, and then
+runs `cython -a` there on tlb.pyx, pagetable.pyx, tlbstate.pyx and fastfault.pyx with setup.py's directives, and then
 checks two things:
 
 1. Cython's own per-line score (the yellow in the html; score = 5 x Py*_ C-API calls +
    2 x __Pyx_ helper calls + macro calls, as Cython.Compiler.Annotate computes it) for
    every source line of the hot functions: c_access, walk, array_find, array_fill
    (tlb.pyx), change_pte_range, change_huge_pmd, PageTable._fill (pagetable.pyx) and the
-   `with nogil:` loop of access_stream.
+   `with nogil:` loops of access_stream and fastfault's access_stream_anon.
 2. The generated C bodies of those functions and of every cdef function they call,
    transitively (the inline helpers from pte.pxd, gather.pxd, set_of, account, c_fill,
    raise_pf, ...), scanned for the same Python C-API call patterns.
@@ -101,8 +101,12 @@ TARGETS = [
     ("calendar.pyx", "calendar_fit", "__pyx_f_7mmucore_8calendar_calendar_fit"),
     ("calendar.pyx", "line_write", "__pyx_f_7mmucore_8calendar_line_write"),
     ("calendar.pyx", "calendar_queued", "__pyx_f_7mmucore_8calendar_calendar_queued"),
+    # the replay's fault loop (issue 12): the VMA search between two faults
+    ("fastfault.pyx", "_find", "__pyx_f_7mmucore_9fastfault__find"),
 ]
-NOGIL_IN = ("tlb.pyx", "access_stream")
+# the `with nogil:` access loops (each function's first nogil block)
+NOGIL_LOOPS = [("tlb.pyx", "access_stream"), ("fastfault.pyx", "access_stream_anon")]
+PYX_FILES = ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx", "calendar.pyx", "fastfault.pyx")
 
 # Cython.Compiler.Annotate's classification of calls in the generated C
 API_RE = re.compile(
@@ -252,8 +256,7 @@ def annotate(tmp, root=ROOT):
     cmd = [sys.executable, "-m", "cython", "-a", "-3", "-I", tmp, "-I", np.get_include()]
     for d in DIRECTIVES:
         cmd += ["-X", d]
-    cmd += ["mmucore/tlb.pyx", "mmucore/pagetable.pyx", "mmucore/tlbstate.pyx",
-            "mmucore/calendar.pyx"]
+    cmd += [f"mmucore/{pyx}" for pyx in PYX_FILES]
     subprocess.run(cmd, cwd=tmp, check=True, capture_output=True, text=True)
     return pkg
 
@@ -267,15 +270,15 @@ def check(root=ROOT, verbose=False):
     with tempfile.TemporaryDirectory(prefix="mmucore-annotate-") as tmp:
         pkg = annotate(tmp, root)
         files = {}
-        for pyx in ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx", "calendar.pyx"):
+        for pyx in PYX_FILES:
             lines = open(os.path.join(pkg, pyx), encoding="utf-8").read().split("\n")
             files[pyx] = (lines, html_lines(os.path.join(pkg, pyx[:-4] + ".html")),
                           open(os.path.join(pkg, pyx[:-4] + ".c"), encoding="utf-8").read())
 
         # check 1: Cython's scores on the source lines of the hot functions
         ranges = [(pyx, name, *func_range(files[pyx][0], name)) for pyx, name, _ in TARGETS]
-        ranges.append((NOGIL_IN[0], NOGIL_IN[1] + " `with nogil` loop",
-                       *nogil_range(files[NOGIL_IN[0]][0], NOGIL_IN[1])))
+        for pyx, fn in NOGIL_LOOPS:
+            ranges.append((pyx, fn + " `with nogil` loop", *nogil_range(files[pyx][0], fn)))
         for pyx, name, a, b in ranges:
             ann = files[pyx][1]
             yellow = [(ln, *ann[ln]) for ln in range(a, b + 1) if ln in ann and ann[ln][0] > 0]
@@ -293,10 +296,11 @@ def check(root=ROOT, verbose=False):
             funcs.update(c_functions(files[pyx][2]))
         todo = [c for _, _, c in TARGETS]
         # the nogil loop's callees: the C code of its lines
-        lines, ann, _ = files[NOGIL_IN[0]]
-        a, b = nogil_range(lines, NOGIL_IN[1])
-        loop_code = "\n".join(ann[ln][2] for ln in range(a, b + 1) if ln in ann)
-        todo += sorted(callees(loop_code, funcs))
+        for pyx, fn in NOGIL_LOOPS:
+            lines, ann, _ = files[pyx]
+            a, b = nogil_range(lines, fn)
+            loop_code = "\n".join(ann[ln][2] for ln in range(a, b + 1) if ln in ann)
+            todo += sorted(callees(loop_code, funcs))
         seen = set()
         while todo:
             name = todo.pop()

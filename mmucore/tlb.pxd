@@ -2,6 +2,7 @@
 """Per-CPU TLB hierarchy, paging-structure caches, and the walker."""
 from libc.stdint cimport uint64_t, int64_t
 from mmucore.cost cimport cost_t, N_COUNTERS, N_CYCLE_KINDS
+from mmucore.pagetable cimport PageTable
 
 cdef struct tlb_array_t:
     int sets
@@ -34,6 +35,8 @@ cdef class TLB:
     cdef tlb_array_t* _array_ptr(self, int arr, bint huge)
 
 # TLB operations for other core modules (tlbstate's flush paths); defined in tlb.pyx.
+# One user or kernel access through the TLB and walker (fastfault's access loop).
+cdef int c_access(TLB t, PageTable pt, uint64_t va, int kind, bint user) noexcept nogil
 cdef void c_invlpg(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_invlpg_remote(TLB t, uint64_t va, uint64_t pcid) noexcept nogil
 cdef void c_invpcid_single(TLB t, uint64_t va, uint64_t pcid) noexcept nogil

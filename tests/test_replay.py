@@ -21,11 +21,6 @@ from pysim.replay.summary import summary_row
 sys.path.insert(0, os.path.dirname(__file__))
 from replay_helpers import DATA, TRACES  # noqa: E402
 
-# Calls the simulator's syscall contract rejects today (issue 12 item 1, another branch):
-# a divergence whose simulated error says so is that known gap, not a replay bug.
-_CONTRACT_GAP = ("unknown or not modelled", "unknown or unmodelled")
-
-
 def _sys(name, args, result=0, errno=None, pid=1, t=None, path=None):
     d = {"type": "syscall", "t": t, "pid": pid, "name": name, "args": args,
          "result": result, "errno": errno}
@@ -44,21 +39,17 @@ def _run(lines, **kw):
 @pytest.mark.parametrize("elf", [False, True])
 def test_every_supported_traced_call_reproduces_its_traced_result(name, elf):
     """Each call the Thread API has: traced success -> the same result, traced failure
-    -> the same errno (a divergence of the known contract gap is an expected failure)."""
+    -> the same errno.  With the syscall contract in place (MADV_DONTFORK and the other
+    VMA-flag advice included) no call of any committed trace diverges."""
     res = replay(str(DATA / f"{name}.strace"), elf=elf, checker="raise")
     rec = res.records[0]
     st = rec.statuses
     assert st.get("match", 0) > 20
     bad = rec.diverged()
-    gap = [d for d in bad if any(g in (d["note"] or "") for g in _CONTRACT_GAP)]
-    other = [d for d in bad if d not in gap]
-    assert not other, "\n".join(f"line {d['line']}: {d['call']}({d['args']}) traced "
-                                f"{d['traced_errno'] or d['traced']}, simulated "
-                                f"{d['sim_errno'] or d['sim']}: {d['note']}"
-                                for d in other[:10])
-    if gap:
-        pytest.xfail(f"{len(gap)} calls hit the syscall-contract gap (e.g. line "
-                     f"{gap[0]['line']}: {gap[0]['note']})")
+    assert not bad, "\n".join(f"line {d['line']}: {d['call']}({d['args']}) traced "
+                              f"{d['traced_errno'] or d['traced']}, simulated "
+                              f"{d['sim_errno'] or d['sim']}: {d['note']}" for d in bad[:10])
+    assert st.get("diverged", 0) == 0 and st.get("unsupported", 0) == 0
 
 
 def test_the_relro_mprotects_find_the_exec_image():

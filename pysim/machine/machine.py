@@ -32,12 +32,13 @@ from ..mm import madvise as mm_madvise, memory, mmap as mm_mmap
 from ..mm.footprint import KernelFootprint
 from ..mm.frames import Frames
 from ..mm.mm import MM
-from ..mm.mmap_lock import madvise_lock_mode
+from ..mm.mmap_lock import _MADV_READ_LOCKED, madvise_lock_mode
 from ..mm import mlock as mm_mlock
 from ..mm.fork import ExecImage, default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mprotect import do_mprotect_pkey
 from ..mm.mremap import do_mremap
 from ..constants import PAGE_SIZE, TASK_SIZE
+from ..mm.softdirty import clear_refs_write
 from ..results import KERNEL_COUNTERS, OpResult
 from .cpu import CPU
 from .timeline import Timeline
@@ -53,14 +54,24 @@ def _count(value: Any, name: str, lo: int, hi: int) -> int:
     return int(value)
 
 
-class Op:
-    """The operation in flight (Machine.current_op while it runs); mm is the address
-    space it works on, when known (the checker then scans that mm's slots only)."""
+class Op(tuple):
+    """The operation in flight (Machine.current_op while it runs): its name, the CPU
+    that initiated it, and mm, the address space it works on when known (the checker
+    then scans that mm's slots only).  A tuple, so that Thread._syscall makes one per
+    call with a single C call (tuple.__new__(Op, ...))."""
 
-    __slots__ = ("name", "cpu", "mm")
+    __slots__ = ()
 
-    def __init__(self, name: str, cpu: CPU, mm: Optional[MM] = None):
-        self.name, self.cpu, self.mm = name, cpu, mm
+    def __new__(cls, name: str, cpu: CPU, mm: Optional[MM] = None) -> "Op":
+        """Op(name, cpu, mm)."""
+        return tuple.__new__(cls, (name, cpu, mm))
+
+    name = property(lambda self: self[0], doc="the operation's name")
+    cpu = property(lambda self: self[1], doc="the initiating CPU")
+    mm = property(lambda self: self[2], doc="the address space, or None")
+
+
+_tuple_new = tuple.__new__
 
 
 class Machine:
@@ -347,6 +358,11 @@ class Process:
 
         return t._syscall("exit", _exit, (), lock="w")
 
+    def clear_refs(self, value: int, thread: Optional["Thread"] = None) -> OpResult:
+        """Write `value` to this process's /proc/PID/clear_refs, from `thread` (default:
+        the first live one); Thread.clear_refs says what each value does."""
+        return self._live_thread(thread).clear_refs(value)
+
     @property
     def vmas(self):
         return self.mm.vmas
@@ -429,27 +445,56 @@ class Thread:
     def _syscall(self, name: str, fn, args: tuple, kw: Optional[dict] = None,
                  lock: str = "w") -> OpResult:
         """One syscall on this thread's CPU: entry, fn(mm, cpu, *args, **kw) under
-        mmap_lock (lock "r" or "w"), exit."""
-        self.run()
-        m = self.machine
+        mmap_lock (lock "r" or "w"), exit.  Machine.begin and Machine.end are inlined
+        here (the same steps in the same order), and run() is called only when this
+        thread is not already the one running on its CPU."""
         cpu = self.cpu
         mm = self.mm
-        op = m.begin(cpu, name, mm)
+        ts = cpu.tlbstate
+        if cpu._cur is not self._ref or ts.loaded_mm is not mm.context or ts.is_lazy \
+                or self.__dict__.get("exited"):
+            self.run()
+            mm = self.mm
+        m = self.machine
+        # Machine.begin(cpu, name, mm)
+        if m.current_op is not None:
+            raise PysimError(f"{name} started while {m.current_op.name} is running")
+        stats = cpu.stats
+        m.acct.begin(stats)
+        m.arch.set_jiffies(int(ts.now // m._cycles_per_jiffy))
+        cpu.faults = []
+        op = m.current_op = _tuple_new(Op, (name, cpu, mm))      # Op(name, cpu, mm)
         mm.context.pid = self.tid           # current->pid, which flush rules sample
-        cpu.stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
-        cpu.tlbstate.running_user = False
+        stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
+        ts.running_user = False
         m.arch.kernel_entry(cpu)
-        mm.mmap_lock.lock(cpu, lock)
+        lk = mm.mmap_lock
+        timed = lk.timed                    # MmapLock.lock/unlock do nothing untimed
+        if timed:
+            lk.lock(cpu, lock)
         try:
             if m.kernel is not None:
                 m.kernel.touch(cpu, mm)
             value = fn(mm, cpu, *args, **kw) if kw else fn(mm, cpu, *args)
         except BaseException:
-            mm.mmap_lock.unlock(cpu, lock)
+            if timed:
+                lk.unlock(cpu, lock)
             m.abort(op)
             raise
-        mm.mmap_lock.unlock(cpu, lock)
-        return m.end(op, value)
+        if timed:
+            lk.unlock(cpu, lock)
+        # Machine.end(op, value)
+        try:
+            if cpu._cur is not None:            # a thread goes back to user space
+                m.arch.return_to_user(cpu)
+            res = m.acct.close(OpResult, name, cpu.id, value, cpu.faults)
+        finally:
+            m.current_op = None
+        if m.keep_history:
+            m.history.append(res)
+        if m.checker.mode != "off":
+            m.checker.after(name, res, mm)
+        return res
 
     def mmap(self, length: int, prot: int, flags: Optional[int] = None, addr: int = 0,
              file: Any = None, huge: bool = False, pgoff: int = 0, **unknown: Any) -> int:
@@ -459,8 +504,8 @@ class Thread:
         if unknown:
             no_unknown_keywords("Thread.mmap", unknown,
                                 ("flags", "addr", "file", "huge", "pgoff"))
-        self.last = self._syscall("mmap", mm_mmap.do_mmap, (addr, length, prot, flags),
-                                  {"file": file, "huge": huge, "pgoff": pgoff})
+        self.last = self._syscall("mmap", mm_mmap.do_mmap,
+                                  (addr, length, prot, flags, file, huge, pgoff))
         return self.last.value
 
     def munmap(self, addr: int, length: int) -> OpResult:
@@ -471,7 +516,7 @@ class Thread:
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
         return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
-                             lock=madvise_lock_mode(advice))
+                             lock="r" if advice in _MADV_READ_LOCKED else "w")
 
     def process_madvise(self, iovec: list, advice: int, flags: int = 0) -> OpResult:
         """process_madvise(pidfd of this process, iovec, advice, flags): every (addr,
@@ -529,6 +574,14 @@ class Thread:
     def mseal(self, addr: int, length: int, flags: int = 0) -> OpResult:
         """mseal(): seal every VMA of the (fully mapped) range."""
         return self._syscall("mseal", mm_mlock.do_mseal, (addr, length, flags), lock="w")
+
+    def clear_refs(self, value: int) -> OpResult:
+        """write(2) of `value` to /proc/PID/clear_refs of this thread's process
+        (clear_refs_write(), under mmap_write_lock): 4 (CLEAR_REFS_SOFT_DIRTY) clears
+        VM_SOFTDIRTY on every VMA and write-protects every present entry with its
+        soft-dirty bit cleared, then flushes the whole mm once; 1-3 make pages old
+        (no flush); 5 resets the peak RSS (not kept).  See pysim.mm.softdirty."""
+        return self._syscall("clear_refs", clear_refs_write, (value,), lock="w")
 
     # -------------------------------------------------------------- accesses
     def access(self, vas, kinds) -> OpResult:

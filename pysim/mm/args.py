@@ -16,6 +16,11 @@ from ..errors import SyscallError
 def syscall_ints(call: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:
     """The values as Python ints, or SyscallError(EINVAL) naming the first that is no
     integer (a bool included)."""
+    for v in values:
+        if type(v) is not int:
+            break
+    else:
+        return values                   # all Python ints already: the common case
     out = []
     for name, v in zip(names, values):
         if type(v) is int:

@@ -9,11 +9,13 @@ anything access_error() rejects is a SIGSEGV outcome, never an exception.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
 import mmucore
+from mmucore import fastfault as _fastfault
 from mmucore import stats as _stats
 from mmucore.stats import (B_FAULT, B_PTE, K_GATHER_BATCH_FULL, K_GATHER_TABLE_FULL,
                            K_ZAP_HUGE_PMD, K_ZAP_PTE)
@@ -32,7 +34,10 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .mmu_gather import MMUGather
     from .vma import VMA
 
-P, RW, A, D = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A, mmucore.PTE_D
+P, RW, A = mmucore.PTE_P, mmucore.PTE_RW, mmucore.PTE_A
+# pte_mkdirty() (x86): _PAGE_DIRTY and _PAGE_SOFT_DIRTY together, so every entry the fault
+# paths make dirty is soft-dirty too; the hardware's own D updates never set the soft bit
+D = mmucore.PTE_D | mmucore.PTE_SOFT_DIRTY
 OUTCOME_COUNTER = {"anon": "fault_anon", "zero_page": "fault_zero_page", "thp": "fault_thp",
                    "file": "fault_anon", "wp_reuse": "fault_wp_reuse", "cow": "fault_cow",
                    "spurious": "fault_spurious", "sigsegv": "sigsegv", "numa": "fault_spurious",
@@ -90,22 +95,41 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
     last, retries = None, 0
     arch.return_to_user(cpu)     # a user-PCID flush deferred by an earlier IPI happens now
     tlb.pcid = upcid
+    fast = _fast_vmas(mm, cpu, vas)
     try:
         while i < n:
             # validate_accesses() checked the values once; retries do not rescan them
-            r = mmucore.access_stream(mm.pt, tlb, vas, kinds, start=i, user=True,
-                                      checked=True)
-            done += r.stopped_at - i
-            if not r.faults:
-                break
-            i = r.stopped_at
+            if fast is not None:
+                frames = mm.frames
+                cost = cpu.cfg.cost
+                stop, cls, from_tlb, frames.next_pfn, frames.next_file_pfn, _ = \
+                    _fastfault.access_stream_anon(
+                        mm.pt, tlb, vas, kinds, i, *fast, frames.next_pfn,
+                        mmucore.FILE_PFN_BASE, frames.next_file_pfn, 1 << 40,
+                        frames.zero_pfn, cpu.stats, B_FAULT, _OUTCOME_K["anon"],
+                        _OUTCOME_K["zero_page"], _OUTCOME_K["file"], _fault_base(cpu),
+                        cost.fault_anon, cost.fault_zero_page,
+                        getattr(cost, OUTCOME_COST["file"]), cpu.faults, Fault)
+                done += stop - i
+                if cls == mmucore.FAULT_NONE:
+                    break
+                i = stop
+                fva, fkind = int(vas[i]), int(kinds[i])
+            else:
+                r = mmucore.access_stream(mm.pt, tlb, vas, kinds, start=i, user=True,
+                                          checked=True)
+                done += r.stopped_at - i
+                if not r.faults:
+                    break
+                i = r.stopped_at
+                fva, fkind, cls, from_tlb = r.fault_va, r.fault_kind, r.fault_class, \
+                    r.fault_from_tlb
             tlb.pcid = kpcid
             arch.kernel_entry(cpu)
-            outcome = handle_mm_fault(mm, cpu, r.fault_va, r.fault_kind, r.fault_class,
-                                      r.fault_from_tlb)
+            outcome = handle_mm_fault(mm, cpu, fva, fkind, cls, from_tlb)
             arch.return_to_user(cpu)
             tlb.pcid = upcid
-            cpu.faults.append(Fault(i, r.fault_va, r.fault_kind, outcome))
+            cpu.faults.append(Fault(i, fva, fkind, outcome))
             if outcome == "sigsegv" or outcome == "sigbus":
                 i += 1
                 last, retries = None, 0
@@ -113,11 +137,72 @@ def run_accesses(mm: "MM", cpu: "CPU", vas, kinds) -> int:
             retries = retries + 1 if last == i else 1
             last = i
             if retries > MAX_RETRIES:
-                raise PysimError(f"access {i} (0x{r.fault_va:x}) keeps faulting after "
+                raise PysimError(f"access {i} (0x{fva:x}) keeps faulting after "
                                  f"{outcome}: the model's fault handling is inconsistent")
     finally:
         tlb.pcid = kpcid
     return done
+
+
+def _fault_base(cpu: "CPU") -> float:
+    """handle_mm_fault()'s entry cost: the fault itself, and PTI's CR3 switch."""
+    cost = cpu.cfg.cost
+    return cost.fault_base + (cost.pti_cr3_switch if cpu.cfg.profile.pti else 0.0)
+
+
+_NO_FAST = VM_HUGETLB | VM_HUGEPAGE
+# run_accesses resolves first-touch anonymous faults in C (mmucore.fastfault) when True;
+# False sends every fault through handle_mm_fault (the same counts and cycles, slower)
+FAST_FAULTS = True
+
+
+def _fast_vmas(mm: "MM", cpu: "CPU", vas: np.ndarray):
+    """The VMAs the accesses vas may touch, described for mmucore.fastfault: sorted
+    starts and ends, mode bits (1 reads allowed, 2 writes allowed, 4 anonymous private
+    VM_HUGEPAGE, 8 a file or shmem mapping, 16 shared; 0 for a VMA whose faults are all
+    left to Python), the page protection and the file's end (file_eof()).  None where
+    that loop must not run: an entry path that does work per fault (PTI without PCIDs
+    flushes on each CR3 write), guard markers in the mm, a non-x86 architecture.  Only
+    handle_mm_fault changes VMAs inside a batch (expand_stack grows a stack down), which
+    can leave this description short, never wrong: an address it does not hold goes to
+    Python."""
+    if not FAST_FAULTS or cpu.arch.name != "x86" or (cpu.arch.pti and not cpu.cfg.pcid) \
+            or mm.guard_pages:
+        return None
+    vl = mm.vmas
+    vstarts = vl._starts
+    if not vstarts:
+        return None
+    if vas.size <= 64:
+        idx = sorted({bisect_right(vstarts, v) - 1 for v in vas.tolist()})
+    else:
+        sa = np.fromiter(vstarts, dtype=np.uint64, count=len(vstarts))
+        idx = np.unique(np.searchsorted(sa, vas, side="right")).tolist()
+        idx = [j - 1 for j in idx]
+    if idx and idx[0] < 0:
+        idx = idx[1:]
+    k = len(idx)
+    starts = np.empty(k, dtype=np.uint64)
+    ends = np.empty(k, dtype=np.uint64)
+    modes = np.zeros(k, dtype=np.uint8)
+    prots = np.zeros(k, dtype=np.uint64)
+    eofs = np.zeros(k, dtype=np.uint64)
+    for o, j in enumerate(idx):
+        v = vl._vmas[j]
+        starts[o], ends[o] = v.start, v.end
+        fl = v.flags
+        if fl & VM_HUGETLB or not fl & (VM_READ | VM_WRITE | VM_EXEC):
+            continue
+        mode = 1 | (2 if fl & VM_WRITE else 0)
+        if v.anon and not v.shared:
+            if fl & VM_HUGEPAGE:
+                mode |= 4
+        else:
+            mode |= 8 | (16 if v.shared else 0)
+            eofs[o] = file_eof(v)
+        modes[o] = mode
+        prots[o] = v.page_prot
+    return starts, ends, modes, prots, eofs
 
 
 def access_error(vma: "VMA", kind: int, present: bool) -> bool:

@@ -18,7 +18,8 @@ from ..constants import (
     PROT_WRITE,
     STACK_GUARD_GAP, TASK_SIZE, VM_ACCOUNT, VM_DONTEXPAND, VM_GROWSDOWN, VM_HUGEPAGE,
     VM_HUGETLB, VM_LOCKED, VM_LOCKONFAULT, VM_MAYSHARE, VM_MAYWRITE, VM_NOHUGEPAGE,
-    VM_MAYEXEC, VM_MAYREAD, VM_NORESERVE, VM_READ, VM_SEALED, VM_SHARED, VM_WRITE)
+    VM_MAYEXEC, VM_MAYREAD, VM_NORESERVE, VM_READ, VM_SEALED, VM_SHARED, VM_SOFTDIRTY,
+    VM_WRITE)
 from ..errors import ConfigError, SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
@@ -167,7 +168,8 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     vma = VMA(start, start + length, vm_flags, anon=file is None, shared=shared,
               file=file, pgoff=(start >> 12) if file is None else pgoff)
     vma.page_prot = mm.vmas.page_prot_fn(vma)
-    mm.vmas.insert_merging(vma)
+    # __mmap_complete(): the mapping (merged or new) is soft-dirty as a whole
+    mm.vmas.insert_merging(vma).flags |= VM_SOFTDIRTY
     if vm_flags & VM_LOCKED and not vm_flags & VM_LOCKONFAULT \
             or flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE:
         populate(mm, cpu, start, start + length, write=bool(vm_flags & VM_WRITE)
@@ -321,7 +323,8 @@ def do_brk(mm: "MM", cpu: "CPU", brk: int) -> int:
              | mm.def_flags)
     vma = VMA(oldbrk, newbrk, flags, anon=True, shared=False)
     vma.page_prot = mm.vmas.page_prot_fn(vma)
-    mm.vmas.insert_merging(vma)                     # do_brk_flags(): expand brkvma
+    # do_brk_flags(): expand brkvma (or link the new one), then VM_SOFTDIRTY on it
+    mm.vmas.insert_merging(vma).flags |= VM_SOFTDIRTY
     mm.brk = brk
     if mm.def_flags & VM_LOCKED and not mm.def_flags & VM_LOCKONFAULT:
         populate(mm, cpu, oldbrk, newbrk, write=True)

@@ -81,7 +81,9 @@ def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
         raise ArgumentError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
                             f"(thread.mm), got {type(cpu).__name__} and "
                             f"{type(mm).__name__}", field=bad) from None
-    tlb = MMUGather(cpu, mm, fullmm, gather_batch_reserve(cpu.cfg.profile))
+    # gather_batch_reserve(cpu.cfg.profile), inline
+    tlb = MMUGather(cpu, mm, fullmm,
+                    int(getattr(cpu.cfg.profile, "mmu_gather_batch_reserve", 0)))
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
         # (tlb.result); the machine's checker does not run for it (call m.check())
@@ -143,11 +145,18 @@ def tlb_table_flush(tlb: MMUGather) -> None:
 
 def tlb_flush_mmu(tlb: MMUGather) -> None:
     """tlb_flush_mmu(): flush, then free what the batches hold (tlb_flush_mmu_free: the
-    table batch, then the queued pages; the model frees no memory, it empties them)."""
-    tlb_flush_mmu_tlbonly(tlb)
-    tlb_table_flush(tlb)
-    tlb.mm.frames.lruvec.free_zapped(tlb.cpu, tlb.state.nr_pages)
-    tlb.state.batch_pages_flush()
+    table batch, then the queued pages; the model frees no memory, it empties them).
+    tlb_flush_mmu_tlbonly() and tlb_table_flush() written out: the second tlbonly, in
+    tlb_table_flush, finds the range just reset and does nothing."""
+    g = tlb.state
+    if g.needs_flush:                       # tlb_flush_mmu_tlbonly()
+        tlb_flush(tlb)
+        g.reset_range()
+    g.table_flush()                         # tlb_table_flush()
+    lru = tlb.mm.frames.lruvec
+    if lru.timed:                           # free_zapped() does nothing untimed
+        lru.free_zapped(tlb.cpu, g.nr_pages)
+    g.batch_pages_flush()
 
 
 def tlb_finish_mmu(tlb: MMUGather) -> None:

@@ -18,7 +18,8 @@ from mmucore.stats import B_PTE, B_VMA, K_VMA_MERGE, K_VMA_SPLIT
 
 from ..constants import (ARCH_MAX_PKEY, PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GROWSDOWN,
                          PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE, TASK_SIZE,
-                         VM_ACCESS_FLAGS, VM_HUGETLB, VM_SEALED, VM_SHARED, VM_WRITE)
+                         VM_ACCESS_FLAGS, VM_HUGETLB, VM_SEALED, VM_SHARED, VM_SOFTDIRTY,
+                         VM_WRITE)
 from ..errors import SyscallError
 from .args import syscall_ints
 from ..arch.tlbflush import flush_tlb_range
@@ -45,8 +46,12 @@ def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
         if gathering else 0
     # vma_wants_manual_pte_write_upgrade(): a private writable VMA, anonymous or file;
     # the per-entry test (can_change_pte_writable) then takes only anonymous frames.
-    # Shared VMAs would need write-notify, which the model does not do.
-    if prof.change_writable != "none" and vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE:
+    # Shared VMAs would need write-notify, which the model does not do.  After
+    # clear_refs (VM_SOFTDIRTY clear) can_change_pte_writable() refuses entries that
+    # are not soft-dirty; the model, without that per-entry test, upgrades none there
+    # (a later write faults and reuses the page: a fault more, never a missed bit).
+    if prof.change_writable != "none" and vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE \
+            and vma.flags & VM_SOFTDIRTY:
         mode |= _CP_WRITABLE[prof.change_writable]
     return mode
 

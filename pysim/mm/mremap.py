@@ -237,6 +237,8 @@ def _move_ptes(mm: "MM", cpu: "CPU", old_addr: int, new_addr: int, extent: int) 
         return
     for i in idx.tolist():
         e = int(entries[i])
+        if e & (mmucore.PTE_P | mmucore.PTE_PROTNONE):
+            e |= mmucore.PTE_SOFT_DIRTY          # move_soft_dirty_pte()
         pt.set_pte(new_addr + i * PAGE_SIZE, e)
         pt.set_pte(old_addr + i * PAGE_SIZE, 0)
     if np.any(entries[idx] & _PRESENT):

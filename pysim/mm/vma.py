@@ -72,7 +72,7 @@ class VMA:
         if not (0 <= self.start < self.end <= TASK_SIZE):
             raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is empty or outside "
                              f"[0, TASK_SIZE=0x{TASK_SIZE:x})")
-        if not (_aligned(self.start) and _aligned(self.end)):
+        if (self.start | self.end) & (PAGE_SIZE - 1):          # not both _aligned()
             raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is not page aligned")
         if self.pgoff is None:
             self.pgoff = self.start >> PAGE_SHIFT
@@ -295,12 +295,14 @@ class VMAList:
 
     def vma_lookup(self, addr: int) -> Optional[VMA]:
         """The VMA containing addr, or None (vma_lookup())."""
-        vma = self.find_vma(addr)
+        i = bisect_right(self._ends, addr)              # find_vma(addr), inline
+        vma = self._vmas[i] if i < len(self._vmas) else None
         return vma if vma is not None and vma.start <= addr else None
 
     def find_vma_intersection(self, start: int, end: int) -> Optional[VMA]:
         """The first VMA overlapping [start, end), or None."""
-        vma = self.find_vma(start)
+        i = bisect_right(self._ends, start)             # find_vma(start), inline
+        vma = self._vmas[i] if i < len(self._vmas) else None
         return vma if vma is not None and vma.start < end else None
 
     def vmas_in(self, start: int, end: int) -> List[VMA]:
@@ -348,7 +350,7 @@ class VMAList:
     def remove_range(self, start: int, end: int) -> List[VMA]:
         """Unmap [start, end) as __do_munmap does: split the VMAs at both ends, unlink the
         pieces inside and return them in address order. Holes are allowed."""
-        if not (_aligned(start) and _aligned(end)) or not (0 <= start < end <= TASK_SIZE):
+        if (start | end) & (PAGE_SIZE - 1) or not (0 <= start < end <= TASK_SIZE):
             raise SyscallError(errno.EINVAL, f"munmap: bad range [0x{start:x}, 0x{end:x})")
         vma = self.find_vma(start)
         if vma is None or vma.start >= end:

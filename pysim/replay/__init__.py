@@ -113,12 +113,14 @@ class ReplayResult:
 def replay(trace: Union[str, Trace], profile: Any = "patched", preset: Any = "skylake",
            access: str = "none", cpus: Optional[int] = None, pin: str = "round-robin",
            checker: Any = False, elf: bool = True, faults: Optional[str] = None,
-           **unknown: Any) -> ReplayResult:
+           timeline: bool = False, **unknown: Any) -> ReplayResult:
     """Replay trace (a path or a Trace) under each profile (a name or a list) on a
     fresh Machine of `cpus` CPUs (default: one per traced task, at most 8) with the
     preset; `access` names the access model, `pin` the policy placing threads on CPUs,
     `checker` the safety checker's mode (off by default: it doubles a replay's time),
-    `elf` whether exec images read the traced binaries' ELF headers when present."""
+    `elf` whether exec images read the traced binaries' ELF headers when present,
+    `timeline` whether the tasks run at once on the timeline (pysim.replay.timed; each
+    run's Records then carry .timeline and .task_times) instead of one after another."""
     from ..machine import Machine
     import numpy as np
     from ..errors import ConfigError, no_unknown_keywords
@@ -141,7 +143,7 @@ def replay(trace: Union[str, Trace], profile: Any = "patched", preset: Any = "sk
     for pr in presets:
         for pf in profiles:
             m = Machine(cpus=cpus, preset=pr, profile=pf, checker=checker)
-            rec = Replay(tr, m, access=access, pin=pin, elf=elf).run()
+            rec = Replay(tr, m, access=access, pin=pin, elf=elf, timeline=timeline).run()
             rec.profile, rec.preset = m.profile.name, m.preset.name
             runs.append(rec)
     return ReplayResult(tr, runs, access, pin, cpus)

@@ -34,6 +34,7 @@ import numpy as np
 from ..constants import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, PAGE_SIZE
 from ..errors import PysimError, SyscallError
 from ..mm import File
+from ..results import _CYCLES
 from .accesses import AccessModel, get_access_model
 from .events import Trace
 from .image import plan_images
@@ -70,11 +71,11 @@ class _Space:
 
 
 class Replay:
-    """One replay of `trace` on `machine` with an access model and a pinning policy;
-    run() returns the Records."""
+    """One replay of `trace` on `machine` with an access model and a pinning policy,
+    sequential (the default) or on the timeline; run() returns the Records."""
 
     def __init__(self, trace: Trace, machine: Any, access: Any = "none",
-                 pin: str = "round-robin", elf: bool = True) -> None:
+                 pin: str = "round-robin", elf: bool = True, timeline: bool = False) -> None:
         if pin not in PIN_POLICIES:
             from ..errors import ConfigError
             raise ConfigError(f"pin must be one of {PIN_POLICIES}, got {pin!r}",
@@ -84,6 +85,7 @@ class Replay:
         self.model: AccessModel = get_access_model(access)
         self.pin = pin
         self.elf = elf
+        self.timeline = bool(timeline)          # run on the timeline (pysim.replay.timed)
         self.tasks: Dict[int, _Task] = {}
         self.spaces: List[_Space] = []
         self.files: Dict[str, File] = {}
@@ -91,6 +93,7 @@ class Replay:
         self.rec = Records()
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
+        self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
         self._heaps: set = set()                # id() of the mms whose heap is placed
         self.images, image_notes = plan_images(trace.events, elf=elf)
         self.notes.extend(image_notes)
@@ -113,8 +116,12 @@ class Replay:
         return sp
 
     def _add_task(self, pid: int, space: _Space, cpu: Optional[int] = None) -> _Task:
-        """A traced task as a new thread of space's process."""
-        th = space.proc.thread(cpu=self._cpu_for(pid) if cpu is None else cpu)
+        """A traced task as a new thread of space's process (on the CPU the timeline
+        mode planned for it, when it did)."""
+        if cpu is None:
+            planned = self._planned_cpu.get(pid)
+            cpu = planned.pop(0) if planned else self._cpu_for(pid)
+        th = space.proc.thread(cpu=cpu)
         t = _Task(pid, th, space)
         space.tasks[pid] = t
         self.tasks[pid] = t
@@ -171,13 +178,20 @@ class Replay:
 
     # ---------------------------------------------------------------- the run
     def run(self) -> Records:
-        """Replay every event; returns the records (also in self.rec)."""
+        """Replay every event; returns the records (also in self.rec).  With timeline
+        set, the tasks run as timeline programs (pysim.replay.timed)."""
+        if self.timeline:
+            from .timed import TimedReplay
+            return TimedReplay(self).run()
         events = self.trace.events
         for e in events:
             if e.kind == "fault" and e.cpu is not None:
                 self._traced_cpu.setdefault(e.pid, e.cpu)
         model = self.model
+        before = model.before
         rec = self.rec
+        tasks = self.tasks
+        call = self._call
         i, n = 0, len(events)
         while i < n:
             e = events[i]
@@ -199,13 +213,38 @@ class Replay:
             if e.name in _PROCESS_CALLS:
                 self._process_call(e)
                 continue
-            t = self._task(e.pid, e.line)
-            if model.before is not None:
-                model.before(self, t.thread, e)
-            self._call(t, e)
+            t = tasks.get(e.pid)
+            if t is None:
+                t = self._task(e.pid, e.line)
+            if before is not None:
+                before(self, t.thread, e)
+            call(t, e)
         rec.notes = self.notes
         rec.image_vmas = self.image_vmas
         return rec
+
+    def _unit(self, i: int, j: int) -> None:
+        """Replay events[i:j]: one fault batch of one task, or one other event (the body
+        of run()'s loop, for the timeline mode, which runs such units one by one)."""
+        events = self.trace.events
+        e = events[i]
+        kind = e.kind
+        if kind == "fault":
+            if self.model.uses_faults:
+                self._faults(events, i, j)
+            return
+        if kind == "exit":
+            t = self.tasks.get(e.pid)
+            if t is not None:
+                self._end_task(t)
+            return
+        if e.name in _PROCESS_CALLS:
+            self._process_call(e)
+            return
+        t = self._task(e.pid, e.line)
+        if self.model.before is not None:
+            self.model.before(self, t.thread, e)
+        self._call(t, e)
 
     def _faults(self, events: list, i: int, j: int) -> None:
         """One access batch of the faults events[i:j] (one task's, in time order)."""
@@ -356,5 +395,9 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result, e.errno, value,
-                     None, st, note, r)
+        # Records.add(..., r) written out for the common case (r is an OpResult)
+        rows = r.rows
+        rec = self.rec
+        rec._rows.append((e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+                          e.errno, value, None, st, note, rows.item(1, _CYCLES)))
+        rec._events.append(rows)

@@ -42,6 +42,9 @@ _USES = {"mprotect": (0, 1), "pkey_mprotect": (0, 1), "madvise": (0, 1),
 _MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may ENOMEM only
 
 
+_PAGE_MASK = ~(PAGE_SIZE - 1)
+
+
 def _down(a: int) -> int:
     return a & ~(PAGE_SIZE - 1)
 
@@ -110,31 +113,35 @@ class _Cover:
 
     def add(self, a: int, b: int) -> None:
         """Cover [a, b)."""
-        a, b = _down(a), _up(b)
+        a, b = a & _PAGE_MASK, (b + PAGE_SIZE - 1) & _PAGE_MASK     # _down(a), _up(b)
         if a >= b:
             return
-        i = bisect.bisect_left(self.ends, a)
-        if i < len(self.starts) and self.starts[i] <= a and b <= self.ends[i]:
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_left(ends, a)
+        if i < len(starts) and starts[i] <= a and b <= ends[i]:
             return                      # already covered: the common case
         j = i
-        while j < len(self.starts) and self.starts[j] <= b:
-            a, b = min(a, self.starts[j]), max(b, self.ends[j])
+        while j < len(starts) and starts[j] <= b:
+            a, b = min(a, starts[j]), max(b, ends[j])
             j += 1
-        self.starts[i:j] = [a]
-        self.ends[i:j] = [b]
+        starts[i:j] = [a]
+        ends[i:j] = [b]
 
     def holes(self, a: int, b: int) -> List[Tuple[int, int]]:
         """The parts of [a, b) not covered."""
-        a, b = _down(a), _up(b)
+        a, b = a & _PAGE_MASK, (b + PAGE_SIZE - 1) & _PAGE_MASK
+        starts, ends = self.starts, self.ends
+        i = bisect.bisect_right(ends, a)
+        if i < len(starts) and starts[i] <= a and b <= ends[i]:
+            return []                   # wholly covered: the common case
         out = []
-        i = bisect.bisect_right(self.ends, a)
         while a < b:
-            if i >= len(self.starts) or self.starts[i] >= b:
+            if i >= len(starts) or starts[i] >= b:
                 out.append((a, b))
                 break
-            if self.starts[i] > a:
-                out.append((a, self.starts[i]))
-            a = max(a, self.ends[i])
+            if starts[i] > a:
+                out.append((a, starts[i]))
+            a = max(a, ends[i])
             i += 1
         return out
 
@@ -258,8 +265,10 @@ def plan_images(events: list, elf: bool = True
                 pass
             a, n = e.args[0], e.args[1]
             if n > 0:
-                refs[s].extend(c.holes(a, a + n))
-                c.add(a, a + n)
+                h = c.holes(a, a + n)
+                if h:                   # a covered range needs no add
+                    refs[s].extend(h)
+                    c.add(a, a + n)
             if name == "mremap" and isinstance(e.result, int):
                 c.add(e.result, e.result + e.args[2])
     plans: Dict[Tuple[int, int], List[Region]] = {}

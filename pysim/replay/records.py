@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..results import _EVENT_COL
+from ..results import _CYCLES, _EVENT_COL
 
 __all__ = ["Records", "EVENT_NAMES"]
 
@@ -52,15 +52,18 @@ class Records:
         self.image_vmas = 0
         self.profile: Optional[str] = None
         self.preset: Optional[str] = None
+        self.timeline: Any = None             # the TimelineResult of a timeline replay
+        self.task_times: Optional[List[dict]] = None   # and its per-task times
 
     def add(self, line: int, pid: int, cpu: int, call: str, args: Any, traced: Any,
             traced_errno: Optional[str], sim: Any, sim_errno: Optional[str], status: str,
             note: Optional[str], r: Any) -> None:
         """Append one record; r is the operation's OpResult (None when it raised)."""
         if r is not None:
+            rows = r.rows                   # OpResult.cycles and .rows[0], read directly
             self._rows.append((line, pid, cpu, call, args, traced, traced_errno, sim,
-                               sim_errno, status, note, r.cycles))
-            self._events.append(r.rows[0])
+                               sim_errno, status, note, rows.item(1, _CYCLES)))
+            self._events.append(rows)
         else:
             self._rows.append((line, pid, cpu, call, args, traced, traced_errno, sim,
                                sim_errno, status, note, 0.0))
@@ -72,9 +75,9 @@ class Records:
     def events_array(self) -> np.ndarray:
         """(records x EVENT_NAMES) int64 event counts; zero for calls that raised."""
         out = np.zeros((len(self._events), len(EVENT_NAMES)), dtype=np.int64)
-        for i, row in enumerate(self._events):
-            if row is not None:
-                out[i] = row[_COLS]
+        for i, rows in enumerate(self._events):
+            if rows is not None:
+                out[i] = rows[0, _COLS]
         return out
 
     def column(self, name: str) -> list:
