@@ -49,7 +49,7 @@ def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
     Machine(..., pcid=False) and get_preset(..., invpcid=False) both reach the preset;
     a profile asked for a CPU feature says where it lives."""
     from pysim.config.presets import PRESETS, get_preset
-    amd = ("milan", "genoa")                        # the parts with INVLPGB
+    amd = ("milan", "milan-2025", "genoa")          # the parts with INVLPGB
     arm = ("altra", "kunpeng920")                   # arm64: no INVPCID, no TLBIRANGE
     for pr in PRESETS.values():
         if pr.name in arm:
@@ -176,6 +176,13 @@ def test_derived_values_agree_with_their_arithmetic(name):
         for key, value in KVM_2022_FIT.items():
             assert p.cost(key) == value and p.sources[key].startswith("fitted")
         name = "kvm-2022-start"
+    if name == "milan-2025":
+        # calibrated on invlpgb-2025's training cells: the fit replaces the arithmetic
+        from pysim.config.presets import MILAN_2025_FIT
+        p = PRESETS[name]
+        for key, value in MILAN_2025_FIT.items():
+            assert p.cost(key) == value and p.sources[key].startswith("fitted")
+        name = "milan"
     p = PRESETS[name]
     assert p.cost("walk_base") + p.cost("walk_ref") == 45                 # warm-PSC walk
     if p.arch == "arm64":

@@ -580,6 +580,28 @@ def _kvm_2022_calibrated() -> Preset:
                                            "calibrated (see pysim reproduce)")
 
 
+# Fitted by pysim.report.scaling.fit() from milan on the training cells of the INVLPGB
+# series' will-it-scale table (`pysim reproduce invlpgb-2025 --refit` recomputes them;
+# a test checks that they still give the training cells' residuals).
+MILAN_2025_FIT: Dict[str, float] = {"fault_anon": 4057.0, "ipi_handler": 51.0,
+                                    "ipi_extra_target": 3376.0, "lru_lock_hold": 878.0,
+                                    "cacheline_per_writer": 14.6}
+
+
+def _milan_2025() -> Preset:
+    """milan with the costs pysim reproduce invlpgb-2025 fitted."""
+    start = _milan()
+    sources = {k: (f"fitted: pysim.report.scaling.fit() from {start.cost(k):g} (milan) to "
+                   f"{v:g} on invlpgb-2025's training cells (will-it-scale "
+                   f"tlb_flush2_threads, tip and INVLPGB)") for k, v in MILAN_2025_FIT.items()}
+    fitted = start.replace(name="milan-2025", **MILAN_2025_FIT)
+    return dataclasses.replace(fitted, sources={**fitted.sources, **sources},
+                               free_params=tuple(MILAN_2025_FIT),
+                               description="milan calibrated on the INVLPGB series' "
+                                           "will-it-scale table (see pysim reproduce "
+                                           "invlpgb-2025); Machine(cpus=72)")
+
+
 def _arm64(name: str, ghz: float, part: str, cores: int, ghz_source: str) -> Preset:
     """An arm64 server preset: Neoverse N1-class TLBs, broadcast TLBI costs (assumed),
     the Intel-era kernel-path costs reused where arm64 has no figure."""
@@ -723,6 +745,7 @@ def _intel_rar() -> Preset:
 
 
 PRESETS["intel-rar"] = _intel_rar()
+PRESETS["milan-2025"] = _milan_2025()
 
 
 def _this_host() -> Preset:
