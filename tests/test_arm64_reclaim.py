@@ -140,3 +140,29 @@ def test_the_6_6_dsb_in_batched_pending_is_caught():
     with pytest.raises(SafetyViolation) as e:
         t1.mprotect(p, 2 * PAGE, PROT_READ)
     assert {v.cpu for v in e.value.violations} == {0, 1}
+
+
+# ------------------------------------------------------------ the registry entry
+def test_batched_flush_2023_entry_fits_its_training_cells_and_labels_its_kernels():
+    """arm64-batched-flush-2023: the two training cells land on the published
+    ptep_clear_flush shares; every --json cell says "before" or "after"; the after
+    kernel flushes by one DSB per page table; the speed-up's sign and its growth with
+    CPUs hold; the 4-CPU "no gain" is not reached and the text names why."""
+    import json
+
+    from pysim.report import arm64_batched_flush_2023 as entry
+    from pysim.report.reproduce import reproduce
+
+    d = json.loads(reproduce("arm64-batched-flush-2023", as_json=True, iterations=1))
+    assert {c["kernel"] for c in d["cells"]} == {"before", "after"}
+    assert len(d["fit"]["free_params"]) <= 5
+    for c in d["cells"]:
+        if not c["held_out"]:
+            assert c["kernel"] == "before"
+            assert c["pageout_flush_share_pct"] == pytest.approx(c["published_share_pct"],
+                                                                abs=0.01)
+        assert c["events_per_loop"]["dsb"] == (1 if c["kernel"] == "after" else entry.PAGES)
+    assert d["checks"]["sign"] and d["checks"]["grows_with_cpus"]
+    assert not d["checks"]["no_gain_on_4"]
+    text = entry.format_text(d)
+    assert "missing mechanism" in text and "held out" in text
