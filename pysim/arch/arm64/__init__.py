@@ -60,8 +60,9 @@ it:
   every TLBI it issued for the batch;
 * ``arch_flush_tlb_batched_pending()``, called by mprotect/munmap on whatever CPU they
   run, is a full ``flush_tlb_mm()``: a DSB there would complete only that CPU's own
-  TLBIs, not the reclaiming CPU's (Ryan Roberts, 20250530152445.2430295-1; 6.6 to
-  6.15 had the DSB).
+  TLBIs, not the reclaiming CPU's (Ryan Roberts, 20250530152445.2430295-1; from 6.6
+  until that fix the kernel had the DSB there).  Every profile here uses the fixed
+  form, v6.14 and v6.15 included, whose kernels still had the DSB.
 
 Debug switches for the checker tests: ``skip_batch_dsb`` (arch_tlbbatch_flush issues no
 DSB) and ``batched_pending_dsb`` (the pre-fix arch_flush_tlb_batched_pending: a DSB on
