@@ -50,7 +50,7 @@ def test_cpu_features_are_the_presets_and_machine_overrides_route_them():
     a profile asked for a CPU feature says where it lives."""
     from pysim.config.presets import PRESETS, get_preset
     amd = ("milan", "milan-2025", "genoa")          # the parts with INVLPGB
-    arm = ("altra", "kunpeng920")                   # arm64: no INVPCID, no TLBIRANGE
+    arm = ("altra", "kunpeng920", "snapdragon888")  # arm64: no INVPCID, no TLBIRANGE
     for pr in PRESETS.values():
         if pr.name in arm:
             assert pr.arch == "arm64" and pr.features == {

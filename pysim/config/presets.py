@@ -653,11 +653,22 @@ def _kunpeng920() -> Preset:
                                "geometry reused (no public TaiShan v110 TLB figures found)")
 
 
+def _snapdragon888() -> Preset:
+    """Snapdragon 888-class phone SoC, 8 cores, modelled with one core type."""
+    p = _arm64("snapdragon888", 2.42, "Qualcomm Snapdragon 888", 8,
+               "Snapdragon 888: 1 Cortex-X1 at 2.84 GHz, 3 Cortex-A78 at 2.42 GHz, 4 "
+               "Cortex-A55 at 1.80 GHz (S); assumption: one core type, the A78's 2.42 GHz")
+    return dataclasses.replace(p, description=p.description + "; assumption: the 1+3+4 "
+                               "X1/A78/A55 cores as 8 of one type, Neoverse N1's TLB "
+                               "geometry (an A76 derivative) for the A78; kernel and "
+                               "TLBI/DSB costs as the server presets' assumptions")
+
+
 PRESETS: Dict[str, Preset] = {p.name: p for p in (
     _skylake(), _zen3(), dataclasses.replace(_kvm_2022(), name="kvm-2022-start"),
     _kvm_2022_calibrated())}
 PRESETS.update({p.name: p for p in (_milan(), _genoa())})
-PRESETS.update({p.name: p for p in (_altra(), _kunpeng920())})
+PRESETS.update({p.name: p for p in (_altra(), _kunpeng920(), _snapdragon888())})
 
 
 # ---------------------------------------------------------------- TOML files

@@ -89,6 +89,12 @@ class Profile:
     # certain pte protection transitions", based on 6.18-rc1): no flush for an invalid
     # old entry or a software-bit-only change.  Read only by arch arm64.
     arm64_pte_needs_flush: bool = False
+    # arm64's batched unmap flush for reclaim and migration (Barry Song, Yicong Yang,
+    # 43b3dfdd0455, 6.6: arm64 selects ARCH_WANT_BATCHED_UNMAP_TLB_FLUSH): try_to_unmap
+    # issues each page's TLBI at arch_tlbbatch_add_pending() and the one DSB ISH comes
+    # at arch_tlbbatch_flush().  Before 6.6 every page went by ptep_clear_flush()
+    # (TLBI + DSB).  Read only by arch arm64; the 5.x profiles leave it off.
+    arm64_batched_unmap_flush: bool = False
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -113,7 +119,7 @@ _BOOL_FIELDS = ("use_mmu_gather", "skip_unneeded_flush", "huge_pmd_ad_no_flush",
                 "merge_vmas_in_gather", "pti", "lazy_tlb",
                 "flush_tlb_range_freed_tables", "flush_func_early_exit",
                 "lazy_cpumask", "trim_cpumask", "broadcast_tlb_flush",
-                "rar_tlb_flush")
+                "rar_tlb_flush", "arm64_batched_unmap_flush")
 HZ_VALUES: Tuple[int, ...] = (100, 250, 300, 1000)     # the CONFIG_HZ choices
 
 
@@ -200,7 +206,7 @@ _V60 = dataclasses.replace(_PATCHED, name="v6.0", change_writable="dirty",
 _V62 = dataclasses.replace(_V60, name="v6.2", change_writable="exclusive")
 _V614 = dataclasses.replace(_V62, name="v6.14", flush_tlb_range_freed_tables=True,
                             lazy_cpumask=True, trim_cpumask=True,
-                            mmu_gather_batch_reserve=1)
+                            mmu_gather_batch_reserve=1, arm64_batched_unmap_flush=True)
 _V615 = dataclasses.replace(_V614, name="v6.15", broadcast_tlb_flush=True)
 
 PROFILES: Dict[str, Profile] = {

@@ -63,6 +63,11 @@ REGISTRY: Dict[str, Entry] = {e.name: e for e in (
           "letter's loop on arm64",
           "Dev Jain, c320dbb7c80d (arm64/mm: Elide TLB flush in certain pte protection "
           "transitions), 2025", "arm64_pte_needs_flush_2025", 20),
+    Entry("arm64-batched-flush-2023",
+          "arm64 batched unmap flush for reclaim: ptep_clear_flush's share and the "
+          "speed-up on 4, 8 and 128 CPUs",
+          "Barry Song, Yicong Yang, 43b3dfdd0455 (arm64: support batched/deferred tlb "
+          "shootdown during page reclamation/migration), 6.6", "arm64_batched_flush_2023", 3),
 )}
 
 

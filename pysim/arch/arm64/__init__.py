@@ -36,9 +36,38 @@ The mechanism, as the kernel has it and the model follows it:
   it freed some, and otherwise __flush_tlb_range() at the finest cleared level's
   stride, last-level only unless tables were freed.
 
-Hooks for reclaim's batched flush (arch_tlbbatch_*, another change): ``tlbi_range_nosync``
-issues the TLBIs without the DSB, ``tlbi_asid_nosync`` the ASID form, ``dsb_ish``
-completes what a CPU issued.
+* Who pays the per-CPU part.  The interconnect forwards each TLBI (a DVM operation) to
+  every CPU and does not make the issuer wait; the issuer's DSB ISH sends a DVM Sync
+  that each CPU answers only after it has done every DVM operation it received before
+  it, and the DSB retires when the last answer is in.  So the wait that grows with the
+  CPUs of the domain is paid once per DSB, however many TLBIs it completes: a DSB is
+  charged ``dsb_ish + dvm_per_cpu * CPUs`` and each TLBI only ``tlbi``.  That is the
+  saving the batched unmap flush below is built on.
+
+Reclaim's batched unmap flush (43b3dfdd0455, 6.6; profile field
+``arm64_batched_unmap_flush``).  Without it try_to_unmap_one() clears each PTE by
+ptep_clear_flush(): flush_tlb_page(), one TLBI VALE1IS and one DSB ISH per page.  With
+it:
+
+* ``arch_tlbbatch_should_defer()`` is true (the kernel's only exception, CPUs with the
+  ARM64_WORKAROUND_REPEAT_TLBI erratum, is not modelled; earlier postings of the
+  series refused to defer on 4 or fewer online CPUs, the merged one has no such
+  test);
+* ``arch_tlbbatch_add_pending()`` is ``__flush_tlb_page_nosync()``: dsb(ishst) and the
+  page's TLBI, issued at once and left pending (struct arch_tlbflush_unmap_batch is
+  empty on arm64: the pending TLBIs are the CPU's own state);
+* ``arch_tlbbatch_flush()`` is one ``dsb(ish)`` on the reclaiming CPU, which completes
+  every TLBI it issued for the batch;
+* ``arch_flush_tlb_batched_pending()``, called by mprotect/munmap on whatever CPU they
+  run, is a full ``flush_tlb_mm()``: a DSB there would complete only that CPU's own
+  TLBIs, not the reclaiming CPU's (Ryan Roberts, 20250530152445.2430295-1; from 6.6
+  until that fix the kernel had the DSB there).  Every profile here uses the fixed
+  form, v6.14 and v6.15 included, whose kernels still had the DSB.
+
+Debug switches for the checker tests: ``skip_batch_dsb`` (arch_tlbbatch_flush issues no
+DSB) and ``batched_pending_dsb`` (the pre-fix arch_flush_tlb_batched_pending: a DSB on
+the calling CPU).  ``tlbi_range_nosync`` / ``tlbi_asid_nosync`` issue TLBIs without
+the DSB and ``dsb_ish`` completes what a CPU issued.
 """
 from __future__ import annotations
 
@@ -60,6 +89,7 @@ _K_DSB = _stats.KERNEL_COUNTER_INDEX["dsb"]
 _K_FLUSH = _stats.KERNEL_COUNTER_INDEX["flush_tlb_mm_range"]
 _K_SWITCH = _stats.KERNEL_COUNTER_INDEX["context_switches"]
 _K_SWITCH_FLUSH = _stats.KERNEL_COUNTER_INDEX["tlb_flush_on_switch"]
+_K_BATCH_FLUSH = _stats.KERNEL_COUNTER_INDEX["tlbbatch_flush"]
 _B_FLUSH = _stats.BREAKDOWN_INDEX["flush"]
 _B_INVALIDATE = _stats.BREAKDOWN_INDEX["invalidate"]
 _B_SWITCH = _stats.BREAKDOWN_INDEX["context_switch"]
@@ -196,6 +226,9 @@ class Arm64(Arch):
         # a DSB on another CPU (the next one) as completing the issuer's TLBIs
         self.skip_dsb = False
         self.remote_dsb = False
+        self.skip_batch_dsb = False         # arch_tlbbatch_flush without its DSB
+        self.batched_pending_dsb = False    # 6.6..6.15's arch_flush_tlb_batched_pending
+        self.batched_unmap = bool(getattr(cfg.profile, "arm64_batched_unmap_flush", False))
         self.timeline = False
 
     # --- the seam's bookkeeping --------------------------------------------------------
@@ -449,6 +482,39 @@ class Arm64(Arch):
         return self._flush_tlb_range(tlb.cpu, tlb.mm, g.start, g.end, g.stride_shift,
                                       not g.freed_tables)
 
+    # --- reclaim's batched unmap flush (see the module comment) -------------------------
+    def new_tlbbatch(self) -> "Arm64TlbBatch":
+        """struct arch_tlbflush_unmap_batch: empty on arm64."""
+        return Arm64TlbBatch()
+
+    def arch_tlbbatch_should_defer(self, cpu: Any, mm: Any) -> bool:
+        """arch_tlbbatch_should_defer(): true from 6.6 (no CPU-count test; the
+        REPEAT_TLBI erratum is not modelled); before 6.6 arm64 has no batching."""
+        return self.batched_unmap
+
+    def arch_tlbbatch_add_pending(self, cpu: Any, batch: "Arm64TlbBatch", mm: Any,
+                                  uaddr: int) -> None:
+        """__flush_tlb_page_nosync(mm, uaddr): the page's TLBI VALE1IS, no DSB."""
+        start = uaddr & ~((1 << PAGE_SHIFT) - 1)
+        self.tlbi_range_nosync(cpu, mm, start, start + (1 << PAGE_SHIFT))
+        batch.pages += 1
+
+    def arch_tlbbatch_flush(self, cpu: Any, batch: "Arm64TlbBatch") -> None:
+        """dsb(ish) on the reclaiming CPU: every TLBI add_pending issued is done."""
+        cpu.stats.count(_K_BATCH_FLUSH)
+        batch.pages = 0
+        if not self.skip_batch_dsb:
+            self.dsb_ish(cpu)
+
+    def arch_flush_tlb_batched_pending(self, cpu: Any, mm: Any) -> None:
+        """flush_tlb_mm(mm) from the CPU meeting the pending batch (with
+        batched_pending_dsb, the pre-fix dsb(ish), which leaves the reclaiming CPU's
+        TLBIs pending)."""
+        if self.batched_pending_dsb:
+            self.dsb_ish(cpu)
+            return
+        self.flush_tlb_mm(cpu, mm)
+
     # --- what the checker reads -------------------------------------------------------
     def slots_caching(self, mm: Any) -> List[tuple]:
         """(cpu, asid, generation) for every CPU that ran mm under its current ASID."""
@@ -481,6 +547,19 @@ class Arm64(Arch):
                 if asid == tag and (kind == "asid" or start <= va < start + (nr << shift)):
                     return f"; TLBI issued on cpu {s.cpu} not completed (no DSB on cpu {s.cpu})"
         return ""
+
+
+class Arm64TlbBatch:
+    """arm64's struct arch_tlbflush_unmap_batch holds nothing (the TLBIs are already
+    issued); `pages` counts the pages added since the last flush, for inspection."""
+
+    __slots__ = ("pages",)
+
+    def __init__(self):
+        self.pages = 0
+
+    def __repr__(self) -> str:
+        return f"Arm64TlbBatch(pages={self.pages})"
 
 
 class _Shim:
