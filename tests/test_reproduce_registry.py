@@ -102,3 +102,13 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses()
     if not d["within_5pp"]:
         assert "does not reach" in text and "Missing mechanisms" in text
     json.dumps(d)
+
+
+def test_mprotect_2022_prints_every_event_by_its_full_name():
+    from pysim.report import mprotect_2022
+    d = mprotect_2022.run(iterations=3)
+    text = mprotect_2022.format_text(d)
+    rows = [line.split()[0] for line in text.splitlines()
+            if line.split() and line.split()[0] in mprotect_2022.SHOWN_EVENTS]
+    assert rows == list(mprotect_2022.SHOWN_EVENTS)       # one row each, none cut short
+    assert "model evaluations" in text

@@ -108,16 +108,18 @@ def format_text(d: Dict[str, Any]) -> str:
         w(f"{op:22}{a['simulated']:>10.0f}{b['simulated']:>11.0f}   "
           f"({pa['simulated']:.0f}, {pb['simulated']:.0f})")
     w("")
-    w("Events per operation (2 threads, with the write)")
-    w(f"{'':30}" + "".join(f"{e[:12]:>13}" for e in SHOWN_EVENTS))
-    for prof in PROFILES:
-        for op in STEPS:
-            ev = cells[(op, 2, True, prof)]["events"]
-            w(f"{prof + ' ' + op:30}" + "".join(f"{ev.get(e, 0):>13.2f}" for e in SHOWN_EVENTS))
+    w("Events per operation (2 threads, with the write); columns: profile / step")
+    short = {"PROT_READ": "READ", "PROT_READ|PROT_WRITE": "RW", "write": "write"}
+    cols = [(prof, op) for prof in PROFILES for op in STEPS]
+    w(f"{'':30}" + "".join(f"{prof + '/' + short[op]:>15}" for prof, op in cols))
+    for e in SHOWN_EVENTS:
+        w(f"{e:30}" + "".join(f"{cells[(op, 2, True, prof)]['events'].get(e, 0):>15.2f}"
+                              for prof, op in cols))
     w("")
     fd = d["fit"]
     w(f"Calibration of kvm-2022: least squares over {len(fd['free_params'])} free parameters "
-      f"({fd['evaluations']} evaluations), fitted on the training cells, judged on the held-out")
+      f"in {fd['evaluations']} model evaluations, fitted on the training cells, judged on "
+      f"the held-out")
     for k in fd["free_params"]:
         w(f"  {k:16} {fd['start'][k]:>9.1f} -> {fd['fitted'][k]:>9.1f} cycles")
     bad = []
