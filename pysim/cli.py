@@ -261,8 +261,8 @@ def _list(args: argparse.Namespace) -> int:
 def add_list_parser(subparsers: Any) -> None:
     """Add `list` to an argparse subparsers object."""
     from .report.catalog import KINDS
-    lp = subparsers.add_parser("list", help="list presets, profiles, experiments or "
-                                            "counters")
+    lp = subparsers.add_parser("list", help="list presets, profiles, experiments, "
+                                            "counters or published results")
     lp.add_argument("kind", choices=KINDS)
     _add_conventions(lp, imports=True)
     lp.set_defaults(func=_list)

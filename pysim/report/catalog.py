@@ -11,7 +11,7 @@ import mmucore
 from ..config import PRESETS, PROFILES, Profile
 from ..results import BREAKDOWN, KERNEL_COUNTERS
 
-KINDS = ("presets", "profiles", "experiments", "counters")
+KINDS = ("presets", "profiles", "experiments", "counters", "results")
 
 
 def presets() -> List[str]:
@@ -58,6 +58,12 @@ def counters() -> List[str]:
             f"cycles by: {', '.join(BREAKDOWN)}"]
 
 
+def results() -> List[str]:
+    """The published results `pysim reproduce NAME` reproduces."""
+    from .reproduce import listing
+    return listing().splitlines()
+
+
 LISTS: Dict[str, Callable[[], List[str]]] = {
     "presets": presets, "profiles": profiles, "experiments": experiments,
-    "counters": counters}
+    "counters": counters, "results": results}
