@@ -37,6 +37,11 @@ class Arch:
     name = "none"
     # MMU_GATHER_MERGE_VMAS: one flush per gather across VMAs (x86 selects it)
     merges_vmas_in_gather = True
+    # __HAVE_ARCH_PMDP_INVALIDATE_AD: the arch's pmdp_invalidate_ad() leaves the flush to
+    # the mmu_gather (x86 defines it); without it the generic one in mm/pgtable-generic.c
+    # is pmdp_invalidate(), which flushes at once (arm64), so patch 3 of the mprotect
+    # series (profile huge_pmd_ad_no_flush) changes nothing there
+    has_pmdp_invalidate_ad = True
 
     def __init__(self, cfg: "KernelConfig", tlbs: list, cpu_stats: list):
         self.cfg = cfg
@@ -74,6 +79,12 @@ class Arch:
                         hugetlb: bool = False) -> Any:
         """flush_tlb_range(vma, start, end): the arch's stride and freed-tables choice."""
         raise NotImplementedError
+
+    def flush_pmd_tlb_range(self, cpu: Any, mm: Any, start: int, end: int) -> Any:
+        """flush_pmd_tlb_range(vma, start, end), pmdp_invalidate()'s flush: the generic
+        macro of include/linux/pgtable.h is flush_tlb_range() (x86 keeps it); an arch
+        with __HAVE_ARCH_FLUSH_PMD_TLB_RANGE overrides this."""
+        return self.flush_tlb_range(cpu, mm, start, end)
 
     def tlb_flush(self, tlb: Any) -> Any:
         """Flush what an mmu_gather recorded (the arch's tlb_flush())."""

@@ -100,13 +100,18 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
     nthp = len(thps)
     cpu.stats.charge(B_PTE, change_cost(cpu, pages, nthp, tables, int(scanned[0]),
                                         int(scanned[1]), first))
+    arch = cpu.arch
     if len(splits):              # (iterating an empty numpy array is not free)
         for addr in splits.tolist():
-            # __split_huge_pmd -> pmdp_invalidate(): the generic version flushes at once
-            flush_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
-    if nthp and (tlb is None or not cpu.cfg.profile.huge_pmd_ad_no_flush):
+            # __split_huge_pmd -> pmdp_invalidate(): flush_pmd_tlb_range() at once
+            arch.flush_pmd_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
+    # change_huge_pmd(): 5.17's pmdp_invalidate() flushes at once; from 5.19 (patch 3)
+    # pmdp_invalidate_ad(), which does not on an arch defining it (x86) and is
+    # pmdp_invalidate() on one that does not (arm64)
+    if nthp and (tlb is None or not (cpu.cfg.profile.huge_pmd_ad_no_flush
+                                     and arch.has_pmdp_invalidate_ad)):
         for addr in thps.tolist():
-            flush_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
+            arch.flush_pmd_tlb_range(cpu, mm, addr, addr + PMD_SIZE)
     if tlb is None:
         if pages:
             flush_tlb_range(cpu, mm, start, end)

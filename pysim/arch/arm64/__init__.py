@@ -206,6 +206,10 @@ class Arm64(Arch):
 
     name = "arm64"
     merges_vmas_in_gather = False       # arm64 does not select MMU_GATHER_MERGE_VMAS
+    # arch/arm64/include/asm/pgtable.h defines pmdp_establish() but not
+    # __HAVE_ARCH_PMDP_INVALIDATE_AD: change_huge_pmd()'s pmdp_invalidate_ad() is the
+    # generic one, i.e. pmdp_invalidate(), which flushes the PMD at once
+    has_pmdp_invalidate_ad = False
 
     def __init__(self, cfg, tlbs: list, cpu_stats: list):
         super().__init__(cfg, tlbs, cpu_stats)
@@ -382,7 +386,15 @@ class Arm64(Arch):
         if nr <= 0:
             return
         self._issue(cpu, mm.context, "va", start, nr, stride_shift,
-                    tlbi_range_ops(nr, self.tlbi_range))
+                    self._tlbi_ops(nr, stride_shift))
+
+    def _tlbi_ops(self, nr: int, stride_shift: int) -> int:
+        """TLBIs __flush_tlb_range_op() issues for nr strides of 1 << stride_shift: one
+        per stride without FEAT_TLBIRANGE; with it the range encoding counts 4K pages
+        (a 2 MiB stride is 512 of them), so the ops follow the page count."""
+        if not self.tlbi_range:
+            return nr
+        return tlbi_range_ops(nr << (stride_shift - PAGE_SHIFT), True)
 
     def tlbi_asid_nosync(self, cpu: Any, mm: Any) -> None:
         """TLBI ASIDE1IS for mm, without the DSB."""
@@ -447,7 +459,7 @@ class Arm64(Arch):
         ctx = mm.context
         ctx.tlb_gen += 1
         nr = (end - start) >> stride_shift
-        ops = tlbi_range_ops(nr, self.tlbi_range)
+        ops = self._tlbi_ops(nr, stride_shift)
         cpu.stats.count(_K_FLUSH)
         cpu.stats.charge(_B_FLUSH, self.c_flush_base + self.c_per_page * ops)
         if nr > 0:
@@ -470,6 +482,12 @@ class Arm64(Arch):
         for hugetlb), not last-level only."""
         return self._flush_tlb_range(cpu, mm, start, end, 21 if hugetlb else PAGE_SHIFT,
                                       False)
+
+    def flush_pmd_tlb_range(self, cpu: Any, mm: Any, start: int, end: int) -> "Arm64Flush":
+        """flush_pmd_tlb_range(vma, addr, end) (asm/pgtable.h, with THP):
+        __flush_tlb_range(vma, addr, end, PMD_SIZE, false, 2), one TLBI VAE1IS per
+        2 MiB stride (not last-level only), the ceiling then at 512 strides (1 GiB)."""
+        return self._flush_tlb_range(cpu, mm, start, end, 21, False)
 
     def tlb_flush(self, tlb: Any) -> Optional["Arm64Flush"]:
         """arm64 tlb_flush() (asm/tlb.h): fullmm flushes only if tables were freed;
