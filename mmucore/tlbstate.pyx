@@ -315,6 +315,7 @@ cdef class CpuTlbState:
         self.s.wait_from = 0.0
         self.s.wait_until = 0.0
         self.s.idle_until = 0.0
+        self.s.idle_exit_lat = -1.0
         ctxs = np.zeros(2 * nr_asids, dtype=np.int64)
         ctxs[0::2] = -1
         flags = np.zeros(nr_asids, dtype=np.uint8)
@@ -417,6 +418,7 @@ cdef class CpuTlbState:
         self.s.wait_from = 0.0
         self.s.wait_until = 0.0
         self.s.idle_until = 0.0
+        self.s.idle_exit_lat = -1.0
 
     @property
     def idle_until(self) -> float:
@@ -426,13 +428,17 @@ cdef class CpuTlbState:
     @idle_until.setter
     def idle_until(self, double t):
         self.s.idle_until = t
+        self.s.idle_exit_lat = -1.0
 
-    def sleep_until(self, double t):
-        """The CPU idles from now until t (the timeline): its time jumps to t."""
+    def sleep_until(self, double t, double exit_latency=-1.0):
+        """The CPU idles from now until t (the timeline): its time jumps to t.  An IPI
+        arriving meanwhile waits exit_latency cycles for the CPU to leave its idle
+        state (below 0: the preset's idle_exit, one state for every sleep)."""
         cdef double now = cpu_now(&self.s)
         if t > now:
             self.s.t_off += t - now
             self.s.idle_until = t
+            self.s.idle_exit_lat = exit_latency
 
     @property
     def user_flush_pending(self) -> set:
@@ -897,7 +903,7 @@ cdef double handle_ipi(flush_env* e, cpu_tlbstate* c, double arrive,
     If c was itself waiting for acks then, the handler ran in that wait, so the wait
     shrinks by the overlap instead of c's time growing."""
     if arrive < c.idle_until:
-        arrive += e.c.idle_exit
+        arrive += c.idle_exit_lat if c.idle_exit_lat >= 0.0 else e.c.idle_exit
     cdef double start = calendar_fit(&c.irqs, arrive, work)
     cdef double end = start + work
     cdef double lo = start if start > c.wait_from else c.wait_from
@@ -1948,6 +1954,17 @@ cdef class X86Flush:
         """enter_lazy_tlb(): the CPU goes idle keeping its mm (lazy TLB mode)."""
         _own(self, cpu)
         enter_lazy_tlb(&self.e, &cpu.s)
+        keep_loaded(cpu)
+
+    def leave_mm(self, CpuTlbState cpu):
+        """leave_mm(): a lazy CPU switches to init_mm (cpuidle_enter_state() calls it
+        before an idle state flagged CPUIDLE_FLAG_TLB_FLUSHED); nothing if it already
+        runs init_mm.  Before 6.14 the switch clears the CPU's bit in the mm's mask;
+        with the lazy mask the bit stays until a flush IPI finds the CPU elsewhere."""
+        _own(self, cpu)
+        if cpu.s.loaded_mm == NULL:
+            return
+        switch_mm_irqs_off(&self.e, &cpu.s, NULL)
         keep_loaded(cpu)
 
     def return_to_user(self, CpuTlbState cpu):

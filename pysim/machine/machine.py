@@ -240,9 +240,10 @@ class Machine:
         return pd.DataFrame([{"op": r.op, "cpu": r.cpu, "cycles": r.cycles, **r.events}
                              for r in self.history], columns=cols)
 
-    def timeline(self) -> "Timeline":
-        """A timeline on this machine: spawn programs on threads, then run them at once."""
-        return Timeline(self)
+    def timeline(self, cpuidle: Optional[str] = None) -> "Timeline":
+        """A timeline on this machine: spawn programs on threads, then run them at once;
+        cpuidle names the idle-state table sleeping CPUs choose from (None: one state)."""
+        return Timeline(self, cpuidle=cpuidle)
 
     def check(self) -> list:
         """Run the safety checker now; returns the violations (empty when safe)."""

@@ -213,9 +213,15 @@ def _cycles(value: Any, name: str) -> None:
 class Timeline:
     """Runs programs on their threads' CPUs in simulated-time order (see the module)."""
 
-    def __init__(self, machine: Any):
+    def __init__(self, machine: Any, cpuidle: Optional[str] = None):
+        """A timeline on machine; cpuidle names an idle-state table
+        (pysim.machine.cpuidle) that sleeping CPUs choose from, None for one state
+        whose exit costs the preset's idle_exit."""
+        from .cpuidle import table
         self.machine = machine
         self.tasks: List[Task] = []
+        self.idle_states = table(cpuidle)
+        self.idle_usage: Dict[str, int] = {}      # cpuidle usage: entries per state
 
     def spawn(self, thread: Any, program: Callable[..., Iterator], *args: Any,
               **kw: Any) -> Task:
@@ -354,10 +360,28 @@ class Timeline:
             return False
         cpu = thread.cpu
         thread.sleep()                          # enter_lazy_tlb: the idle task runs
-        cpu.tlbstate.sleep_until(ready + cpu.cfg.cost.lock_handoff)
+        wake = ready + cpu.cfg.cost.lock_handoff
+        if self.idle_states is None:
+            cpu.tlbstate.sleep_until(wake)
+        else:
+            self._enter_idle(cpu, wake - now)
+            cpu.tlbstate.sleep_until(wake, self._exit_cycles)
         task.pending = req
         task.sleeps += 1
         return True
+
+    def _enter_idle(self, cpu: Any, cycles: float) -> None:
+        """cpuidle_idle_call() for a sleep of `cycles`: the governor's state
+        (pysim.machine.cpuidle.menu_select), counted; leave_mm() first if the state
+        is flagged CPUIDLE_FLAG_TLB_FLUSHED.  Leaves the state's exit latency in
+        cycles in self._exit_cycles."""
+        from .cpuidle import menu_select
+        ghz = self.machine.preset.ghz
+        state = menu_select(self.idle_states, cycles / (ghz * 1e3))
+        self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
+        if state.tlb_flushed:
+            self.machine.arch.flush.leave_mm(cpu.tlbstate)
+        self._exit_cycles = state.exit_latency_us * ghz * 1e3
 
     def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:
         """Per-CPU time split over the run (idle is what the rest leaves of it)."""

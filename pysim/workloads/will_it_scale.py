@@ -76,12 +76,14 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         iterations: int = 2000, cpus: Optional[int] = None, preset: Any = "zen3",
         profile: Any = "v6.2", checker: Any = False, seed: int = 0,
         warmup_ms: float = 0.0, machine: Optional[Machine] = None,
-        **overrides: Any) -> Dict[str, Any]:
+        cpuidle: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
     """One will-it-scale point: `threads` tasks on CPUs 0..threads-1 of a machine of
     `cpus` CPUs (default: threads), `iterations` counted iterations each after
     `warmup_ms` of simulated warm-up (time for rules that sample jiffies, such as the
     global ASID choice, to settle).  Returns the totals and the per-CPU time split
-    summed over the tasks' CPUs (cycles, warm-up included)."""
+    summed over the tasks' CPUs (cycles, warm-up included).  cpuidle names the idle-state
+    table of pysim.machine.cpuidle that CPUs asleep on mmap_lock choose from (None: one
+    state, the preset's idle_exit); its usage comes back as cpuidle_usage."""
     if test not in PROGRAMS:
         raise ConfigError(f"test {test!r} unknown; allowed: {', '.join(TESTS)}",
                           field="test", allowed=TESTS)
@@ -100,7 +102,7 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
                           field="cpus")
     m = machine if machine is not None else Machine(
         cpus=ncpus, preset=preset, profile=profile, checker=checker, seed=seed, **overrides)
-    tl = m.timeline()
+    tl = m.timeline(cpuidle=cpuidle)
     proc = m.process()
     for cpu in range(threads):
         if mode == "processes" and cpu:
@@ -126,4 +128,6 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     for name in sorted(counts):                     # counters a profile adds (INVLPGB, ...)
         out.setdefault(name, int(counts[name].sum()) if name != "cycles" else None)
     out.pop("cycles", None)
+    if cpuidle is not None:
+        out["cpuidle_usage"] = dict(tl.idle_usage)
     return out

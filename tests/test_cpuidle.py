@@ -1,0 +1,82 @@
+"""Idle states on the timeline (pysim.machine.cpuidle): the governor's choice, leave_mm()
+before CPUIDLE_FLAG_TLB_FLUSHED states, and the exit latency a flush IPI waits for."""
+import pytest
+
+import pysim
+from mmucore import stats
+from pysim.errors import ConfigError
+from pysim.machine import cpuidle
+
+B = stats.BREAKDOWN_INDEX
+
+
+def test_menu_picks_the_deepest_state_whose_target_residency_fits():
+    s = cpuidle.SKX_CSTATES
+    # residencies 0, 2, 20, 600 us: each sleep below gets the state worked out by hand
+    picks = {0.5: "POLL", 2.0: "C1", 19.9: "C1", 20.0: "C1E", 599.0: "C1E",
+             600.0: "C6", 5000.0: "C6"}
+    assert {us: cpuidle.menu_select(s, us).name for us in picks} == picks
+    assert [st.tlb_flushed for st in s] == [False, False, False, True]
+    with pytest.raises(ConfigError):
+        cpuidle.table("nhm")
+
+
+def _rig(**kernel):
+    """CPUs 0 and 1 run one mm on a 2-CPU skylake under v6.14 with `kernel`'s mask
+    rules; CPU 1's thread then blocks (lazy TLB) and its CPU enters C6 (leave_mm)."""
+    m = pysim.Machine(cpus=2, preset="skylake", profile="v6.14", checker=False, **kernel)
+    proc = m.process()
+    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
+    t0.run()
+    t1.run()
+    t1.sleep()
+    m.arch.flush.leave_mm(m.cpus[1].tlbstate)
+    return m, proc.mm
+
+
+def test_leave_mm_clears_the_bit_before_the_lazy_mask_and_keeps_it_after():
+    m, mm = _rig(lazy_cpumask=False, trim_cpumask=False)
+    ts = m.cpus[1].tlbstate
+    assert ts.loaded_mm is None and not ts.is_lazy and 1 not in mm.context
+    m, mm = _rig(trim_cpumask=False)                  # 209954cbc7d0: the bit stays
+    ts = m.cpus[1].tlbstate
+    assert ts.loaded_mm is None and not ts.is_lazy and 1 in mm.context
+    m.arch.flush.leave_mm(ts)                         # already on init_mm: nothing
+    assert ts.loaded_mm is None and 1 in mm.context
+
+
+@pytest.mark.parametrize("kernel, ipis", [
+    ({"lazy_cpumask": False, "trim_cpumask": False}, 0),   # bit gone at leave_mm
+    ({"trim_cpumask": False}, 1),                          # not lazy, in the mask
+    ({}, 0),                                               # should_flush_tlb skips it
+])
+def test_a_flush_after_c6_ipis_the_cpu_only_under_the_lazy_mask_alone(kernel, ipis):
+    m, mm = _rig(**kernel)
+    c0 = m.cpus[0]
+    mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6   # no trim now
+    before = m.counter_array()["ipi_sent"].sum()
+    m.arch.flush.flush_tlb_mm_range(c0.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    assert m.counter_array()["ipi_sent"].sum() - before == ipis
+    # eager: gone at leave_mm; lazy alone: the IPI found it on init_mm and cleared it
+    # (a wrong-CPU flush); lazy+trim: skipped, so the bit stays until a trim
+    assert (1 in mm.context) == (kernel == {})
+    assert m.counter_array()["tlb_remote_wrong_cpu"].sum() == ipis
+
+
+def test_an_ipi_to_a_cpu_in_c6_waits_its_exit_latency():
+    m, mm = _rig(trim_cpumask=False)
+    c0, c1 = m.cpus[0], m.cpus[1]
+    for c in m.cpus:
+        c.tlbstate.reset_time(-c.stats.clock)
+    m.arch.set_timeline(True)
+    mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
+    exit_c6 = 133.0 * m.preset.ghz * 1e3              # skx C6 exit_latency, in cycles
+    c1.tlbstate.sleep_until(1e12, exit_c6)
+    m.arch.flush.flush_tlb_mm_range(c0.tlbstate, mm.context, 0x1000, 0x2000, 12, False)
+    (start, _end), = c1.tlbstate.irq_bookings
+    cost = m.cfg.cost
+    # sent at the flush's start (time 0 plus what CPU 0 spent before the sends):
+    # the handler starts after delivery and C6's exit, not the preset's idle_exit
+    assert start >= exit_c6 + cost.ipi_deliver
+    assert start < exit_c6 + cost.ipi_deliver + cost.ipi_send + 20_000
+    assert c0.stats.kernel_cycles_array()[B["ipi"]] > exit_c6
