@@ -285,7 +285,7 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
         return
     if mm.guard_pages:               # the guard markers go with the page tables
         mm.guard_pages.difference_update([a for a in mm.guard_pages if start <= a < end])
-    prev, nxt = mm.vmas.find_vma_prev(start)[1], mm.vmas.find_vma(start)
+    nxt, prev = mm.vmas.find_vma_prev(start)      # (find_vma(start), the VMA before it)
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
     with tlb_gather_mmu(cpu, mm) as tlb:
