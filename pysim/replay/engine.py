@@ -27,7 +27,6 @@ difference is status "diverged", never hidden, never fatal.
 from __future__ import annotations
 
 import errno as _errno
-import gc
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -37,7 +36,7 @@ from ..errors import PysimError, SyscallError
 from ..mm import File
 from ..results import _CYCLES
 from .accesses import AccessModel, get_access_model
-from .events import Trace
+from .events import Trace, gc_paused
 from .image import plan_images
 from .parse_strace import CLONE_VM
 from .records import Records
@@ -184,17 +183,8 @@ class Replay:
         if self.timeline:
             from .timed import TimedReplay
             return TimedReplay(self).run()
-        # The cyclic garbage collector is paused for the run: the records it builds are
-        # all kept (a collection would only walk the growing lists again and again,
-        # some 4% of a syscall-only replay), and what cycles a call leaves behind wait
-        # for the next collection after the run.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():               # the records are all kept (see gc_paused)
             return self._run()
-        finally:
-            if paused:
-                gc.enable()
 
     def _run(self) -> Records:
         """run() in sequence (the garbage collector paused by run())."""

@@ -30,7 +30,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .. import constants as C
-from .events import Call, Exit, Trace, TraceError
+from .events import Call, Exit, Trace, TraceError, gc_paused
 
 __all__ = ["parse_strace", "parse_strace_lines", "decode_flags", "SYMBOLS"]
 
@@ -246,7 +246,8 @@ def parse_strace_lines(lines, source: str = "<strace>") -> Trace:
     """Parse an iterable of strace lines (see the module docstring) into a Trace;
     TraceError names source and the line."""
     try:
-        return _parse(lines, source)
+        with gc_paused():               # every event is kept (see gc_paused)
+            return _parse(lines, source)
     except TraceError as e:
         raise TraceError(e.msg, e.line, source) from None
 
