@@ -163,7 +163,8 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if vm_flags & VM_LOCKED:
         mlock_future_check(mm, length, "mmap")
     if flags & MAP_FIXED:
-        check_sealed_range(mm, start, start + length, "mmap")
+        if _any_flags(mm, start, start + length, VM_SEALED):
+            check_sealed_range(mm, start, start + length, "mmap")
         unmap_region(mm, cpu, start, start + length)
     vma = VMA(start, start + length, vm_flags, anon=file is None, shared=shared,
               file=file, pgoff=(start >> 12) if file is None else pgoff)
@@ -222,6 +223,17 @@ def mlock_future_check(mm: "MM", length: int, call: str) -> None:
                                          f"RLIMIT_MEMLOCK 0x{mm.rlimit_memlock:x}")
 
 
+def _any_flags(mm: "MM", start: int, end: int, mask: int) -> bool:
+    """True if a VMA overlapping [start, end) has a flag of mask.  A cheap pre-test for
+    check_sealed_range and check_hugetlb_split: each looks only at VMAs overlapping the
+    range (the VMA holding `end` that check_hugetlb_split tests starts below end, so it
+    overlaps too), and the common call has no sealed or hugetlb VMA there."""
+    for v in mm.vmas.vmas_in(start, end):
+        if v.flags & mask:
+            return True
+    return False
+
+
 def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:
     """can_modify_vma() for every VMA an unmap would remove (vms_gather_munmap_vmas()
     checks them all before unmapping anything): EPERM if one is sealed."""
@@ -242,8 +254,9 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
         raise SyscallError(errno.EINVAL, f"munmap: [0x{addr:x}, +0x{length:x}) is "
                                          f"outside user space")
     cpu.stats.charge(B_VMA, cpu.cfg.cost.munmap_base)
-    check_hugetlb_split(mm, addr, addr + length, "munmap")
-    check_sealed_range(mm, addr, addr + length, "munmap")
+    if _any_flags(mm, addr, addr + length, VM_HUGETLB | VM_SEALED):
+        check_hugetlb_split(mm, addr, addr + length, "munmap")
+        check_sealed_range(mm, addr, addr + length, "munmap")
     unmap_region(mm, cpu, addr, addr + length, downgrade=True)
     return 0
 
@@ -272,7 +285,7 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
         return
     if mm.guard_pages:               # the guard markers go with the page tables
         mm.guard_pages.difference_update([a for a in mm.guard_pages if start <= a < end])
-    prev, nxt = mm.vmas.find_vma_prev(start)[1], mm.vmas.find_vma(start)
+    nxt, prev = mm.vmas.find_vma_prev(start)      # (find_vma(start), the VMA before it)
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
     with tlb_gather_mmu(cpu, mm) as tlb:

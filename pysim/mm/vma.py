@@ -340,9 +340,20 @@ class VMAList:
         if len(self._vmas) > self.max_map_count:
             raise SyscallError(errno.ENOMEM, f"mmap: map_count {len(self._vmas)} exceeds "
                                              f"max_map_count {self.max_map_count}")
-        if self.find_vma_intersection(vma.start, vma.end) is not None:
+        start, end = vma.start, vma.end
+        i = bisect_right(self._ends, start)          # find_vma(start), inline
+        vmas = self._vmas
+        if i < len(vmas) and vmas[i].start < end:
             return self.insert(vma)                  # raises EEXIST with the details
-        _, prev = self.find_vma_prev(vma.start)
+        # Shortcut: with no VMA ending at start and none starting at end, vma_merge()
+        # finds no neighbour and returns None (its precondition checks hold: the range
+        # is unmapped, and a VMA is aligned and inside user space by construction), so
+        # link vma at its place directly.
+        if not (i > 0 and self._ends[i - 1] == start) \
+                and not (i < len(vmas) and self._starts[i] == end):
+            self._insert_at(i, vma)
+            return vma
+        prev = vmas[i - 1] if i > 0 else None         # find_vma_prev(start)[1]
         merged = self.vma_merge(prev, vma.start, vma.end, vma.flags, vma.anon_vma, vma.file,
                                 vma.pgoff, vma.name, anon=vma.anon, shared=vma.shared)
         return merged if merged is not None else self.insert(vma)

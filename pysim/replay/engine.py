@@ -36,7 +36,7 @@ from ..errors import PysimError, SyscallError
 from ..mm import File
 from ..results import _CYCLES
 from .accesses import AccessModel, get_access_model
-from .events import Trace
+from .events import Trace, gc_paused
 from .image import plan_images
 from .parse_strace import CLONE_VM
 from .records import Records
@@ -183,6 +183,11 @@ class Replay:
         if self.timeline:
             from .timed import TimedReplay
             return TimedReplay(self).run()
+        with gc_paused():               # the records are all kept (see gc_paused)
+            return self._run()
+
+    def _run(self) -> Records:
+        """run() in sequence (the garbage collector paused by run())."""
         events = self.trace.events
         for e in events:
             if e.kind == "fault" and e.cpu is not None:

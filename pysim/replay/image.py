@@ -110,15 +110,19 @@ class _Cover:
     def __init__(self, other: Optional["_Cover"] = None) -> None:
         self.starts: List[int] = list(other.starts) if other else []
         self.ends: List[int] = list(other.ends) if other else []
+        # the last interval found covering a request: the union only grows, so it stays
+        # covered, and a trace's calls mostly fall in the mapping the previous one used
+        self.lo, self.hi = 0, 0
 
     def add(self, a: int, b: int) -> None:
         """Cover [a, b)."""
         a, b = a & _PAGE_MASK, (b + PAGE_SIZE - 1) & _PAGE_MASK     # _down(a), _up(b)
-        if a >= b:
+        if a >= b or self.lo <= a and b <= self.hi:
             return
         starts, ends = self.starts, self.ends
         i = bisect.bisect_left(ends, a)
         if i < len(starts) and starts[i] <= a and b <= ends[i]:
+            self.lo, self.hi = starts[i], ends[i]
             return                      # already covered: the common case
         j = i
         while j < len(starts) and starts[j] <= b:
@@ -130,9 +134,12 @@ class _Cover:
     def holes(self, a: int, b: int) -> List[Tuple[int, int]]:
         """The parts of [a, b) not covered."""
         a, b = a & _PAGE_MASK, (b + PAGE_SIZE - 1) & _PAGE_MASK
+        if self.lo <= a and b <= self.hi:
+            return []                   # in the interval the last request found
         starts, ends = self.starts, self.ends
         i = bisect.bisect_right(ends, a)
         if i < len(starts) and starts[i] <= a and b <= ends[i]:
+            self.lo, self.hi = starts[i], ends[i]
             return []                   # wholly covered: the common case
         out = []
         while a < b:

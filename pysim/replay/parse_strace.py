@@ -30,7 +30,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from .. import constants as C
-from .events import Call, Exit, Trace, TraceError
+from .events import Call, Exit, Trace, TraceError, gc_paused
 
 __all__ = ["parse_strace", "parse_strace_lines", "decode_flags", "SYMBOLS"]
 
@@ -105,6 +105,12 @@ def _clone_flags(text: str) -> int:
 
 def _num(text: str, line: int) -> int:
     """An integer argument (decimal, hex, NULL, or a symbolic spelling)."""
+    # a spelling decoded before is memoised; looking it up first spares int() raising
+    # ValueError for every PROT_/MAP_/MADV_ name (int() of a memoised text that is a
+    # number would give the same value decode_flags gave)
+    v = _flag_cache.get(text)
+    if v is not None:
+        return v
     try:
         return int(text, 0)
     except ValueError:
@@ -126,9 +132,12 @@ _IGNORED = frozenset({"wait4", "waitid", "kill", "tkill", "tgkill", "pidfd_open"
                       "personality", "prctl", "set_tid_address", "rseq"})
 
 
+_NESTED = re.compile(r'["(\[{]').search       # a string or bracket: split by scanning
+
+
 def _split(text: str) -> List[str]:
     """Top-level `, `-separated arguments (brackets, braces and strings kept whole)."""
-    if not any(c in text for c in '"([{'):
+    if _NESTED(text) is None:
         return text.split(", ") if text else []
     out, depth, start, i, n, q = [], 0, 0, 0, len(text), False
     while i < n:
@@ -193,11 +202,20 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
 
 
 # ---------------------------------------------------------------- lines
-_HEAD = re.compile(r"^(?:\[pid\s+(\d+)\]\s+|(\d+)\s+)?"
-                   r"(?:(\d+):(\d\d):(\d\d(?:\.\d+)?)\s+|(\d+\.\d+)\s+)?(.*)$")
+_HEAD_RE = (r"^(?:\[pid\s+(\d+)\]\s+|(\d+)\s+)?"
+            r"(?:(\d+):(\d\d):(\d\d(?:\.\d+)?)\s+|(\d+\.\d+)\s+)?")
+_HEAD = re.compile(_HEAD_RE + r"(.*)$")
 _CALL = re.compile(r"^([a-z_][a-z0-9_]*)\((.*)$")
-_RESULT = re.compile(r"\)\s+=\s+(-?\d+|0x[0-9a-f]+|\?)(?:\s+([A-Z][A-Z0-9_]*)"
-                     r"(?:\s+\(.*\))?)?(?:\s+<[0-9.]+>)?\s*$")
+_RESULT_RE = (r"\)\s+=\s+(-?\d+|0x[0-9a-f]+|\?)(?:\s+([A-Z][A-Z0-9_]*)"
+              r"(?:\s+\(.*\))?)?(?:\s+<[0-9.]+>)?\s*$")
+_RESULT = re.compile(_RESULT_RE)
+# The common line in one match: head (groups 1-6 as in _HEAD), `name(` (7), the
+# argument text (8) and a numeric result with its errno (9, 10).  The lazy `(.*?)`
+# stops at the first `) = result` that reaches the end of the line, the place
+# _RESULT.search finds; unfinished, resumed, `= ?`, exit and signal lines do not match
+# and take the general path.
+_LINE = re.compile(_HEAD_RE + r"([a-z_][a-z0-9_]*)\((.*?)"
+                   + _RESULT_RE.replace("|\\?)", ")", 1))
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
 _EXIT = re.compile(r"^\+\+\+ (exited with -?\d+|killed by \S+(?: \(core dumped\))?) \+\+\+$")
 _UNFINISHED = " <unfinished ...>"
@@ -213,19 +231,23 @@ def _result(rest: str, line: int) -> Tuple[str, Optional[int], Optional[str]]:
     val, err = m.group(1), m.group(2)
     if val == "?":
         return args, None, None
-    res = int(val, 0)
     if err is not None:
-        if err not in _errno.__dict__ and not err.startswith("ERESTART"):
-            raise _bad(f"unknown errno {err!r}", line)
-        return args, res, err
-    return args, res, None
+        _check_errno(err, line)
+    return args, int(val, 0), err
+
+
+def _check_errno(err: str, line: int) -> None:
+    """TraceError unless err is an errno name (or strace's ERESTART*)."""
+    if err not in _errno.__dict__ and not err.startswith("ERESTART"):
+        raise _bad(f"unknown errno {err!r}", line)
 
 
 def parse_strace_lines(lines, source: str = "<strace>") -> Trace:
     """Parse an iterable of strace lines (see the module docstring) into a Trace;
     TraceError names source and the line."""
     try:
-        return _parse(lines, source)
+        with gc_paused():               # every event is kept (see gc_paused)
+            return _parse(lines, source)
     except TraceError as e:
         raise TraceError(e.msg, e.line, source) from None
 
@@ -239,13 +261,16 @@ def _parse(lines, source: str) -> Trace:
     first_pid: Optional[int] = None
     day = 0.0
     last_t = None
+    line_match, head_match = _LINE.match, _HEAD.match
     for ln, raw in enumerate(lines, 1):
         text = raw.rstrip("\n")
-        if not text.strip():
-            continue
-        m = _HEAD.match(text)
+        m = line_match(text)            # a complete call with a numeric result
+        fast = m is not None
+        if not fast:
+            if not text.strip():
+                continue
+            m = head_match(text)
         pid_s = m.group(1) or m.group(2)
-        body = m.group(7)
         if m.group(3) is not None:
             t = int(m.group(3)) * 3600 + int(m.group(4)) * 60 + float(m.group(5))
             if last_t is not None and t + day < last_t - 43200:
@@ -256,14 +281,26 @@ def _parse(lines, source: str) -> Trace:
             t = float(m.group(6))
         else:
             t = None
-        if body.startswith("strace: ") or body.startswith("--- "):
-            continue                    # strace's own messages, signals
+        if fast:
+            body = None
+        else:
+            body = m.group(7)
+            if body.startswith("strace: ") or body.startswith("--- "):
+                continue                # strace's own messages, signals
         if pid_s is not None:
             pid = int(pid_s)
         else:
             if first_pid is None:
                 first_pid = 0
             pid = first_pid
+        if fast:
+            name, err = m.group(7), m.group(10)
+            if err is not None:
+                _check_errno(err, ln)
+            call = _emit(ln, t, pid, name, m.group(8), int(m.group(9), 0), err, ln)
+            if call is not None:
+                events.append(call)
+            continue
         if body.startswith("+++ "):
             em = _EXIT.match(body)
             if em is None:
