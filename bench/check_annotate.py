@@ -97,6 +97,7 @@ TARGETS = [
     ("tlb.pyx", "c_invlpgb_pcid", "__pyx_f_7mmucore_3tlb_c_invlpgb_pcid"),
     # the timeline (issue 10): per IPI target and per contended write
     ("tlbstate.pyx", "handle_ipi", "__pyx_f_7mmucore_8tlbstate_handle_ipi"),
+    ("tlbstate.pyx", "send_flush_ipis", "__pyx_f_7mmucore_8tlbstate_send_flush_ipis"),
     ("tlbstate.pyx", "cpu_now", "__pyx_f_7mmucore_8tlbstate_cpu_now"),
     ("calendar.pyx", "calendar_fit", "__pyx_f_7mmucore_8calendar_calendar_fit"),
     ("calendar.pyx", "line_write", "__pyx_f_7mmucore_8calendar_line_write"),

@@ -141,13 +141,27 @@ cdef double cpu_now(cpu_tlbstate* cpu) noexcept nogil:
     return cpu.t_off + stats_clock(cpu.stats)
 
 
-cdef inline void mask_write(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
-    """An atomic write to mm_cpumask (a bit set or cleared): on the timeline the mask's
-    cache line is shared by every CPU that switches to the mm, so it contends."""
+cdef inline void shared_line_write(flush_env* e, cpu_tlbstate* cpu,
+                                   calendar* line) noexcept nogil:
+    """An atomic write by cpu to a cache line every CPU of an mm writes (tlb_gen,
+    mm_cpumask): on the timeline it contends (mmucore.calendar), else it is free."""
     if e.timeline:
-        stats_spend(cpu.stats, B_LOCK, line_write(&mm.mask_line, cpu.cpu, cpu_now(cpu),
+        stats_spend(cpu.stats, B_LOCK, line_write(line, cpu.cpu, cpu_now(cpu),
                                                   e.c.cacheline_transfer,
                                                   e.c.cacheline_per_writer, 0.0))
+
+
+cdef inline void mask_write(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noexcept nogil:
+    """An atomic write to mm_cpumask (a bit set or cleared)."""
+    shared_line_write(e, cpu, &mm.mask_line)
+
+
+cdef inline uint64_t inc_mm_tlb_gen(flush_env* e, cpu_tlbstate* cpu,
+                                    mm_context* mm) noexcept nogil:
+    """inc_mm_tlb_gen(): atomic64_inc_return(&mm->context.tlb_gen) from cpu."""
+    mm.tlb_gen += 1
+    shared_line_write(e, cpu, &mm.gen_line)
+    return mm.tlb_gen
 
 
 # ------------------------------------------------------------------ mm context
@@ -994,34 +1008,15 @@ cdef bint kvm_pv_flush_deferred(flush_env* e, cpu_tlbstate* c) noexcept nogil:
     return True
 
 
-cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
-                                flush_tlb_info* f, double local_cycles) except -1 nogil:
-    """The IPI backend: every other CPU of mm_cpumask that should_flush_tlb() picks
-    gets an IPI running flush_tlb_func; the initiator pays the sends and waits for the
-    slowest acknowledgement beyond its own local flush."""
-    cdef int w, b, cpu_id, n = 0, nothers = 0, i
-    cdef uint64_t word
+cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
+                         flush_tlb_info* f, int n, double local_cycles) except -1 nogil:
+    """smp_call_function_many_cond() for the n CPUs in e.targets: each runs
+    flush_tlb_func(mm, f) in its IPI handler (mm NULL: a flush of whatever it has
+    loaded); the initiator pays the sends and waits for the slowest acknowledgement
+    beyond its own local flush (local_cycles)."""
+    cdef int i
     cdef cpu_tlbstate* c
     cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
-    for w in range(mm.nwords):
-        word = mm.cpumask[w]
-        while word:
-            b = __builtin_ctzll(word)
-            word &= word - 1
-            cpu_id = w * 64 + b
-            if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
-                continue
-            nothers += 1
-            if e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id]):
-                continue                    # preempted vCPU: flushed on its next entry
-            if should_flush_tlb(e, e.cpus[cpu_id], mm, f):
-                e.targets[n] = cpu_id
-                n += 1
-    if nothers:
-        # native_flush_tlb_multi counts before lazy CPUs are filtered out
-        stats_add(initiator.stats, K_NR_TLB_REMOTE_FLUSH, 1)
-    if n == 0:
-        return 0
     stats_add(initiator.stats, K_IPI_SENT, n)
     sends = e.c.ipi_send + e.c.ipi_extra_target * (n - 1)
     if e.timeline:
@@ -1052,6 +1047,35 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
         initiator.wait_until = cpu_now(initiator)
         initiator.wait_from = initiator.wait_until - wait
     return 0
+
+
+cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
+                                flush_tlb_info* f, double local_cycles) except -1 nogil:
+    """The IPI backend: every other CPU of mm_cpumask that should_flush_tlb() picks
+    gets an IPI running flush_tlb_func; the initiator pays the sends and waits for the
+    slowest acknowledgement beyond its own local flush."""
+    cdef int w, b, cpu_id, n = 0, nothers = 0
+    cdef uint64_t word
+    for w in range(mm.nwords):
+        word = mm.cpumask[w]
+        while word:
+            b = __builtin_ctzll(word)
+            word &= word - 1
+            cpu_id = w * 64 + b
+            if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
+                continue
+            nothers += 1
+            if e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id]):
+                continue                    # preempted vCPU: flushed on its next entry
+            if should_flush_tlb(e, e.cpus[cpu_id], mm, f):
+                e.targets[n] = cpu_id
+                n += 1
+    if nothers:
+        # native_flush_tlb_multi counts before lazy CPUs are filtered out
+        stats_add(initiator.stats, K_NR_TLB_REMOTE_FLUSH, 1)
+    if n == 0:
+        return 0
+    return send_flush_ipis(e, initiator, mm, f, n, local_cycles)
 
 
 cdef int finish_asid_transition(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
@@ -1366,45 +1390,19 @@ cdef int ipi_flush_tlb_multi_mask(flush_env* e, cpu_tlbstate* initiator, uint64_
     every non-lazy CPU of mask but the initiator gets the IPI (should_flush_tlb: no mm
     means flush); costs and timeline as the IPI backend."""
     cdef int n, m = 0, i
-    cdef cpu_tlbstate* c
-    cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
     n = rar_mask_targets(e, initiator, mask, nwords)
     if n == 0:
         return 0
     stats_add(initiator.stats, K_NR_TLB_REMOTE_FLUSH, 1)
     for i in range(n):
+        if e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[e.targets[i]]):
+            continue                        # preempted vCPU: flushed on its next entry
         if not e.cpus[e.targets[i]].is_lazy:
             e.targets[m] = e.targets[i]
             m += 1
     if m == 0:
         return 0
-    stats_add(initiator.stats, K_IPI_SENT, m)
-    sends = e.c.ipi_send + e.c.ipi_extra_target * (m - 1)
-    if e.timeline:
-        arrive = cpu_now(initiator) - local_cycles + sends + e.c.ipi_deliver
-    for i in range(m):
-        c = e.cpus[e.targets[i]]
-        stats_touch(c.stats)
-        hw0 = tlb_cycles(c)
-        if c.running_user:
-            kernel_entry(e, c)
-        kernel = e.c.ipi_handler + flush_tlb_func(e, c, NULL, f, False)
-        if c.running_user:
-            return_to_user(e, c)
-        stats_spend(c.stats, B_IPI_HANDLER, kernel)
-        work = kernel + (tlb_cycles(c) - hw0)
-        if e.timeline:
-            ack = handle_ipi(e, c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
-        else:
-            ack = e.c.ipi_deliver + work + e.c.ipi_ack
-        if ack > rtt:
-            rtt = ack
-    wait = rtt - local_cycles if rtt > local_cycles else 0.0
-    stats_spend(initiator.stats, B_IPI, sends + wait)
-    if e.timeline and wait > 0.0:
-        initiator.wait_until = cpu_now(initiator)
-        initiator.wait_from = initiator.wait_until - wait
-    return 0
+    return send_flush_ipis(e, initiator, NULL, f, m, local_cycles)
 
 
 cdef bint arch_tlbbatch_add_pending(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
@@ -1423,11 +1421,7 @@ cdef bint arch_tlbbatch_add_pending(flush_env* e, cpu_tlbstate* cpu, mm_context*
         if mm.asid_transition:
             asid = 0                        # stragglers on a local ASID need IPIs too
     if not asid:
-        mm.tlb_gen += 1                     # inc_mm_tlb_gen()
-        if e.timeline:
-            stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
-                                                      e.c.cacheline_transfer,
-                                                      e.c.cacheline_per_writer, 0.0))
+        inc_mm_tlb_gen(e, cpu, mm)
         for w in range(mm.nwords):
             mask[w] |= mm.cpumask[w]
     return issued
@@ -1487,20 +1481,15 @@ cdef int flush_tlb_mm_range(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     if end != FLUSH_ALL and ((end - start) >> stride_shift) > e.p.ceiling:
         start = 0
         end = FLUSH_ALL
-    mm.tlb_gen += 1
     f.start = start
     f.end = end
     f.stride_shift = stride_shift
     f.freed_tables = freed_tables
-    f.new_tlb_gen = mm.tlb_gen
     f.initiator = cpu.cpu
     f.trim_cpumask = False
     stats_add(cpu.stats, K_FLUSH_TLB_MM_RANGE, 1)
     stats_spend(cpu.stats, B_FLUSH, e.c.flush_base)
-    if e.timeline:                          # atomic64_inc_return(&mm->context.tlb_gen)
-        stats_spend(cpu.stats, B_LOCK, line_write(&mm.gen_line, cpu.cpu, cpu_now(cpu),
-                                                  e.c.cacheline_transfer,
-                                                  e.c.cacheline_per_writer, 0.0))
+    f.new_tlb_gen = inc_mm_tlb_gen(e, cpu, mm)
     if e.p.invlpgb and mm.global_asid:
         return broadcast_tlb_flush(e, cpu, mm, f)
     if e.p.rar:
