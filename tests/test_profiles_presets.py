@@ -321,3 +321,16 @@ def test_change_huge_pmd_defaults_to_what_the_model_charged_before():
         p = get_preset(name)
         assert p.cost("change_huge_pmd") == p.cost("per_pmd_table") + p.cost("per_pte")
     assert "measured" in get_preset("this-host").sources["change_huge_pmd"]
+
+
+def test_a_preset_file_that_cannot_be_read_is_one_error_naming_it(tmp_path):
+    from pysim.config import get_preset
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b'name = "caf\xe9"\n')
+    folder = tmp_path / "folder.toml"
+    folder.mkdir()
+    for path, words in ((tmp_path / "none.toml", "not found"), (folder, "directory"),
+                        (bad, "not UTF-8")):
+        with pytest.raises(ConfigError, match=words) as e:
+            get_preset(str(path))
+        assert "preset" in str(e.value)

@@ -30,16 +30,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
 from ..errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:                                   # pragma: no cover - declared for <3.11
-    import tomli as tomllib
+from .tomlfile import read_toml
 
 __all__ = ["Preset", "PRESETS", "get_preset", "HW_KEYS", "KERNEL_KEYS", "GEOMETRIES",
            "MAX_FREE_PARAMS", "FEATURES", "ARCHES", "load_preset_file", "preset_from_dict"]
@@ -682,16 +677,8 @@ _REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
 
 def load_preset_file(path: str) -> Preset:
     """The Preset a TOML file describes; ConfigError naming the file and field."""
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"preset file {path!r}: cannot read: {e.strerror}",
-                          field="preset") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"preset file {path!r}: not valid TOML: {e}",
-                          field="preset") from None
-    return preset_from_dict(data, where=f"preset file {path!r}")
+    return preset_from_dict(read_toml(path, "preset", "preset"),
+                            where=f"preset file {path!r}")
 
 
 def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:

@@ -26,11 +26,11 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config.tomlfile import read_toml
 from ..errors import ConfigError
 from ..experiments import COST_PREFIX, Experiment, get_experiment
 
@@ -44,21 +44,6 @@ Axis = Tuple[str, List[Any]]
 
 
 # ---------------------------------------------------------------- reading
-def _toml() -> ModuleType:
-    """The TOML reader: tomllib (Python >= 3.11) or its tomli backport."""
-    try:
-        import tomllib
-        return tomllib
-    except ImportError:
-        pass
-    try:
-        import tomli
-        return tomli
-    except ImportError:
-        raise ConfigError("reading a TOML grid needs Python >= 3.11 or the tomli "
-                          "package", field="grid") from None
-
-
 def _plain(v: Any) -> Any:
     """v with numpy scalars made Python scalars (np.int64(2) -> 2, np.bool_ -> bool) and
     numpy arrays made lists, through dicts, lists and tuples: a grid built from numpy
@@ -84,25 +69,7 @@ def load_grid(grid: Any) -> Dict[str, Any]:
     if not isinstance(grid, (str, os.PathLike)):
         raise ConfigError(f"a grid must be a TOML file path or a dict, got "
                           f"{type(grid).__name__}", field="grid")
-    path = os.fspath(grid)
-    toml = _toml()
-    try:
-        with open(path, "rb") as f:
-            return toml.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"grid file {path!r} not found", field="grid") from None
-    except IsADirectoryError:
-        raise ConfigError(f"grid {path!r} is a directory; give a .toml file",
-                          field="grid") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"grid file {path!r} is not UTF-8 text (byte {e.start}); a grid "
-                          f"is a TOML file", field="grid") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read grid file {path!r}: {e.strerror or e}",
-                          field="grid") from None
-    except toml.TOMLDecodeError as e:
-        raise ConfigError(f"grid file {path!r} is not valid TOML: {e}",
-                          field="grid") from None
+    return read_toml(os.fspath(grid), "grid", "grid")
 
 
 # ---------------------------------------------------------------- points and plans
