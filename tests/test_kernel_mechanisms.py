@@ -9,6 +9,7 @@ tests here pin them (Clock) to put a flush exactly before or after a deadline.
 import pytest
 
 import pysim
+from rigs import Clock, ev, shared_page_machine
 from pysim import PROT_READ, PROT_WRITE
 
 PAGE = 4096
@@ -17,16 +18,6 @@ RW = PROT_READ | PROT_WRITE
 NR_DYN = 6                       # TLB_NR_DYN_ASIDS: the first global ASID
 
 
-class Clock:
-    """Pins the jiffies every operation of machine m starts with to self.now."""
-
-    def __init__(self, m, now=0):
-        self.m, self.now = m, now
-        m.arch.set_jiffies = lambda _from_clock: setattr(m.arch.flush, "jiffies", self.now)
-
-
-def ev(r, cpu, name):
-    return r.cpu_events.get(cpu, {}).get(name, 0)
 
 
 # ------------------------------------------------------------------ jiffies
@@ -149,18 +140,7 @@ def test_a_lazy_cpu_is_never_trimmed_and_catches_up_when_it_wakes():
 def milan(ncpus, profile="v6.15", running=4, **kw):
     """ncpus CPUs of milan; one process with a busy thread on CPUs 1..running-1 and t0
     on CPU 0, every thread having touched page p."""
-    m = pysim.Machine(cpus=ncpus, preset="milan", profile=profile, **kw)
-    proc = m.process()
-    t0 = proc.thread(cpu=0)
-    p = t0.mmap(64 * PAGE, RW)
-    t0.write(p)
-    others = []
-    for c in range(1, running):
-        t = proc.thread(cpu=c)
-        t.write(p)
-        t.busy()
-        others.append(t)
-    return m, proc, t0, others, p
+    return shared_page_machine("milan", profile, ncpus, running, **kw)
 
 
 def hit(proc):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import pysim
+from rigs import Clock, ev, shared_page_machine
 from pysim import MADV_COLD, MADV_PAGEOUT, PROT_READ, PROT_WRITE
 from pysim.errors import SafetyViolation
 from pysim.mm import rmap
@@ -20,16 +21,6 @@ RW = PROT_READ | PROT_WRITE
 NR_DYN = 6
 
 
-class Clock:
-    """Pins the jiffies every operation of machine m starts with to self.now."""
-
-    def __init__(self, m, now=0):
-        self.m, self.now = m, now
-        m.arch.set_jiffies = lambda _from_clock: setattr(m.arch.flush, "jiffies", self.now)
-
-
-def ev(r, cpu, name):
-    return r.cpu_events.get(cpu, {}).get(name, 0)
 
 
 def hit(proc):
@@ -41,18 +32,7 @@ def hit(proc):
 def rar_machine(ncpus=5, running=4, **kw):
     """intel-rar, rar-rfc: one process with t0 on CPU 0 and busy threads on CPUs
     1..running-1, all having touched page p."""
-    m = pysim.Machine(cpus=ncpus, preset="intel-rar", profile="rar-rfc", **kw)
-    proc = m.process()
-    t0 = proc.thread(cpu=0)
-    p = t0.mmap(64 * PAGE, RW)
-    t0.write(p)
-    others = []
-    for c in range(1, running):
-        t = proc.thread(cpu=c)
-        t.write(p)
-        t.busy()
-        others.append(t)
-    return m, proc, t0, others, p
+    return shared_page_machine("intel-rar", "rar-rfc", ncpus, running, **kw)
 
 
 def global_rar_mm(**kw):
