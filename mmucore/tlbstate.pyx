@@ -53,6 +53,7 @@ blocks "Intel RAR (RFC)" and "reclaim's batch" below.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.math cimport INFINITY
 from libc.stdlib cimport free, malloc, realloc
 
 from mmucore.calendar cimport calendar_fit, calendar_reset, line_write
@@ -453,6 +454,21 @@ cdef class CpuTlbState:
             self.s.t_off += t - now
             self.s.idle_until = t
             self.s.idle_exit_lat = exit_latency
+
+    def idle_from_now(self, double exit_latency=-1.0):
+        """The CPU idles from now until wake() (the timeline, a sleep whose end nobody
+        knows yet): an IPI meanwhile waits exit_latency cycles for it to leave its idle
+        state (below 0: the preset's idle_exit)."""
+        self.s.idle_until = INFINITY
+        self.s.idle_exit_lat = exit_latency
+
+    def wake(self, double t):
+        """The idle CPU runs again from t: its time jumps to t unless work charged
+        while it slept (IPI handlers) already took it further."""
+        cdef double now = cpu_now(&self.s)
+        if t > now:
+            self.s.t_off += t - now
+        self.s.idle_until = t
 
     @property
     def user_flush_pending(self) -> set:

@@ -93,7 +93,7 @@ def test_the_fit_moves_a_cost_toward_the_published_cell():
 
 def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses():
     from pysim.report import lazy_cpumask_2024 as L
-    d = L.run(iterations=20)
+    d = L.run(iterations=20, workers=1)
     assert [c["kernel"] for c in d["cells"]] == ["eager", "lazy", "lazy+trim"]
     assert d["change_pct"]["eager"] == 0.0 and d["published_change_pct"] == -13.2
     # eager never sends an IPI to a CPU running another mm; the lazy kernels may

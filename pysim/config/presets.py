@@ -50,7 +50,7 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "ipi_handler", "ipi_ack", "ipi_extra_target", "fault_base", "fault_anon",
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
-    "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "lru_lock_hold",
+    "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "ttwu", "lru_lock_hold",
     "idle_exit",
     "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
@@ -390,6 +390,11 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
         "lock_handoff": (ns(1000), f"assumption: a waiter on a contended rwsem is woken "
                                    f"and scheduled ~1 us x {ghz} GHz = {ns(1000)} after "
                                    f"the holder releases; uncalibrated"),
+        "ttwu": (ipi_send + ns(300), f"assumption: the waker's try_to_wake_up() of one "
+                                     f"rwsem waiter on an idle CPU: its wake-list entry "
+                                     f"and reschedule IPI (ipi_send {ipi_send}) plus ~300 "
+                                     f"ns of pi_lock and task-struct misses x {ghz} GHz = "
+                                     f"{ipi_send + ns(300)}; uncalibrated"),
         "context_switch": (ns(500), f"assumption: scheduler + switch_mm fixed work ~0.5 us x "
                                     f"{ghz} GHz = {ns(500)}; the CR3 write and refills come "
                                     f"from events"),

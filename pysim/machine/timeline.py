@@ -21,8 +21,11 @@ order, and whatever they contend for is granted first come, first served:
   each handler starts when its target's earlier handlers are done, is charged to the
   target (delaying its thread, or filling a wait for acks it was in), and the
   initiator waits for the last acknowledgement;
-- mmap_lock is a reader-writer lock with waiting and a hand-off cost
-  (pysim.mm.mmap_lock), the LRU lists' spinlock is taken twice per batch of freed
+- mmap_lock is the rwsem of pysim.mm.mmap_lock: a request that must wait for it
+  puts its thread to sleep (its CPU idles, in the state the menu governor picks when
+  given an idle-state table), and the release that frees the lock for the queue's
+  head wakes it (a wake check on the timeline at that time; wake checks run before
+  CPUs at the same instant); the LRU lists' spinlock is taken twice per batch of freed
   pages (pysim.mm.lru), and the writes every flusher makes to tlb_gen, and every
   lock holder to a lock word, contend for their cache lines.
 A request's own work happens at its start time (it is not interleaved with other
@@ -134,6 +137,9 @@ class Task:
     sleeps: int = 0                      # times it slept waiting for mmap_lock
     done: bool = False
     pending: Any = None                  # the request it sleeps on
+    index: int = 0                       # its place in Timeline.tasks
+    slept_at: float = 0.0                # when its current sleep began
+    idle_exit: float = -1.0              # that sleep's idle-state exit latency, cycles
 
     @property
     def ops(self) -> int:
@@ -222,6 +228,9 @@ class Timeline:
         self.tasks: List[Task] = []
         self.idle_states = table(cpuidle)
         self.idle_usage: Dict[str, int] = {}      # cpuidle usage: entries per state
+        self._heap: List[Tuple[float, int, int]] = []
+        self._locks: List[Any] = []
+        self._menu: Dict[int, Any] = {}
 
     def spawn(self, thread: Any, program: Callable[..., Iterator], *args: Any,
               **kw: Any) -> Task:
@@ -235,7 +244,7 @@ class Timeline:
         if not callable(program):
             raise ArgumentError(f"program must be a generator function, got "
                                 f"{type(program).__name__}", field="program")
-        task = Task(thread, iter(()))
+        task = Task(thread, iter(()), index=len(self.tasks))
         task.calls = Calls(thread, task)
         try:
             gen = program(task.calls, *args, **kw)
@@ -271,10 +280,14 @@ class Timeline:
         t0 = max(c.tlbstate.now for c in m.cpus)
         for c in m.cpus:                       # every CPU starts at t0
             c.tlbstate.reset_time(t0 - c.stats.clock)
+        self._locks = []
         for mm in m.mms:
             mm.context.reset_time()
-            mm.mmap_lock.reset()
-            mm.mmap_lock.timed = True
+            self._attach(mm.mmap_lock)
+        if self.idle_states is not None:
+            from .cpuidle import Menu
+            tick_us = 1e6 / m.profile.hz
+            self._menu = {c.id: Menu(tick_us) for c in m.cpus}
         m.frames.lruvec.reset()
         m.frames.lruvec.timed = True
         busy = {t.thread.cpu.id for t in self.tasks}
@@ -290,18 +303,32 @@ class Timeline:
             end = self._loop(t0, limit, stop_at_first_exit)
         finally:
             m.arch.set_timeline(False)
-            for mm in m.mms:
-                mm.mmap_lock.timed = False
+            for lk in self._locks:
+                lk.timed = False
+                lk.attach(None)
             m.frames.lruvec.timed = False
         return self._result(t0, end, before)
 
+    def _attach(self, lock: Any) -> None:
+        """Give an mm's mmap_lock to this run: timed, its wake checks on the heap."""
+        k = len(self._locks)
+        self._locks.append(lock)
+        heap = self._heap
+        lock.reset()
+        lock.timed = True
+        lock.attach(lambda _lock, t: heapq.heappush(heap, (t, -1, k)),
+                    self.machine.preset.ghz)
+
     def _loop(self, t0: float, limit: Optional[float], stop_first: bool) -> float:
-        """The event loop: advance the earliest thread by one request; returns the time
-        the last one ended."""
-        heap = []
+        """The event loop: advance the earliest thread by one request, or run the wake
+        check a lock posted (entries (time, -1, lock)); returns the time the last
+        thread ended."""
+        heap = self._heap
+        heap.clear()
         for i, task in enumerate(self.tasks):
             task.start = task.last_tick = task.end = t0
             task.done = False
+            task.pending = None
             heap.append((t0, task.thread.cpu.id, i))
         heapq.heapify(heap)
         end = t0
@@ -309,6 +336,10 @@ class Timeline:
         reply: List[Any] = [None] * len(tasks)
         while heap:
             t, cid, i = heapq.heappop(heap)
+            if cid < 0:                        # a lock's wake check
+                for task, told in self._locks[i].check(t):
+                    self._wake(task, told)
+                continue
             task = tasks[i]
             ts = task.thread.cpu.tlbstate
             now = ts.now
@@ -320,7 +351,8 @@ class Timeline:
                 end = max(end, now)
                 continue
             req = task.pending
-            if req is not None:                # woken: the CPU runs the thread again
+            woken = req is not None
+            if woken:                          # woken with the lock: the thread runs
                 task.pending = None
                 task.thread.run()
             else:
@@ -341,47 +373,61 @@ class Timeline:
                 raise ConfigError(f"program of {task.thread!r} yielded {req!r}; a program "
                                   f"yields the requests of its calls (yield t.mmap(...))",
                                   field="program") from None
-            if lock == "r" and self._sleeps_for_writer(task, req, now):
-                heapq.heappush(heap, (ts.now, cid, i))
-                continue
+            lk = None
+            if lock is not None and not woken:
+                lk = task.thread.mm.mmap_lock
+                if lk.post is None:             # not this run's lock: waits are inline
+                    lk = None
+                elif not lk.admit(task, task.thread.cpu, lock):
+                    self._sleep(task, req)
+                    continue
+            elif woken and lock is not None:
+                lk = task.thread.mm.mmap_lock
             reply[i] = fn(*args, **kw) if kw else fn(*args)
+            if lk is not None:
+                lk.done(task.thread.cpu)
             task.requests += 1
             heapq.heappush(heap, (ts.now, cid, i))
+        for task in tasks:                     # asleep when the run ended
+            if task.pending is not None and not task.done:
+                task.end = max(task.end, task.slept_at)
         return end
 
-    def _sleeps_for_writer(self, task: Task, req: tuple, now: float) -> bool:
-        """rwsem_down_read_slowpath(): a reader that finds a writer holding (or queued
-        for) mmap_lock does not spin (readers stopped spinning in 5.12); it sleeps, its
-        CPU idles in lazy TLB mode with the mm still loaded, and the writer's release
-        wakes it lock_handoff later.  True if the task went to sleep on req."""
+    def _sleep(self, task: Task, req: tuple) -> None:
+        """The task blocks on mmap_lock: its CPU runs the idle task in lazy TLB mode
+        with the mm still loaded, in the idle state the governor picks (leave_mm()
+        first for a CPUIDLE_FLAG_TLB_FLUSHED one), until a wake check wakes it."""
         thread = task.thread
-        ready = thread.mm.mmap_lock.writer_until
-        if ready <= now:
-            return False
         cpu = thread.cpu
+        ts = cpu.tlbstate
+        now = ts.now
         thread.sleep()                          # enter_lazy_tlb: the idle task runs
-        wake = ready + cpu.cfg.cost.lock_handoff
-        if self.idle_states is None:
-            cpu.tlbstate.sleep_until(wake)
-        else:
-            self._enter_idle(cpu, wake - now)
-            cpu.tlbstate.sleep_until(wake, self._exit_cycles)
+        exit_cycles = -1.0
+        if self.idle_states is not None:
+            us = self.machine.preset.ghz * 1e3
+            state = self._menu[cpu.id].select(self.idle_states, now / us)
+            self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
+            if state.tlb_flushed:
+                self.machine.arch.flush.leave_mm(ts)
+            exit_cycles = state.exit_latency_us * us
+        ts.idle_from_now(exit_cycles)
         task.pending = req
         task.sleeps += 1
-        return True
+        task.slept_at = now
+        task.idle_exit = exit_cycles
 
-    def _enter_idle(self, cpu: Any, cycles: float) -> None:
-        """cpuidle_idle_call() for a sleep of `cycles`: the governor's state
-        (pysim.machine.cpuidle.menu_select), counted; leave_mm() first if the state
-        is flagged CPUIDLE_FLAG_TLB_FLUSHED.  Leaves the state's exit latency in
-        cycles in self._exit_cycles."""
-        from .cpuidle import menu_select
-        ghz = self.machine.preset.ghz
-        state = menu_select(self.idle_states, cycles / (ghz * 1e3))
-        self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
-        if state.tlb_flushed:
-            self.machine.arch.flush.leave_mm(cpu.tlbstate)
-        self._exit_cycles = state.exit_latency_us * ghz * 1e3
+    def _wake(self, task: Task, told: float) -> None:
+        """The waker told task's CPU at `told`: it leaves its idle state (the exit
+        latency) and is scheduled (lock_handoff), then runs the request it slept on."""
+        cpu = task.thread.cpu
+        cost = cpu.cfg.cost
+        exit_cycles = task.idle_exit if task.idle_exit >= 0.0 else cost.idle_exit
+        if self.idle_states is not None:
+            us = self.machine.preset.ghz * 1e3
+            self._menu[cpu.id].reflect((told - task.slept_at) / us)
+        ts = cpu.tlbstate
+        ts.wake(told + exit_cycles + cost.lock_handoff)
+        heapq.heappush(self._heap, (ts.now, cpu.id, task.index))
 
     def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:
         """Per-CPU time split over the run (idle is what the rest leaves of it)."""

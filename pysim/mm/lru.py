@@ -10,7 +10,10 @@ at once it is a point where they queue (the INVLPGB series' 36-core Milan measur
 527k -> 731k will-it-scale loops/s from removing lru_add_drain alone).
 
 Only the timeline makes it cost anything: a CPU that finds the lock busy waits, and
-the lock word's cache line moves between CPUs (mmucore.calendar).  The holder's own
+the lock word's cache line moves between CPUs (mmucore.calendar).  It is a queued
+spinlock: each waiter spins on its own MCS node and a release hands the lock to the
+next one with one line transfer, however many wait, so the hand-over does not slow
+with the queue's length (cacheline_per_writer is for plain atomics).  The holder's own
 work is part of the zap's per-page costs, so one CPU alone sees no change.  The model
 has one lruvec (one node, no memory cgroups), and it assumes the freed pages were
 faulted on the freeing CPU, as in a loop that touches and drops its own pages.
@@ -56,5 +59,4 @@ class LruVec:
         cost = cpu.cfg.cost
         held = 2 * (-(-nr_pages // FOLIO_BATCH_SIZE)) * cost.lru_lock_hold
         cpu.stats.charge(B_LOCK, self.lock.write(cpu.id, cpu.tlbstate.now,
-                                                 cost.cacheline_transfer,
-                                                 cost.cacheline_per_writer, held))
+                                                 cost.cacheline_transfer, 0.0, held))

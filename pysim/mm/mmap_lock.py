@@ -1,22 +1,49 @@
 """mmap_lock: the mm's reader-writer semaphore, as CPUs running at once see it.
 
 Which syscalls take it how (Linux 6.x): mmap, munmap, mprotect and brk take it for
-writing (munmap downgrades it to reading before it zaps); madvise takes it for reading for the advices that only zap or read page
-tables (madvise_need_mmap_write() in mm/madvise.c) and for writing otherwise.  Page
-faults take the per-VMA lock since 6.4 and are not modelled as lock holders here.
+writing (munmap downgrades it to reading before it zaps); madvise takes it for reading
+for the advices that only zap or read page tables (madvise_need_mmap_write() in
+mm/madvise.c) and for writing otherwise.  Page faults take the per-VMA lock since 6.4
+and are not modelled as lock holders here.
 
-The lock only costs something on the timeline (the machine's Timeline), where several
-CPUs run at once; one operation at a time never waits.  Time on the timeline is each
-CPU's own clock, and operations run whole in the order they start, so the lock is a
-pair of release times: a reader waits for the last writer, a writer for the last
-writer and every reader that came before it.  The count word is a cache line every
-acquire and release writes: a CPU that did not write it last pays one transfer, at
-the line's first free gap (mmucore.calendar).  A waiter that had to sleep pays `lock_handoff` to be woken
-and scheduled after the release.
+The lock only costs something on the timeline, where several CPUs run at once; one
+operation at a time never waits.  A request runs whole at its start time, so a holder's
+release time is known the moment its request runs; what the holders do meanwhile is
+the rwsem of kernel/locking/rwsem.c:
+
+- The count word, the owner field and wait_lock share one cache line.  Every atomic
+  on it (the fast-path add or cmpxchg, the release, the slow path's list update under
+  wait_lock) is a write to that line (mmucore.calendar's line_write): a CPU that did
+  not write it last pays one transfer, at the line's first free gap.
+- down_read() succeeds at once unless a writer holds the lock or anyone waits in the
+  queue (RWSEM_READ_FAILED_MASK: WRITER_LOCKED or FLAG_WAITERS); otherwise the reader
+  takes wait_lock, joins the queue and sleeps (readers stopped spinning in 5.12).
+- down_write() succeeds at once on a free lock with nobody queued.  Otherwise it spins
+  (rwsem_optimistic_spin) while a writer owner runs, or for at most
+  rwsem_rspin_threshold() on a reader-owned lock ((10 + readers/2) us, at most 25 us),
+  and takes the lock if it is released in that time; else it joins the queue and
+  sleeps.  A queued waiter makes every later reader queue too: that is how one writer
+  waiting behind a stream of readers puts every other CPU to sleep.
+- The release that leaves the lock free with a queue wakes it (rwsem_wake,
+  rwsem_mark_wake): a writer at the head gets the lock alone; a reader at the head
+  gets it together with every reader queued (the phase-fair wake of up to
+  MAX_READERS_WAKEUP), writers keeping their places.  The waker pays `ttwu` per task
+  it wakes, one after another (wake_up_q), and the k-th wakee runs k such steps
+  later, plus `lock_handoff` to be scheduled and its idle state's exit latency.
+  Simplifications: the lock is handed to the woken writer (as RWSEM_FLAG_HANDOFF does
+  once a writer has waited 4 ms; before that a reader could steal it), and a writer
+  spinning on a reader-owned lock does not see readers that come during its spin.
+
+The timeline (pysim.machine.timeline) asks admit() before a request that takes the
+lock; a task that must wait sleeps until check() hands it the lock.  Code that calls
+the syscalls itself on the timeline (the timed trace replay) takes the lock inline:
+lock() then charges the wait until the known holders are done as time spent waiting.
 """
 from __future__ import annotations
 
-from typing import Any
+import heapq
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from mmucore.calendar import Calendar
 from mmucore.stats import B_LOCK
@@ -30,6 +57,9 @@ from ..constants import (MADV_COLD, MADV_COLLAPSE, MADV_DONTNEED, MADV_DONTNEED_
 _MADV_READ_LOCKED = frozenset({MADV_REMOVE, MADV_WILLNEED, MADV_DONTNEED,
                                MADV_DONTNEED_LOCKED, MADV_COLD, MADV_PAGEOUT, MADV_FREE,
                                MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_COLLAPSE})
+INF = float("inf")
+MAX_READERS_WAKEUP = 0x100          # rwsem_mark_wake() grants at most this many readers
+RSPIN_BASE_US, RSPIN_MAX_READERS = 10.0, 30     # rwsem_rspin_threshold()
 
 
 def madvise_lock_mode(advice: Any) -> str:
@@ -37,35 +67,172 @@ def madvise_lock_mode(advice: Any) -> str:
     return "r" if advice in _MADV_READ_LOCKED else "w"
 
 
-class MmapLock:
-    """mm->mmap_lock on the timeline: release times and the count word's cache line."""
+def rspin_threshold_us(readers: int) -> float:
+    """rwsem_rspin_threshold(): how long a writer spins on a lock `readers` readers own
+    before it sleeps, (20 + readers) / 2 us with readers capped at 30."""
+    return RSPIN_BASE_US + min(readers, RSPIN_MAX_READERS) / 2.0
 
-    __slots__ = ("timed", "writer_until", "readers_until", "line", "downgraded")
+
+class MmapLock:
+    """mm->mmap_lock on the timeline: its holders' release times, its wait queue and
+    the cache line of its count word (see the module comment)."""
+
+    __slots__ = ("timed", "line", "writer_until", "readers_until", "downgraded",
+                 "waiters", "holding", "granted", "granted_writer", "reader_ends",
+                 "post", "check_at", "releaser", "woken", "slept", "us")
 
     def __init__(self) -> None:
         self.timed = False          # only the timeline makes holders wait
         self.line = Calendar()      # the count word's cache line
+        self.post: Optional[Callable[["MmapLock", float], None]] = None
+        self.us = 0.0               # cycles per microsecond (set by attach)
         self.reset()
+
+    def attach(self, post: Optional[Callable[["MmapLock", float], None]],
+               ghz: float = 0.0) -> None:
+        """Let a timeline run the wake checks: post(lock, t) must call check(t) at t
+        (None detaches: waits are then inline, see lock())."""
+        self.post = post
+        self.us = ghz * 1e3
 
     def reset(self) -> None:
         """Nobody holds or waits for the lock; nobody owns its cache line."""
         self.writer_until = 0.0     # when the last writer released it
-        self.readers_until = 0.0    # when the last of the readers so far released it
+        self.readers_until = 0.0    # when the last reader so far releases it
+        self.reader_ends: List[float] = []      # release times of readers, a heap
         self.line.reset()
         self.downgraded = -1        # the CPU whose write hold became a read hold
+        self.waiters: Deque[Tuple[Any, Any, str]] = deque()   # (task, cpu, mode)
+        self.holding: Dict[int, str] = {}   # CPU -> "a" admitted or "g" woken, + mode
+        self.granted = 0            # woken with the lock, their request not yet run
+        self.granted_writer = False
+        self.check_at = INF         # when the posted wake check runs
+        self.releaser: Any = None   # the CPU of the last release (it runs rwsem_wake)
+        self.woken = 0              # tasks woken from the queue (results)
+        self.slept = 0              # tasks that joined the queue
 
-    def _touch_line(self, cpu: Any, now: float) -> float:
-        """One atomic on the count word at `now`; the cycles it takes cpu."""
+    # ------------------------------------------------------------- cache line
+    def _atomic(self, cpu: Any, now: float, hold: float = 0.0) -> float:
+        """One atomic on the count word's line at now (holding it `hold` cycles, as
+        wait_lock's critical section does); the cycles it takes cpu."""
         cost = cpu.cfg.cost
-        return self.line.write(cpu.id, now, cost.cacheline_transfer, cost.cacheline_per_writer)
+        return self.line.write(cpu.id, now, cost.cacheline_transfer,
+                               cost.cacheline_per_writer, hold)
 
+    def _readers_at(self, t: float) -> int:
+        """Readers whose hold is not over at t."""
+        ends = self.reader_ends
+        while ends and ends[0] <= t:
+            heapq.heappop(ends)
+        return len(ends)
+
+    # ---------------------------------------------------------- the timeline
+    def admit(self, task: Any, cpu: Any, mode: str) -> bool:
+        """down_read() (mode "r") or down_write() ("w") by task on cpu before its
+        request runs: True if it holds the lock now (its spin, if any, charged as lock
+        wait), False if it joined the queue and must sleep until check() wakes it."""
+        now = cpu.tlbstate.now
+        if mode == "r":
+            if not self.waiters and not self.granted_writer and self.writer_until <= now:
+                cpu.stats.charge(B_LOCK, self._atomic(cpu, now))
+                self.holding[cpu.id] = "a" + mode
+                return True
+        else:
+            spent = self._atomic(cpu, now)
+            free = self.writer_until if self.writer_until > self.readers_until \
+                else self.readers_until
+            if not self.waiters and not self.granted:
+                if free <= now + spent:
+                    cpu.stats.charge(B_LOCK, spent)
+                    self.holding[cpu.id] = "a" + mode
+                    return True
+                if self.writer_until > now:         # a running writer owns it: spin
+                    limit = INF
+                else:
+                    limit = rspin_threshold_us(self._readers_at(now)) * self.us
+                if free - now <= limit:
+                    cpu.stats.charge(B_LOCK, free - now + self._atomic(cpu, free))
+                    self.holding[cpu.id] = "a" + mode
+                    return True
+                cpu.stats.charge(B_LOCK, limit)     # spun, then gives up
+                now += limit
+            else:
+                cpu.stats.charge(B_LOCK, spent)
+                now += spent
+        # rwsem_down_*_slowpath(): wait_lock, join the queue, set FLAG_WAITERS
+        cost = cpu.cfg.cost
+        cpu.stats.charge(B_LOCK, self._atomic(cpu, now, cost.cacheline_transfer))
+        self.waiters.append((task, cpu, mode))
+        self.slept += 1
+        self._post_check(self._free_for(mode))
+        return False
+
+    def _free_for(self, mode: str) -> float:
+        """When the known holders let a waiter of mode in (inf while a woken holder's
+        request has not run yet: its release is not known)."""
+        if self.granted > 0:
+            return INF
+        if mode == "r":
+            return self.writer_until
+        return self.writer_until if self.writer_until > self.readers_until \
+            else self.readers_until
+
+    def _post_check(self, t: float) -> None:
+        """Have the timeline run check() at t (once: the earliest time asked for)."""
+        if t < self.check_at and self.post is not None and t < INF:
+            self.check_at = t
+            self.post(self, t)
+
+    def check(self, t: float) -> List[Tuple[Any, float]]:
+        """rwsem_wake() at t if the lock is free for the queue's head: the tasks it
+        wakes with the lock, each with the time its CPU is told (the waker's wake_up_q
+        one `ttwu` after another, charged to the waker)."""
+        if t != self.check_at:
+            return []                       # superseded by an earlier check
+        self.check_at = INF
+        if not self.waiters:
+            return []
+        head_mode = self.waiters[0][2]
+        free = self._free_for(head_mode)
+        if free > t:
+            self._post_check(free)
+            return []
+        if head_mode == "w":
+            woken = [self.waiters.popleft()]
+            self.granted_writer = True
+        else:
+            woken, keep = [], deque()
+            for w in self.waiters:
+                if w[2] == "r" and len(woken) < MAX_READERS_WAKEUP:
+                    woken.append(w)
+                else:
+                    keep.append(w)
+            self.waiters = keep
+        self.granted += len(woken)
+        self.woken += len(woken)
+        out = []
+        waker = self.releaser if self.releaser is not None else woken[0][1]
+        ttwu = waker.cfg.cost.ttwu
+        for k, (task, cpu, mode) in enumerate(woken, 1):
+            self.holding[cpu.id] = "g" + mode
+            out.append((task, t + k * ttwu))
+        waker.stats.charge(B_LOCK, len(woken) * ttwu)
+        return out
+
+    # ------------------------------------------------------ the syscall path
     def lock(self, cpu: Any, mode: str) -> None:
-        """mmap_read_lock() (mode "r") or mmap_write_lock() ("w") on cpu: charge the
-        wait, if any, to cpu's lock category."""
+        """mmap_read_lock() / mmap_write_lock() inside the syscall: nothing more for a
+        CPU the timeline admitted or woke with the lock (a woken writer still does its
+        cmpxchg); otherwise the inline wait for the known holders."""
         if not self.timed:
             return
+        how = self.holding.get(cpu.id)
         now = cpu.tlbstate.now
-        spent = self._touch_line(cpu, now)
+        if how is not None:
+            if how == "gw":
+                cpu.stats.charge(B_LOCK, self._atomic(cpu, now))
+            return
+        spent = self._atomic(cpu, now)
         ready = self.writer_until if mode == "r" else max(self.writer_until,
                                                           self.readers_until)
         if ready > now + spent:
@@ -73,24 +240,51 @@ class MmapLock:
         cpu.stats.charge(B_LOCK, spent)
 
     def downgrade(self, cpu: Any) -> None:
-        """mmap_write_downgrade(): the writer on cpu lets readers in now and holds the
-        lock for reading until its unlock."""
+        """mmap_write_downgrade(): the writer on cpu lets readers in now (waking the
+        readers queued, rwsem_downgrade_wake) and holds the lock for reading until its
+        unlock."""
         if not self.timed:
             return
-        self.writer_until = cpu.tlbstate.now
+        now = cpu.tlbstate.now
+        self.writer_until = now
         self.downgraded = cpu.id
+        if self.holding.get(cpu.id) == "gw":
+            self.holding[cpu.id] = "gr"
+            self.granted_writer = False
+        if self.waiters:
+            self.releaser = cpu
+            self._post_check(now)
 
     def unlock(self, cpu: Any, mode: str) -> None:
-        """mmap_read_unlock() / mmap_write_unlock(): the holder's release time."""
+        """mmap_read_unlock() / mmap_write_unlock(): the holder's release time; a
+        queue waiting for it gets a wake check then."""
         if not self.timed:
             return
         if self.downgraded == cpu.id:
             self.downgraded, mode = -1, "r"
         now = cpu.tlbstate.now
-        spent = self._touch_line(cpu, now)
+        spent = self._atomic(cpu, now)
         cpu.stats.charge(B_LOCK, spent)
+        end = now + spent
         if mode == "r":
-            if now + spent > self.readers_until:
-                self.readers_until = now + spent
+            if end > self.readers_until:
+                self.readers_until = end
+            heapq.heappush(self.reader_ends, end)
         else:
-            self.writer_until = now + spent
+            self.writer_until = end
+        how = self.holding.pop(cpu.id, None)
+        if how is not None and how[0] == "g":
+            self.granted -= 1
+            if how == "gw":
+                self.granted_writer = False
+        self.releaser = cpu
+        if self.waiters:
+            self._post_check(self._free_for(self.waiters[0][2]))
+
+    def done(self, cpu: Any) -> None:
+        """After an admitted request: a hold its call never took (it failed before
+        the syscall body) is released now."""
+        how = self.holding.get(cpu.id)
+        if how is not None:
+            self.unlock(cpu, how[1])
+

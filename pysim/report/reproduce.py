@@ -57,7 +57,7 @@ REGISTRY: Dict[str, Entry] = {e.name: e for e in (
     Entry("lazy-cpumask-2024",
           "will-it-scale tlb_flush2 per_thread_ops: lazy mm_cpumask regression and trim fix",
           "kernel test robot 202411282207.6bd28eae; commits 209954cbc7d0, 6db2526c1d69",
-          "lazy_cpumask_2024", 300),
+          "lazy_cpumask_2024", 1500),
     Entry("arm64-pte-needs-flush-2025",
           "arm64 pte_needs_flush(): PROT_NONE -> RW mprotect, before/after; the cover "
           "letter's loop on arm64",

@@ -1,0 +1,166 @@
+"""mmap_lock on the timeline (pysim.mm.mmap_lock), rule by rule, against
+kernel/locking/rwsem.c: readers queue behind a waiting writer, the phase-fair wake of
+every queued reader, a writer spinning on a running writer, the reader-owned spin
+threshold, and the wake-ups' costs; and the menu governor's prediction
+(pysim.machine.cpuidle, drivers/cpuidle/governors/menu.c).
+
+Every case runs on a 4-CPU zen3 under v6.2 with the checker off.  One long holder
+(an madvise or mprotect over 64 MiB of populated memory, hundreds of microseconds)
+makes the others wait; the others arrive at times set by compute() requests."""
+import math
+
+import pytest
+
+import pysim
+from mmucore import stats
+from pysim import MADV_DONTNEED, PROT_READ, PROT_WRITE
+from pysim.constants import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE
+from pysim.machine import cpuidle
+from pysim.mm.mmap_lock import rspin_threshold_us
+
+RW = PROT_READ | PROT_WRITE
+B = stats.BREAKDOWN_INDEX
+BIG = 64 << 20
+
+
+def _rig(cpus=4):
+    m = pysim.Machine(cpus=cpus, preset="zen3", profile="v6.2", checker=False)
+    proc = m.process()
+    threads = [proc.thread(cpu=c) for c in range(cpus)]
+    big = threads[0].mmap(BIG, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    small = threads[0].mmap(1 << 20, RW)
+    return m, proc, threads, big, small
+
+
+def _long_read(t, big):
+    yield t.madvise(big, BIG, MADV_DONTNEED)
+
+
+def _long_write(t, big):
+    yield t.mprotect(big, BIG, PROT_READ)
+
+
+def _late(call):
+    """A program that waits `delay` cycles in user space, then makes one call."""
+    def program(t, delay, *args):
+        yield t.compute(delay)
+        yield getattr(t, call)(*args)
+    return program
+
+
+late_read = _late("madvise")
+late_write = _late("mprotect")
+
+
+def _lock_cycles(m, cpu):
+    return m.cpus[cpu].stats.kernel_cycles_array()[B["lock"]]
+
+
+def test_a_reader_queues_behind_a_waiting_writer_though_readers_own_the_lock():
+    m, proc, (t0, t1, t2, _), big, small = _rig()
+    tl = m.timeline()
+    tl.spawn(t0, _long_read, big)                       # holds for reading from 0
+    tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
+    tl.spawn(t2, late_read, 200_000, small, 4096, MADV_DONTNEED)
+    res = tl.run()
+    cost = m.cfg.cost
+    lk = proc.mm.mmap_lock
+    # CPU 1's writer spun rwsem_rspin_threshold() on the reader-owned lock (one
+    # reader: 10.5 us), then slept; CPU 2's reader came after that and queued behind
+    # it although only a reader held the lock: both slept once
+    assert [tk.sleeps for tk in res.tasks[:3]] == [0, 1, 1]
+    assert lk.slept == lk.woken == 2
+    spin = rspin_threshold_us(1) * 1e3 * m.preset.ghz
+    # besides the spin: four writes to the count line (fast path, slow path, the
+    # woken writer's cmpxchg, the release) and the ttwu with which it woke CPU 2
+    assert spin < _lock_cycles(m, 1) <= spin + 4 * cost.cacheline_transfer + cost.ttwu
+    # CPU 0's release woke the writer (one ttwu, paid by CPU 0), which then ran
+    # alone; its release woke the reader
+    exit_and_schedule = cost.idle_exit + cost.lock_handoff
+    assert m.cpus[1].tlbstate.idle_until == pytest.approx(res.tasks[0].end
+                                                          + exit_and_schedule)
+    assert m.cpus[2].tlbstate.idle_until == pytest.approx(res.tasks[1].end
+                                                          + exit_and_schedule)
+    assert res.tasks[1].end < m.cpus[2].tlbstate.idle_until
+
+
+def test_without_a_waiting_writer_a_late_reader_shares_the_lock():
+    m, proc, (t0, t1, t2, _), big, small = _rig()
+    tl = m.timeline()
+    tl.spawn(t0, _long_read, big)
+    tl.spawn(t2, late_read, 200_000, small, 4096, MADV_DONTNEED)
+    res = tl.run()
+    assert [tk.sleeps for tk in res.tasks] == [0, 0]
+    assert res.tasks[1].end < res.tasks[0].end          # done inside CPU 0's hold
+
+
+def test_the_release_wakes_every_queued_reader_and_leaves_the_writers_queued():
+    m, proc, (t0, t1, t2, t3), big, small = _rig()
+    tl = m.timeline()
+    tl.spawn(t0, _long_write, big)                      # holds for writing from 0
+    tl.spawn(t1, late_read, 1000, small, 4096, MADV_DONTNEED)
+    tl.spawn(t2, late_write, 2000, small, 4096, PROT_READ)
+    tl.spawn(t3, late_read, 3000, small, 4096, MADV_DONTNEED)
+    res = tl.run()
+    cost = m.cfg.cost
+    assert [tk.sleeps for tk in res.tasks] == [0, 1, 1, 1]
+    # rwsem_mark_wake(): the head is a reader, so both readers get the lock at the
+    # release, in queue order, one ttwu apart (CPU 0's wake_up_q pays both); the
+    # writer between them keeps its place and waits for them
+    release = res.tasks[0].end - 2 * cost.ttwu
+    after = cost.idle_exit + cost.lock_handoff
+    assert m.cpus[1].tlbstate.idle_until == pytest.approx(release + cost.ttwu + after)
+    assert m.cpus[3].tlbstate.idle_until == pytest.approx(release + 2 * cost.ttwu + after)
+    assert _lock_cycles(m, 0) >= 2 * cost.ttwu
+    readers_done = max(res.tasks[1].end, res.tasks[3].end)
+    assert m.cpus[2].tlbstate.idle_until > readers_done
+
+
+def test_a_writer_spins_on_a_running_writer_instead_of_sleeping():
+    m, proc, (t0, t1, _, _), big, small = _rig()
+    tl = m.timeline()
+    tl.spawn(t0, _long_write, big)
+    tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
+    res = tl.run()
+    assert [tk.sleeps for tk in res.tasks] == [0, 0]
+    # rwsem_optimistic_spin() while the owner runs: CPU 1 spun until the release
+    waited = _lock_cycles(m, 1)
+    assert waited > 0.9 * (res.tasks[0].end - res.start - 1000)
+    assert res.cpus().loc[1, "idle"] == pytest.approx(0.0, abs=1.0)
+
+
+def test_rspin_threshold_grows_with_the_readers_up_to_thirty():
+    # rwsem_rspin_threshold(): (20 + readers) / 2 us, readers capped at 30
+    assert [rspin_threshold_us(n) for n in (0, 1, 10, 30, 31, 100)] == \
+        [10.0, 10.5, 15.0, 25.0, 25.0, 25.0]
+
+
+# ------------------------------------------------------------------ the governor
+def test_typical_interval_takes_regular_sleeps_and_drops_outliers():
+    ti = cpuidle.typical_interval
+    assert ti([-1.0] * 8) == math.inf                   # no history yet
+    assert ti([100.0] * 8) == 100.0                     # variance 0
+    # one long outlier: dropped, the 7 others are regular
+    assert ti([100.0] * 7 + [5000.0]) == pytest.approx(100.0)
+    # no pattern that survives dropping a quarter of the samples
+    assert ti([10.0, 900.0, 20.0, 800.0, 30.0, 700.0, 40.0, 600.0]) == math.inf
+    # stddev above 20 us but under a sixth of the mean: still typical
+    assert ti([600.0, 660.0] * 4) == pytest.approx(630.0)
+
+
+def test_menu_learns_that_sleeps_end_before_the_tick():
+    g = cpuidle.Menu(tick_us=1000.0)
+    s = cpuidle.SKX_CSTATES
+    # first sleep 100 us before the tick, no history: the timer decides (C1E)
+    assert g.select(s, 900.0).name == "C1E"
+    # a sleep 700 us before the tick: the correction factor starts at 1 and the
+    # history is empty, so C6 is allowed
+    assert g.select(s, 300.0).name == "C6"
+    for _ in range(8):                                  # then 8 sleeps of 30 us each
+        g.select(s, 300.0)
+        g.reflect(30.0)
+    assert g.predict(300.0) == pytest.approx(30.0)      # the typical interval
+    assert g.select(s, 300.0).name == "C1E"
+    # the correction factor for this bucket fell towards 30/700
+    assert g.correction[cpuidle.which_bucket(700.0)] < 0.5 * cpuidle.RESOLUTION * \
+        cpuidle.DECAY
