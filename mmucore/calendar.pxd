@@ -14,12 +14,13 @@ cdef struct calendar:
     double start[CAL_SLOTS]     # when each busy interval begins
     double end[CAL_SLOTS]       # and ends
     int owner                   # who used the resource last (-1: nobody), for lines
+    int owner_llc               # the last-level cache that CPU shares (lines)
 
 cdef void calendar_reset(calendar* c) noexcept nogil
 cdef double calendar_fit(calendar* c, double t, double dur) noexcept nogil
 cdef int calendar_queued(calendar* c, double t) noexcept nogil
-cdef double line_write(calendar* line, int cpu, double now, double transfer,
-                       double per_writer, double hold) noexcept nogil
+cdef double line_write(calendar* line, int cpu, int llc, double now, double transfer,
+                       double remote, double per_writer, double hold) noexcept nogil
 
 
 cdef class Calendar:

@@ -7,6 +7,7 @@ cdef void calendar_reset(calendar* c) noexcept nogil:
     """Nothing booked; nobody used the resource."""
     c.n = 0
     c.owner = -1
+    c.owner_llc = -1
 
 
 cdef inline int first_ending_after(calendar* c, double t) noexcept nogil:
@@ -52,20 +53,24 @@ cdef int calendar_queued(calendar* c, double t) noexcept nogil:
     return c.n - first_ending_after(c, t)
 
 
-cdef double line_write(calendar* line, int cpu, double now, double transfer,
-                       double per_writer, double hold) noexcept nogil:
+cdef double line_write(calendar* line, int cpu, int llc, double now, double transfer,
+                       double remote, double per_writer, double hold) noexcept nogil:
     """An atomic write at `now` to a cache line others write too (a lock word, a shared
     counter); returns the cycles it takes the writer: waiting for the line, then one
-    transfer if another CPU wrote it last, slowed by per_writer for each writer still
-    queued for it (the more cores contend for one line, the slower each hand-over).
-    A line nobody wrote since the reset is taken as already in the writer's cache, so
-    one thread alone never pays.  `hold` keeps the line (a lock) for that long after
-    it arrives; the holder's work in that time is charged by its own path, not here."""
+    transfer if another CPU wrote it last (`transfer` from a CPU of the writer's
+    last-level cache `llc`, `remote` from one of another LLC or socket), slowed by
+    per_writer for each writer still queued for it (the more cores contend for one
+    line, the slower each hand-over).  A line nobody wrote since the reset is taken as
+    already in the writer's cache, so one thread alone never pays.  `hold` keeps the
+    line (a lock) for that long after it arrives; the holder's work in that time is
+    charged by its own path, not here."""
     cdef double cost = 0.0
     if line.owner != cpu and line.owner >= 0:
-        cost = transfer + per_writer * calendar_queued(line, now)
+        cost = (transfer if line.owner_llc == llc else remote) \
+            + per_writer * calendar_queued(line, now)
     cdef double start = calendar_fit(line, now, cost + hold)
     line.owner = cpu
+    line.owner_llc = llc
     return start - now + cost
 
 
@@ -89,12 +94,15 @@ cdef class Calendar:
         return calendar_fit(&self.c, t, dur)
 
     def write(self, int cpu, double now, double transfer, double per_writer=0.0,
-              double hold=0.0) -> float:
-        """An atomic write by cpu at now; returns the cycles it takes (see line_write)."""
+              double hold=0.0, int llc=0, double remote=-1.0) -> float:
+        """An atomic write by cpu (of last-level cache llc) at now; returns the cycles
+        it takes (see line_write; remote below 0: the same as transfer)."""
+        if remote < 0:
+            remote = transfer
         if transfer < 0 or per_writer < 0 or hold < 0:
             raise ValueError(f"transfer, per_writer and hold must be >= 0, got "
                              f"{transfer}, {per_writer}, {hold}")
-        return line_write(&self.c, cpu, now, transfer, per_writer, hold)
+        return line_write(&self.c, cpu, llc, now, transfer, remote, per_writer, hold)
 
     def queued(self, double t) -> int:
         """Bookings not yet over at t."""

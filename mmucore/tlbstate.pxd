@@ -33,6 +33,7 @@ cdef struct invlpgb_op:
 
 cdef struct cpu_tlbstate:
     int cpu                         # CPU id
+    int llc                         # the last-level cache (CCX, socket) it shares
     mm_context* loaded_mm           # cpu_tlbstate.loaded_mm (NULL: init_mm)
     int loaded_mm_asid              # cpu_tlbstate.loaded_mm_asid
     int next_asid                   # cpu_tlbstate.next_asid (round robin)
@@ -94,6 +95,7 @@ cdef struct flush_costs:
     double context_switch   # kernel cycles of a switch_mm to another mm
     double cacheline_transfer  # a contended cache line moving to another CPU (timeline)
     double cacheline_per_writer  # ... slower by this per writer queued for it (timeline)
+    double cacheline_remote  # ... from a CPU of another last-level cache (timeline)
     double idle_exit        # an IPI reaching a sleeping CPU waits for it to wake (timeline)
     double invlpgb_issue    # issuer: one INVLPGB instruction
     double tlbsync_wait     # issuer: TLBSYNC waiting for its INVLPGBs everywhere

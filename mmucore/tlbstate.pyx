@@ -88,7 +88,8 @@ PARAM_FIELDS = ("pcid", "invpcid", "pti", "lazy_tlb", "early_exit", "ceiling", "
                 "max_asid_available", "rar")
 COST_FIELDS = ("flush_base", "flush_per_page", "ipi_send", "ipi_extra_target",
                "ipi_deliver", "ipi_handler", "ipi_ack", "context_switch",
-               "cacheline_transfer", "cacheline_per_writer", "idle_exit", "invlpgb_issue",
+               "cacheline_transfer", "cacheline_per_writer", "cacheline_remote", "idle_exit",
+               "invlpgb_issue",
                "tlbsync_wait", "rar_send", "rar_extra_target", "rar_deliver", "rar_handle")
 # MAX_ASID_AVAILABLE of a kernel built with CONFIG_MITIGATION_PAGE_TABLE_ISOLATION (as
 # distribution kernels are, PTI on or off at boot): (1 << 11) - 2
@@ -147,8 +148,9 @@ cdef inline void shared_line_write(flush_env* e, cpu_tlbstate* cpu,
     """An atomic write by cpu to a cache line every CPU of an mm writes (tlb_gen,
     mm_cpumask): on the timeline it contends (mmucore.calendar), else it is free."""
     if e.timeline:
-        stats_spend(cpu.stats, B_LOCK, line_write(line, cpu.cpu, cpu_now(cpu),
+        stats_spend(cpu.stats, B_LOCK, line_write(line, cpu.cpu, cpu.llc, cpu_now(cpu),
                                                   e.c.cacheline_transfer,
+                                                  e.c.cacheline_remote,
                                                   e.c.cacheline_per_writer, 0.0))
 
 
@@ -316,6 +318,7 @@ cdef class CpuTlbState:
         self.stats = stats
         self._loaded = None
         self.s.cpu = cpu
+        self.s.llc = 0
         self.s.loaded_mm = NULL
         self.s.loaded_mm_asid = 0
         self.s.next_asid = 0
@@ -351,7 +354,8 @@ cdef class CpuTlbState:
                                self.loaded_mm, self.s.loaded_mm_asid, self.s.next_asid,
                                self.s.is_lazy, self.s.running_user, ctxs.copy(),
                                flags.copy(), self.s.in_user, self._pending_tuples(),
-                               (self.s.t_off, self.s.wait_from, self.s.wait_until)))
+                               (self.s.t_off, self.s.wait_from, self.s.wait_until),
+                               self.s.llc))
 
     def _pending_tuples(self):
         cdef int i
@@ -455,6 +459,16 @@ cdef class CpuTlbState:
             self.s.idle_until = t
             self.s.idle_exit_lat = exit_latency
 
+    @property
+    def llc(self) -> int:
+        """The last-level cache (CCX or socket) this CPU shares with others: a cache
+        line coming from a CPU of another one costs cacheline_remote (timeline)."""
+        return self.s.llc
+
+    @llc.setter
+    def llc(self, int value):
+        self.s.llc = value
+
     def idle_from_now(self, double exit_latency=-1.0):
         """The CPU idles from now until wake() (the timeline, a sleep whose end nobody
         knows yet): an IPI meanwhile waits exit_latency cycles for it to leave its idle
@@ -501,8 +515,10 @@ cdef class CpuTlbState:
 
 
 def _rebuild_cpu(cpu, tlb, stats, nr_asids, MMContext loaded_mm, asid, next_asid, lazy,
-                 running, ctxs, flags, in_user=False, pending=(), times=(0.0, 0.0, 0.0)):
+                 running, ctxs, flags, in_user=False, pending=(), times=(0.0, 0.0, 0.0),
+                 llc=0):
     cdef CpuTlbState s = CpuTlbState(cpu, tlb, stats, nr_asids)
+    s.s.llc = llc
     s.s.loaded_mm = &loaded_mm.c if loaded_mm is not None else NULL
     keep_loaded(s)
     s.s.loaded_mm_asid = asid
@@ -1035,6 +1051,12 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
     cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
     stats_add(initiator.stats, K_IPI_SENT, n)
     sends = e.c.ipi_send + e.c.ipi_extra_target * (n - 1)
+    if e.timeline and e.c.cacheline_remote != e.c.cacheline_transfer:
+        # each send queues the call on the target's call_single_queue, a line the
+        # target wrote last: one from another last-level cache costs more to reach
+        for i in range(n):
+            if e.cpus[e.targets[i]].llc != initiator.llc:
+                sends += e.c.cacheline_remote - e.c.cacheline_transfer
     if e.timeline:
         # the IPIs went out before the local flush: all arrive `sends + deliver` after
         # the flush began, and each waits for its target's earlier handlers
@@ -1650,6 +1672,7 @@ cdef class X86Flush:
         self.e.c.context_switch = costs["context_switch"]
         self.e.c.cacheline_transfer = costs["cacheline_transfer"]
         self.e.c.cacheline_per_writer = costs["cacheline_per_writer"]
+        self.e.c.cacheline_remote = costs["cacheline_remote"]
         self.e.c.idle_exit = costs["idle_exit"]
         self.e.timeline = False
         self.e.c.invlpgb_issue = costs["invlpgb_issue"]
@@ -1917,6 +1940,7 @@ cdef class X86Flush:
                 "ipi_ack": self.e.c.ipi_ack, "context_switch": self.e.c.context_switch,
                 "cacheline_transfer": self.e.c.cacheline_transfer,
                 "cacheline_per_writer": self.e.c.cacheline_per_writer,
+                "cacheline_remote": self.e.c.cacheline_remote,
                 "idle_exit": self.e.c.idle_exit,
                 "invlpgb_issue": self.e.c.invlpgb_issue,
                 "tlbsync_wait": self.e.c.tlbsync_wait,

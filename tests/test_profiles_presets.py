@@ -334,3 +334,16 @@ def test_a_preset_file_that_cannot_be_read_is_one_error_naming_it(tmp_path):
         with pytest.raises(ConfigError, match=words) as e:
             get_preset(str(path))
         assert "preset" in str(e.value)
+
+
+def test_a_preset_file_from_before_ttwu_gets_it_derived(tmp_path):
+    import pathlib
+    from pysim.config.presets import load_preset_file
+    src = pathlib.Path(pysim.__file__).parent / "config" / "data" / "this-host.toml"
+    old = "".join(line for line in src.read_text().splitlines(keepends=True)
+                  if not line.startswith("ttwu ="))
+    path = tmp_path / "old.toml"
+    path.write_text(old)
+    p = load_preset_file(str(path))
+    assert p.kernel["ttwu"] == p.kernel["ipi_send"] + round(300 * p.ghz)
+    assert "predates ttwu" in p.sources["ttwu"]

@@ -102,6 +102,47 @@ def test_flushers_contend_for_the_tlb_gen_line():
     assert lock[3] == 70.0                      # the line moves from CPU 0 to CPU 3
 
 
+def test_a_line_from_another_last_level_cache_costs_the_remote_transfer():
+    line = Calendar()
+    assert line.write(0, 0.0, 50.0, llc=0, remote=120.0) == 0.0
+    assert line.write(1, 200.0, 50.0, llc=0, remote=120.0) == 50.0     # same LLC
+    assert line.write(2, 400.0, 50.0, llc=1, remote=120.0) == 120.0    # from LLC 0
+    assert line.write(3, 600.0, 50.0, llc=1, remote=120.0) == 50.0     # LLC 1 again
+
+
+@pytest.mark.parametrize("ncpus, per_llc, smt, llcs", [
+    (8, 0, False, [0] * 8),
+    (8, 4, False, [0, 0, 0, 0, 1, 1, 1, 1]),
+    (8, 2, True, [0, 0, 1, 1, 0, 0, 1, 1]),        # CPUs i and i + 4 are one core
+    (72, 8, True, [0, 4, 0, 4]),                  # CPUs 0, 35, 36, 71 of a 36-core Milan
+])
+def test_cpus_are_placed_in_last_level_caches_as_linux_numbers_them(ncpus, per_llc, smt,
+                                                                     llcs):
+    from pysim.machine.cpu import llc_of
+    ids = range(ncpus) if ncpus == 8 else (0, 35, 36, 71)
+    assert [llc_of(i, ncpus, per_llc, smt) for i in ids] == llcs
+
+
+def test_ipis_to_another_last_level_cache_cost_the_sender_more():
+    sent = {}
+    for per_llc in (0, 1):
+        preset = pysim.get_preset("zen3", cacheline_transfer=50.0, cacheline_remote=200.0,
+                                  cores_per_llc=per_llc)
+        m = pysim.Machine(cpus=4, preset=preset, profile="v6.2", checker=False)
+        proc = m.process()
+        for c in (1, 2):
+            proc.thread(cpu=c)
+        for c in m.cpus:
+            c.tlbstate.reset_time(-c.stats.clock)
+        m.arch.set_timeline(True)
+        m.arch.flush.flush_tlb_mm_range(m.cpus[0].tlbstate, proc.mm.context, 0x1000,
+                                        0x2000, 12, False)
+        sent[per_llc] = _ipi_cycles(m.cpus[0])
+    # one LLC per core: both targets' call queues are remote lines, 150 more each
+    assert [c.llc for c in m.cpus] == [0, 1, 2, 3]
+    assert sent[1] - sent[0] == pytest.approx(2 * 150.0)
+
+
 def test_a_handler_that_arrives_during_its_targets_ack_wait_fills_the_wait():
     m, mm = _flush_rig()
     f = m.arch.flush
@@ -260,3 +301,31 @@ def test_switches_write_mm_cpumask_eagerly_before_6_14_and_only_when_unset_after
         # 6.14 leaves b's bit alone and only sets a's
         assert lock == pytest.approx(moves * m.cfg.cost.cacheline_transfer), profile
         assert (1 in b.mm.context.cpumask) == (profile == "v6.14")
+
+
+def _computes(t, n):
+    for _ in range(n):
+        yield t.compute(10_000)
+
+
+@pytest.mark.parametrize("speed, ends", [(1.0, (10_000, 30_000)), (0.5, (20_000, 40_000))])
+def test_smt_siblings_share_a_core_while_both_are_awake(speed, ends):
+    # CPUs 0 and 1 of a 2-CPU machine are siblings (i and i + N/2).  At half speed the
+    # first request of each takes twice its cycles (the other is awake); once CPU 0's
+    # program has ended, CPU 1 has the core to itself again.
+    m = pysim.Machine(cpus=2, preset=pysim.get_preset("zen3", smt_speed=speed),
+                      profile="v6.2", checker=False)
+    proc = m.process()
+    tl = m.timeline()
+    tl.spawn(proc.thread(cpu=0), _computes, 1)
+    tl.spawn(proc.thread(cpu=1), _computes, 3)
+    res = tl.run()
+    assert tuple(t.end - res.start for t in res.tasks) == ends
+    assert res.cpus().loc[1, "user"] == ends[1]
+
+
+def test_smt_speed_is_checked():
+    with pytest.raises(ConfigError, match="smt_speed"):
+        pysim.get_preset("zen3", smt_speed=0.0)
+    with pytest.raises(ConfigError, match="smt_speed"):
+        pysim.get_preset("zen3", smt_speed=1.5)

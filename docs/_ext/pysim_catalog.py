@@ -87,7 +87,10 @@ def preset_page(name: str, p) -> List[str]:
     lines += [f"* architecture: {esc(p.arch)}",
               f"* TLB geometry: ``{p.geometry}``",
               f"* clock: {p.ghz:g} GHz -- {esc(p.sources.get('ghz', 'no source given'))}",
-              f"* CPU features: {esc(feats)}"]
+              f"* CPU features: {esc(feats)}",
+              "* SMT: " + (f"CPUs i and i + N/2 share a core; each keeps {p.smt_speed:g} of "
+                           f"its speed while the other is busy (timeline)"
+                           if p.smt_speed < 1.0 else "none modelled")]
     if p.free_params:
         lines.append(f"* fitted by the calibration: {esc(', '.join(p.free_params))}")
     lines += ["", f"Use it as ``pysim.Machine(preset=\"{name}\")`` or as "

@@ -50,7 +50,8 @@ KERNEL_KEYS: Tuple[str, ...] = (
     "ipi_handler", "ipi_ack", "ipi_extra_target", "fault_base", "fault_anon",
     "fault_zero_page", "fault_wp_reuse", "fault_cow_copy", "fault_spurious", "mmap_base",
     "munmap_base", "madvise_base", "per_page_zap", "context_switch",
-    "cacheline_transfer", "cacheline_per_writer", "lock_handoff", "ttwu", "lru_lock_hold",
+    "cacheline_transfer", "cacheline_per_writer", "cacheline_remote", "lock_handoff", "ttwu",
+    "lru_lock_hold",
     "idle_exit",
     "invlpgb_issue", "tlbsync_wait",
     "per_extra_vma", "per_pte_none", "can_change_pte_writable", "zap_huge_pmd", "fault_thp",
@@ -83,7 +84,7 @@ if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a c
     raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
            "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt",
-           "asid_bits")
+           "asid_bits", "smt_speed", "cores_per_llc")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,13 @@ class Preset:
     kvm_pv_preempt: float = 0.0
     # arm64: ASID width (ID_AA64MMFR0_EL1.ASIDBits: 8 or 16); read only by arch arm64
     asid_bits: int = 16
+    # SMT: the share of its one-thread speed a hardware thread keeps while its sibling
+    # is busy too (1.0: no SMT).  Below 1 the machine's CPUs i and i + N/2 are siblings
+    # of one core, as Linux numbers them on x86 servers; only the timeline uses it.
+    smt_speed: float = 1.0
+    # cores that share one last-level cache (a Zen CCX, an Intel socket); a contended
+    # line from a CPU of another one costs cacheline_remote (timeline).  0: one for all.
+    cores_per_llc: int = 0
 
     def __post_init__(self) -> None:
         for field in ("hw", "kernel", "sources", "features"):   # private copies
@@ -168,7 +176,8 @@ class Preset:
             tweaks = [f"{k}={v}" for k, v in sorted(changes.items())
                       if k in COST_KEYS or k in FEATURES
                       or k in ("geometry", "ghz", "arch", "invlpgb_count_max",
-                               "kvm_pv_preempt", "asid_bits")]
+                               "kvm_pv_preempt", "asid_bits", "smt_speed",
+                               "cores_per_llc")]
             if tweaks:
                 fields["name"] = f"{self.name}[{','.join(tweaks)}]"
         return dataclasses.replace(self, hw=hw, kernel=kernel, sources=sources,
@@ -226,6 +235,13 @@ def _validate(p: Preset) -> None:
     if not _is_number(p.kvm_pv_preempt) or not 0.0 <= p.kvm_pv_preempt < 1.0:
         raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt must be a chance in [0, 1), "
                           f"got {p.kvm_pv_preempt!r}", field="kvm_pv_preempt")
+    if not _is_number(p.smt_speed) or not 0.0 < p.smt_speed <= 1.0:
+        raise ConfigError(f"preset {p.name!r}: smt_speed must be a share in (0, 1], got "
+                          f"{p.smt_speed!r}", field="smt_speed")
+    if isinstance(p.cores_per_llc, bool) or not isinstance(p.cores_per_llc, int) \
+            or p.cores_per_llc < 0:
+        raise ConfigError(f"preset {p.name!r}: cores_per_llc must be an integer >= 0, got "
+                          f"{p.cores_per_llc!r}", field="cores_per_llc")
     if p.kvm_pv_preempt and not p.geometry.endswith("-kvm"):
         raise ConfigError(f"preset {p.name!r}: kvm_pv_preempt needs a KVM guest (a -kvm "
                           f"geometry; {p.geometry!r} is bare metal)", field="kvm_pv_preempt")
@@ -372,6 +388,9 @@ def _base_table(ghz: float, guest: bool) -> Dict[str, Tuple[float, str]]:
                                        f"~50 ns x {ghz} GHz = {ns(50)}, as ipi_ack; paid "
                                        f"by each write to a line another CPU wrote last "
                                        f"(tlb_gen, the mmap_lock count)"),
+        "cacheline_remote": (ns(50), f"assumption: as cacheline_transfer ({ns(50)}); a "
+                                     f"preset with several last-level caches "
+                                     f"(cores_per_llc) sets the cross-LLC figure"),
         "cacheline_per_writer": (ns(10), f"assumption: each CPU still queued for a "
                                          f"contended line slows its next hand-over by "
                                          f"~10 ns x {ghz} GHz = {ns(10)} (the throughput of "
@@ -472,12 +491,18 @@ def _build(name: str, geometry: str, ghz: Tuple[float, str],
 
 
 def _skylake() -> Preset:
-    """Intel Skylake server core, bare metal."""
+    """Intel Skylake server core, bare metal: sockets of 26 cores (the kernel test
+    robot's 104-thread, 2-socket lkp-skl-fpga01), SMT2."""
+    table = _base_table(3.0, guest=False)
+    table["cacheline_remote"] = (420, "assumption: a line from the other socket over UPI "
+                                      "~140 ns x 3.0 GHz = 420 (cores_per_llc 26: one LLC "
+                                      "per socket); uncalibrated")
     return _build("skylake", "skylake",
                   (3.0, "assumption: a Skylake core at 3.0 GHz; only converts the ns "
                         "figures into cycles"),
-                  _base_table(3.0, guest=False),
-                  description="Skylake bare metal, ~3 GHz")
+                  table, cores_per_llc=26,
+                  description="Skylake bare metal, ~3 GHz; SMT2 (smt_speed "
+                              f"{SMT_SPEED})", smt_speed=SMT_SPEED)
 
 
 def _zen3() -> Preset:
@@ -496,26 +521,38 @@ def _zen3() -> Preset:
 INVLPGB_COUNT_MAX = 8
 
 
+# assumption: two busy hyperthreads of one core do ~1.2x the work of one thread alone
+# on kernel-heavy code, so each keeps ~0.6 of its speed; uncalibrated
+SMT_SPEED = 0.6
+
+
 def _amd(name: str, ghz: float, part: str) -> Preset:
-    """A bare-metal AMD EPYC preset with the invlpgb feature."""
+    """A bare-metal AMD EPYC preset with the invlpgb feature: CCXs of 8 cores (Zen 3
+    and Zen 4 share one L3 among 8 cores)."""
     table = {k: (v, f"{s} [Intel-era value reused: no {part} figure in SPEC §5]")
              for k, (v, s) in _base_table(ghz, guest=False).items()}
+    table["cacheline_remote"] = (round(100 * ghz), f"assumption: a line from a core of "
+                                 f"another CCX goes through the I/O die, ~100 ns against "
+                                 f"~20-50 ns within one (core-to-core latency tests of "
+                                 f"EPYC 7003) x {ghz} GHz = {round(100 * ghz)}; "
+                                 f"uncalibrated")
     return _build(name, "zen3",
                   (ghz, f"assumption: an {part} core at {ghz} GHz; only converts the ns "
                         f"figures into cycles"),
                   table, features={**FEATURES, "invlpgb": True},
-                  invlpgb_count_max=INVLPGB_COUNT_MAX,
+                  invlpgb_count_max=INVLPGB_COUNT_MAX, cores_per_llc=8,
                   description=f"{part} bare metal with INVLPGB/TLBSYNC, ~{ghz} GHz; "
                               f"invlpgb_count_max {INVLPGB_COUNT_MAX} (assumption); "
                               f"Intel-derived costs")
 
 
 def _milan() -> Preset:
-    """AMD EPYC 7003 (Zen 3, Milan): the INVLPGB series measured a 2-socket, 72-CPU
-    Milan (use Machine(cpus=72, preset="milan") for those runs)."""
+    """AMD EPYC 7003 (Zen 3, Milan): the INVLPGB series measured "an AMD Milan system
+    with 36 cores", 72 CPUs with SMT (use Machine(cpus=72, preset="milan"))."""
     p = _amd("milan", 3.0, "EPYC 7003 (Zen 3, Milan)")
     return dataclasses.replace(p, description=p.description + "; the INVLPGB series ran "
-                               "2 sockets, 72 CPUs: Machine(cpus=72)")
+                               "36 cores, 72 CPUs (SMT2): Machine(cpus=72)",
+                               smt_speed=SMT_SPEED)
 
 
 def _genoa() -> Preset:
@@ -583,9 +620,9 @@ def _kvm_2022_calibrated() -> Preset:
 # Fitted by pysim.report.scaling.fit() from milan on the training cells of the INVLPGB
 # series' will-it-scale table (`pysim reproduce invlpgb-2025 --refit` recomputes them;
 # a test checks that they still give the training cells' residuals).
-MILAN_2025_FIT: Dict[str, float] = {"fault_anon": 4057.0, "ipi_handler": 51.0,
-                                    "ipi_extra_target": 3376.0, "lru_lock_hold": 878.0,
-                                    "cacheline_per_writer": 14.6}
+MILAN_2025_FIT: Dict[str, float] = {"fault_anon": 3873.1, "ipi_handler": 60.8,
+                                    "ipi_extra_target": 3310.6, "lru_lock_hold": 795.5,
+                                    "cacheline_per_writer": 37.7}
 
 
 def _milan_2025() -> Preset:
@@ -675,7 +712,8 @@ PRESETS.update({p.name: p for p in (_altra(), _kunpeng920(), _snapdragon888())})
 # (the reader; the writer is pysim.config.toml_preset.preset_to_toml)
 _TOP = {"name": str, "geometry": str, "ghz": (int, float), "description": str,
         "arch": str, "free_params": list, "invlpgb_count_max": int,
-        "kvm_pv_preempt": (int, float), "asid_bits": int, "features": dict,
+        "kvm_pv_preempt": (int, float), "asid_bits": int, "smt_speed": (int, float),
+        "cores_per_llc": int, "features": dict,
         "hw": dict, "kernel": dict, "sources": dict}
 _REQUIRED = ("name", "geometry", "ghz", "hw", "kernel", "sources")
 
@@ -719,6 +757,18 @@ def preset_from_dict(data: Dict[str, Any], where: str = "preset") -> Preset:
                     data[table][key] = 0
                     data.setdefault("sources", {}).setdefault(
                         key, "not used on x86: an arm64 broadcast-TLBI cost")
+        if table == "kernel" and "cacheline_remote" not in data[table] \
+                and "cacheline_transfer" in data[table]:
+            # files written before cacheline_remote existed: one last-level cache
+            data[table]["cacheline_remote"] = data[table]["cacheline_transfer"]
+            data.setdefault("sources", {}).setdefault(
+                "cacheline_remote", "as cacheline_transfer (the file predates it)")
+        if table == "kernel" and "ttwu" not in data[table] and "ipi_send" in data[table] \
+                and _is_number(data.get("ghz")):
+            # files written before ttwu existed: derived as _base_table derives it
+            data[table]["ttwu"] = data[table]["ipi_send"] + round(300 * data["ghz"])
+            data.setdefault("sources", {}).setdefault(
+                "ttwu", "derived (the file predates ttwu): ipi_send + ~300 ns")
         missing = [k for k in keys if k not in data[table]]
         if missing:
             raise ConfigError(f"{where}: [{table}] lacks {missing[0]!r}", field=missing[0])

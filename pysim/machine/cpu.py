@@ -38,7 +38,7 @@ class CPU:
     """A CPU: id, TLB, counters, TLB state, and what runs on it."""
 
     __slots__ = ("id", "tlb", "stats", "tlbstate", "cfg", "arch", "faults", "_cur",
-                 "tlb_ubc", "__weakref__")
+                 "tlb_ubc", "llc", "__weakref__")
 
     def __init__(self, cpu_id: int, tlbstate: Any, cfg: Any, arch: Any):
         self.id = cpu_id
@@ -50,14 +50,22 @@ class CPU:
         self.faults: List[tuple] = []      # (index, va, kind, outcome) of the op in flight
         self._cur: Optional[weakref.ref] = None
         self.tlb_ubc = None                 # reclaim's tlbflush_unmap_batch (pysim.mm.rmap)
+        self.llc = 0                        # its last-level cache (set_llc)
+
+    def set_llc(self, llc: int) -> None:
+        """Place the CPU in last-level cache llc (the C state keeps it too, on x86)."""
+        self.llc = llc
+        if hasattr(self.tlbstate, "llc"):
+            self.tlbstate.llc = llc
 
     def __getstate__(self):
         cur = self._cur() if self._cur is not None else None
-        return (self.id, self.tlbstate, self.cfg, self.arch, cur)
+        return (self.id, self.tlbstate, self.cfg, self.arch, cur, self.llc)
 
     def __setstate__(self, state) -> None:
-        cpu_id, tlbstate, cfg, arch, cur = state
+        cpu_id, tlbstate, cfg, arch, cur, llc = state
         CPU.__init__(self, cpu_id, tlbstate, cfg, arch)
+        self.set_llc(llc)
         if cur is not None:
             # (cur may not be unpickled yet; weakref.ref returns the one ref a plain
             # weak reference to it has, the same object as its _ref)
@@ -123,3 +131,13 @@ class CPU:
         mm = self.loaded_mm
         name = f"mm{mm.ctx_id}" if mm is not None else "init_mm"
         return f"CPU({self.id}, {name}{' lazy' if self.is_lazy else ''})"
+
+
+def llc_of(cpu_id: int, ncpus: int, cores_per_llc: int, smt: bool) -> int:
+    """The last-level cache of CPU cpu_id on a machine of ncpus CPUs: cores_per_llc
+    consecutive cores share one (0: all share one); with SMT, CPUs i and i + ncpus/2
+    are the two threads of core i, as Linux numbers them on x86 servers."""
+    if cores_per_llc <= 0:
+        return 0
+    cores = ncpus // 2 if smt and ncpus % 2 == 0 else ncpus
+    return (cpu_id % cores) // cores_per_llc

@@ -40,7 +40,7 @@ from ..mm.mremap import do_mremap
 from ..constants import PAGE_SIZE, TASK_SIZE
 from ..mm.softdirty import clear_refs_write
 from ..results import KERNEL_COUNTERS, OpResult
-from .cpu import CPU
+from .cpu import CPU, llc_of
 from .timeline import Timeline
 
 _ADDRESS_TOP = 1 << 64
@@ -98,6 +98,9 @@ class Machine:
                                        int(self.rng.integers(1, 2 ** 63)))
         self.cpus = [CPU(i, self.arch.cpu_state(i), self.cfg, self.arch)
                      for i in range(ncpus)]
+        for c in self.cpus:
+            c.set_llc(llc_of(c.id, ncpus, self.preset.cores_per_llc,
+                             self.preset.smt_speed < 1.0))
         self.frames = Frames()
         self.mms: List[MM] = []
         self._next_ctx = 1                  # mm context ids are never reused

@@ -29,7 +29,10 @@ order, and whatever they contend for is granted first come, first served:
   pages (pysim.mm.lru), and the writes every flusher makes to tlb_gen, and every
   lock holder to a lock word, contend for their cache lines.
 A request's own work happens at its start time (it is not interleaved with other
-CPUs' requests); the queues above are where CPUs meet.  jiffies follow the clock of
+CPUs' requests); the queues above are where CPUs meet.  On an SMT preset (smt_speed
+below 1) CPUs i and i + N/2 share a core: a request that starts while the sibling's
+thread is awake (not asleep on a lock, not finished) does its work at smt_speed, so
+its user, syscall and handler cycles grow by 1/smt_speed (waits do not).  jiffies follow the clock of
 the CPU whose request runs, at the profile's HZ (Machine.begin sets them).
 
 Sequential calls on the machine are the case of one runnable thread: with the
@@ -57,6 +60,11 @@ TIME_SPLIT: Dict[str, Tuple[str, ...]] = {
     "ipi_wait": ("ipi",),
     "lock_wait": ("lock",),
 }
+
+
+# the breakdown categories that are work a core's siblings share (not waits)
+_WORK = np.array([_stats.BREAKDOWN_INDEX[n] for k in ("user", "syscall", "ipi_handler")
+                  for n in TIME_SPLIT[k]], dtype=np.intp)
 
 
 class Calls:
@@ -229,6 +237,8 @@ class Timeline:
         self.idle_states = table(cpuidle)
         self.idle_usage: Dict[str, int] = {}      # cpuidle usage: entries per state
         self._heap: List[Tuple[float, int, int]] = []
+        self._sibling: List[Optional[Task]] = []    # by task: its SMT sibling's task
+        self._smt_extra = 0.0                       # 1 / smt_speed - 1
         self._locks: List[Any] = []
         self._menu: Dict[int, Any] = {}
 
@@ -294,6 +304,7 @@ class Timeline:
         for c in m.cpus:                       # CPUs with nothing to run sleep throughout
             if c.id not in busy and not c.tlbstate.running_user:
                 c.tlbstate.idle_until = float("inf")
+        self._pair_siblings()
         before = {c.id: _breakdown_now(c) for c in m.cpus}
         limit = t0 + until if until is not None else None
         for task in self.tasks:
@@ -303,11 +314,22 @@ class Timeline:
             end = self._loop(t0, limit, stop_at_first_exit)
         finally:
             m.arch.set_timeline(False)
-            for lk in self._locks:
-                lk.timed = False
+            for lk in self._locks:              # waiters left asleep are let go
                 lk.attach(None)
+                lk.drop_waiters()
+                lk.timed = False
             m.frames.lruvec.timed = False
         return self._result(t0, end, before)
+
+    def _pair_siblings(self) -> None:
+        """Each task's SMT sibling task (CPU i pairs with i + N/2), on SMT presets."""
+        m = self.machine
+        n = len(m.cpus)
+        speed = m.preset.smt_speed
+        self._smt_extra = 1.0 / speed - 1.0 if speed < 1.0 and n % 2 == 0 else 0.0
+        on = {t.thread.cpu.id: t for t in self.tasks}
+        self._sibling = [on.get((t.thread.cpu.id + n // 2) % n) if self._smt_extra else None
+                         for t in self.tasks]
 
     def _attach(self, lock: Any) -> None:
         """Give an mm's mmap_lock to this run: timed, its wake checks on the heap."""
@@ -383,7 +405,14 @@ class Timeline:
                     continue
             elif woken and lock is not None:
                 lk = task.thread.mm.mmap_lock
-            reply[i] = fn(*args, **kw) if kw else fn(*args)
+            sib = self._sibling[i] if self._smt_extra else None
+            if sib is not None and not sib.done and (sib.pending is None
+                                                     or sib.slept_at > ts.now):
+                work = task.thread.cpu.stats.kernel_cycles_array()[_WORK]
+                reply[i] = fn(*args, **kw) if kw else fn(*args)
+                self._smt_slow(task.thread.cpu, work)
+            else:
+                reply[i] = fn(*args, **kw) if kw else fn(*args)
             if lk is not None:
                 lk.done(task.thread.cpu)
             task.requests += 1
@@ -392,6 +421,14 @@ class Timeline:
             if task.pending is not None and not task.done:
                 task.end = max(task.end, task.slept_at)
         return end
+
+    def _smt_slow(self, cpu: Any, work_before: np.ndarray) -> None:
+        """The request just run shared its core with a busy sibling: its work (user,
+        syscall and handler cycles since work_before) took 1/smt_speed as long."""
+        grew = cpu.stats.kernel_cycles_array()[_WORK] - work_before
+        for k, cycles in zip(_WORK, grew):
+            if cycles > 0.0:
+                cpu.stats.charge(int(k), float(cycles) * self._smt_extra)
 
     def _sleep(self, task: Task, req: tuple) -> None:
         """The task blocks on mmap_lock: its CPU runs the idle task in lazy TLB mode

@@ -59,4 +59,5 @@ class LruVec:
         cost = cpu.cfg.cost
         held = 2 * (-(-nr_pages // FOLIO_BATCH_SIZE)) * cost.lru_lock_hold
         cpu.stats.charge(B_LOCK, self.lock.write(cpu.id, cpu.tlbstate.now,
-                                                 cost.cacheline_transfer, 0.0, held))
+                                                 cost.cacheline_transfer, 0.0, held,
+                                                 cpu.llc, cost.cacheline_remote))

@@ -34,7 +34,7 @@ the rwsem of kernel/locking/rwsem.c:
   once a writer has waited 4 ms; before that a reader could steal it), and a writer
   spinning on a reader-owned lock does not see readers that come during its spin.
 
-The timeline (pysim.machine.timeline) asks admit() before a request that takes the
+The timeline that runs CPUs at once asks admit() before a request that takes the
 lock; a task that must wait sleeps until check() hands it the lock.  Code that calls
 the syscalls itself on the timeline (the timed trace replay) takes the lock inline:
 lock() then charges the wait until the known holders are done as time spent waiting.
@@ -102,14 +102,18 @@ class MmapLock:
         self.reader_ends: List[float] = []      # release times of readers, a heap
         self.line.reset()
         self.downgraded = -1        # the CPU whose write hold became a read hold
+        self.woken = 0              # tasks woken from the queue (results)
+        self.slept = 0              # tasks that joined the queue
+        self.drop_waiters()
+
+    def drop_waiters(self) -> None:
+        """Nobody queued or woken (at a run's end: the counters stay)."""
         self.waiters: Deque[Tuple[Any, Any, str]] = deque()   # (task, cpu, mode)
         self.holding: Dict[int, str] = {}   # CPU -> "a" admitted or "g" woken, + mode
         self.granted = 0            # woken with the lock, their request not yet run
         self.granted_writer = False
         self.check_at = INF         # when the posted wake check runs
         self.releaser: Any = None   # the CPU of the last release (it runs rwsem_wake)
-        self.woken = 0              # tasks woken from the queue (results)
-        self.slept = 0              # tasks that joined the queue
 
     # ------------------------------------------------------------- cache line
     def _atomic(self, cpu: Any, now: float, hold: float = 0.0) -> float:
@@ -117,7 +121,8 @@ class MmapLock:
         wait_lock's critical section does); the cycles it takes cpu."""
         cost = cpu.cfg.cost
         return self.line.write(cpu.id, now, cost.cacheline_transfer,
-                               cost.cacheline_per_writer, hold)
+                               cost.cacheline_per_writer, hold, cpu.llc,
+                               cost.cacheline_remote)
 
     def _readers_at(self, t: float) -> int:
         """Readers whose hold is not over at t."""
@@ -269,7 +274,10 @@ class MmapLock:
         if mode == "r":
             if end > self.readers_until:
                 self.readers_until = end
-            heapq.heappush(self.reader_ends, end)
+            ends = self.reader_ends
+            while ends and ends[0] <= now:      # readers already gone
+                heapq.heappop(ends)
+            heapq.heappush(ends, end)
         else:
             self.writer_until = end
         how = self.holding.pop(cpu.id, None)

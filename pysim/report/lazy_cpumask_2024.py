@@ -121,9 +121,13 @@ def format_text(d: Dict[str, Any]) -> str:
     else:
         w(f"The model does not reach the published {d['published_change_pct']:+.1f}% "
           f"within 5 points: it finds {d['change_pct']['lazy']:+.1f}%.")
-        w("  Missing: a menu governor woken by the tick (the model picks a state once per")
-        w("  sleep, with the tick as the only timer) and C6's real exit time (the model")
-        w("  waits the table's exit_latency, a worst case); neither is calibrated here.")
+        w("  Missing: a calibrated Skylake.  How long CPUs sleep, and so how often they")
+        w("  reach C6, follows from contention costs the skylake preset only assumes")
+        w("  (cacheline_transfer, cacheline_remote, cacheline_per_writer, lru_lock_hold,")
+        w("  ttwu, lock_handoff, smt_speed); the regression's size moves with them.  Also")
+        w("  left out: the menu governor choosing again at each tick of a long sleep (it")
+        w("  chooses once here, the tick its only timer) and C6's real exit time (the")
+        w("  model waits the table's exit_latency, a worst case).")
     return "\n".join(lines)
 
 

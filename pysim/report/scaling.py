@@ -85,12 +85,13 @@ class Fit:
 
 def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]],
         training: Sequence[Cell], published: Mapping[Cell, float], iterations: int,
-        workers: int = 1, max_evaluations: int = 60,
+        workers: int = 1, max_evaluations: int = 60, polish: int = 40,
         log: Optional[Callable[[str], None]] = None) -> Fit:
     """Least squares (scipy.optimize.least_squares, trust region) of the free costs in
-    `start` on the training cells' log residuals."""
+    `start` on the training cells' log residuals, then a derivative-free polish
+    (Nelder-Mead, up to `polish` evaluations) from the best point evaluated."""
     import numpy as np
-    from scipy.optimize import least_squares
+    from scipy.optimize import least_squares, minimize
 
     names = list(start)
     if not 1 <= len(names) <= MAX_FREE_PARAMS:
@@ -120,7 +121,32 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
                         x_scale=1.0, max_nfev=max_evaluations, method="trf")
     result.fitted = {n: float(v * s) for n, v, s in zip(names, sol.x, scale)}
     result.cost = float(sol.cost)
+    # a simulation is a step function of its costs: finite differences can stall the
+    # trust region on a plateau, so a simplex search goes on from the best point
+    # evaluated, and the best point of all is the fit
+    if polish > 0:
+        best = min(result.history, key=lambda h: h["cost"])
+        x0 = np.array([best["costs"][n] for n in names]) / scale
+        minimize(lambda x: 0.5 * float((residuals(x) ** 2).sum()), x0,
+                 method="Nelder-Mead", bounds=list(zip(lo, hi)),
+                 options={"maxfev": polish, "initial_simplex": _simplex(x0, lo, hi)})
+    best = min(result.history, key=lambda h: h["cost"], default=None)
+    if best is not None and best["cost"] < result.cost:
+        result.fitted, result.cost = dict(best["costs"]), best["cost"]
     return result
+
+
+def _simplex(x0, lo, hi, step: float = 0.15):
+    """Nelder-Mead's first simplex: x0 and x0 with one coordinate 15% larger (smaller
+    where that would leave the bounds)."""
+    import numpy as np
+    pts = [x0]
+    for i in range(len(x0)):
+        x = x0.copy()
+        up = x0[i] * (1 + step)
+        x[i] = up if up <= hi[i] else max(lo[i], x0[i] * (1 - step))
+        pts.append(x)
+    return np.array(pts)
 
 
 def residual(simulated: float, published: float) -> float:
