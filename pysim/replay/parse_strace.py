@@ -216,6 +216,23 @@ _RESULT = re.compile(_RESULT_RE)
 # and take the general path.
 _LINE = re.compile(_HEAD_RE + r"([a-z_][a-z0-9_]*)\((.*?)"
                    + _RESULT_RE.replace("|\\?)", ")", 1))
+# The same line with a greedy argument text, the hours and minutes as one group and
+# every group read by one m.groups(): pid (1, 2), `H:MM:` (3), seconds (4), epoch
+# time (5), name (6), argument text (7), result (8), errno (9).  Greedy, the match
+# backtracks from the end of the line to the last `) = result`, a few steps where the
+# lazy _LINE tries the result at every character of the arguments; an argument text
+# with no `)` has no earlier candidate, so the two find the same split (a line whose
+# argument text holds a `)` takes _LINE, as before).  The possessive repeats (`++`)
+# match what the greedy ones of _HEAD_RE and _RESULT_RE would: each is followed by a
+# token that cannot match the character it would give back (a digit run by `\s`, `:`,
+# `.`, `]`, `>` or the end; a blank run by a digit, a letter, `=`, `(`, `<` or `[`),
+# so backtracking into them never finds a match; they only spare the engine keeping
+# the backtrack points.
+_FAST = re.compile(r"^(?:\[pid\s++(\d++)\]\s++|(\d++)\s++)?"
+                   r"(?:(\d++:\d\d:)(\d\d(?:\.\d++)?)\s++|(\d++\.\d++)\s++)?"
+                   r"([a-z_][a-z0-9_]*+)\((.*)"
+                   r"\)\s++=\s++(-?\d++|0x[0-9a-f]++)(?:\s++([A-Z][A-Z0-9_]*+)"
+                   r"(?:\s++\(.*\))?)?(?:\s++<[0-9.]++>)?\s*+$")
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
 _EXIT = re.compile(r"^\+\+\+ (exited with -?\d+|killed by \S+(?: \(core dumped\))?) \+\+\+$")
 _UNFINISHED = " <unfinished ...>"
@@ -261,9 +278,76 @@ def _parse(lines, source: str) -> Trace:
     first_pid: Optional[int] = None
     day = 0.0
     last_t = None
-    line_match, head_match = _LINE.match, _HEAD.match
+    line_match, head_match, fast_match = _LINE.match, _HEAD.match, _FAST.match
+    minutes: Dict[str, int] = {}        # `H:MM:` -> its seconds since midnight
+    mmaps: Dict[str, Tuple[tuple, Optional[str]]] = {}     # mmap argument text -> _decode
+    cache_get = _flag_cache.get
+    nested = _NESTED
     for ln, raw in enumerate(lines, 1):
         text = raw.rstrip("\n")
+        m = fast_match(text)
+        if m is not None:
+            pid_s, pid2, hm, sec, epoch, name, argtext, val, err = m.groups()
+            if ")" not in argtext:
+                # the common line (a complete call with a numeric result), the general
+                # path below written out for it: the same values in the same order
+                if hm is not None:
+                    base = minutes.get(hm)
+                    if base is None:
+                        h, mi, _ = hm.split(":")
+                        base = minutes[hm] = int(h) * 3600 + int(mi) * 60
+                    t = base + float(sec)
+                    if last_t is not None and t + day < last_t - 43200:
+                        day += 86400.0          # the trace crossed midnight
+                    t += day
+                    last_t = t
+                elif epoch is not None:
+                    t = float(epoch)
+                else:
+                    t = None
+                if pid_s is None:
+                    pid_s = pid2
+                if pid_s is not None:
+                    pid = int(pid_s)
+                else:
+                    if first_pid is None:
+                        first_pid = 0
+                    pid = first_pid
+                if err is not None:
+                    _check_errno(err, ln)
+                res = int(val, 0)
+                if name in _IGNORED:
+                    continue
+                k = _INT_ARGS.get(name)
+                if k is not None:
+                    # _decode's leading integers, _split and _num inline
+                    if nested(argtext) is None:
+                        parts = argtext.split(", ") if argtext else []
+                    else:
+                        parts = _split(argtext)
+                    if len(parts) < k:
+                        raise _bad(f"{name} needs {k} arguments, got {argtext!r}", ln)
+                    vals = []
+                    for p in parts[:k]:
+                        v = cache_get(p)
+                        if v is None:
+                            try:
+                                v = int(p, 0)
+                            except ValueError:
+                                v = decode_flags(p, ln)
+                        vals.append(v)
+                    events.append(Call(ln, t, pid, name, tuple(vals), res, err, None))
+                    continue
+                if name == "mmap":
+                    # a program maps the same few sizes and flags at NULL again and
+                    # again: one _decode per distinct argument text
+                    dec = mmaps.get(argtext)
+                    if dec is None:
+                        dec = mmaps[argtext] = _decode(name, argtext, ln)
+                else:
+                    dec = _decode(name, argtext, ln)
+                events.append(Call(ln, t, pid, name, dec[0], res, err, dec[1]))
+                continue
         m = line_match(text)            # a complete call with a numeric result
         fast = m is not None
         if not fast:
