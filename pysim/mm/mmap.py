@@ -47,8 +47,10 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     cost = cpu.cfg.cost
     if flags is None:
         flags = MAP_PRIVATE | (MAP_ANONYMOUS if file is None else 0)
-    addr, length, prot, flags = syscall_ints("mmap", ("addr", "length", "prot", "flags"),
-                                             addr, length, prot, flags)
+    if type(addr) is not int or type(length) is not int or type(prot) is not int \
+            or type(flags) is not int:
+        addr, length, prot, flags = syscall_ints("mmap", ("addr", "length", "prot", "flags"),
+                                                 addr, length, prot, flags)
     # ksys_mmap_pgoff(): the fd, and MAP_HUGETLB's hugetlbfs file
     if (flags & MAP_ANONYMOUS) and file is not None:
         raise SyscallError(errno.EINVAL, "mmap: MAP_ANONYMOUS with a file")
@@ -166,8 +168,8 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
         if _any_flags(mm, start, start + length, VM_SEALED):
             check_sealed_range(mm, start, start + length, "mmap")
         unmap_region(mm, cpu, start, start + length)
-    vma = VMA(start, start + length, vm_flags, anon=file is None, shared=shared,
-              file=file, pgoff=(start >> 12) if file is None else pgoff)
+    vma = VMA(start, start + length, vm_flags, file is None, shared,
+              (start >> 12) if file is None else pgoff, file)
     vma.page_prot = mm.vmas.page_prot_fn(vma)
     # __mmap_complete(): the mapping (merged or new) is soft-dirty as a whole
     mm.vmas.insert_merging(vma).flags |= VM_SOFTDIRTY
@@ -228,10 +230,7 @@ def _any_flags(mm: "MM", start: int, end: int, mask: int) -> bool:
     check_sealed_range and check_hugetlb_split: each looks only at VMAs overlapping the
     range (the VMA holding `end` that check_hugetlb_split tests starts below end, so it
     overlaps too), and the common call has no sealed or hugetlb VMA there."""
-    for v in mm.vmas.vmas_in(start, end):
-        if v.flags & mask:
-            return True
-    return False
+    return mm.vmas.any_flags(start, end, mask)
 
 
 def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:

@@ -152,8 +152,10 @@ class X86(Arch):
         return prot
 
     def vma_page_prot(self, vma: Any) -> int:
-        """vma_set_page_prot(): the page protection of a VMA."""
-        return self.vm_page_prot(vma.flags)
+        """vma_set_page_prot(): the page protection of a VMA (vm_page_prot's memo read
+        here first: every mmap, split and flag change asks)."""
+        prot = _PAGE_PROT.get(vma.flags & _PROT_FLAGS)
+        return prot if prot is not None else self.vm_page_prot(vma.flags)
 
     def user_pcid(self, cpu: Any) -> int:
         """The PCID user-mode accesses run under (the user copy with PTI)."""
