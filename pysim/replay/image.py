@@ -262,7 +262,12 @@ def plan_images(events: list, elf: bool = True
             continue
         c = cover[s]
         if name == "mmap":
-            c.add(e.result, e.result + e.args[1])
+            a = e.result
+            b = a + e.args[1]
+            # _Cover.add's test of the interval the last request found, inline (most
+            # calls of a trace fall in it)
+            if not (c.lo <= a & _PAGE_MASK and (b + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+                c.add(a, b)
         elif name == "brk":
             if s not in brk0:
                 brk0[s] = e.result
@@ -271,7 +276,9 @@ def plan_images(events: list, elf: bool = True
             if name == "madvise" and e.args[2] in _MADV_ANY:
                 pass
             a, n = e.args[0], e.args[1]
-            if n > 0:
+            # _Cover.holes's test of the last interval found, inline: no holes there
+            if n > 0 and not (c.lo <= a & _PAGE_MASK
+                              and (a + n + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
                 h = c.holes(a, a + n)
                 if h:                   # a covered range needs no add
                     refs[s].extend(h)
