@@ -400,9 +400,10 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        # Records.add(..., r) written out for the common case (r is an OpResult)
+        # Records.add(..., r) written out for the common case (r is an OpResult); the
+        # args column holds the Call itself, read as (e.args, e.path) (records._args_of)
         rows = r.rows
         rec = self.rec
-        rec._rows.append((e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+        rec._rows.append((e.line, e.pid, th.cpu.id, name, e, e.result,
                           e.errno, value, None, st, note, rows.item(1, _CYCLES)))
         rec._events.append(rows)

@@ -291,6 +291,8 @@ def _parse(lines, source: str) -> Trace:
     minutes: Dict[str, int] = {}        # `H:MM:` -> its seconds since midnight
     mmaps: Dict[str, Tuple[tuple, Optional[str]]] = {}     # mmap argument text -> _decode
     cache_get = _flag_cache.get
+    pids: Dict[str, int] = {}           # pid text -> int (a trace has a few tasks)
+    append = events.append
     for ln, raw in enumerate(lines, 1):
         text = raw.rstrip("\n")
         m = canon_match(text)
@@ -321,7 +323,9 @@ def _parse(lines, source: str) -> Trace:
             else:
                 t = None
             if pid_s is not None:
-                pid = int(pid_s)
+                pid = pids.get(pid_s)
+                if pid is None:
+                    pid = pids[pid_s] = int(pid_s)
             else:
                 if first_pid is None:
                     first_pid = 0
@@ -339,7 +343,7 @@ def _parse(lines, source: str) -> Trace:
                 if len(parts) < k:
                     raise _bad(f"{name} needs {k} arguments, got {argtext!r}", ln)
                 vals = []
-                for p in parts[:k]:
+                for p in (parts if len(parts) == k else parts[:k]):
                     v = cache_get(p)
                     if v is None:
                         try:
@@ -347,7 +351,7 @@ def _parse(lines, source: str) -> Trace:
                         except ValueError:
                             v = decode_flags(p, ln)
                     vals.append(v)
-                events.append(Call(ln, t, pid, name, tuple(vals), res, err, None))
+                append(Call(ln, t, pid, name, tuple(vals), res, err, None))
                 continue
             if name == "mmap":
                 # a program maps the same few sizes and flags at NULL again and
@@ -357,7 +361,7 @@ def _parse(lines, source: str) -> Trace:
                     dec = mmaps[argtext] = _decode(name, argtext, ln)
             else:
                 dec = _decode(name, argtext, ln)
-            events.append(Call(ln, t, pid, name, dec[0], res, err, dec[1]))
+            append(Call(ln, t, pid, name, dec[0], res, err, dec[1]))
             continue
         m = line_match(text)            # a complete call with a numeric result
         fast = m is not None
