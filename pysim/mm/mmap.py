@@ -24,7 +24,7 @@ from ..errors import ConfigError, SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
 from .mm import File
-from .mmu_gather import tlb_gather_mmu
+from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -165,7 +165,7 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if vm_flags & VM_LOCKED:
         mlock_future_check(mm, length, "mmap")
     if flags & MAP_FIXED:
-        if _any_flags(mm, start, start + length, VM_SEALED):
+        if mm.vmas.any_flags(start, start + length, VM_SEALED):
             check_sealed_range(mm, start, start + length, "mmap")
         unmap_region(mm, cpu, start, start + length)
     vma = VMA(start, start + length, vm_flags, file is None, shared,
@@ -225,14 +225,6 @@ def mlock_future_check(mm: "MM", length: int, call: str) -> None:
                                          f"RLIMIT_MEMLOCK 0x{mm.rlimit_memlock:x}")
 
 
-def _any_flags(mm: "MM", start: int, end: int, mask: int) -> bool:
-    """True if a VMA overlapping [start, end) has a flag of mask.  A cheap pre-test for
-    check_sealed_range and check_hugetlb_split: each looks only at VMAs overlapping the
-    range (the VMA holding `end` that check_hugetlb_split tests starts below end, so it
-    overlaps too), and the common call has no sealed or hugetlb VMA there."""
-    return mm.vmas.any_flags(start, end, mask)
-
-
 def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:
     """can_modify_vma() for every VMA an unmap would remove (vms_gather_munmap_vmas()
     checks them all before unmapping anything): EPERM if one is sealed."""
@@ -253,7 +245,7 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
         raise SyscallError(errno.EINVAL, f"munmap: [0x{addr:x}, +0x{length:x}) is "
                                          f"outside user space")
     cpu.stats.charge(B_VMA, cpu.cfg.cost.munmap_base)
-    if _any_flags(mm, addr, addr + length, VM_HUGETLB | VM_SEALED):
+    if mm.vmas.any_flags(addr, addr + length, VM_HUGETLB | VM_SEALED):
         check_hugetlb_split(mm, addr, addr + length, "munmap")
         check_sealed_range(mm, addr, addr + length, "munmap")
     unmap_region(mm, cpu, addr, addr + length, downgrade=True)
@@ -287,10 +279,14 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
     nxt, prev = mm.vmas.find_vma_prev(start)      # (find_vma(start), the VMA before it)
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
-    with tlb_gather_mmu(cpu, mm) as tlb:
+    tlb = tlb_gather_mmu(cpu, mm)
+    try:                             # `with tlb:` without its two method calls
         for vma in removed:
             unmap_page_range(tlb, vma.start, vma.end)
         free_pgtables(tlb, floor, ceiling)
+    finally:
+        if not tlb.finished:
+            tlb_finish_mmu(tlb)
 
 
 def do_brk(mm: "MM", cpu: "CPU", brk: int) -> int:

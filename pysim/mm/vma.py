@@ -309,7 +309,10 @@ class VMAList:
 
     def any_flags(self, start: int, end: int, mask: int) -> bool:
         """True if a VMA overlapping [start, end) has a flag of mask (vmas_in's range,
-        searched in place)."""
+        searched in place).  mmap and munmap's cheap pre-test for check_sealed_range and
+        check_hugetlb_split: each looks only at VMAs overlapping the range (the VMA
+        holding `end` that check_hugetlb_split tests starts below end, so it overlaps
+        too), and the common call has no sealed or hugetlb VMA there."""
         vmas = self._vmas
         for k in range(bisect_right(self._ends, start), bisect_left(self._starts, end)):
             if vmas[k].flags & mask:
