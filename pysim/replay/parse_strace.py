@@ -332,7 +332,7 @@ def _parse(lines, source: str) -> Trace:
                 pid = first_pid
             if err is not None:
                 _check_errno(err, ln)
-            res = int(val, 0)
+            res = 0 if val == "0" else int(val, 0)      # most calls return 0
             if name in _IGNORED:
                 continue
             k = _INT_ARGS.get(name)
