@@ -43,6 +43,8 @@ _MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may 
 
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
+_EXECS = frozenset({"execve", "execveat"})
+_CLONES = frozenset({"clone", "clone3", "fork", "vfork"})
 
 
 def _down(a: int) -> int:
@@ -247,13 +249,13 @@ def plan_images(events: list, elf: bool = True
         if s is None:
             s = fresh(e.pid, 0, None)
         name = e.name
-        if name == "execve" or name == "execveat":
+        if name in _EXECS:
             if e.ok and e.result == 0:
                 fresh(e.pid, e.line, e.args[0] if e.args else None)
             continue
         if e.errno is not None or not isinstance(e.result, int):
             continue
-        if name in ("clone", "clone3", "fork", "vfork"):
+        if name in _CLONES:
             if e.result > 0:
                 if e.args[0] & CLONE_VM:
                     space_of[e.result] = s
