@@ -348,8 +348,7 @@ class Replay:
                 if traced_ok:
                     flags = (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED
                     addr = e.result
-                value = th.mmap(length, prot, flags, addr=addr, file=f,
-                                pgoff=off // PAGE_SIZE)
+                value = th.mmap(length, prot, flags, addr, f, False, off // PAGE_SIZE)
                 r = th.last
                 if not traced_ok:
                     undo = (value, length)

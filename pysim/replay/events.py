@@ -76,8 +76,16 @@ class Call:
     def __init__(self, line: int, time: Optional[float], pid: int, name: str,
                  args: Tuple[Any, ...], result: Optional[int], errno: Optional[str],
                  path: Optional[str] = None) -> None:
-        self.line, self.time, self.pid, self.name = line, time, pid, name
-        self.args, self.result, self.errno, self.path = args, result, errno, path
+        # one store per slot (a parser makes one Call per line: no tuple packed and
+        # unpacked each time)
+        self.line = line
+        self.time = time
+        self.pid = pid
+        self.name = name
+        self.args = args
+        self.result = result
+        self.errno = errno
+        self.path = path
 
     @property
     def ok(self) -> bool:
