@@ -71,10 +71,13 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
         hugetlb = True
         if length > 0:
             length = -(-length // PMD_SIZE) * PMD_SIZE
-    if type(pgoff) is not int and not isinstance(pgoff, np.integer) or pgoff < 0:
+    if type(pgoff) is not int:
+        if not isinstance(pgoff, np.integer) or pgoff < 0:
+            raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
+        pgoff = int(pgoff)
+    elif pgoff < 0:
         raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
-    pgoff = int(pgoff)
-    if not isinstance(huge, (bool, np.bool_)):
+    if huge is not False and huge is not True and not isinstance(huge, np.bool_):
         raise ConfigError(f"mmap: huge must be True or False, got {huge!r}", field="huge")
     # do_mmap(): prot bits the kernel does not know are ignored (calc_vm_prot_bits)
     prot &= _PROT_KNOWN
