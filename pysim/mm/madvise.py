@@ -85,8 +85,9 @@ def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> in
     and reported as ENOMEM at the end, after the rest was advised; an error a VMA
     gives stops the walk there, keeping what was done before.  There is no TASK_SIZE
     check: a range past it is a hole like any other."""
-    start, length, advice = syscall_ints("madvise", ("start", "length", "advice"),
-                                         start, length, advice)
+    if type(start) is not int or type(length) is not int or type(advice) is not int:
+        start, length, advice = syscall_ints("madvise", ("start", "length", "advice"),
+                                             start, length, advice)
     end = madvise_range(start, length, advice)
     if end == start:
         return 0

@@ -238,7 +238,8 @@ def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:
 
 def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
     """munmap(): remove the VMAs, zap their entries, free page tables, flush."""
-    addr, length = syscall_ints("munmap", ("addr", "length"), addr, length)
+    if type(addr) is not int or type(length) is not int:
+        addr, length = syscall_ints("munmap", ("addr", "length"), addr, length)
     if addr % PAGE_SIZE:
         raise SyscallError(errno.EINVAL, f"munmap: 0x{addr:x} is not page aligned")
     if length <= 0:
@@ -251,7 +252,7 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
     if mm.vmas.any_flags(addr, addr + length, VM_HUGETLB | VM_SEALED):
         check_hugetlb_split(mm, addr, addr + length, "munmap")
         check_sealed_range(mm, addr, addr + length, "munmap")
-    unmap_region(mm, cpu, addr, addr + length, downgrade=True)
+    unmap_region(mm, cpu, addr, addr + length, True)           # downgrade
     return 0
 
 

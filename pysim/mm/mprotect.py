@@ -231,5 +231,5 @@ def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
     elif delta < 0:
         cpu.stats.count(K_VMA_MERGE, -delta)
         cpu.stats.charge(B_VMA, -delta * cpu.cfg.cost.vma_merge)
-    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb, first=first)
+    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb, 0, first)
     return vma

@@ -382,11 +382,11 @@ class VMAList:
             raise SyscallError(errno.ENOMEM, f"munmap: splitting {vma!r} would exceed "
                                              f"max_map_count {self.max_map_count}")
         if vma.start < start:
-            self._split(vma, start, new_below=True)      # vma keeps [start, ...)
+            self._split(vma, start, True)                # vma keeps [start, ...)
         i = bisect_right(ends, end - 1)                   # find_vma(end - 1), inline
         last = vmas[i] if i < len(vmas) else None
         if last is not None and last.start < end < last.end:
-            self._split(last, end, new_below=False)      # last keeps [..., end)
+            self._split(last, end, False)                # last keeps [..., end)
         i = bisect_left(self._starts, start)
         j = bisect_left(self._starts, end)
         removed = self._vmas[i:j]
@@ -536,9 +536,9 @@ class VMAList:
             vma = merged
         else:
             if start != vma.start:
-                self.split_vma(vma, start, new_below=True)
+                self.split_vma(vma, start, True)             # new_below
             if end != vma.end:
-                self.split_vma(vma, end, new_below=False)
+                self.split_vma(vma, end, False)
         vma.flags = newflags
         if self.page_prot_fn is not None:            # vma_set_page_prot()
             vma.page_prot = self.page_prot_fn(vma)
