@@ -48,6 +48,7 @@ MAP_DENYWRITE, MAP_EXECUTABLE = 0x0800, 0x1000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 _PROCESS_CALLS = frozenset({"clone", "clone3", "fork", "vfork", "execve", "execveat",
                             "exit", "exit_group"})
+_ADJUSTED = frozenset({"mremap", "brk"})    # see Replay._call
 
 
 class _Task:
@@ -338,8 +339,7 @@ class Replay:
         name = e.name
         args = e.args
         traced_ok = e.errno is None
-        note = None
-        undo = None
+        note = undo = None
         try:
             if name == "mmap":
                 addr, length, prot, flags, fd, off = args
@@ -355,11 +355,12 @@ class Replay:
                 elif self.model.after_map is not None:
                     self.model.after_map(self, th, e, value, length, prot)
             else:
-                if name == "mremap" and traced_ok and args[3] & MREMAP_MAYMOVE \
-                        and e.result != args[0]:
-                    args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
-                if name == "brk":
-                    self._place_heap(th, e)
+                if name in _ADJUSTED:       # the calls replayed other than as traced
+                    if name == "mremap" and traced_ok and args[3] & MREMAP_MAYMOVE \
+                            and e.result != args[0]:
+                        args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
+                    if name == "brk":
+                        self._place_heap(th, e)
                 meth = getattr(th, name, None)
                 if meth is None:
                     if name == "pkey_mprotect":
@@ -369,11 +370,10 @@ class Replay:
                                      e.errno, None, None, "unsupported",
                                      f"Thread has no {name}()", None)
                         return
-                if name == "process_madvise":
-                    r = meth(args[1], args[3])
-                else:
-                    r = meth(*args)
-                value = r.value if r.value is not None else 0
+                r = meth(args[1], args[3]) if name == "process_madvise" else meth(*args)
+                value = r.value
+                if value is None:
+                    value = 0
         except SyscallError as err:
             sim_err = _errno.errorcode.get(err.errno, str(err.errno))
             st = "match" if sim_err == e.errno else "diverged"
