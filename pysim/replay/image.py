@@ -45,6 +45,7 @@ _MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
 _EXECS = frozenset({"execve", "execveat"})
 _CLONES = frozenset({"clone", "clone3", "fork", "vfork"})
+_PLANNED = _EXECS | _CLONES | {"mmap", "brk"} | set(_USES)   # the calls plan_images reads
 
 
 def _down(a: int) -> int:
@@ -249,6 +250,8 @@ def plan_images(events: list, elf: bool = True
         if s is None:
             s = fresh(e.pid, 0, None)
         name = e.name
+        if name not in _PLANNED:
+            continue                    # (munmap and the rest: nothing below applies)
         if name in _EXECS:
             if e.ok and e.result == 0:
                 fresh(e.pid, e.line, e.args[0] if e.args else None)
