@@ -520,7 +520,7 @@ class Thread:
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
         return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
-                             lock="r" if advice in _MADV_READ_LOCKED else "w")
+                             None, "r" if advice in _MADV_READ_LOCKED else "w")   # lock
 
     def process_madvise(self, iovec: list, advice: int, flags: int = 0) -> OpResult:
         """process_madvise(pidfd of this process, iovec, advice, flags): every (addr,
