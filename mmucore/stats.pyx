@@ -107,6 +107,23 @@ cdef class OpAccount:
         self.a.ntouched = 0
         stats_touch(&initiator.st)
 
+    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
+        """begin(initiator), then initiator.enter(counter, category, cycles): a
+        syscall's window and its entry (count and cost) in one call, the same steps
+        and checks in the same order."""
+        if self.a.active:
+            raise RuntimeError("an operation is already open on this machine")
+        if initiator.acct is not self:
+            raise ValueError(f"CPU {initiator.st.cpu}'s counters belong to another machine")
+        self.a.epoch += 1
+        self.a.active = True
+        self.a.ntouched = 0
+        stats_touch(&initiator.st)
+        if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
+            raise ValueError(f"kernel counter {counter} or category {category} unknown")
+        stats_add(&initiator.st, counter, 1)
+        stats_spend(&initiator.st, category, cycles)
+
     def close(self, type cls, op, int cpu, value, faults):
         """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call
         (cls's tp_new called straight, as OpRecord.__new__(cls) would after its checks:

@@ -462,14 +462,14 @@ class Thread:
         # Machine.begin(cpu, name, mm)
         if m.current_op is not None:
             raise PysimError(f"{name} started while {m.current_op.name} is running")
-        stats = cpu.stats
         acct, arch = m.acct, m.arch
-        acct.begin(stats)
+        # acct.begin(cpu.stats) and the entry's cpu.stats.enter(K_SYSCALLS, B_SYSCALL,
+        # cost) in one call (nothing between them reads the counters)
+        acct.begin_entry(cpu.stats, K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         arch.set_jiffies(int(ts.now // m._cycles_per_jiffy))
         cpu.faults = []
         op = m.current_op = _tuple_new(Op, (name, cpu, mm))      # Op(name, cpu, mm)
         ctx.pid = self.tid                  # current->pid, which flush rules sample
-        stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
         ts.running_user = False
         arch.kernel_entry(cpu)
         lk = mm.mmap_lock
