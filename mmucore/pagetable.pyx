@@ -522,7 +522,8 @@ cdef class PageTable:
         cdef uint64_t c_va = u64(va, "change_range: va")
         cdef uint64_t c_newprot = u64(newprot, "change_range: newprot")
         cdef uint64_t c_zero_pfn = u64(zero_pfn, "change_range: zero_pfn")
-        if not _plain_user_range(c_va, npages):
+        cdef bint plain = _plain_user_range(c_va, npages)
+        if not plain:
             _check_range(c_va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
@@ -548,7 +549,14 @@ cdef class PageTable:
         if nthp_max > _SMALL_THP:
             thp = np.zeros(nthp_max, dtype=np.uint64)
             thpv = thp
-        self._change(c_va, c_va + npages * 4096, c_newprot, mode, g, c_zero_pfn, &st,
+        # the range's end in C when _plain_user_range vouched for npages, else through
+        # Python ints as before (an end of 2**64 raises OverflowError here)
+        cdef uint64_t c_end
+        if plain:
+            c_end = c_va + <uint64_t>npages * 4096
+        else:
+            c_end = c_va + npages * 4096
+        self._change(c_va, c_end, c_newprot, mode, g, c_zero_pfn, &st,
                      &thpv[0] if thp is not None else small_thp, splitbuf)
         if st.nthp == 0:
             thp = _NO_ADDRS
@@ -644,14 +652,21 @@ cdef class PageTable:
         stopped (ZAP_DONE, ZAP_BATCH_FULL or ZAP_FORCE_FLUSH).
         """
         cdef uint64_t c_va = u64(va, "unmap_page_range: va")
-        if not _plain_user_range(c_va, npages):
+        cdef bint plain = _plain_user_range(c_va, npages)
+        if not plain:
             _check_range(c_va, npages, 4096, "unmap_page_range")
         if gather is None:
             raise ValueError("unmap_page_range: a Gather is required")
         cdef zap_stats_t st
         memset(&st, 0, sizeof(st))
         split_addrs = []
-        self._zap(c_va, c_va + npages * 4096, &gather.g, &st, True, split_addrs)
+        # the end in C when _plain_user_range vouched for npages (see change_range)
+        cdef uint64_t c_end
+        if plain:
+            c_end = c_va + <uint64_t>npages * 4096
+        else:
+            c_end = c_va + npages * 4096
+        self._zap(c_va, c_end, &gather.g, &st, True, split_addrs)
         return (st.addr, st.n4k, st.nhuge, st.nnone, st.ntables, split_addrs, st.stop)
 
     def free_pgd_range(self, floor, ceiling, Gather gather):
