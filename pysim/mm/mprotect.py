@@ -33,7 +33,6 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .vma import VMA
 
 _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
-_CP_NEEDED, _CP_ALL = mmucore.CP_RECORD_NEEDED, mmucore.CP_RECORD_ALL
 _SCANNED = np.zeros(2, dtype=np.uint64)    # change_range's empty-slot and write-check counts
 
 

@@ -64,8 +64,15 @@ class VMA:
                  shared: bool = False, pgoff: Optional[int] = None, file: Any = None,
                  anon_vma: Any = None, name: Optional[str] = None,
                  page_prot: int = 0) -> None:
-        self.start, self.end, self.flags, self.anon, self.shared = start, end, flags, anon, shared
-        self.file, self.anon_vma, self.name, self.page_prot = file, anon_vma, name, page_prot
+        self.start = start
+        self.end = end
+        self.flags = flags
+        self.anon = anon
+        self.shared = shared
+        self.file = file
+        self.anon_vma = anon_vma
+        self.name = name
+        self.page_prot = page_prot
         if not (0 <= start < end <= TASK_SIZE):
             raise PysimError(f"VMA [0x{start:x}, 0x{end:x}) is empty or outside "
                              f"[0, TASK_SIZE=0x{TASK_SIZE:x})")
