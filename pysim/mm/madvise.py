@@ -134,9 +134,9 @@ def madvise_do_behavior(mm: "MM", cpu: "CPU", start: int, end: int, advice: int,
         if v.start > addr:
             hole = addr if hole is None else hole
             addr = v.start
-        e = min(v.end, end)
+        e = v.end if v.end < end else end                 # min(v.end, end)
         after = madvise_vma_behavior(mm, cpu, v, addr, e, advice, tlb)
-        addr = max(e, after)
+        addr = e if e >= after else after                 # max(e, after)
     if hole is not None:
         raise SyscallError(errno.ENOMEM, f"madvise: [0x{start:x}, 0x{end:x}) has a hole "
                                          f"at 0x{hole:x}")

@@ -184,7 +184,7 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
             if vma.flags & VM_SEALED and newflags != vma.flags:
                 error = SyscallError(errno.EPERM, f"mprotect: {vma!r} is sealed")
                 break
-            tmp = min(vma.end, end)
+            tmp = vma.end if vma.end < end else end         # min(vma.end, end)
             if vma.flags & VM_HUGETLB and newflags != vma.flags and \
                     ((nstart > vma.start and nstart % PMD_SIZE)
                      or (tmp < vma.end and tmp % PMD_SIZE)):
