@@ -108,6 +108,24 @@ cdef inline bint _plain_user_range(uint64_t va, object npages):
     return (va & 4095) == 0 and va < (<uint64_t>1 << 47) and va + n * 4096 <= (<uint64_t>1 << 47)
 
 
+cdef inline uint64_t* _counts_out(object out) except? NULL:
+    """Where change_range writes its two scan counts: the data of `out` when it is a
+    plain writable, aligned, native-order, C-contiguous 1-D uint64 ndarray of at least
+    2 elements (the kernel model's own buffer: no memoryview to build on every call),
+    else NULL after checking `out` as the `uint64_t[::1]` argument it replaces did
+    (the same errors, raised before anything changes)."""
+    cdef cnp.ndarray arr
+    cdef uint64_t[::1] mv
+    if type(out) is np.ndarray:
+        arr = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(arr) == cnp.NPY_UINT64 and cnp.PyArray_NDIM(arr) == 1
+                and cnp.PyArray_ISCARRAY(arr) and cnp.PyArray_ISNOTSWAPPED(arr)
+                and cnp.PyArray_DIM(arr, 0) >= 2):
+            return <uint64_t*>cnp.PyArray_DATA(arr)
+    mv = out                          # TypeError / ValueError as the old signature gave
+    return NULL
+
+
 cdef inline uint64_t idx(uint64_t va, int shift) noexcept nogil:
     return (va >> shift) & 511
 
@@ -483,7 +501,7 @@ cdef class PageTable:
         return out
 
     def change_range(self, va, npages, newprot, int mode=0,
-                     Gather gather=None, zero_pfn=0, uint64_t[::1] scanned=None):
+                     Gather gather=None, zero_pfn=0, scanned=None):
         """change_protection() over [va, +npages): change_pte_range / change_huge_pmd in C.
 
         mode ORs CP_* rules.  Returns (pages, changed, flagged, thp_addrs, split_addrs,
@@ -495,10 +513,17 @@ cdef class PageTable:
         `scanned`, if given (uint64, at least 2), receives the empty PTE slots scanned in
         those tables and the can_change_pte_writable() checks made (per-entry costs).
         """
+        cdef uint64_t* counts = NULL
+        cdef uint64_t[::1] scanned_mv
+        if scanned is not None:
+            counts = _counts_out(scanned)
+            if counts == NULL:
+                scanned_mv = scanned
         cdef uint64_t c_va = u64(va, "change_range: va")
         cdef uint64_t c_newprot = u64(newprot, "change_range: newprot")
         cdef uint64_t c_zero_pfn = u64(zero_pfn, "change_range: zero_pfn")
-        if not _plain_user_range(c_va, npages):
+        cdef bint plain = _plain_user_range(c_va, npages)
+        if not plain:
             _check_range(c_va, npages, 4096, "change_range")
         if mode & ~_CP_ALL:
             raise ValueError(f"change_range: unknown mode bits 0x{mode & ~_CP_ALL:x}")
@@ -524,7 +549,14 @@ cdef class PageTable:
         if nthp_max > _SMALL_THP:
             thp = np.zeros(nthp_max, dtype=np.uint64)
             thpv = thp
-        self._change(c_va, c_va + npages * 4096, c_newprot, mode, g, c_zero_pfn, &st,
+        # the range's end in C when _plain_user_range vouched for npages, else through
+        # Python ints as before (an end of 2**64 raises OverflowError here)
+        cdef uint64_t c_end
+        if plain:
+            c_end = c_va + <uint64_t>npages * 4096
+        else:
+            c_end = c_va + npages * 4096
+        self._change(c_va, c_end, c_newprot, mode, g, c_zero_pfn, &st,
                      &thpv[0] if thp is not None else small_thp, splitbuf)
         if st.nthp == 0:
             thp = _NO_ADDRS
@@ -534,11 +566,14 @@ cdef class PageTable:
             thp = thp[:st.nthp]
         splits = (_NO_ADDRS if st.nsplit == 0
                   else np.array(<uint64_t[:st.nsplit]>splitbuf, dtype=np.uint64))
-        if scanned is not None:
-            if scanned.shape[0] < 2:
+        if counts != NULL:
+            counts[0] = st.nnone
+            counts[1] = st.nwrcheck
+        elif scanned is not None:
+            if scanned_mv.shape[0] < 2:
                 raise ValueError("change_range: scanned needs room for 2 counts")
-            scanned[0] = st.nnone
-            scanned[1] = st.nwrcheck
+            scanned_mv[0] = st.nnone
+            scanned_mv[1] = st.nwrcheck
         return (st.pages, st.changed, st.flagged, thp, splits, st.ntables)
 
     cdef int _change(self, uint64_t start, uint64_t end, uint64_t newprot, int mode,
@@ -617,14 +652,21 @@ cdef class PageTable:
         stopped (ZAP_DONE, ZAP_BATCH_FULL or ZAP_FORCE_FLUSH).
         """
         cdef uint64_t c_va = u64(va, "unmap_page_range: va")
-        if not _plain_user_range(c_va, npages):
+        cdef bint plain = _plain_user_range(c_va, npages)
+        if not plain:
             _check_range(c_va, npages, 4096, "unmap_page_range")
         if gather is None:
             raise ValueError("unmap_page_range: a Gather is required")
         cdef zap_stats_t st
         memset(&st, 0, sizeof(st))
         split_addrs = []
-        self._zap(c_va, c_va + npages * 4096, &gather.g, &st, True, split_addrs)
+        # the end in C when _plain_user_range vouched for npages (see change_range)
+        cdef uint64_t c_end
+        if plain:
+            c_end = c_va + <uint64_t>npages * 4096
+        else:
+            c_end = c_va + npages * 4096
+        self._zap(c_va, c_end, &gather.g, &st, True, split_addrs)
         return (st.addr, st.n4k, st.nhuge, st.nnone, st.ntables, split_addrs, st.stop)
 
     def free_pgd_range(self, floor, ceiling, Gather gather):

@@ -8,6 +8,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, memset
+from cpython.type cimport PyType_IsSubtype
 
 from mmucore.cost import COUNTER_NAMES, CYCLE_NAMES
 
@@ -106,43 +107,80 @@ cdef class OpAccount:
         self.a.ntouched = 0
         stats_touch(&initiator.st)
 
+    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
+        """begin(initiator), then initiator.enter(counter, category, cycles): a
+        syscall's window and its entry (count and cost) in one call, the same steps
+        and checks in the same order."""
+        if self.a.active:
+            raise RuntimeError("an operation is already open on this machine")
+        if initiator.acct is not self:
+            raise ValueError(f"CPU {initiator.st.cpu}'s counters belong to another machine")
+        self.a.epoch += 1
+        self.a.active = True
+        self.a.ntouched = 0
+        stats_touch(&initiator.st)
+        if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
+            raise ValueError(f"kernel counter {counter} or category {category} unknown")
+        stats_add(&initiator.st, counter, 1)
+        stats_spend(&initiator.st, category, cycles)
+
     def close(self, type cls, op, int cpu, value, faults):
-        """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call."""
-        cdef OpRecord r = OpRecord.__new__(cls)
-        r.rows = self.finish()
+        """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call
+        (cls's tp_new called straight, as OpRecord.__new__(cls) would after its checks:
+        no attribute lookup and wrapper call on every syscall)."""
+        if not PyType_IsSubtype(cls, OpRecord):
+            raise TypeError(f"OpRecord.__new__({cls.__name__}): {cls.__name__} is not a "
+                            f"subtype of OpRecord")
+        cdef OpRecord r = _tp_new(cls, ())
+        r.rows = _finish(&self.a)
         r.op, r.cpu, r.value, r.faults = op, cpu, value, faults
         return r
 
     def finish(self):
         """Close the window: (1 + touched, N_COLS) float64 rows, totals first, then each
         touched CPU's delta in the order the operation reached it."""
-        if not self.a.active:
-            raise RuntimeError("no operation is open")
-        cdef Py_ssize_t n = self.a.ntouched, i, j
-        cdef cnp.npy_intp dims[2]
-        dims[0] = n + 1
-        dims[1] = N_COLS
-        cdef cnp.ndarray out = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
-        cdef double* base = <double*>cnp.PyArray_DATA(out)
-        cdef double* row
-        cdef cpu_stats* s
-        for i in range(n):
-            s = self.a.touched[i]
-            row = base + (i + 1) * N_COLS
-            fill_row(s, row)
-            for j in range(N_COLS):
-                row[j] -= s.snap[j]
-                base[j] += row[j]
-            row[COL_CPU] = s.cpu
-        base[COL_CPU] = -1
-        self.a.active = False
-        self.a.ntouched = 0
-        return out
+        return _finish(&self.a)
 
     def abort(self):
         """Close the window without a result (the counts stay on the CPUs)."""
         self.a.active = False
         self.a.ntouched = 0
+
+
+cdef extern from *:
+    """
+    /* t->tp_new(t, args, NULL): a new reference, or NULL with an exception set */
+    static PyObject *mmucore_stats_tp_new(PyObject *t, PyObject *args) {
+        return ((PyTypeObject *)t)->tp_new((PyTypeObject *)t, args, NULL);
+    }
+    """
+    object _tp_new "mmucore_stats_tp_new" (object t, object args)
+
+
+cdef object _finish(op_account* a):
+    """OpAccount.finish() on its struct (close() calls it without a method call)."""
+    if not a.active:
+        raise RuntimeError("no operation is open")
+    cdef Py_ssize_t n = a.ntouched, i, j
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n + 1
+    dims[1] = N_COLS
+    cdef cnp.ndarray out = cnp.PyArray_ZEROS(2, dims, cnp.NPY_FLOAT64, 0)
+    cdef double* base = <double*>cnp.PyArray_DATA(out)
+    cdef double* row
+    cdef cpu_stats* s
+    for i in range(n):
+        s = a.touched[i]
+        row = base + (i + 1) * N_COLS
+        fill_row(s, row)
+        for j in range(N_COLS):
+            row[j] -= s.snap[j]
+            base[j] += row[j]
+        row[COL_CPU] = s.cpu
+    base[COL_CPU] = -1
+    a.active = False
+    a.ntouched = 0
+    return out
 
 
 cdef class CpuStats:

@@ -29,6 +29,11 @@ class CPU(Protocol):
     cfg: "KernelConfig"
     arch: "Arch"
     faults: list        # (index, va, kind, outcome) of the operation in flight
+    # the profile's per-call decisions, made once (see the CPU class of the machine layer)
+    cp_gather_mode: int
+    cp_writable_mode: int
+    gather_merges_vmas: bool
+    gather_batch_reserve: int
 
 
 class Arch:

@@ -10,7 +10,13 @@ import weakref
 from collections.abc import Mapping
 from typing import Any, Iterator, List, Optional
 
+import mmucore
 from mmucore import stats as _stats
+
+# change_protection's write-upgrade mode bits per Profile.change_writable
+_CP_WRITABLE = {"none": 0,
+                "dirty": mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY,
+                "exclusive": mmucore.CP_TRY_WRITABLE}
 
 
 class KernelCounts(Mapping):
@@ -38,7 +44,8 @@ class CPU:
     """A CPU: id, TLB, counters, TLB state, and what runs on it."""
 
     __slots__ = ("id", "tlb", "stats", "tlbstate", "cfg", "arch", "faults", "_cur",
-                 "tlb_ubc", "llc", "__weakref__")
+                 "tlb_ubc", "llc", "cp_gather_mode", "cp_writable_mode",
+                 "gather_merges_vmas", "gather_batch_reserve", "__weakref__")
 
     def __init__(self, cpu_id: int, tlbstate: Any, cfg: Any, arch: Any):
         self.id = cpu_id
@@ -51,6 +58,19 @@ class CPU:
         self._cur: Optional[weakref.ref] = None
         self.tlb_ubc = None                 # reclaim's tlbflush_unmap_batch (pysim.mm.rmap)
         self.llc = 0                        # its last-level cache (set_llc)
+        # What the frozen profile and the arch decide for every call, decided once:
+        # change_protection's per-entry rule under a gather (the arch's pte_needs_flush
+        # mode with patch 2, else record every present entry) and its write-upgrade bits
+        # (pysim.mm.mprotect.change_mode), whether tlb_end_vma leaves the flush to
+        # tlb_finish_mmu (MMU_GATHER_MERGE_VMAS), and the page batches' reserve
+        # (gather_batch_reserve)
+        prof = cfg.profile
+        self.cp_gather_mode = (arch.change_needed_mode(prof) if prof.skip_unneeded_flush
+                               else mmucore.CP_RECORD_ALL)
+        self.cp_writable_mode = _CP_WRITABLE[prof.change_writable]
+        self.gather_merges_vmas = bool(prof.merge_vmas_in_gather
+                                       and arch.merges_vmas_in_gather)
+        self.gather_batch_reserve = int(getattr(prof, "mmu_gather_batch_reserve", 0))
 
     def set_llc(self, llc: int) -> None:
         """Place the CPU in last-level cache llc (the C state keeps it too, on x86)."""

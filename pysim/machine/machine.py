@@ -455,23 +455,26 @@ class Thread:
         cpu = self.cpu
         mm = self.mm
         ts = cpu.tlbstate
-        if cpu._cur is not self._ref or ts.loaded_mm is not mm.context or ts.is_lazy \
+        ctx = mm.context
+        if cpu._cur is not self._ref or ts.loaded_mm is not ctx or ts.is_lazy \
                 or self.__dict__.get("exited"):
             self.run()
             mm = self.mm
+            ctx = mm.context
         m = self.machine
         # Machine.begin(cpu, name, mm)
         if m.current_op is not None:
             raise PysimError(f"{name} started while {m.current_op.name} is running")
-        stats = cpu.stats
-        m.acct.begin(stats)
-        m.arch.set_jiffies(int(ts.now // m._cycles_per_jiffy))
+        acct, arch = m.acct, m.arch
+        # acct.begin(cpu.stats) and the entry's cpu.stats.enter(K_SYSCALLS, B_SYSCALL,
+        # cost) in one call (nothing between them reads the counters)
+        acct.begin_entry(cpu.stats, K_SYSCALLS, B_SYSCALL, m._syscall_cost)
+        arch.set_jiffies(int(ts.now // m._cycles_per_jiffy))
         cpu.faults = []
         op = m.current_op = _tuple_new(Op, (name, cpu, mm))      # Op(name, cpu, mm)
-        mm.context.pid = self.tid           # current->pid, which flush rules sample
-        stats.enter(K_SYSCALLS, B_SYSCALL, m._syscall_cost)
+        ctx.pid = self.tid                  # current->pid, which flush rules sample
         ts.running_user = False
-        m.arch.kernel_entry(cpu)
+        arch.kernel_entry(cpu)
         lk = mm.mmap_lock
         timed = lk.timed                    # MmapLock.lock/unlock do nothing untimed
         if timed:
@@ -490,8 +493,8 @@ class Thread:
         # Machine.end(op, value)
         try:
             if cpu._cur is not None:            # a thread goes back to user space
-                m.arch.return_to_user(cpu)
-            res = m.acct.close(OpResult, name, cpu.id, value, cpu.faults)
+                arch.return_to_user(cpu)
+            res = acct.close(OpResult, name, cpu.id, value, cpu.faults)
         finally:
             m.current_op = None
         if m.keep_history:
@@ -520,7 +523,7 @@ class Thread:
 
     def madvise(self, addr: int, length: int, advice: int) -> OpResult:
         return self._syscall("madvise", mm_madvise.do_madvise, (addr, length, advice),
-                             lock="r" if advice in _MADV_READ_LOCKED else "w")
+                             None, "r" if advice in _MADV_READ_LOCKED else "w")   # lock
 
     def process_madvise(self, iovec: list, advice: int, flags: int = 0) -> OpResult:
         """process_madvise(pidfd of this process, iovec, advice, flags): every (addr,

@@ -85,8 +85,9 @@ def do_madvise(mm: "MM", cpu: "CPU", start: int, length: int, advice: int) -> in
     and reported as ENOMEM at the end, after the rest was advised; an error a VMA
     gives stops the walk there, keeping what was done before.  There is no TASK_SIZE
     check: a range past it is a hole like any other."""
-    start, length, advice = syscall_ints("madvise", ("start", "length", "advice"),
-                                         start, length, advice)
+    if type(start) is not int or type(length) is not int or type(advice) is not int:
+        start, length, advice = syscall_ints("madvise", ("start", "length", "advice"),
+                                             start, length, advice)
     end = madvise_range(start, length, advice)
     if end == start:
         return 0
@@ -133,9 +134,9 @@ def madvise_do_behavior(mm: "MM", cpu: "CPU", start: int, end: int, advice: int,
         if v.start > addr:
             hole = addr if hole is None else hole
             addr = v.start
-        e = min(v.end, end)
+        e = v.end if v.end < end else end                 # min(v.end, end)
         after = madvise_vma_behavior(mm, cpu, v, addr, e, advice, tlb)
-        addr = max(e, after)
+        addr = e if e >= after else after                 # max(e, after)
     if hole is not None:
         raise SyscallError(errno.ENOMEM, f"madvise: [0x{start:x}, 0x{end:x}) has a hole "
                                          f"at 0x{hole:x}")

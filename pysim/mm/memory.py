@@ -368,6 +368,9 @@ def wp_page_copy(mm: "MM", cpu: "CPU", vma: "VMA", va: int) -> str:
     return "cow"
 
 
+_ZAP_DONE, _ZAP_BATCH_FULL = mmucore.ZAP_DONE, mmucore.ZAP_BATCH_FULL
+
+
 def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
     """unmap_page_range() over [start, end) of one VMA with the gather's batch limits:
     mmucore zaps until the page batch fills (or a PTE table held a dirty page-cache
@@ -383,19 +386,19 @@ def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
         # zap_pte_range(): reclaim may have cleared PTEs whose flush is still batched
         # (pysim.mm.rmap); checked once per call here, per PTE table in the kernel
         flush_tlb_batched_pending(cpu, mm)
-    addr = start
-    n4k = nhuge = nnone = ntables = 0
+    addr, n4k, nhuge, nnone, ntables, splits, stop = pt.unmap_page_range(
+        start, (end - start) // PAGE_SIZE, g)
     while True:
+        for a in splits:
+            flush_tlb_range(cpu, mm, a, a + PMD_SIZE)   # __split_huge_pmd's flush
+        if stop == _ZAP_DONE:                           # (one pass, most of the time)
+            break
+        if stop == _ZAP_BATCH_FULL:
+            stats.count(K_GATHER_BATCH_FULL, 1)
+        tlb_flush_mmu(tlb)
         addr, a4k, ahuge, anone, atables, splits, stop = pt.unmap_page_range(
             addr, (end - addr) // PAGE_SIZE, g)
         n4k, nhuge, nnone, ntables = n4k + a4k, nhuge + ahuge, nnone + anone, ntables + atables
-        for a in splits:
-            flush_tlb_range(cpu, mm, a, a + PMD_SIZE)   # __split_huge_pmd's flush
-        if stop == mmucore.ZAP_DONE:
-            break
-        if stop == mmucore.ZAP_BATCH_FULL:
-            stats.count(K_GATHER_BATCH_FULL, 1)
-        tlb_flush_mmu(tlb)
     cost = cpu.cfg.cost
     stats.count(K_ZAP_PTE, n4k)
     stats.count(K_ZAP_HUGE_PMD, nhuge)

@@ -24,7 +24,7 @@ from ..errors import ConfigError, SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
 from .mm import File
-from .mmu_gather import tlb_gather_mmu
+from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -47,8 +47,10 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     cost = cpu.cfg.cost
     if flags is None:
         flags = MAP_PRIVATE | (MAP_ANONYMOUS if file is None else 0)
-    addr, length, prot, flags = syscall_ints("mmap", ("addr", "length", "prot", "flags"),
-                                             addr, length, prot, flags)
+    if type(addr) is not int or type(length) is not int or type(prot) is not int \
+            or type(flags) is not int:
+        addr, length, prot, flags = syscall_ints("mmap", ("addr", "length", "prot", "flags"),
+                                                 addr, length, prot, flags)
     # ksys_mmap_pgoff(): the fd, and MAP_HUGETLB's hugetlbfs file
     if (flags & MAP_ANONYMOUS) and file is not None:
         raise SyscallError(errno.EINVAL, "mmap: MAP_ANONYMOUS with a file")
@@ -69,10 +71,13 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
         hugetlb = True
         if length > 0:
             length = -(-length // PMD_SIZE) * PMD_SIZE
-    if type(pgoff) is not int and not isinstance(pgoff, np.integer) or pgoff < 0:
+    if type(pgoff) is not int:
+        if not isinstance(pgoff, np.integer) or pgoff < 0:
+            raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
+        pgoff = int(pgoff)
+    elif pgoff < 0:
         raise SyscallError(errno.EINVAL, f"mmap: pgoff {pgoff!r} must be a page count >= 0")
-    pgoff = int(pgoff)
-    if not isinstance(huge, (bool, np.bool_)):
+    if huge is not False and huge is not True and not isinstance(huge, np.bool_):
         raise ConfigError(f"mmap: huge must be True or False, got {huge!r}", field="huge")
     # do_mmap(): prot bits the kernel does not know are ignored (calc_vm_prot_bits)
     prot &= _PROT_KNOWN
@@ -163,11 +168,11 @@ def do_mmap(mm: "MM", cpu: "CPU", addr: int, length: int, prot: int,
     if vm_flags & VM_LOCKED:
         mlock_future_check(mm, length, "mmap")
     if flags & MAP_FIXED:
-        if _any_flags(mm, start, start + length, VM_SEALED):
+        if mm.vmas.any_flags(start, start + length, VM_SEALED):
             check_sealed_range(mm, start, start + length, "mmap")
         unmap_region(mm, cpu, start, start + length)
-    vma = VMA(start, start + length, vm_flags, anon=file is None, shared=shared,
-              file=file, pgoff=(start >> 12) if file is None else pgoff)
+    vma = VMA(start, start + length, vm_flags, file is None, shared,
+              (start >> 12) if file is None else pgoff, file)
     vma.page_prot = mm.vmas.page_prot_fn(vma)
     # __mmap_complete(): the mapping (merged or new) is soft-dirty as a whole
     mm.vmas.insert_merging(vma).flags |= VM_SOFTDIRTY
@@ -223,17 +228,6 @@ def mlock_future_check(mm: "MM", length: int, call: str) -> None:
                                          f"RLIMIT_MEMLOCK 0x{mm.rlimit_memlock:x}")
 
 
-def _any_flags(mm: "MM", start: int, end: int, mask: int) -> bool:
-    """True if a VMA overlapping [start, end) has a flag of mask.  A cheap pre-test for
-    check_sealed_range and check_hugetlb_split: each looks only at VMAs overlapping the
-    range (the VMA holding `end` that check_hugetlb_split tests starts below end, so it
-    overlaps too), and the common call has no sealed or hugetlb VMA there."""
-    for v in mm.vmas.vmas_in(start, end):
-        if v.flags & mask:
-            return True
-    return False
-
-
 def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:
     """can_modify_vma() for every VMA an unmap would remove (vms_gather_munmap_vmas()
     checks them all before unmapping anything): EPERM if one is sealed."""
@@ -244,7 +238,8 @@ def check_sealed_range(mm: "MM", start: int, end: int, call: str) -> None:
 
 def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
     """munmap(): remove the VMAs, zap their entries, free page tables, flush."""
-    addr, length = syscall_ints("munmap", ("addr", "length"), addr, length)
+    if type(addr) is not int or type(length) is not int:
+        addr, length = syscall_ints("munmap", ("addr", "length"), addr, length)
     if addr % PAGE_SIZE:
         raise SyscallError(errno.EINVAL, f"munmap: 0x{addr:x} is not page aligned")
     if length <= 0:
@@ -254,10 +249,10 @@ def do_munmap(mm: "MM", cpu: "CPU", addr: int, length: int) -> int:
         raise SyscallError(errno.EINVAL, f"munmap: [0x{addr:x}, +0x{length:x}) is "
                                          f"outside user space")
     cpu.stats.charge(B_VMA, cpu.cfg.cost.munmap_base)
-    if _any_flags(mm, addr, addr + length, VM_HUGETLB | VM_SEALED):
+    if mm.vmas.any_flags(addr, addr + length, VM_HUGETLB | VM_SEALED):
         check_hugetlb_split(mm, addr, addr + length, "munmap")
         check_sealed_range(mm, addr, addr + length, "munmap")
-    unmap_region(mm, cpu, addr, addr + length, downgrade=True)
+    unmap_region(mm, cpu, addr, addr + length, True)           # downgrade
     return 0
 
 
@@ -288,10 +283,14 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
     nxt, prev = mm.vmas.find_vma_prev(start)      # (find_vma(start), the VMA before it)
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
-    with tlb_gather_mmu(cpu, mm) as tlb:
+    tlb = tlb_gather_mmu(cpu, mm)
+    try:                             # `with tlb:` without its two method calls
         for vma in removed:
             unmap_page_range(tlb, vma.start, vma.end)
         free_pgtables(tlb, floor, ceiling)
+    finally:
+        if not tlb.finished:
+            tlb_finish_mmu(tlb)
 
 
 def do_brk(mm: "MM", cpu: "CPU", brk: int) -> int:

@@ -81,9 +81,8 @@ def tlb_gather_mmu(cpu: "CPU", mm: "MM", fullmm: bool = False) -> MMUGather:
         raise ArgumentError(f"tlb_gather_mmu(cpu, mm) needs a CPU (thread.cpu) and an mm "
                             f"(thread.mm), got {type(cpu).__name__} and "
                             f"{type(mm).__name__}", field=bad) from None
-    # gather_batch_reserve(cpu.cfg.profile), inline
-    tlb = MMUGather(cpu, mm, fullmm,
-                    int(getattr(cpu.cfg.profile, "mmu_gather_batch_reserve", 0)))
+    # gather_batch_reserve(cpu.cfg.profile), decided once per CPU
+    tlb = MMUGather(cpu, mm, fullmm, cpu.gather_batch_reserve)
     if not acct.active:
         # a user's kernel path run on its own: account it as one operation on cpu
         # (tlb.result); the machine's checker does not run for it (call m.check())
@@ -103,8 +102,7 @@ def tlb_end_vma(tlb: MMUGather, vma: "VMA") -> None:
     does not) and the profile keeps MMU_GATHER_MERGE_VMAS."""
     if tlb.state.fullmm:
         return
-    if not (tlb.cpu.cfg.profile.merge_vmas_in_gather
-            and tlb.cpu.arch.merges_vmas_in_gather):
+    if not tlb.cpu.gather_merges_vmas:      # the profile's and the arch's, decided once
         tlb_flush_mmu_tlbonly(tlb)
 
 
@@ -171,7 +169,16 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
             g.fullmm = True
             g.reset_range()
             g.freed_tables = True
-        tlb_flush_mmu(tlb)           # flushes only if something was recorded
+        # tlb_flush_mmu(tlb), written out (every gather ends here): flushes only if
+        # something was recorded
+        if g.needs_flush:
+            tlb_flush(tlb)
+            g.reset_range()
+        g.table_flush()
+        lru = mm.frames.lruvec
+        if lru.timed:
+            lru.free_zapped(tlb.cpu, g.nr_pages)
+        g.batch_pages_flush()
     except BaseException:
         if tlb.own_window:
             tlb.cpu.stats.acct.abort()

@@ -33,26 +33,25 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .vma import VMA
 
 _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
-_CP_NEEDED, _CP_ALL = mmucore.CP_RECORD_NEEDED, mmucore.CP_RECORD_ALL
+_PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 _SCANNED = np.zeros(2, dtype=np.uint64)    # change_range's empty-slot and write-check counts
-_CP_WRITABLE = {"dirty": mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY,
-                "exclusive": mmucore.CP_TRY_WRITABLE}
 
 
 def change_mode(cpu: "CPU", vma: "VMA", gathering: bool) -> int:
-    """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits)."""
-    prof = cpu.cfg.profile
-    mode = (cpu.arch.change_needed_mode(prof) if prof.skip_unneeded_flush else _CP_ALL) \
-        if gathering else 0
+    """The per-entry rule the profile's change_pte_range applies (mmucore CP_* bits):
+    under a gather, the profile's flush rule (cpu.cp_gather_mode: the arch's
+    pte_needs_flush mode with patch 2, else every present entry), and the profile's
+    write-upgrade bits (cpu.cp_writable_mode) for a VMA that takes them."""
+    mode = cpu.cp_gather_mode if gathering else 0
     # vma_wants_manual_pte_write_upgrade(): a private writable VMA, anonymous or file;
     # the per-entry test (can_change_pte_writable) then takes only anonymous frames.
     # Shared VMAs would need write-notify, which the model does not do.  After
     # clear_refs (VM_SOFTDIRTY clear) can_change_pte_writable() refuses entries that
     # are not soft-dirty; the model, without that per-entry test, upgrades none there
     # (a later write faults and reuses the page: a fault more, never a missed bit).
-    if prof.change_writable != "none" and vma.flags & (VM_WRITE | VM_SHARED) == VM_WRITE \
-            and vma.flags & VM_SOFTDIRTY:
-        mode |= _CP_WRITABLE[prof.change_writable]
+    if cpu.cp_writable_mode and \
+            vma.flags & (VM_WRITE | VM_SHARED | VM_SOFTDIRTY) == VM_WRITE | VM_SOFTDIRTY:
+        mode |= cpu.cp_writable_mode
     return mode
 
 
@@ -98,8 +97,13 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
         start, npages, newprot, mode, tlb.state if tlb is not None else None,
         mm.frames.zero_pfn, scanned)
     nthp = len(thps)
-    cpu.stats.charge(B_PTE, change_cost(cpu, pages, nthp, tables, int(scanned[0]),
-                                        int(scanned[1]), first))
+    # change_cost(cpu, pages, nthp, tables, scanned[0], scanned[1], first), inline
+    nnone, nwrcheck = scanned.tolist()
+    c = cpu.cfg.cost
+    cpu.stats.charge(B_PTE, (c.per_vma if first else c.per_extra_vma)
+                     + (pages - 512 * nthp) * c.per_pte + tables * c.per_pmd_table
+                     + nthp * c.change_huge_pmd + nnone * c.per_pte_none
+                     + nwrcheck * c.can_change_pte_writable)
     arch = cpu.arch
     if len(splits):              # (iterating an empty numpy array is not free)
         for addr in splits.tolist():
@@ -172,7 +176,9 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
     first = True                 # no VMA changed yet (per_vma, then per_extra_vma)
     try:
         while True:
-            newflags = mprotect_newflags(vma.flags, prot, pkey)
+            # mprotect_newflags(vma.flags, prot, pkey), its plain-mprotect case inline
+            newflags = ((vma.flags & ~VM_ACCESS_FLAGS) | (prot & _PROT_RWX) if pkey < 0
+                        else mprotect_newflags(vma.flags, prot, pkey))
             # VM_MAY* are VM_* << 4: asking for a permission the mapping may never have
             if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
                 error = SyscallError(errno.EACCES,
@@ -181,7 +187,7 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
             if vma.flags & VM_SEALED and newflags != vma.flags:
                 error = SyscallError(errno.EPERM, f"mprotect: {vma!r} is sealed")
                 break
-            tmp = min(vma.end, end)
+            tmp = vma.end if vma.end < end else end         # min(vma.end, end)
             if vma.flags & VM_HUGETLB and newflags != vma.flags and \
                     ((nstart > vma.start and nstart % PMD_SIZE)
                      or (tmp < vma.end and tmp % PMD_SIZE)):
@@ -227,5 +233,5 @@ def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
     elif delta < 0:
         cpu.stats.count(K_VMA_MERGE, -delta)
         cpu.stats.charge(B_VMA, -delta * cpu.cfg.cost.vma_merge)
-    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb, first=first)
+    change_protection(cpu, mm, vma, start, end, vma.page_prot, tlb, 0, first)
     return vma

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from ..constants import (
@@ -47,35 +46,39 @@ def _aligned(addr: int) -> bool:
     return addr & (PAGE_SIZE - 1) == 0
 
 
-@dataclass(eq=False)
 class VMA:
     """One vm_area_struct: [start, end) with vm_flags and what backs it.
 
     `pgoff` is in pages (for anonymous memory the kernel uses start >> PAGE_SHIFT, the
     default here); `file` and `anon_vma` are compared by identity; `page_prot` is the
     vm_page_prot the mm layer computes: copied on split, recomputed through
-    VMAList.page_prot_fn (if set) when flags change.
+    VMAList.page_prot_fn (if set) when flags change.  Slotted, with one __init__ that
+    checks the range (VMAs are made on every mmap and split: a dataclass's __init__
+    plus __post_init__ were two calls each time).
     """
 
-    start: int
-    end: int
-    flags: int
-    anon: bool = True
-    shared: bool = False
-    pgoff: Optional[int] = None
-    file: Any = None
-    anon_vma: Any = None
-    name: Optional[str] = None
-    page_prot: int = 0
+    __slots__ = ("start", "end", "flags", "anon", "shared", "pgoff", "file", "anon_vma",
+                 "name", "page_prot")
 
-    def __post_init__(self) -> None:
-        if not (0 <= self.start < self.end <= TASK_SIZE):
-            raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is empty or outside "
+    def __init__(self, start: int, end: int, flags: int, anon: bool = True,
+                 shared: bool = False, pgoff: Optional[int] = None, file: Any = None,
+                 anon_vma: Any = None, name: Optional[str] = None,
+                 page_prot: int = 0) -> None:
+        self.start = start
+        self.end = end
+        self.flags = flags
+        self.anon = anon
+        self.shared = shared
+        self.file = file
+        self.anon_vma = anon_vma
+        self.name = name
+        self.page_prot = page_prot
+        if not (0 <= start < end <= TASK_SIZE):
+            raise PysimError(f"VMA [0x{start:x}, 0x{end:x}) is empty or outside "
                              f"[0, TASK_SIZE=0x{TASK_SIZE:x})")
-        if (self.start | self.end) & (PAGE_SIZE - 1):          # not both _aligned()
-            raise PysimError(f"VMA [0x{self.start:x}, 0x{self.end:x}) is not page aligned")
-        if self.pgoff is None:
-            self.pgoff = self.start >> PAGE_SHIFT
+        if (start | end) & (PAGE_SIZE - 1):                    # not both _aligned()
+            raise PysimError(f"VMA [0x{start:x}, 0x{end:x}) is not page aligned")
+        self.pgoff = start >> PAGE_SHIFT if pgoff is None else pgoff
 
     @property
     def pages(self) -> int:
@@ -311,6 +314,18 @@ class VMAList:
         j = bisect_left(self._starts, end)
         return self._vmas[i:j]
 
+    def any_flags(self, start: int, end: int, mask: int) -> bool:
+        """True if a VMA overlapping [start, end) has a flag of mask (vmas_in's range,
+        searched in place).  mmap and munmap's cheap pre-test for check_sealed_range and
+        check_hugetlb_split: each looks only at VMAs overlapping the range (the VMA
+        holding `end` that check_hugetlb_split tests starts below end, so it overlaps
+        too), and the common call has no sealed or hugetlb VMA there."""
+        vmas = self._vmas
+        for k in range(bisect_right(self._ends, start), bisect_left(self._starts, end)):
+            if vmas[k].flags & mask:
+                return True
+        return False
+
     def first_hole(self, start: int, end: int) -> Optional[int]:
         """Lowest unmapped address in [start, end), or None if the range is fully mapped."""
         addr = start
@@ -351,7 +366,9 @@ class VMAList:
         # link vma at its place directly.
         if not (i > 0 and self._ends[i - 1] == start) \
                 and not (i < len(vmas) and self._starts[i] == end):
-            self._insert_at(i, vma)
+            vmas.insert(i, vma)                      # _insert_at(i, vma), inline
+            self._starts.insert(i, start)
+            self._ends.insert(i, end)
             return vma
         prev = vmas[i - 1] if i > 0 else None         # find_vma_prev(start)[1]
         merged = self.vma_merge(prev, vma.start, vma.end, vma.flags, vma.anon_vma, vma.file,
@@ -363,17 +380,20 @@ class VMAList:
         pieces inside and return them in address order. Holes are allowed."""
         if (start | end) & (PAGE_SIZE - 1) or not (0 <= start < end <= TASK_SIZE):
             raise SyscallError(errno.EINVAL, f"munmap: bad range [0x{start:x}, 0x{end:x})")
-        vma = self.find_vma(start)
+        vmas, ends = self._vmas, self._ends
+        i = bisect_right(ends, start)                     # find_vma(start), inline
+        vma = vmas[i] if i < len(vmas) else None
         if vma is None or vma.start >= end:
             return []
-        if vma.start < start and end < vma.end and len(self._vmas) >= self.max_map_count:
+        if vma.start < start and end < vma.end and len(vmas) >= self.max_map_count:
             raise SyscallError(errno.ENOMEM, f"munmap: splitting {vma!r} would exceed "
                                              f"max_map_count {self.max_map_count}")
         if vma.start < start:
-            self._split(vma, start, new_below=True)      # vma keeps [start, ...)
-        last = self.find_vma(end - 1)
+            self._split(vma, start, True)                # vma keeps [start, ...)
+        i = bisect_right(ends, end - 1)                   # find_vma(end - 1), inline
+        last = vmas[i] if i < len(vmas) else None
         if last is not None and last.start < end < last.end:
-            self._split(last, end, new_below=False)      # last keeps [..., end)
+            self._split(last, end, False)                # last keeps [..., end)
         i = bisect_left(self._starts, start)
         j = bisect_left(self._starts, end)
         removed = self._vmas[i:j]
@@ -393,21 +413,32 @@ class VMAList:
         return self._split(vma, addr, new_below)
 
     def _split(self, vma: VMA, addr: int, new_below: bool) -> VMA:
-        """__split_vma(): split without the map_count limit (munmap may exceed it briefly)."""
-        i = self._index(vma)
-        if not (vma.start < addr < vma.end) or not _aligned(addr):
+        """__split_vma(): split without the map_count limit (munmap may exceed it briefly).
+        (_index, _set_bounds and _insert_at written out: a split is on every partial
+        munmap, mprotect and madvise.)"""
+        vmas, starts, ends = self._vmas, self._starts, self._ends
+        i = bisect_left(starts, vma.start)
+        if i >= len(vmas) or vmas[i] is not vma:
+            raise PysimError(f"{vma!r} is not in this VMAList")
+        start, end = vma.start, vma.end
+        if not (start < addr < end) or addr & (PAGE_SIZE - 1):
             raise PysimError(f"split_vma: 0x{addr:x} is not a page boundary inside {vma!r}")
-        off = (addr - vma.start) >> PAGE_SHIFT
+        off = (addr - start) >> PAGE_SHIFT
         if new_below:
-            new = VMA(vma.start, addr, vma.flags, vma.anon, vma.shared, vma.pgoff, vma.file,
+            new = VMA(start, addr, vma.flags, vma.anon, vma.shared, vma.pgoff, vma.file,
                       vma.anon_vma, vma.name, vma.page_prot)
-            self._set_bounds(i, addr, vma.end, vma.pgoff + off)
-            self._insert_at(i, new)
+            vma.start = starts[i] = addr             # vma keeps [addr, end)
+            vma.pgoff += off
+            vmas.insert(i, new)
+            starts.insert(i, start)
+            ends.insert(i, addr)
         else:
-            new = VMA(addr, vma.end, vma.flags, vma.anon, vma.shared, vma.pgoff + off,
+            new = VMA(addr, end, vma.flags, vma.anon, vma.shared, vma.pgoff + off,
                       vma.file, vma.anon_vma, vma.name, vma.page_prot)
-            self._set_bounds(i, vma.start, addr)
-            self._insert_at(i + 1, new)
+            vma.end = ends[i] = addr                 # vma keeps [start, addr)
+            vmas.insert(i + 1, new)
+            starts.insert(i + 1, addr)
+            ends.insert(i + 1, end)
         return new
 
     def vma_merge(self, prev: Optional[VMA], start: int, end: int, newflags: int,
@@ -496,11 +527,14 @@ class VMAList:
         if newflags == vma.flags:
             return vma
         merged = None
-        i = self._index(vma)
+        vmas = self._vmas
+        i = bisect_left(self._starts, vma.start)         # _index(vma), inline
+        if i >= len(vmas) or vmas[i] is not vma:
+            raise PysimError(f"{vma!r} is not in this VMAList")
         # only a range starting at vma.start can join the VMA ending there, only one
         # ending at vma.end the VMA starting there: skip vma_merge when neither touches
         if ((start == vma.start and i > 0 and self._ends[i - 1] == start)
-                or (end == vma.end and i + 1 < len(self._vmas)
+                or (end == vma.end and i + 1 < len(vmas)
                     and self._starts[i + 1] == end)):
             merged = self.vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
                                     vma.pgoff_at(start), vma.name, anon=vma.anon,
@@ -509,9 +543,9 @@ class VMAList:
             vma = merged
         else:
             if start != vma.start:
-                self.split_vma(vma, start, new_below=True)
+                self.split_vma(vma, start, True)             # new_below
             if end != vma.end:
-                self.split_vma(vma, end, new_below=False)
+                self.split_vma(vma, end, False)
         vma.flags = newflags
         if self.page_prot_fn is not None:            # vma_set_page_prot()
             vma.page_prot = self.page_prot_fn(vma)

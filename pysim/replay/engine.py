@@ -48,6 +48,7 @@ MAP_DENYWRITE, MAP_EXECUTABLE = 0x0800, 0x1000
 MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 _PROCESS_CALLS = frozenset({"clone", "clone3", "fork", "vfork", "execve", "execveat",
                             "exit", "exit_group"})
+_ADJUSTED = frozenset({"mremap", "brk"})    # see Replay._call
 
 
 class _Task:
@@ -338,8 +339,7 @@ class Replay:
         name = e.name
         args = e.args
         traced_ok = e.errno is None
-        note = None
-        undo = None
+        note = undo = None
         try:
             if name == "mmap":
                 addr, length, prot, flags, fd, off = args
@@ -348,19 +348,19 @@ class Replay:
                 if traced_ok:
                     flags = (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED
                     addr = e.result
-                value = th.mmap(length, prot, flags, addr=addr, file=f,
-                                pgoff=off // PAGE_SIZE)
+                value = th.mmap(length, prot, flags, addr, f, False, off // PAGE_SIZE)
                 r = th.last
                 if not traced_ok:
                     undo = (value, length)
                 elif self.model.after_map is not None:
                     self.model.after_map(self, th, e, value, length, prot)
             else:
-                if name == "mremap" and traced_ok and args[3] & MREMAP_MAYMOVE \
-                        and e.result != args[0]:
-                    args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
-                if name == "brk":
-                    self._place_heap(th, e)
+                if name in _ADJUSTED:       # the calls replayed other than as traced
+                    if name == "mremap" and traced_ok and args[3] & MREMAP_MAYMOVE \
+                            and e.result != args[0]:
+                        args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
+                    if name == "brk":
+                        self._place_heap(th, e)
                 meth = getattr(th, name, None)
                 if meth is None:
                     if name == "pkey_mprotect":
@@ -370,11 +370,10 @@ class Replay:
                                      e.errno, None, None, "unsupported",
                                      f"Thread has no {name}()", None)
                         return
-                if name == "process_madvise":
-                    r = meth(args[1], args[3])
-                else:
-                    r = meth(*args)
-                value = r.value if r.value is not None else 0
+                r = meth(args[1], args[3]) if name == "process_madvise" else meth(*args)
+                value = r.value
+                if value is None:
+                    value = 0
         except SyscallError as err:
             sim_err = _errno.errorcode.get(err.errno, str(err.errno))
             st = "match" if sim_err == e.errno else "diverged"
@@ -400,9 +399,10 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        # Records.add(..., r) written out for the common case (r is an OpResult)
+        # Records.add(..., r) written out for the common case (r is an OpResult); the
+        # args column holds the Call itself, read as (e.args, e.path) (records._args_of)
         rows = r.rows
         rec = self.rec
-        rec._rows.append((e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+        rec._rows.append((e.line, e.pid, th.cpu.id, name, e, e.result,
                           e.errno, value, None, st, note, rows.item(1, _CYCLES)))
         rec._events.append(rows)

@@ -23,14 +23,29 @@ def gc_paused() -> Iterator[None]:
     A parser or a replay builds one object per event and keeps them all: each
     collection the allocations trigger would walk the growing lists again (some 4% of a
     syscall-only replay, 10-15% of parsing), and no cycle they make needs freeing before
-    the block ends; what cycles there are wait for the next collection."""
+    the block ends; what cycles there are wait for the next collection.
+
+    When the block ends normally, what it made goes straight to the oldest generation
+    (gc.freeze() then gc.unfreeze(): two list merges, no scan) instead of waiting in
+    the youngest for the first collection after the block, which would visit every one
+    of those objects, cold in the cache (some 30 ms after parsing 60,000 calls, 15% of
+    the parse): they are kept, as objects surviving that collection would be, and a
+    cycle among them (or among other young objects of the program) waits for the next
+    full collection.  Not done when the program has frozen objects of its own, which
+    gc.unfreeze() would release."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-    finally:
+    except BaseException:
         if enabled:
             gc.enable()
+        raise
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
+    if enabled:
+        gc.enable()
 
 
 class TraceError(PysimError, ValueError):
@@ -61,8 +76,16 @@ class Call:
     def __init__(self, line: int, time: Optional[float], pid: int, name: str,
                  args: Tuple[Any, ...], result: Optional[int], errno: Optional[str],
                  path: Optional[str] = None) -> None:
-        self.line, self.time, self.pid, self.name = line, time, pid, name
-        self.args, self.result, self.errno, self.path = args, result, errno, path
+        # one store per slot (a parser makes one Call per line: no tuple packed and
+        # unpacked each time)
+        self.line = line
+        self.time = time
+        self.pid = pid
+        self.name = name
+        self.args = args
+        self.result = result
+        self.errno = errno
+        self.path = path
 
     @property
     def ok(self) -> bool:

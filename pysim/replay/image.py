@@ -43,6 +43,9 @@ _MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may 
 
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
+_EXECS = frozenset({"execve", "execveat"})
+_CLONES = frozenset({"clone", "clone3", "fork", "vfork"})
+_PLANNED = _EXECS | _CLONES | {"mmap", "brk"} | set(_USES)   # the calls plan_images reads
 
 
 def _down(a: int) -> int:
@@ -247,13 +250,15 @@ def plan_images(events: list, elf: bool = True
         if s is None:
             s = fresh(e.pid, 0, None)
         name = e.name
-        if name == "execve" or name == "execveat":
+        if name not in _PLANNED:
+            continue                    # (munmap and the rest: nothing below applies)
+        if name in _EXECS:
             if e.ok and e.result == 0:
                 fresh(e.pid, e.line, e.args[0] if e.args else None)
             continue
         if e.errno is not None or not isinstance(e.result, int):
             continue
-        if name in ("clone", "clone3", "fork", "vfork"):
+        if name in _CLONES:
             if e.result > 0:
                 if e.args[0] & CLONE_VM:
                     space_of[e.result] = s
@@ -262,7 +267,12 @@ def plan_images(events: list, elf: bool = True
             continue
         c = cover[s]
         if name == "mmap":
-            c.add(e.result, e.result + e.args[1])
+            a = e.result
+            b = a + e.args[1]
+            # _Cover.add's test of the interval the last request found, inline (most
+            # calls of a trace fall in it)
+            if not (c.lo <= a & _PAGE_MASK and (b + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+                c.add(a, b)
         elif name == "brk":
             if s not in brk0:
                 brk0[s] = e.result
@@ -271,7 +281,9 @@ def plan_images(events: list, elf: bool = True
             if name == "madvise" and e.args[2] in _MADV_ANY:
                 pass
             a, n = e.args[0], e.args[1]
-            if n > 0:
+            # _Cover.holes's test of the last interval found, inline: no holes there
+            if n > 0 and not (c.lo <= a & _PAGE_MASK
+                              and (a + n + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
                 h = c.holes(a, a + n)
                 if h:                   # a covered range needs no add
                     refs[s].extend(h)

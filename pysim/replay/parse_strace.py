@@ -216,6 +216,31 @@ _RESULT = re.compile(_RESULT_RE)
 # and take the general path.
 _LINE = re.compile(_HEAD_RE + r"([a-z_][a-z0-9_]*)\((.*?)"
                    + _RESULT_RE.replace("|\\?)", ")", 1))
+# The same line when its argument text holds no string, bracket or `)`, with the hours
+# and minutes as one group and every group read by one m.groups(): pid (1, 2),
+# `H:MM:` (3), seconds (4), epoch time (5), name (6), argument text (7), result (8),
+# errno (9).  With no `)` in the arguments the first `) = result` is the only
+# candidate, so it is the one _LINE's lazy `(.*?)` finds, without trying the result
+# at every character; and _split's nesting test is known to fail.  Any other line
+# takes _LINE, as before.  The possessive repeats (`++`, `*+`) match what the greedy
+# ones of _HEAD_RE and _RESULT_RE would: each is followed by a token that cannot
+# match the character it would give back (a digit run by `\s`, `:`, `.`, `]`, `>`,
+# `)` or the end; a blank run by a digit, a letter, `=`, `(`, `<` or `[`; the
+# argument text by its `)`), so backtracking into them never finds a match; they
+# only spare the engine keeping the backtrack points.
+_FAST = re.compile(r"^(?:\[pid\s++(\d++)\]\s++|(\d++)\s++)?"
+                   r"(?:(\d++:\d\d:)(\d\d(?:\.\d++)?)\s++|(\d++\.\d++)\s++)?"
+                   r"([a-z_][a-z0-9_]*+)\(([^\"(\[{)]*+)"
+                   r"\)\s++=\s++(-?\d++|0x[0-9a-f]++)(?:\s++([A-Z][A-Z0-9_]*+)"
+                   r"(?:\s++\(.*\))?)?(?:\s++<[0-9.]++>)?\s*+$")
+# The commonest spelling of all, `PID H:MM:SS.frac name(args) = result [ERRNO (text)]`
+# with single blanks and ASCII digits: what _FAST would match, as _FAST's groups less
+# the `[pid N]` and epoch-time ones (pid, `H:MM:`, seconds, name, argument text,
+# result, errno), in fewer steps (no optional head, no blank runs).  Any line it does
+# not match goes on to _FAST.
+_CANON = re.compile(r"([0-9]++) ([0-9]++:[0-9][0-9]:)([0-9][0-9]\.[0-9]++) "
+                    r"([a-z_][a-z0-9_]*+)\(([^\"(\[{)]*+)\) = (-?[0-9]++|0x[0-9a-f]++)"
+                    r"(?: ([A-Z][A-Z0-9_]*+)(?: \(.*\))?)?$")
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
 _EXIT = re.compile(r"^\+\+\+ (exited with -?\d+|killed by \S+(?: \(core dumped\))?) \+\+\+$")
 _UNFINISHED = " <unfinished ...>"
@@ -261,9 +286,83 @@ def _parse(lines, source: str) -> Trace:
     first_pid: Optional[int] = None
     day = 0.0
     last_t = None
-    line_match, head_match = _LINE.match, _HEAD.match
+    line_match, head_match, fast_match = _LINE.match, _HEAD.match, _FAST.match
+    canon_match = _CANON.match
+    minutes: Dict[str, int] = {}        # `H:MM:` -> its seconds since midnight
+    mmaps: Dict[str, Tuple[tuple, Optional[str]]] = {}     # mmap argument text -> _decode
+    cache_get = _flag_cache.get
+    pids: Dict[str, int] = {}           # pid text -> int (a trace has a few tasks)
+    append = events.append
     for ln, raw in enumerate(lines, 1):
         text = raw.rstrip("\n")
+        m = canon_match(text)
+        if m is not None:
+            pid_s, hm, sec, name, argtext, val, err = m.groups()
+            epoch = None
+        else:
+            m = fast_match(text)
+            if m is not None:
+                pid_s, pid2, hm, sec, epoch, name, argtext, val, err = m.groups()
+                if pid_s is None:
+                    pid_s = pid2
+        if m is not None:
+            # the common line (a complete call with a numeric result), the general
+            # path below written out for it: the same values in the same order
+            if hm is not None:
+                base = minutes.get(hm)
+                if base is None:
+                    h, mi, _ = hm.split(":")
+                    base = minutes[hm] = int(h) * 3600 + int(mi) * 60
+                t = base + float(sec)
+                if last_t is not None and t + day < last_t - 43200:
+                    day += 86400.0          # the trace crossed midnight
+                t += day
+                last_t = t
+            elif epoch is not None:
+                t = float(epoch)
+            else:
+                t = None
+            if pid_s is not None:
+                pid = pids.get(pid_s)
+                if pid is None:
+                    pid = pids[pid_s] = int(pid_s)
+            else:
+                if first_pid is None:
+                    first_pid = 0
+                pid = first_pid
+            if err is not None:
+                _check_errno(err, ln)
+            res = 0 if val == "0" else int(val, 0)      # most calls return 0
+            if name in _IGNORED:
+                continue
+            k = _INT_ARGS.get(name)
+            if k is not None:
+                # _decode's leading integers, _split (no nesting: see _FAST) and
+                # _num inline
+                parts = argtext.split(", ") if argtext else []
+                if len(parts) < k:
+                    raise _bad(f"{name} needs {k} arguments, got {argtext!r}", ln)
+                vals = []
+                for p in (parts if len(parts) == k else parts[:k]):
+                    v = cache_get(p)
+                    if v is None:
+                        try:
+                            v = int(p, 0)
+                        except ValueError:
+                            v = decode_flags(p, ln)
+                    vals.append(v)
+                append(Call(ln, t, pid, name, tuple(vals), res, err, None))
+                continue
+            if name == "mmap":
+                # a program maps the same few sizes and flags at NULL again and
+                # again: one _decode per distinct argument text
+                dec = mmaps.get(argtext)
+                if dec is None:
+                    dec = mmaps[argtext] = _decode(name, argtext, ln)
+            else:
+                dec = _decode(name, argtext, ln)
+            append(Call(ln, t, pid, name, dec[0], res, err, dec[1]))
+            continue
         m = line_match(text)            # a complete call with a numeric result
         fast = m is not None
         if not fast:
@@ -367,4 +466,7 @@ def _emit(ln: int, t, pid: int, name: str, argtext: str, res: Optional[int],
 def parse_strace(path: str) -> Trace:
     """Parse the strace text file at path."""
     with open(path, encoding="utf-8", errors="replace") as f:
-        return parse_strace_lines(f, source=path)
+        text = f.read()
+    # the lines the file's iterator gives (newlines translated), split at once; a
+    # newline at the end leaves one empty line, which the parser skips as blank
+    return parse_strace_lines(text.split("\n"), source=path)

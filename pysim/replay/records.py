@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from ..results import _CYCLES, _EVENT_COL
+from .events import Call
 
 __all__ = ["Records", "EVENT_NAMES"]
 
@@ -26,11 +27,18 @@ _BASE = ("line", "pid", "cpu", "call", "args", "traced", "traced_errno", "sim",
          "sim_errno", "status", "note", "cycles")
 
 
+def _args_of(args: Any) -> Any:
+    """The args column's value: (args, path) of a traced call the replay recorded as its
+    Call event (no pair built per record: each one made was one more object for the
+    cyclic collector to scan after the run), else what was recorded."""
+    return (args.args, args.path) if type(args) is Call else args
+
+
 def _fmt_args(args: Any) -> str:
     """The argument column's text: hex for addresses and big values."""
     if isinstance(args, str):
         return args
-    vals, path = args
+    vals, path = _args_of(args)
     parts = []
     for a in vals:
         if isinstance(a, int):
@@ -83,6 +91,8 @@ class Records:
     def column(self, name: str) -> list:
         """One base column as a list."""
         k = _BASE.index(name)
+        if name == "args":
+            return [_args_of(r[4]) for r in self._rows]
         return [r[k] for r in self._rows]
 
     @property

@@ -2,6 +2,7 @@
 the shootdown machinery of arch/x86/mm/tlb.c (state and loops in mmucore.tlbstate)."""
 from __future__ import annotations
 
+import functools
 from typing import Any, List, Optional
 
 import mmucore
@@ -50,9 +51,11 @@ class X86(Arch):
         costs = {k: getattr(cfg.cost, k) for k in tlbstate.COST_FIELDS}
         self.flush = tlbstate.X86Flush(states, params, costs, backend)
         self.ncpus = len(tlbs)
-        # the two hooks every syscall calls, bound straight to C (one call, not two)
+        # the hooks every syscall calls, bound straight to C (one call, not two):
+        # set_jiffies(j) is setattr(flush, "jiffies", j), as the method below says
         self.kernel_entry = self.flush.kernel_entry_of
         self.return_to_user = self.flush.return_to_user_of
+        self.set_jiffies = functools.partial(setattr, self.flush, "jiffies")
         self.pti = prof.pti
         self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
 
@@ -152,8 +155,10 @@ class X86(Arch):
         return prot
 
     def vma_page_prot(self, vma: Any) -> int:
-        """vma_set_page_prot(): the page protection of a VMA."""
-        return self.vm_page_prot(vma.flags)
+        """vma_set_page_prot(): the page protection of a VMA (vm_page_prot's memo read
+        here first: every mmap, split and flag change asks)."""
+        prot = _PAGE_PROT.get(vma.flags & _PROT_FLAGS)
+        return prot if prot is not None else self.vm_page_prot(vma.flags)
 
     def user_pcid(self, cpu: Any) -> int:
         """The PCID user-mode accesses run under (the user copy with PTI)."""
