@@ -406,13 +406,13 @@ class Timeline:
             elif woken and lock is not None:
                 lk = task.thread.mm.mmap_lock
             sib = self._sibling[i] if self._smt_extra else None
-            if sib is not None and not sib.done and (sib.pending is None
-                                                     or sib.slept_at > ts.now):
+            shared = sib is not None and not sib.done and (sib.pending is None
+                                                            or sib.slept_at > ts.now)
+            if shared:                          # the sibling thread is awake
                 work = task.thread.cpu.stats.kernel_cycles_array()[_WORK]
-                reply[i] = fn(*args, **kw) if kw else fn(*args)
+            reply[i] = fn(*args, **kw) if kw else fn(*args)
+            if shared:
                 self._smt_slow(task.thread.cpu, work)
-            else:
-                reply[i] = fn(*args, **kw) if kw else fn(*args)
             if lk is not None:
                 lk.done(task.thread.cpu)
             task.requests += 1
