@@ -164,3 +164,90 @@ def test_menu_learns_that_sleeps_end_before_the_tick():
     # the correction factor for this bucket fell towards 30/700
     assert g.correction[cpuidle.which_bucket(700.0)] < 0.5 * cpuidle.RESOLUTION * \
         cpuidle.DECAY
+
+
+# ------------------------------------------------------------------ exclusion, at random
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pysim.mm import mmap_lock as _ml  # noqa: E402
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("madvise"), st.integers(0, 15)),
+    st.tuples(st.just("mprotect"), st.integers(0, 15)),
+    st.tuples(st.just("remap"), st.just(0)),
+    st.tuples(st.just("touch"), st.integers(0, 15)),
+    st.tuples(st.just("compute"), st.integers(0, 40_000))), min_size=1, max_size=12)
+
+
+def _random_program(t, ops):
+    """Each CPU's own 64 KiB region (mapped first); ops on its pages, or a remap."""
+    base = yield t.mmap(16 * 4096, RW)
+    for op, k in ops:
+        if op == "madvise":
+            yield t.madvise(base + k * 4096, 4096, MADV_DONTNEED)
+        elif op == "mprotect":
+            yield t.mprotect(base + k * 4096, 4096, PROT_READ if k % 2 else RW)
+        elif op == "remap":
+            yield t.munmap(base, 16 * 4096)
+            base = yield t.mmap(16 * 4096, RW)
+        elif op == "touch":
+            yield t.read(base + k * 4096)
+        else:
+            yield t.compute(k)
+        t.tick()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs=st.lists(_OPS, min_size=2, max_size=4),
+       preset=st.sampled_from(["zen3", "skylake", "milan"]),
+       profile=st.sampled_from(["v6.2", "v6.14", "v6.15"]),
+       cpuidle=st.sampled_from([None, "skx"]), pti=st.booleans())
+def test_no_holder_overlaps_a_writer_and_every_program_ends(programs, preset, profile,
+                                                            cpuidle, pti):
+    """Random programs on 2-4 CPUs of one mm (every knob mixed): the rwsem never lets a
+    hold overlap a write hold, and every program runs to its end."""
+    holds = []                                  # (cpu, mode, start, end)
+    opened = {}
+    lock, unlock, downgrade = _ml.MmapLock.lock, _ml.MmapLock.unlock, \
+        _ml.MmapLock.downgrade
+
+    def rec_lock(self, cpu, mode):
+        lock(self, cpu, mode)
+        if self.timed:
+            opened[cpu.id] = (mode, cpu.tlbstate.now)
+
+    def rec_downgrade(self, cpu):
+        if self.timed and cpu.id in opened:
+            mode, start = opened[cpu.id]
+            holds.append((cpu.id, mode, start, cpu.tlbstate.now))
+            opened[cpu.id] = ("r", cpu.tlbstate.now)
+        downgrade(self, cpu)
+
+    def rec_unlock(self, cpu, mode):
+        unlock(self, cpu, mode)
+        if self.timed and cpu.id in opened:
+            m_, start = opened.pop(cpu.id)
+            holds.append((cpu.id, m_, start, cpu.tlbstate.now))
+
+    _ml.MmapLock.lock, _ml.MmapLock.unlock, _ml.MmapLock.downgrade = \
+        rec_lock, rec_unlock, rec_downgrade
+    try:
+        m = pysim.Machine(cpus=len(programs), preset=preset, profile=profile, pti=pti,
+                          checker=True)
+        proc = m.process()
+        tl = m.timeline(cpuidle=cpuidle)
+        for c, ops in enumerate(programs):
+            tl.spawn(proc.thread(cpu=c), _random_program, ops)
+        res = tl.run()
+    finally:
+        _ml.MmapLock.lock, _ml.MmapLock.unlock, _ml.MmapLock.downgrade = \
+            lock, unlock, downgrade
+    assert all(tk.done for tk in res.tasks)
+    assert [tk.ops for tk in res.tasks] == [len(ops) for ops in programs]
+    writes = [h for h in holds if h[1] == "w"]
+    assert len(writes) >= len(programs)         # every program's first mmap at least
+    for w in writes:
+        for h in holds:
+            if h is not w:
+                assert h[3] <= w[2] + 1e-6 or w[3] <= h[2] + 1e-6, (w, h)
