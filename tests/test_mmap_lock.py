@@ -251,3 +251,28 @@ def test_no_holder_overlaps_a_writer_and_every_program_ends(programs, preset, pr
         for h in holds:
             if h is not w:
                 assert h[3] <= w[2] + 1e-6 or w[3] <= h[2] + 1e-6, (w, h)
+
+
+def test_a_long_sleep_chooses_its_idle_state_again_at_every_tick():
+    # CPU 1's reader sleeps through CPU 0's long write hold; with the tick its only
+    # timer, the tick wakes the idle CPU every 1/HZ and menu_select() runs again: one
+    # choice at the sleep's start and one per tick crossed.  From the first tick the
+    # period is a whole tick (1 ms at HZ=1000) and the correction factor is still 1,
+    # so the prediction reaches C6's 600 us residency.
+    m = pysim.Machine(cpus=2, preset=pysim.get_preset("zen3", per_pte=2000),
+                      profile="v6.2", checker=False)          # a hold of ~9 ms
+    proc = m.process()
+    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
+    big = t0.mmap(BIG, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
+    small = t0.mmap(1 << 20, RW)
+    tl = m.timeline(cpuidle="skx")
+    tl.spawn(t0, _long_write, big)
+    tl.spawn(t1, late_read, 1000, small, 4096, MADV_DONTNEED)
+    res = tl.run()
+    tick = 1e6 / m.profile.hz * 1e3 * m.preset.ghz
+    asleep_from = res.start + 1000
+    woke = res.tasks[0].end                  # told when the writer's release woke it
+    ticks = math.floor(woke / tick) - math.floor(asleep_from / tick)
+    assert ticks >= 2
+    assert sum(tl.idle_usage.values()) == 1 + ticks
+    assert tl.idle_usage.get("C6", 0) >= ticks - 1

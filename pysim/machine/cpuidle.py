@@ -78,6 +78,13 @@ RESOLUTION, DECAY, INTERVALS = 1024, 8, 8
 _BUCKET_LIMITS_US = (10.0, 100.0, 1000.0, 10_000.0, 100_000.0)
 
 
+def until_tick(now: float, tick: float) -> float:
+    """Time from now to the next tick of period `tick` (a full period at a tick: a
+    rounding error of a millionth of a period counts as being at the tick)."""
+    left = tick - math.fmod(now, tick)
+    return tick if left < 1e-6 * tick else left
+
+
 def which_bucket(next_timer_us: float) -> int:
     """which_bucket(): the decade of the next timer's distance (no I/O waiters here)."""
     for i, limit in enumerate(_BUCKET_LIMITS_US):
@@ -120,7 +127,7 @@ class Menu:
 
     def predict(self, now_us: float) -> float:
         """menu_select()'s predicted idle time in us for a sleep starting at now_us."""
-        timer = self.tick_us - math.fmod(now_us, self.tick_us)
+        timer = until_tick(now_us, self.tick_us)
         self._next_timer_us = timer
         self._bucket = which_bucket(timer)
         scaled = timer * self.correction[self._bucket] / (RESOLUTION * DECAY)

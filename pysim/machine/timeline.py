@@ -51,6 +51,7 @@ from mmucore.stats import B_USER
 
 from ..errors import ArgumentError, ConfigError, PysimError, no_unknown_keywords
 from ..mm.mmap_lock import madvise_lock_mode
+from .cpuidle import Menu, table, until_tick
 
 # the per-CPU split of time the results report: category -> breakdown names in it
 TIME_SPLIT: Dict[str, Tuple[str, ...]] = {
@@ -148,6 +149,8 @@ class Task:
     index: int = 0                       # its place in Timeline.tasks
     slept_at: float = 0.0                # when its current sleep began
     idle_exit: float = -1.0              # that sleep's idle-state exit latency, cycles
+    idle_from: float = 0.0               # when its CPU last chose an idle state
+    next_tick: float = -1.0              # the tick that will wake its CPU (< 0: none)
 
     @property
     def ops(self) -> int:
@@ -231,7 +234,6 @@ class Timeline:
         """A timeline on machine; cpuidle names an idle-state table
         (pysim.machine.cpuidle) that sleeping CPUs choose from, None for one state
         whose exit costs the preset's idle_exit."""
-        from .cpuidle import table
         self.machine = machine
         self.tasks: List[Task] = []
         self.idle_states = table(cpuidle)
@@ -241,6 +243,8 @@ class Timeline:
         self._smt_extra = 0.0                       # 1 / smt_speed - 1
         self._locks: List[Any] = []
         self._menu: Dict[int, Any] = {}
+        self._running = 0                           # tasks neither ended nor asleep
+        self._limit: Optional[float] = None
 
     def spawn(self, thread: Any, program: Callable[..., Iterator], *args: Any,
               **kw: Any) -> Task:
@@ -295,9 +299,9 @@ class Timeline:
             mm.context.reset_time()
             self._attach(mm.mmap_lock)
         if self.idle_states is not None:
-            from .cpuidle import Menu
             tick_us = 1e6 / m.profile.hz
             self._menu = {c.id: Menu(tick_us) for c in m.cpus}
+            self._tick_cycles = tick_us * m.preset.ghz * 1e3
         m.frames.lruvec.reset()
         m.frames.lruvec.timed = True
         busy = {t.thread.cpu.id for t in self.tasks}
@@ -353,14 +357,19 @@ class Timeline:
             task.pending = None
             heap.append((t0, task.thread.cpu.id, i))
         heapq.heapify(heap)
+        self._running = len(self.tasks)        # tasks neither ended nor asleep
+        self._limit = limit
         end = t0
         tasks = self.tasks
         reply: List[Any] = [None] * len(tasks)
         while heap:
             t, cid, i = heapq.heappop(heap)
-            if cid < 0:                        # a lock's wake check
+            if cid == -1:                      # a lock's wake check
                 for task, told in self._locks[i].check(t):
                     self._wake(task, told)
+                continue
+            if cid == -2:                      # the tick of a CPU asleep
+                self._tick(tasks[i], t)
                 continue
             task = tasks[i]
             ts = task.thread.cpu.tlbstate
@@ -371,6 +380,7 @@ class Timeline:
             if limit is not None and now >= limit:
                 task.end = now
                 end = max(end, now)
+                self._running -= 1
                 continue
             req = task.pending
             woken = req is not None
@@ -386,8 +396,9 @@ class Timeline:
                 task.done = True
                 task.end = ts.now
                 end = max(end, task.end)
+                self._running -= 1
                 if stop_first:
-                    limit = end          # the others stop at their next request
+                    limit = self._limit = end   # the others stop at their next request
                 continue
             try:
                 fn, args, kw, lock = req
@@ -439,19 +450,41 @@ class Timeline:
         ts = cpu.tlbstate
         now = ts.now
         thread.sleep()                          # enter_lazy_tlb: the idle task runs
-        exit_cycles = -1.0
-        if self.idle_states is not None:
-            us = self.machine.preset.ghz * 1e3
-            state = self._menu[cpu.id].select(self.idle_states, now / us)
-            self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
-            if state.tlb_flushed:
-                self.machine.arch.flush.leave_mm(ts)
-            exit_cycles = state.exit_latency_us * us
-        ts.idle_from_now(exit_cycles)
         task.pending = req
         task.sleeps += 1
         task.slept_at = now
-        task.idle_exit = exit_cycles
+        task.idle_exit = -1.0
+        self._running -= 1
+        if self.idle_states is not None:
+            self._enter_idle(task, now)
+        ts.idle_from_now(task.idle_exit)
+
+    def _enter_idle(self, task: Task, now: float) -> None:
+        """cpuidle_idle_call() at now on the task's sleeping CPU: the menu governor's
+        state (counted; leave_mm() first for a CPUIDLE_FLAG_TLB_FLUSHED one), and the
+        tick that will end this idle period if nothing wakes the CPU before."""
+        cpu = task.thread.cpu
+        us = self.machine.preset.ghz * 1e3
+        state = self._menu[cpu.id].select(self.idle_states, now / us)
+        self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
+        if state.tlb_flushed:
+            self.machine.arch.flush.leave_mm(cpu.tlbstate)
+        task.idle_exit = state.exit_latency_us * us
+        task.idle_from = now
+        task.next_tick = now + until_tick(now, self._tick_cycles)
+        heapq.heappush(self._heap, (task.next_tick, -2, task.index))
+
+    def _tick(self, task: Task, t: float) -> None:
+        """The tick wakes a CPU whose thread still sleeps: the governor learns from
+        the idle period the tick ended, and the idle loop chooses a state again."""
+        if task.pending is None or task.next_tick != t:
+            return                              # woken before this tick
+        if self._running == 0 or (self._limit is not None and t >= self._limit):
+            return                              # the run is over: no more ticks
+        us = self.machine.preset.ghz * 1e3
+        self._menu[task.thread.cpu.id].reflect((t - task.idle_from) / us)
+        self._enter_idle(task, t)
+        task.thread.cpu.tlbstate.idle_from_now(task.idle_exit)
 
     def _wake(self, task: Task, told: float) -> None:
         """The waker told task's CPU at `told`: it leaves its idle state (the exit
@@ -461,9 +494,11 @@ class Timeline:
         exit_cycles = task.idle_exit if task.idle_exit >= 0.0 else cost.idle_exit
         if self.idle_states is not None:
             us = self.machine.preset.ghz * 1e3
-            self._menu[cpu.id].reflect((told - task.slept_at) / us)
+            self._menu[cpu.id].reflect((told - task.idle_from) / us)
+            task.next_tick = -1.0
         ts = cpu.tlbstate
         ts.wake(told + exit_cycles + cost.lock_handoff)
+        self._running += 1
         heapq.heappush(self._heap, (ts.now, cpu.id, task.index))
 
     def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:

@@ -72,18 +72,29 @@ def tlb_flush3(t, iterations: int) -> Iterator:
 PROGRAMS = {"tlb_flush1": tlb_flush1, "tlb_flush2": tlb_flush2, "tlb_flush3": tlb_flush3}
 
 
+def _delayed(t, program, delay: float, iterations: int) -> Iterator:
+    """program(t, iterations) after `delay` cycles in user space."""
+    yield t.compute(delay)
+    yield from program(t, iterations)
+
+
 def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         iterations: int = 2000, cpus: Optional[int] = None, preset: Any = "zen3",
         profile: Any = "v6.2", checker: Any = False, seed: int = 0,
         warmup_ms: float = 0.0, machine: Optional[Machine] = None,
-        cpuidle: Optional[str] = None, **overrides: Any) -> Dict[str, Any]:
+        cpuidle: Optional[str] = None, start_jitter_us: float = 0.0,
+        **overrides: Any) -> Dict[str, Any]:
     """One will-it-scale point: `threads` tasks on CPUs 0..threads-1 of a machine of
     `cpus` CPUs (default: threads), `iterations` counted iterations each after
     `warmup_ms` of simulated warm-up (time for rules that sample jiffies, such as the
     global ASID choice, to settle).  Returns the totals and the per-CPU time split
     summed over the tasks' CPUs (cycles, warm-up included).  cpuidle names the idle-state
     table of pysim.machine.cpuidle that CPUs asleep on mmap_lock choose from (None: one
-    state, the preset's idle_exit); its usage comes back as cpuidle_usage."""
+    state, the preset's idle_exit); its usage comes back as cpuidle_usage.
+    start_jitter_us > 0 starts each task after a delay drawn uniformly below it from
+    the machine's seeded generator (the harness starts its tasks one by one): runs
+    with other seeds are replicates of a workload whose lock convoys make any one run
+    depend on how the tasks happened to line up."""
     if test not in PROGRAMS:
         raise ConfigError(f"test {test!r} unknown; allowed: {', '.join(TESTS)}",
                           field="test", allowed=TESTS)
@@ -96,6 +107,10 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ConfigError(f"iterations must be an integer >= 1, got {iterations!r}",
                           field="iterations")
+    if isinstance(start_jitter_us, bool) or not isinstance(start_jitter_us, (int, float)) \
+            or not start_jitter_us >= 0:
+        raise ConfigError(f"start_jitter_us must be a number >= 0, got {start_jitter_us!r}",
+                          field="start_jitter_us")
     ncpus = threads if cpus is None else cpus
     if ncpus < threads:
         raise ConfigError(f"cpus ({ncpus}) must be at least threads ({threads})",
@@ -107,7 +122,11 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     for cpu in range(threads):
         if mode == "processes" and cpu:
             proc = m.process()
-        tl.spawn(proc.thread(cpu=cpu), PROGRAMS[test], iterations)
+        if start_jitter_us > 0:
+            delay = float(m.rng.uniform(0.0, start_jitter_us)) * m.preset.ghz * 1e3
+            tl.spawn(proc.thread(cpu=cpu), _delayed, PROGRAMS[test], delay, iterations)
+        else:
+            tl.spawn(proc.thread(cpu=cpu), PROGRAMS[test], iterations)
     if not warmup_ms >= 0:
         raise ConfigError(f"warmup_ms must be >= 0, got {warmup_ms!r}", field="warmup_ms")
     res = tl.run(warmup=warmup_ms * 1e-3 * m.preset.ghz * 1e9, stop_at_first_exit=True)
