@@ -10,7 +10,9 @@ drivers/cpuidle/governors/menu.c of 5.x-6.13): the smaller of the next timer eve
 scaled by a learnt correction factor and the typical interval of the CPU's last 8
 sleeps.  Assumption: the only timer a CPU asleep on a lock has is its tick, and the
 tick keeps running (menu.c does not stop it for a predicted idle under one tick), so
-the next timer event is the next jiffy.
+the next timer event is the next jiffy; a sleep longer than that is woken by each tick
+and the idle loop chooses again (the timeline's tick events), with the tick-length
+periods in the CPU's history.
 
 cpuidle_enter_state() calls leave_mm() before a state flagged
 CPUIDLE_FLAG_TLB_FLUSHED (the core loses its TLB there): the CPU switches to
