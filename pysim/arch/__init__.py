@@ -67,6 +67,11 @@ class Arch:
         """cpu goes idle and may keep its mm loaded."""
         raise NotImplementedError
 
+    def leave_mm(self, cpu: Any) -> None:
+        """The idle CPU enters a state that loses its TLB (CPUIDLE_FLAG_TLB_FLUSHED):
+        x86's leave_mm() switches it to init_mm; an arch without that hook does
+        nothing."""
+
     def return_to_user(self, cpu: Any) -> None:
         """The exit to user space on cpu (deferred invalidations happen here)."""
         raise NotImplementedError

@@ -73,10 +73,10 @@ class CPU:
         self.gather_batch_reserve = int(getattr(prof, "mmu_gather_batch_reserve", 0))
 
     def set_llc(self, llc: int) -> None:
-        """Place the CPU in last-level cache llc (the C state keeps it too, on x86)."""
+        """Place the CPU in last-level cache llc (its TLB state keeps it too: the C
+        paths read it there)."""
         self.llc = llc
-        if hasattr(self.tlbstate, "llc"):
-            self.tlbstate.llc = llc
+        self.tlbstate.llc = llc
 
     def __getstate__(self):
         cur = self._cur() if self._cur is not None else None

@@ -468,7 +468,7 @@ class Timeline:
         state = self._menu[cpu.id].select(self.idle_states, now / us)
         self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
         if state.tlb_flushed:
-            self.machine.arch.flush.leave_mm(cpu.tlbstate)
+            self.machine.arch.leave_mm(cpu)
         task.idle_exit = state.exit_latency_us * us
         task.idle_from = now
         task.next_tick = now + until_tick(now, self._tick_cycles)

@@ -169,6 +169,8 @@ class Arm64CpuState:
         self.rollover_flush = False  # this CPU is in tlb_flush_pending
         self.pending: List[tuple] = []   # (kind, asid, start, nr, stride_shift, targets)
         self.t_off = 0.0
+        self.idle_until = 0.0        # asleep in an idle state until then (timeline)
+        self.llc = 0                 # its last-level cache (pysim.machine.cpu.llc_of)
 
     @property
     def now(self) -> float:
@@ -178,6 +180,19 @@ class Arm64CpuState:
     def reset_time(self, t_off: float) -> None:
         """Start a timeline at t_off."""
         self.t_off = t_off
+        self.idle_until = 0.0
+
+    def idle_from_now(self, exit_latency: float = -1.0) -> None:
+        """The CPU idles until wake() (a sleep whose end is not known yet).  Broadcast
+        TLBIs need no handler on it, so the exit latency matters to nothing here."""
+        self.idle_until = float("inf")
+
+    def wake(self, t: float) -> None:
+        """The idle CPU runs again from t (its time jumps to t if that is later)."""
+        now = self.now
+        if t > now:
+            self.t_off += t - now
+        self.idle_until = t
 
     @property
     def asids(self) -> list:

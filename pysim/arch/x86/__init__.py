@@ -99,6 +99,9 @@ class X86(Arch):
     def enter_lazy_tlb(self, cpu: Any) -> None:
         self.flush.enter_lazy_tlb(cpu.tlbstate)
 
+    def leave_mm(self, cpu: Any) -> None:
+        self.flush.leave_mm(cpu.tlbstate)
+
     def flush_tlb_mm_range(self, cpu: Any, mm: Any, start: int, end: int,
                            stride_shift: int, freed_tables: bool) -> tlbstate.FlushInfo:
         return self.flush.flush_tlb_mm_range(cpu.tlbstate, mm.context, start, end,
