@@ -587,30 +587,41 @@ cdef int allocate_global_asid(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
     return asid
 
 
+cdef inline int cpumask_next(int n, uint64_t* mask, int nwords) noexcept nogil:
+    """cpumask_next(): the first CPU of mask above n, nwords * 64 if there is none
+    (for_each_cpu is `c = cpumask_next(-1, ...)` then `c = cpumask_next(c, ...)`)."""
+    cdef int w
+    cdef uint64_t word
+    n += 1
+    w = n >> 6
+    if w >= nwords:
+        return nwords * 64
+    word = mask[w] & (~<uint64_t>0 << (n & 63))
+    while not word:
+        w += 1
+        if w >= nwords:
+            return nwords * 64
+        word = mask[w]
+    return w * 64 + __builtin_ctzll(word)
+
+
 cdef bint mm_active_cpus_exceeds(flush_env* e, mm_context* mm, int threshold) noexcept nogil:
     """mm_active_cpus_exceeds(): more than threshold CPUs of mm_cpumask run the mm and
     are not lazy (the mask's weight is the cheap first test)."""
-    cdef int w, b, cpu_id, weight = 0, count = 0
-    cdef uint64_t word
+    cdef int w, cpu_id, weight = 0, count = 0
     cdef cpu_tlbstate* c
     for w in range(mm.nwords):
         weight += __builtin_popcountll(mm.cpumask[w])
     if weight <= threshold:
         return False
-    for w in range(mm.nwords):
-        word = mm.cpumask[w]
-        while word:
-            b = __builtin_ctzll(word)
-            word &= word - 1
-            cpu_id = w * 64 + b
-            if cpu_id >= e.ncpus:
-                continue
-            c = e.cpus[cpu_id]
-            if c.loaded_mm != mm or c.is_lazy:
-                continue
+    cpu_id = cpumask_next(-1, mm.cpumask, mm.nwords)
+    while cpu_id < e.ncpus:
+        c = e.cpus[cpu_id]
+        if c.loaded_mm == mm and not c.is_lazy:
             count += 1
             if count > threshold:
                 return True
+        cpu_id = cpumask_next(cpu_id, mm.cpumask, mm.nwords)
     return False
 
 
@@ -1040,6 +1051,17 @@ cdef bint kvm_pv_flush_deferred(flush_env* e, cpu_tlbstate* c) noexcept nogil:
     return True
 
 
+cdef inline void wait_for_acks(flush_env* e, cpu_tlbstate* initiator, double sends,
+                               double wait) noexcept nogil:
+    """The initiator pays its sends and its wait for the last acknowledgement; on the
+    timeline it waits with interrupts on, so handlers arriving meanwhile fill the
+    wait (handle_ipi) instead of delaying it further."""
+    stats_spend(initiator.stats, B_IPI, sends + wait)
+    if e.timeline and wait > 0.0:
+        initiator.wait_until = cpu_now(initiator)
+        initiator.wait_from = initiator.wait_until - wait
+
+
 cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
                          flush_tlb_info* f, int n, double local_cycles) except -1 nogil:
     """smp_call_function_many_cond() for the n CPUs in e.targets: each runs
@@ -1078,12 +1100,7 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
             ack = e.c.ipi_deliver + work + e.c.ipi_ack
         if ack > rtt:
             rtt = ack
-    wait = rtt - local_cycles if rtt > local_cycles else 0.0
-    stats_spend(initiator.stats, B_IPI, sends + wait)
-    if e.timeline and wait > 0.0:
-        # waiting for acks with interrupts on: handlers arriving now fill the wait
-        initiator.wait_until = cpu_now(initiator)
-        initiator.wait_from = initiator.wait_until - wait
+    wait_for_acks(e, initiator, sends, rtt - local_cycles if rtt > local_cycles else 0.0)
     return 0
 
 
@@ -1092,22 +1109,17 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     """The IPI backend: every other CPU of mm_cpumask that should_flush_tlb() picks
     gets an IPI running flush_tlb_func; the initiator pays the sends and waits for the
     slowest acknowledgement beyond its own local flush."""
-    cdef int w, b, cpu_id, n = 0, nothers = 0
-    cdef uint64_t word
-    for w in range(mm.nwords):
-        word = mm.cpumask[w]
-        while word:
-            b = __builtin_ctzll(word)
-            word &= word - 1
-            cpu_id = w * 64 + b
-            if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
-                continue
+    cdef int cpu_id, n = 0, nothers = 0
+    cpu_id = cpumask_next(-1, mm.cpumask, mm.nwords)
+    while cpu_id < e.ncpus:
+        if cpu_id != initiator.cpu:
             nothers += 1
-            if e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id]):
-                continue                    # preempted vCPU: flushed on its next entry
-            if should_flush_tlb(e, e.cpus[cpu_id], mm, f):
+            # a preempted vCPU is flushed on its next entry (kvm_pv_flush_deferred)
+            if not (e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id])) \
+                    and should_flush_tlb(e, e.cpus[cpu_id], mm, f):
                 e.targets[n] = cpu_id
                 n += 1
+        cpu_id = cpumask_next(cpu_id, mm.cpumask, mm.nwords)
     if nothers:
         # native_flush_tlb_multi counts before lazy CPUs are filtered out
         stats_add(initiator.stats, K_NR_TLB_REMOTE_FLUSH, 1)
@@ -1121,23 +1133,16 @@ cdef int finish_asid_transition(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
     """finish_asid_transition(): while any CPU of the mask runs mm on a local ASID,
     flush_tlb_multi(mm_cpumask) (on_each_cpu_mask, so the initiator too) makes them
     move to the global ASID; once none does, the transition is over."""
-    cdef int w, b, cpu_id
-    cdef uint64_t word
+    cdef int cpu_id
     cdef cpu_tlbstate* c
     cdef double hw0, kernel = 0.0
     if not mm.asid_transition:
         return 0
-    for w in range(mm.nwords):
-        word = mm.cpumask[w]
-        while word:
-            b = __builtin_ctzll(word)
-            word &= word - 1
-            cpu_id = w * 64 + b
-            if cpu_id >= e.ncpus:
-                continue
-            c = e.cpus[cpu_id]
-            if c.loaded_mm != mm or c.loaded_mm_asid == mm.global_asid:
-                continue
+    cpu_id = cpumask_next(-1, mm.cpumask, mm.nwords)
+    while cpu_id < e.ncpus:
+        c = e.cpus[cpu_id]
+        cpu_id = cpumask_next(cpu_id, mm.cpumask, mm.nwords)
+        if c.loaded_mm == mm and c.loaded_mm_asid != mm.global_asid:
             if e.p.rar:
                 f.trim_cpumask = True       # the RFC: IPIs, which move the stragglers
             hw0 = tlb_cycles(cpu)
@@ -1307,29 +1312,20 @@ cdef int smp_call_rar_many(flush_env* e, cpu_tlbstate* initiator, int n, int pci
             ack = e.c.rar_deliver + work + e.c.ipi_ack
         if ack > rtt:
             rtt = ack
-    stats_spend(initiator.stats, B_IPI, sends + rtt)
-    if e.timeline and rtt > 0.0:
-        # spinning on the status bytes with interrupts on: handlers fill the wait
-        initiator.wait_until = cpu_now(initiator)
-        initiator.wait_from = initiator.wait_until - rtt
+    wait_for_acks(e, initiator, sends, rtt)      # spinning on the status bytes
     return 0
 
 
 cdef int rar_mask_targets(flush_env* e, cpu_tlbstate* initiator, uint64_t* mask,
                           int nwords) noexcept nogil:
     """Fill e.targets with the CPUs of mask but the initiator; returns how many."""
-    cdef int w, b, cpu_id, n = 0
-    cdef uint64_t word
-    for w in range(nwords):
-        word = mask[w]
-        while word:
-            b = __builtin_ctzll(word)
-            word &= word - 1
-            cpu_id = w * 64 + b
-            if cpu_id == initiator.cpu or cpu_id >= e.ncpus:
-                continue
+    cdef int cpu_id, n = 0
+    cpu_id = cpumask_next(-1, mask, nwords)
+    while cpu_id < e.ncpus:
+        if cpu_id != initiator.cpu:
             e.targets[n] = cpu_id
             n += 1
+        cpu_id = cpumask_next(cpu_id, mask, nwords)
     return n
 
 

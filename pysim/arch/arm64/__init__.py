@@ -170,7 +170,7 @@ class Arm64CpuState:
         self.pending: List[tuple] = []   # (kind, asid, start, nr, stride_shift, targets)
         self.t_off = 0.0
         self.idle_until = 0.0        # asleep in an idle state until then (timeline)
-        self.llc = 0                 # its last-level cache (pysim.machine.cpu.llc_of)
+        self.llc = 0                 # its last-level cache (set by the machine)
 
     @property
     def now(self) -> float:
