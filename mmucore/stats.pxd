@@ -125,6 +125,7 @@ cdef class OpAccount:
     """The accounting window of the operation in flight on a machine (at most one)."""
     cdef op_account a
     cdef int reserve(self) except -1
+    cdef int open_window(self, CpuStats initiator) except -1
 
 
 cdef class CpuStats:

@@ -96,7 +96,7 @@ cdef class OpAccount:
         self.a.cap += 1
         return 0
 
-    def begin(self, CpuStats initiator):
+    cdef int open_window(self, CpuStats initiator) except -1:
         """Open a window; the initiating CPU is its first row."""
         if self.a.active:
             raise RuntimeError("an operation is already open on this machine")
@@ -106,19 +106,17 @@ cdef class OpAccount:
         self.a.active = True
         self.a.ntouched = 0
         stats_touch(&initiator.st)
+        return 0
+
+    def begin(self, CpuStats initiator):
+        """Open a window; the initiating CPU is its first row."""
+        self.open_window(initiator)
 
     def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
         """begin(initiator), then initiator.enter(counter, category, cycles): a
         syscall's window and its entry (count and cost) in one call, the same steps
         and checks in the same order."""
-        if self.a.active:
-            raise RuntimeError("an operation is already open on this machine")
-        if initiator.acct is not self:
-            raise ValueError(f"CPU {initiator.st.cpu}'s counters belong to another machine")
-        self.a.epoch += 1
-        self.a.active = True
-        self.a.ntouched = 0
-        stats_touch(&initiator.st)
+        self.open_window(initiator)
         if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
             raise ValueError(f"kernel counter {counter} or category {category} unknown")
         stats_add(&initiator.st, counter, 1)

@@ -144,8 +144,7 @@ class MmapLock:
                 return True
         else:
             spent = self._atomic(cpu, now)
-            free = self.writer_until if self.writer_until > self.readers_until \
-                else self.readers_until
+            free = self._holders_until("w")
             if not self.waiters and not self.granted:
                 if free <= now + spent:
                     cpu.stats.charge(B_LOCK, spent)
@@ -172,15 +171,17 @@ class MmapLock:
         self._post_check(self._free_for(mode))
         return False
 
-    def _free_for(self, mode: str) -> float:
-        """When the known holders let a waiter of mode in (inf while a woken holder's
-        request has not run yet: its release is not known)."""
-        if self.granted > 0:
-            return INF
-        if mode == "r":
+    def _holders_until(self, mode: str) -> float:
+        """When the holders whose release is known let one of mode in: a reader waits
+        for the last writer, a writer for the last writer and every reader."""
+        if mode == "r" or self.writer_until > self.readers_until:
             return self.writer_until
-        return self.writer_until if self.writer_until > self.readers_until \
-            else self.readers_until
+        return self.readers_until
+
+    def _free_for(self, mode: str) -> float:
+        """_holders_until(mode) for a waiter of the queue (inf while a woken holder's
+        request has not run yet: its release is not known)."""
+        return INF if self.granted > 0 else self._holders_until(mode)
 
     def _post_check(self, t: float) -> None:
         """Have the timeline run check() at t (once: the earliest time asked for)."""
@@ -238,8 +239,7 @@ class MmapLock:
                 cpu.stats.charge(B_LOCK, self._atomic(cpu, now))
             return
         spent = self._atomic(cpu, now)
-        ready = self.writer_until if mode == "r" else max(self.writer_until,
-                                                          self.readers_until)
+        ready = self._holders_until(mode)
         if ready > now + spent:
             spent = ready - now + cpu.cfg.cost.lock_handoff
         cpu.stats.charge(B_LOCK, spent)
