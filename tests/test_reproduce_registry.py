@@ -91,7 +91,7 @@ def test_the_fit_moves_a_cost_toward_the_published_cell():
         scaling.fit(setup, {k: 1.0 for k in "abcdef"}, {}, [(1, "tip")], published, 10)
 
 
-def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses():
+def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses(tmp_path):
     from pysim.report import lazy_cpumask_2024 as L
     d = L.run(iterations=20, workers=1, replicates=2)
     assert [c["kernel"] for c in d["cells"]] == ["eager", "lazy", "lazy+trim"]
@@ -103,6 +103,8 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses()
     assert ("within 5 percentage points" in text) == d["within_5pp"]
     assert ("does not reach" in text) != d["within_5pp"]
     json.dumps(d)
+    L.plot(d, str(tmp_path / "lazy.png"))
+    assert (tmp_path / "lazy.png").stat().st_size > 1000
 
 
 def test_mprotect_2022_prints_every_event_by_its_full_name():
@@ -113,3 +115,12 @@ def test_mprotect_2022_prints_every_event_by_its_full_name():
             if line.split() and line.split()[0] in mprotect_2022.SHOWN_EVENTS]
     assert rows == list(mprotect_2022.SHOWN_EVENTS)       # one row each, none cut short
     assert "model evaluations" in text
+
+
+def test_the_arm64_entries_plot_their_cells_against_the_published_ones(tmp_path):
+    from pysim.report import arm64_batched_flush_2023 as A, arm64_pte_needs_flush_2025 as P
+    A.plot({"speedups": [{"preset": "altra", "cpus": 4, "speedup_pct": 5.0,
+                          "published_speedup_pct": 0.0}]}, str(tmp_path / "a.png"))
+    P.plot({"cells": [{"kernel": "before", "profile": "v6.18", "simulated_us": 1.0,
+                       "published_us": None}]}, str(tmp_path / "p.png"))
+    assert all((tmp_path / f).stat().st_size > 1000 for f in ("a.png", "p.png"))

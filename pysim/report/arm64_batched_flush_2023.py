@@ -185,18 +185,9 @@ def format_text(d: Dict[str, Any]) -> str:
 
 def plot(d: Dict[str, Any], path: str) -> None:
     """Bars: simulated speed-up per cell with the published values as markers."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4))
-    ax = fig.subplots()
+    from .plot import bars_against_published
     rows = d["speedups"]
-    xs = range(len(rows))
-    ax.bar(xs, [r["speedup_pct"] for r in rows], 0.5, color="#4c72b0", label="simulated")
-    ax.scatter(xs, [r["published_speedup_pct"] for r in rows], marker="_", s=400,
-               color="black", zorder=3, label="published")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{r['preset']}\n{r['cpus']} CPUs" for r in rows])
-    ax.set_ylabel("reclaim loop speed-up, %")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    bars_against_published(path, [f"{r['preset']}\n{r['cpus']} CPUs" for r in rows],
+                           [r["speedup_pct"] for r in rows],
+                           [r["published_speedup_pct"] for r in rows],
+                           "reclaim loop speed-up, %")

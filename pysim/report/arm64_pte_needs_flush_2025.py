@@ -157,18 +157,9 @@ def format_text(d: Dict[str, Any]) -> str:
 
 def plot(d: Dict[str, Any], path: str) -> None:
     """Bars: simulated before/after with the published values as markers."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 4))
-    ax = fig.subplots()
-    xs = range(len(d["cells"]))
-    ax.bar(xs, [c["simulated_us"] for c in d["cells"]], 0.5, color="#4c72b0",
-           label="simulated")
-    ax.scatter(xs, [c["published_us"] for c in d["cells"]], marker="_", s=400,
-               color="black", zorder=3, label="published")
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels([f"{c['kernel']}\n{c['profile']}" for c in d["cells"]])
-    ax.set_ylabel("us per none -> rw mprotect")
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from .plot import bars_against_published
+    cells = d["cells"]
+    bars_against_published(path, [f"{c['kernel']}\n{c['profile']}" for c in cells],
+                           [c["simulated_us"] for c in cells],
+                           [c["published_us"] for c in cells],
+                           "us per none -> rw mprotect")

@@ -157,18 +157,11 @@ def format_text(d: Dict[str, Any]) -> str:
 
 def plot(d: Dict[str, Any], path: str) -> None:
     """Bars: per_thread_ops of each kernel, the published change as a marker."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
-    names = [c["kernel"] for c in d["cells"]]
+    from .plot import bars_against_published
     vals = [c["simulated"] for c in d["cells"]]
-    ax.bar(names, vals, color=["#55a868", "#c44e52", "#4c72b0"])
-    eager = vals[0]
-    ax.scatter(["lazy"], [eager * (1 + d["published_change_pct"] / 100)], marker="_", s=600,
-               color="black", zorder=3, label="published (relative to eager)")
-    ax.set_ylabel("per_thread_ops (simulated)")
-    ax.set_title(f"will-it-scale tlb_flush2, {THREADS} threads: mm_cpumask rules")
-    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    lazy = vals[0] * (1 + d["published_change_pct"] / 100)
+    bars_against_published(path, [c["kernel"] for c in d["cells"]], vals,
+                           [lazy if c["kernel"] == "lazy" else None for c in d["cells"]],
+                           "per_thread_ops (simulated)",
+                           f"will-it-scale tlb_flush2, {THREADS} threads: mm_cpumask rules",
+                           "published (relative to eager)")

@@ -1,4 +1,5 @@
-"""Pictures of sweep tables: one figure of a measure against one parameter.
+"""Pictures of sweep tables: one figure of a measure against one parameter; and the bar
+chart a `pysim reproduce` entry draws of its simulated cells against published ones.
 
     pysim plot OUT --x pages --y cycles --hue profile --logx --logy --where 'pages<=4096'
 
@@ -24,7 +25,7 @@ from ..outputs import check_output
 from ..sweeps.store import read_table
 
 __all__ = ["plot_table", "plot_file", "parse_where", "image_suffixes", "Condition",
-           "OPERATORS"]
+           "OPERATORS", "bars_against_published"]
 
 OPERATORS = ("<=", ">=", "!=", "==", "<", ">", "=")    # longest first, for the parser
 _COND = re.compile(r"^\s*(?P<key>[^<>=!]+?)\s*(?P<op><=|>=|!=|==|<|>|=)\s*(?P<value>.*?)\s*$")
@@ -264,3 +265,29 @@ def plot_file(table: str, x: str, y: str, hue: Optional[str] = None, where=None,
                      title=title)
     fig.savefig(path, dpi=120)
     return path
+
+
+def bars_against_published(path: str, labels: List[str], simulated: List[float],
+                           published: List[Optional[float]], ylabel: str,
+                           title: Optional[str] = None,
+                           published_label: str = "published") -> None:
+    """A bar per cell (simulated) and a black marker on each cell that has a published
+    value (None: none); saved to path (a `pysim reproduce NAME --plot`)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(max(5.0, 1.2 * len(labels) + 1.5), 4))
+    ax = fig.subplots()
+    xs = list(range(len(labels)))
+    ax.bar(xs, simulated, 0.5, color="#4c72b0", label="simulated")
+    marked = [(x, p) for x, p in zip(xs, published) if p is not None]
+    if marked:
+        ax.scatter([x for x, _ in marked], [p for _, p in marked], marker="_", s=400,
+                   color="black", zorder=3, label=published_label)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
