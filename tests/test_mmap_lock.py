@@ -23,8 +23,8 @@ B = stats.BREAKDOWN_INDEX
 BIG = 64 << 20
 
 
-def _rig(cpus=4):
-    m = pysim.Machine(cpus=cpus, preset="zen3", profile="v6.2", checker=False)
+def _rig(cpus=4, preset="zen3", profile="v6.2", checker=False):
+    m = pysim.Machine(cpus=cpus, preset=preset, profile=profile, checker=checker)
     proc = m.process()
     threads = [proc.thread(cpu=c) for c in range(cpus)]
     big = threads[0].mmap(BIG, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
@@ -259,13 +259,8 @@ def test_a_long_sleep_chooses_its_idle_state_again_at_every_tick():
     # choice at the sleep's start and one per tick crossed.  From the first tick the
     # period is a whole tick (1 ms at HZ=1000) and the correction factor is still 1,
     # so the prediction reaches C6's 600 us residency.
-    m = pysim.Machine(cpus=2, preset=pysim.get_preset("zen3", per_pte=2000),
-                      profile="v6.2", checker=False)          # a hold of ~9 ms
-    proc = m.process()
-    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
-    big = t0.mmap(BIG, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
-    small = t0.mmap(1 << 20, RW)
-    tl = m.timeline(cpuidle="skx")
+    m, proc, (t0, t1), big, small = _rig(2, pysim.get_preset("zen3", per_pte=2000))
+    tl = m.timeline(cpuidle="skx")                    # CPU 0 holds for ~9 ms
     tl.spawn(t0, _long_write, big)
     tl.spawn(t1, late_read, 1000, small, 4096, MADV_DONTNEED)
     res = tl.run()
@@ -281,11 +276,7 @@ def test_a_long_sleep_chooses_its_idle_state_again_at_every_tick():
 @pytest.mark.parametrize("cpuidle", [None, "skx"])
 def test_arm64_cpus_sleep_and_wake_on_the_lock_too(cpuidle):
     # the idle hooks live behind the arch seam: arm64 has no leave_mm() at idle entry
-    m = pysim.Machine(cpus=2, preset="altra", profile="v6.18", checker=True)
-    proc = m.process()
-    t0, t1 = proc.thread(cpu=0), proc.thread(cpu=1)
-    big = t0.mmap(BIG, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE)
-    small = t0.mmap(1 << 20, RW)
+    m, proc, (t0, t1), big, small = _rig(2, "altra", "v6.18", checker=True)
     tl = m.timeline(cpuidle=cpuidle)
     tl.spawn(t0, _long_write, big)
     tl.spawn(t1, late_read, 1000, small, 4096, MADV_DONTNEED)
