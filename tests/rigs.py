@@ -1,6 +1,6 @@
-"""Machines and helpers the x86 mechanism tests share (INVLPGB, the trim, RAR, the
-reclaim batch): a pinned jiffies clock, per-CPU event lookup, and a process whose
-threads all touched one page."""
+"""Machines and helpers the mechanism tests share (INVLPGB, the trim, RAR, the reclaim
+batch, arm64): a pinned jiffies clock, per-CPU event lookup, a process whose threads
+all touched one page, and a counter of arm64's flush_tlb_mm() calls."""
 import pysim
 from pysim import PROT_READ, PROT_WRITE
 
@@ -36,3 +36,15 @@ def shared_page_machine(preset, profile, ncpus, running, **kw):
         t.busy()
         others.append(t)
     return m, proc, t0, others, p
+
+
+def count_flush_tlb_mm(m):
+    """Count the machine's arm64 flush_tlb_mm() calls (TLBI ASIDE1IS); a 1-item list."""
+    n, inner = [0], m.arch.flush_tlb_mm
+
+    def flush_tlb_mm(cpu, mm):
+        """The wrapped flush_tlb_mm: count, then run the arch's own."""
+        n[0] += 1
+        return inner(cpu, mm)
+    m.arch.flush_tlb_mm = flush_tlb_mm
+    return n

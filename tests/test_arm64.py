@@ -10,6 +10,7 @@ import pytest
 from mmucore import pte_arm64 as a64
 
 import pysim
+from rigs import count_flush_tlb_mm
 from pysim import PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE
 from pysim.arch.arm64 import MAX_DVM_OPS, tlbi_range_ops
 from pysim.errors import SafetyViolation
@@ -33,15 +34,6 @@ def counts(r):
     return {k: r.events[k] for k in EVENTS}
 
 
-def count_flush_tlb_mm(m):
-    """Wrap the machine's arm64 flush_tlb_mm to count its calls (a one-item list)."""
-    n, inner = [0], m.arch.flush_tlb_mm
-
-    def flush_tlb_mm(cpu, mm):
-        n[0] += 1
-        return inner(cpu, mm)
-    m.arch.flush_tlb_mm = flush_tlb_mm
-    return n
 
 
 def want(m, requests, tlbi):

@@ -29,6 +29,7 @@ import mmucore
 import pytest
 
 import pysim
+from rigs import count_flush_tlb_mm
 from pysim import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_NONE, PROT_READ,
                    PROT_WRITE)
 from pysim.mm.mprotect import change_protection
@@ -52,16 +53,6 @@ def setup(profile, threads, **kw):
     return m, proc, t0, t1
 
 
-def count_flush_tlb_mm(m):
-    """Count the machine's arm64 flush_tlb_mm() calls (TLBI ASIDE1IS); a 1-item list."""
-    n, inner = [0], m.arch.flush_tlb_mm
-
-    def flush_tlb_mm(cpu, mm):
-        """The wrapped flush_tlb_mm: count, then run the arch's own."""
-        n[0] += 1
-        return inner(cpu, mm)
-    m.arch.flush_tlb_mm = flush_tlb_mm
-    return n
 
 
 def record_range_flushes(m):
