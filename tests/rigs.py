@@ -1,8 +1,10 @@
 """Machines and helpers the mechanism tests share (INVLPGB, the trim, RAR, the reclaim
 batch, arm64): a pinned jiffies clock, per-CPU event lookup, a process whose threads
-all touched one page, and a counter of arm64's flush_tlb_mm() calls."""
+all touched one page, a counter of arm64's flush_tlb_mm() calls, and UFFDIO_WRITEPROTECT
+as a user-written kernel path."""
 import pysim
 from pysim import PROT_READ, PROT_WRITE
+from pysim.mm.mprotect import change_protection
 
 PAGE = 4096
 RW = PROT_READ | PROT_WRITE
@@ -48,3 +50,23 @@ def count_flush_tlb_mm(m):
         return inner(cpu, mm)
     m.arch.flush_tlb_mm = flush_tlb_mm
     return n
+
+
+def uffd_writeprotect(m, t, addr, length, mode):
+    """UFFDIO_WRITEPROTECT (mm/userfaultfd.c, mwriteprotect_range -> uffd_wp_range) as
+    a user-written kernel path: pysim has no userfaultfd syscall, but its
+    change_protection() has the MM_CP_UFFD_WP / _RESOLVE modes; one gather around it,
+    as one operation on t's CPU."""
+    t.run()
+    cpu, mm = t.cpu, t.mm
+    op = m.begin(cpu, "uffdio_writeprotect")
+    try:
+        with pysim.tlb_gather_mmu(cpu, mm) as tlb:
+            for vma in mm.vmas.vmas_in(addr, addr + length):
+                s, e = max(vma.start, addr), min(vma.end, addr + length)
+                change_protection(cpu, mm, vma, s, e, vma.page_prot, tlb, extra_mode=mode)
+        assert tlb.finished
+    except BaseException:
+        m.abort(op)
+        raise
+    return m.end(op)

@@ -29,10 +29,9 @@ import mmucore
 import pytest
 
 import pysim
-from rigs import count_flush_tlb_mm
+from rigs import count_flush_tlb_mm, uffd_writeprotect
 from pysim import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_NONE, PROT_READ,
                    PROT_WRITE)
-from pysim.mm.mprotect import change_protection
 
 PAGE = 4096
 HPAGE = 2 << 20
@@ -186,27 +185,7 @@ def test_prot_none_to_read_write(profile, threads):
     assert m.check() == []
 
 
-# ------------------------------------------------------------------ row 8
-def uffd_writeprotect(m, t, addr, length, mode):
-    """UFFDIO_WRITEPROTECT (mm/userfaultfd.c, mwriteprotect_range -> uffd_wp_range) as
-    a user-written kernel path: pysim has no userfaultfd syscall, but its
-    change_protection() has the MM_CP_UFFD_WP / _RESOLVE modes; one gather around it,
-    as one operation on t's CPU."""
-    t.run()
-    cpu, mm = t.cpu, t.mm
-    op = m.begin(cpu, "uffdio_writeprotect")
-    try:
-        with pysim.tlb_gather_mmu(cpu, mm) as tlb:
-            for vma in mm.vmas.vmas_in(addr, addr + length):
-                s, e = max(vma.start, addr), min(vma.end, addr + length)
-                change_protection(cpu, mm, vma, s, e, vma.page_prot, tlb, extra_mode=mode)
-        assert tlb.finished
-    except BaseException:
-        m.abort(op)
-        raise
-    return m.end(op)
-
-
+# ------------------------------------------------------------------ row 8 (uffd-wp)
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("profile", ("v6.18", "v6.19"))
 def test_uffd_wp_resolve_software_bit_only(profile, threads):

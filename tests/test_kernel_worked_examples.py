@@ -10,9 +10,9 @@ import mmucore
 import pytest
 
 import pysim
+from rigs import uffd_writeprotect
 from pysim import (MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE, PROT_NONE, PROT_READ,
                    PROT_WRITE, PROT_EXEC)
-from pysim.mm.mprotect import change_protection
 
 PAGE = 4096
 HPAGE = 2 << 20
@@ -231,25 +231,7 @@ def test_prot_none_to_read_write(profile, threads):
     assert pte(proc, p) & mmucore.PTE_P
 
 
-# ------------------------------------------------------------------ row 8
-def uffd_writeprotect(m, t, addr, length, mode):
-    """UFFDIO_WRITEPROTECT as a user-written kernel path: change_protection() with the
-    uffd-wp mode inside the public mmu_gather API, as one operation on t's CPU."""
-    t.run()
-    cpu, mm = t.cpu, t.mm
-    op = m.begin(cpu, "uffdio_writeprotect")
-    try:
-        with pysim.tlb_gather_mmu(cpu, mm) as tlb:
-            for vma in mm.vmas.vmas_in(addr, addr + length):
-                s, e = max(vma.start, addr), min(vma.end, addr + length)
-                change_protection(cpu, mm, vma, s, e, vma.page_prot, tlb, extra_mode=mode)
-        assert tlb.finished
-    except BaseException:
-        m.abort(op)
-        raise
-    return m.end(op)
-
-
+# ------------------------------------------------------------------ row 8 (uffd-wp)
 @pytest.mark.parametrize("threads", THREADS)
 @pytest.mark.parametrize("profile", PROFILES)
 def test_uffd_wp_protect_and_resolve(profile, threads):
