@@ -51,6 +51,7 @@ cdef struct cpu_tlbstate:
     double wait_from, wait_until    # its last wait for acks still open to handlers
     double idle_until               # it sleeps in an idle state until then (timeline)
     double idle_exit_lat            # that state's exit latency (< 0: the preset's idle_exit)
+    double smt_slow                 # 1/smt_speed - 1 while its SMT sibling's thread is awake
     invlpgb_op* pending             # INVLPGBs issued here, not yet waited for (TLBSYNC)
     int npending                    # entries in pending
     int cap_pending                 # room in pending (malloc'd, grown as needed)

@@ -334,6 +334,7 @@ cdef class CpuTlbState:
         self.s.wait_until = 0.0
         self.s.idle_until = 0.0
         self.s.idle_exit_lat = -1.0
+        self.s.smt_slow = 0.0
         ctxs = np.zeros(2 * nr_asids, dtype=np.int64)
         ctxs[0::2] = -1
         flags = np.zeros(nr_asids, dtype=np.uint8)
@@ -458,6 +459,17 @@ cdef class CpuTlbState:
             self.s.t_off += t - now
             self.s.idle_until = t
             self.s.idle_exit_lat = exit_latency
+
+    @property
+    def smt_slow(self) -> float:
+        """How much longer an IPI handler's work takes here because the core's other
+        SMT thread is busy: 1/smt_speed - 1 while it is, 0 otherwise (the timeline
+        keeps it)."""
+        return self.s.smt_slow
+
+    @smt_slow.setter
+    def smt_slow(self, double value):
+        self.s.smt_slow = value
 
     @property
     def llc(self) -> int:
@@ -1053,10 +1065,13 @@ cdef bint kvm_pv_flush_deferred(flush_env* e, cpu_tlbstate* c) noexcept nogil:
 
 cdef inline void wait_for_acks(flush_env* e, cpu_tlbstate* initiator, double sends,
                                double wait) noexcept nogil:
-    """The initiator pays its sends and its wait for the last acknowledgement; on the
-    timeline it waits with interrupts on, so handlers arriving meanwhile fill the
-    wait (handle_ipi) instead of delaying it further."""
-    stats_spend(initiator.stats, B_IPI, sends + wait)
+    """The initiator pays its sends and its wait for the last acknowledgement.  The
+    sends are work (smp_call_function_many_cond() queueing each call and writing the
+    ICR), charged as flush time, so a core shared with a busy SMT sibling does them
+    slower; the wait is B_IPI.  On the timeline it waits with interrupts on, so
+    handlers arriving meanwhile fill the wait (handle_ipi) instead of delaying it."""
+    stats_spend(initiator.stats, B_FLUSH, sends)
+    stats_spend(initiator.stats, B_IPI, wait)
     if e.timeline and wait > 0.0:
         initiator.wait_until = cpu_now(initiator)
         initiator.wait_from = initiator.wait_until - wait
@@ -1094,6 +1109,9 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
             return_to_user(e, c)            # the busy thread goes back to user space
         stats_spend(c.stats, B_IPI_HANDLER, kernel)
         work = kernel + (tlb_cycles(c) - hw0)
+        if c.smt_slow > 0.0:                # sharing its core with a busy sibling
+            stats_spend(c.stats, B_IPI_HANDLER, work * c.smt_slow)
+            work += work * c.smt_slow
         if e.timeline:
             ack = handle_ipi(e, c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
         else:

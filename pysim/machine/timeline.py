@@ -32,7 +32,8 @@ A request's own work happens at its start time (it is not interleaved with other
 CPUs' requests); the queues above are where CPUs meet.  On an SMT preset (smt_speed
 below 1) CPUs i and i + N/2 share a core: a request that starts while the sibling's
 thread is awake (not asleep on a lock, not finished) does its work at smt_speed, so
-its user, syscall and handler cycles grow by 1/smt_speed (waits do not).  jiffies follow the clock of
+its user, syscall and handler cycles grow by 1/smt_speed (waits do not), and so
+does an IPI handler's on a CPU whose sibling's thread is awake when it arrives.  jiffies follow the clock of
 the CPU whose request runs, at the profile's HZ (Machine.begin sets them).
 
 Sequential calls on the machine are the case of one runnable thread: with the
@@ -318,6 +319,8 @@ class Timeline:
             end = self._loop(t0, limit, stop_at_first_exit)
         finally:
             m.arch.set_timeline(False)
+            for c in m.cpus:
+                c.tlbstate.smt_slow = 0.0
             for lk in self._locks:              # waiters left asleep are let go
                 lk.attach(None)
                 lk.drop_waiters()
@@ -334,6 +337,17 @@ class Timeline:
         on = {t.thread.cpu.id: t for t in self.tasks}
         self._sibling = [on.get((t.thread.cpu.id + n // 2) % n) if self._smt_extra else None
                          for t in self.tasks]
+        for task in self.tasks:
+            self._awake(task, True)
+
+    def _awake(self, task: Task, awake: bool) -> None:
+        """task's thread woke (or started) or went to sleep (or ended): IPI handlers
+        on its SMT sibling CPU share the core with it, or have it to themselves."""
+        if self._smt_extra:
+            m = self.machine
+            n = len(m.cpus)
+            sib = m.cpus[(task.thread.cpu.id + n // 2) % n].tlbstate
+            sib.smt_slow = self._smt_extra if awake else 0.0
 
     def _attach(self, lock: Any) -> None:
         """Give an mm's mmap_lock to this run: timed, its wake checks on the heap."""
@@ -381,6 +395,7 @@ class Timeline:
                 task.end = now
                 end = max(end, now)
                 self._running -= 1
+                self._awake(task, False)
                 continue
             req = task.pending
             woken = req is not None
@@ -395,6 +410,7 @@ class Timeline:
             if req is None:
                 task.done = True
                 task.end = ts.now
+                self._awake(task, False)
                 end = max(end, task.end)
                 self._running -= 1
                 if stop_first:
@@ -450,6 +466,7 @@ class Timeline:
         ts = cpu.tlbstate
         now = ts.now
         thread.sleep()                          # enter_lazy_tlb: the idle task runs
+        self._awake(task, False)
         task.pending = req
         task.sleeps += 1
         task.slept_at = now
@@ -498,6 +515,7 @@ class Timeline:
             task.next_tick = -1.0
         ts = cpu.tlbstate
         ts.wake(told + exit_cycles + cost.lock_handoff)
+        self._awake(task, True)
         self._running += 1
         heapq.heappush(self._heap, (ts.now, cpu.id, task.index))
 
