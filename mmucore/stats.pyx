@@ -112,20 +112,32 @@ cdef class OpAccount:
         """Open a window; the initiating CPU is its first row."""
         self.open_window(initiator)
 
-    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
-        """begin(initiator), then initiator.enter(counter, category, cycles): a
-        syscall's window and its entry (count and cost) in one call, the same steps
-        and checks in the same order."""
+    cdef int open_entry(self, CpuStats initiator, int counter, int category,
+                        double cycles) except -1:
+        """begin_entry() for C callers (the syscall entry of mmucore.tlbstate)."""
         self.open_window(initiator)
         if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
             raise ValueError(f"kernel counter {counter} or category {category} unknown")
         stats_add(&initiator.st, counter, 1)
         stats_spend(&initiator.st, category, cycles)
+        return 0
+
+    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
+        """begin(initiator), then initiator.enter(counter, category, cycles): a
+        syscall's window and its entry (count and cost) in one call, the same steps
+        and checks in the same order."""
+        self.open_entry(initiator, counter, category, cycles)
 
     def close(self, type cls, op, int cpu, value, faults):
         """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call
         (cls's tp_new called straight, as OpRecord.__new__(cls) would after its checks:
         no attribute lookup and wrapper call on every syscall)."""
+        return self.close_record(cls, op, cpu, value, faults)
+
+    cdef object close_record(self, type cls, op, int cpu, value, faults):
+        """close() for C callers (the syscall exit of mmucore.tlbstate)."""
+        if cls is None:
+            raise TypeError("close needs an OpRecord subclass, got None")
         if not PyType_IsSubtype(cls, OpRecord):
             raise TypeError(f"OpRecord.__new__({cls.__name__}): {cls.__name__} is not a "
                             f"subtype of OpRecord")
