@@ -79,6 +79,8 @@ TARGETS = [
     ("tlbstate.pyx", "allocate_global_asid", "__pyx_f_7mmucore_8tlbstate_allocate_global_asid"),
     ("tlbstate.pyx", "reset_global_asid_space", "__pyx_f_7mmucore_8tlbstate_reset_global_asid_space"),
     ("tlbstate.pyx", "choose_new_asid", "__pyx_f_7mmucore_8tlbstate_choose_new_asid"),
+    # the syscall entry's jiffies (X86Flush.syscall_enter_from_user_mode)
+    ("tlbstate.pyx", "_py_floordiv", "__pyx_f_7mmucore_8tlbstate__py_floordiv"),
     # Intel RAR (rar-rfc) and reclaim's batched unmap flush
     ("tlbstate.pyx", "handle_rar", "__pyx_f_7mmucore_8tlbstate_handle_rar"),
     ("tlbstate.pyx", "rar_set_payload", "__pyx_f_7mmucore_8tlbstate_rar_set_payload"),

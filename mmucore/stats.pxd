@@ -126,6 +126,9 @@ cdef class OpAccount:
     cdef op_account a
     cdef int reserve(self) except -1
     cdef int open_window(self, CpuStats initiator) except -1
+    cdef int open_entry(self, CpuStats initiator, int counter, int category,
+                        double cycles) except -1
+    cdef object close_record(self, type cls, op, int cpu, value, faults)
 
 
 cdef class CpuStats:

@@ -112,20 +112,32 @@ cdef class OpAccount:
         """Open a window; the initiating CPU is its first row."""
         self.open_window(initiator)
 
-    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
-        """begin(initiator), then initiator.enter(counter, category, cycles): a
-        syscall's window and its entry (count and cost) in one call, the same steps
-        and checks in the same order."""
+    cdef int open_entry(self, CpuStats initiator, int counter, int category,
+                        double cycles) except -1:
+        """begin_entry() for C callers (the syscall entry of mmucore.tlbstate)."""
         self.open_window(initiator)
         if not (0 <= counter < N_KCOUNTERS and 0 <= category < N_BREAKDOWN):
             raise ValueError(f"kernel counter {counter} or category {category} unknown")
         stats_add(&initiator.st, counter, 1)
         stats_spend(&initiator.st, category, cycles)
+        return 0
+
+    def begin_entry(self, CpuStats initiator, int counter, int category, double cycles):
+        """begin(initiator), then initiator.enter(counter, category, cycles): a
+        syscall's window and its entry (count and cost) in one call, the same steps
+        and checks in the same order."""
+        self.open_entry(initiator, counter, category, cycles)
 
     def close(self, type cls, op, int cpu, value, faults):
         """finish() and wrap the rows in a new cls (an OpRecord subclass) in one call
         (cls's tp_new called straight, as OpRecord.__new__(cls) would after its checks:
         no attribute lookup and wrapper call on every syscall)."""
+        return self.close_record(cls, op, cpu, value, faults)
+
+    cdef object close_record(self, type cls, op, int cpu, value, faults):
+        """close() for C callers (the syscall exit of mmucore.tlbstate)."""
+        if cls is None:
+            raise TypeError("close needs an OpRecord subclass, got None")
         if not PyType_IsSubtype(cls, OpRecord):
             raise TypeError(f"OpRecord.__new__({cls.__name__}): {cls.__name__} is not a "
                             f"subtype of OpRecord")
@@ -271,3 +283,74 @@ def _rebuild_stats(cpu, tlb, acct, counts, cycles):
     for i in range(N_BREAKDOWN):
         s.st.kcycles[i] = cycles[i]
     return s
+
+
+cdef class TotalsLog:
+    """The totals row (row 0) of many operations' delta rows in one growing buffer,
+    and each one's initiating-CPU cycles: what a replay keeps of every call, without
+    holding one rows array per call."""
+
+    cdef double* buf                 # n rows of N_COLS, room for cap
+    cdef Py_ssize_t n, cap
+
+    def __cinit__(self):
+        self.buf = NULL
+        self.n = 0
+        self.cap = 0
+
+    def __dealloc__(self):
+        free(self.buf)
+
+    def __reduce__(self):
+        return (_rebuild_log, (self.totals(),))
+
+    def __len__(self):
+        return self.n
+
+    cdef double* _next_row(self) except NULL:
+        """Room for one more row (the buffer doubles when full)."""
+        cdef Py_ssize_t cap
+        cdef double* grown
+        if self.n == self.cap:
+            cap = self.cap * 2 if self.cap else 1024
+            grown = <double*>realloc(self.buf, cap * N_COLS * sizeof(double))
+            if grown == NULL:
+                raise MemoryError()
+            self.buf, self.cap = grown, cap
+        self.n += 1
+        return self.buf + (self.n - 1) * N_COLS
+
+    def add(self, cnp.ndarray rows not None):
+        """Append rows[0] of an operation's delta rows; returns rows[1]'s cycles (the
+        initiating CPU's, as OpResult.cycles)."""
+        if rows.ndim != 2 or rows.shape[0] < 2 or rows.shape[1] != N_COLS \
+                or cnp.PyArray_TYPE(rows) != cnp.NPY_FLOAT64 \
+                or not cnp.PyArray_IS_C_CONTIGUOUS(rows):
+            raise ValueError("rows must be C-contiguous float64 delta rows "
+                             f"(2+ rows of {N_COLS} columns)")
+        cdef double* src = <double*>cnp.PyArray_DATA(rows)
+        memcpy(self._next_row(), src, N_COLS * sizeof(double))
+        return src[N_COLS + COL_CYCLES]
+
+    def add_zeros(self):
+        """Append a row of zeros (a call that raised: no result)."""
+        memset(self._next_row(), 0, N_COLS * sizeof(double))
+
+    def totals(self):
+        """The rows so far as a new (n, N_COLS) float64 array."""
+        cdef cnp.ndarray out = np.empty((self.n, N_COLS), dtype=np.float64)
+        if self.n:
+            memcpy(cnp.PyArray_DATA(out), self.buf, self.n * N_COLS * sizeof(double))
+        return out
+
+
+def _rebuild_log(totals):
+    """A TotalsLog holding the rows of totals (unpickling)."""
+    cdef TotalsLog log = TotalsLog()
+    cdef const double[:, ::1] t = np.ascontiguousarray(totals, dtype=np.float64)
+    cdef Py_ssize_t i
+    if t.shape[0] and t.shape[1] != N_COLS:
+        raise ValueError(f"totals must have {N_COLS} columns")
+    for i in range(t.shape[0]):
+        memcpy(log._next_row(), &t[i, 0], N_COLS * sizeof(double))
+    return log

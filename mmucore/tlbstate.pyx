@@ -53,7 +53,7 @@ blocks "Intel RAR (RFC)" and "reclaim's batch" below.
 import numpy as np
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint64_t, uint8_t
-from libc.math cimport INFINITY
+from libc.math cimport INFINITY, copysign, floor, fmod
 from libc.stdlib cimport free, malloc, realloc
 
 from mmucore.calendar cimport calendar_fit, calendar_reset, line_write
@@ -67,6 +67,7 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
                             stats_spend, stats_touch)
 from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
 from mmucore.stats cimport K_KVM_PV_FLUSH
+from mmucore.stats cimport B_SYSCALL, K_SYSCALLS
 from mmucore.stats cimport K_RAR_RECEIVED, K_RAR_SENT, K_TLBBATCH_FLUSH
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invlpg_remote,
                           c_invpcid_single,
@@ -1609,6 +1610,23 @@ cdef int python_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     return 0
 
 
+cdef inline double _py_floordiv(double vx, double wx) noexcept nogil:
+    """Python's float floor division vx // wx (CPython's float_floor_div, step by
+    step), so that jiffies computed here equal int(now // cycles_per_jiffy)."""
+    cdef double mod = fmod(vx, wx)
+    cdef double div = (vx - mod) / wx
+    cdef double fd
+    if mod:
+        if (wx < 0) != (mod < 0):
+            div -= 1.0
+    if div:
+        fd = floor(div)
+        if div - fd > 0.5:
+            fd += 1.0
+        return fd
+    return copysign(0.0, vx / wx)
+
+
 cdef inline CpuTlbState _own(X86Flush x, CpuTlbState cpu):
     """cpu, checked to be one of x's CPUs (Python callers only)."""
     if cpu is None or cpu.s.cpu >= x.e.ncpus or x.cpus[cpu.s.cpu] is not cpu:
@@ -2019,6 +2037,38 @@ cdef class X86Flush:
         """An entry from user mode on cpu (syscall or fault)."""
         _own(self, cpu)
         kernel_entry(&self.e, &cpu.s)
+
+    def syscall_enter_from_user_mode(self, cpu_of, MMContext mm, int64_t pid,
+                                     double cost, double cycles_per_jiffy):
+        """A syscall's entry on cpu_of (an object with a .tlbstate: the machine's CPU)
+        in one call: the accounting window opened with the syscall counted and its
+        entry cost charged, jiffies from the CPU's clock, mm's current->pid (which
+        flush rules sample), then the entry from user mode; the steps Thread._syscall
+        made one Python call each, in the same order."""
+        cdef CpuTlbState cpu = _own(self, cpu_of.tlbstate)
+        if mm is None:
+            raise ValueError("a syscall needs an mm")
+        if not cycles_per_jiffy > 0.0:
+            raise ValueError(f"cycles_per_jiffy must be > 0, got {cycles_per_jiffy!r}")
+        cpu.stats.acct.open_entry(cpu.stats, K_SYSCALLS, B_SYSCALL, cost)
+        cdef double j = _py_floordiv(cpu_now(&cpu.s), cycles_per_jiffy)
+        if not 0.0 <= j < 18446744073709551616.0:
+            raise OverflowError(f"jiffies {j!r} out of range")
+        self.e.jiffies = <uint64_t>j
+        mm.c.pid = pid
+        cpu.s.running_user = False
+        kernel_entry(&self.e, &cpu.s)
+
+    def syscall_exit_to_user_mode(self, cpu_of, bint to_user, type cls, name, value,
+                                  faults):
+        """A syscall's exit on cpu_of (an object with a .tlbstate) in one call: the
+        exit to user space when a thread runs there (return_to_user), then the window
+        closed into a new cls record (OpAccount.close) of the syscall's name, value
+        and faults."""
+        cdef CpuTlbState cpu = _own(self, cpu_of.tlbstate)
+        if to_user:
+            return_to_user(&self.e, &cpu.s)
+        return cpu.stats.acct.close_record(cls, name, cpu.s.cpu, value, faults)
 
     def kernel_entry_of(self, cpu):
         """kernel_entry() for an object with a .tlbstate (the machine's CPU): one call

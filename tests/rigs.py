@@ -11,11 +11,18 @@ RW = PROT_READ | PROT_WRITE
 
 
 class Clock:
-    """Pins the jiffies every operation of machine m starts with to self.now."""
+    """Pins the jiffies every operation of machine m starts with to self.now (a syscall
+    sets them inside Arch.syscall_enter, other operations through Arch.set_jiffies)."""
 
     def __init__(self, m, now=0):
         self.m, self.now = m, now
         m.arch.set_jiffies = lambda _from_clock: setattr(m.arch.flush, "jiffies", self.now)
+        enter = m.arch.syscall_enter
+
+        def syscall_enter(*args):
+            enter(*args)
+            m.arch.flush.jiffies = self.now
+        m.arch.syscall_enter = syscall_enter
 
 
 def ev(r, cpu, name):

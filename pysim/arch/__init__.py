@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Type
 
 from mmucore import CP_RECORD_NEEDED
+from mmucore.stats import B_SYSCALL, K_SYSCALLS
 
 from ..errors import ConfigError
 
@@ -71,6 +72,26 @@ class Arch:
         """The idle CPU enters a state that loses its TLB (CPUIDLE_FLAG_TLB_FLUSHED):
         x86's leave_mm() switches it to init_mm; an arch without that hook does
         nothing."""
+
+    def syscall_enter(self, cpu: Any, ctx: Any, pid: int, cost: float,
+                      cycles_per_jiffy: float) -> None:
+        """syscall_enter_from_user_mode() on cpu: the accounting window opened with the
+        syscall counted and `cost` charged, jiffies from cpu's clock, ctx's current->pid
+        (flush rules sample it), then the entry from user mode."""
+        st = cpu.stats
+        st.acct.begin_entry(st, K_SYSCALLS, B_SYSCALL, cost)
+        self.set_jiffies(int(cpu.tlbstate.now // cycles_per_jiffy))
+        ctx.pid = pid
+        cpu.tlbstate.running_user = False
+        self.kernel_entry(cpu)
+
+    def syscall_exit(self, cpu: Any, to_user: bool, cls: type, name: str, value: Any,
+                     faults: list) -> Any:
+        """syscall_exit_to_user_mode() on cpu: the exit to user space when a thread runs
+        there, then the accounting window closed into a new cls record."""
+        if to_user:
+            self.return_to_user(cpu)
+        return cpu.stats.acct.close(cls, name, cpu.id, value, faults)
 
     def return_to_user(self, cpu: Any) -> None:
         """The exit to user space on cpu (deferred invalidations happen here)."""

@@ -22,7 +22,6 @@ import numpy as np
 
 import mmucore
 from mmucore import stats as _stats
-from mmucore.stats import B_SYSCALL, K_SYSCALLS
 
 from ..arch import get_arch
 from ..checker import Checker
@@ -450,8 +449,9 @@ class Thread:
                  lock: str = "w") -> OpResult:
         """One syscall on this thread's CPU: entry, fn(mm, cpu, *args, **kw) under
         mmap_lock (lock "r" or "w"), exit.  Machine.begin and Machine.end are inlined
-        here (the same steps in the same order), and run() is called only when this
-        thread is not already the one running on its CPU."""
+        here (the same steps in the same order, the entry's and the exit's each one
+        Arch call: Arch.syscall_enter, Arch.syscall_exit), and run() is called only
+        when this thread is not already the one running on its CPU."""
         cpu = self.cpu
         mm = self.mm
         ts = cpu.tlbstate
@@ -465,16 +465,12 @@ class Thread:
         # Machine.begin(cpu, name, mm)
         if m.current_op is not None:
             raise PysimError(f"{name} started while {m.current_op.name} is running")
-        acct, arch = m.acct, m.arch
-        # acct.begin(cpu.stats) and the entry's cpu.stats.enter(K_SYSCALLS, B_SYSCALL,
-        # cost) in one call (nothing between them reads the counters)
-        acct.begin_entry(cpu.stats, K_SYSCALLS, B_SYSCALL, m._syscall_cost)
-        arch.set_jiffies(int(ts.now // m._cycles_per_jiffy))
+        arch = m.arch
+        # acct.begin(cpu.stats), the entry's count and cost, jiffies, current->pid (which
+        # flush rules sample), running_user off and kernel_entry, in one call
+        arch.syscall_enter(cpu, ctx, self.tid, m._syscall_cost, m._cycles_per_jiffy)
         cpu.faults = []
         op = m.current_op = _tuple_new(Op, (name, cpu, mm))      # Op(name, cpu, mm)
-        ctx.pid = self.tid                  # current->pid, which flush rules sample
-        ts.running_user = False
-        arch.kernel_entry(cpu)
         lk = mm.mmap_lock
         timed = lk.timed                    # MmapLock.lock/unlock do nothing untimed
         if timed:
@@ -492,9 +488,9 @@ class Thread:
             lk.unlock(cpu, lock)
         # Machine.end(op, value)
         try:
-            if cpu._cur is not None:            # a thread goes back to user space
-                arch.return_to_user(cpu)
-            res = acct.close(OpResult, name, cpu.id, value, cpu.faults)
+            # return_to_user when a thread goes back to user space, then acct.close
+            res = arch.syscall_exit(cpu, cpu._cur is not None, OpResult, name, value,
+                                    cpu.faults)
         finally:
             m.current_op = None
         if m.keep_history:

@@ -34,7 +34,6 @@ import numpy as np
 from ..constants import MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, PAGE_SIZE
 from ..errors import PysimError, SyscallError
 from ..mm import File
-from ..results import _CYCLES
 from .accesses import AccessModel, get_access_model
 from .events import Trace, gc_paused
 from .image import plan_images
@@ -401,8 +400,6 @@ class Replay:
                     pass
         # Records.add(..., r) written out for the common case (r is an OpResult); the
         # args column holds the Call itself, read as (e.args, e.path) (records._args_of)
-        rows = r.rows
         rec = self.rec
         rec._rows.append((e.line, e.pid, th.cpu.id, name, e, e.result,
-                          e.errno, value, None, st, note, rows.item(1, _CYCLES)))
-        rec._events.append(rows)
+                          e.errno, value, None, st, note, rec._totals.add(r.rows)))

@@ -6,8 +6,9 @@ Columns: `line` (the trace's line number), `pid`, `cpu`, `call`, `args` (as text
 "diverged", "unsupported", "process" for task bookkeeping, "access" for an access
 batch), `note` (why a record diverged or was unsupported), `cycles` (the initiating
 CPU's), then one column per event counter (kernel counters, then the core's hardware
-counters).  Rows are gathered as plain lists and one numpy array per call, so recording
-costs little; the DataFrame, Parquet and JSON forms are built when asked for.
+counters).  Rows are gathered as plain tuples, and each call's event totals as one row
+of a TotalsLog (a C buffer, not one numpy array kept per call), so recording costs
+little; the DataFrame, Parquet and JSON forms are built when asked for.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..results import _CYCLES, _EVENT_COL
+from mmucore.stats import TotalsLog
+
+from ..results import _EVENT_COL
 from .events import Call
 
 __all__ = ["Records", "EVENT_NAMES"]
@@ -55,7 +58,7 @@ class Records:
 
     def __init__(self) -> None:
         self._rows: List[tuple] = []
-        self._events: List[Optional[np.ndarray]] = []
+        self._totals = TotalsLog()          # each record's events row (zeros if none)
         self.notes: List[str] = []
         self.image_vmas = 0
         self.profile: Optional[str] = None
@@ -68,25 +71,19 @@ class Records:
             note: Optional[str], r: Any) -> None:
         """Append one record; r is the operation's OpResult (None when it raised)."""
         if r is not None:
-            rows = r.rows                   # OpResult.cycles and .rows[0], read directly
-            self._rows.append((line, pid, cpu, call, args, traced, traced_errno, sim,
-                               sim_errno, status, note, rows.item(1, _CYCLES)))
-            self._events.append(rows)
+            cycles = self._totals.add(r.rows)       # .rows[0] kept, OpResult.cycles back
         else:
-            self._rows.append((line, pid, cpu, call, args, traced, traced_errno, sim,
-                               sim_errno, status, note, 0.0))
-            self._events.append(None)
+            self._totals.add_zeros()
+            cycles = 0.0
+        self._rows.append((line, pid, cpu, call, args, traced, traced_errno, sim,
+                           sim_errno, status, note, cycles))
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def events_array(self) -> np.ndarray:
         """(records x EVENT_NAMES) int64 event counts; zero for calls that raised."""
-        out = np.zeros((len(self._events), len(EVENT_NAMES)), dtype=np.int64)
-        for i, rows in enumerate(self._events):
-            if rows is not None:
-                out[i] = rows[0, _COLS]
-        return out
+        return self._totals.totals()[:, _COLS].astype(np.int64)
 
     def column(self, name: str) -> list:
         """One base column as a list."""

@@ -268,6 +268,20 @@ class Arm64(Arch):
     def return_to_user(self, cpu: Any) -> None:
         """Nothing deferred to the exit (no KPTI)."""
 
+    def syscall_enter(self, cpu: Any, ctx: Any, pid: int, cost: float,
+                      cycles_per_jiffy: float) -> None:
+        """Arch.syscall_enter without the hooks that do nothing here (jiffies, which no
+        arm64 rule samples, and kernel_entry)."""
+        st = cpu.stats
+        st.acct.begin_entry(st, _stats.K_SYSCALLS, _stats.B_SYSCALL, cost)
+        ctx.pid = pid
+        cpu.tlbstate.running_user = False
+
+    def syscall_exit(self, cpu: Any, to_user: bool, cls: type, name: str, value: Any,
+                     faults: list) -> Any:
+        """Arch.syscall_exit without return_to_user, which does nothing here."""
+        return cpu.stats.acct.close(cls, name, cpu.id, value, faults)
+
     def user_pcid(self, cpu: Any) -> int:
         """The TLB tag user accesses run under: the loaded mm's ASID (TTBR0.ASID)."""
         return cpu.tlbstate.loaded_mm_asid

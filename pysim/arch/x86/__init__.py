@@ -56,6 +56,10 @@ class X86(Arch):
         self.kernel_entry = self.flush.kernel_entry_of
         self.return_to_user = self.flush.return_to_user_of
         self.set_jiffies = functools.partial(setattr, self.flush, "jiffies")
+        # and a syscall's whole entry and exit, each one C call (Arch.syscall_enter and
+        # Arch.syscall_exit say what they do)
+        self.syscall_enter = self.flush.syscall_enter_from_user_mode
+        self.syscall_exit = self.flush.syscall_exit_to_user_mode
         self.pti = prof.pti
         self.freed_tables_on_range = prof.flush_tlb_range_freed_tables
 
