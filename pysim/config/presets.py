@@ -82,6 +82,10 @@ ARCHES: Tuple[str, ...] = ("x86", "arm64")
 # name invlpgb)
 if set(COST_KEYS) & set(FEATURES):                      # pragma: no cover - a coding error
     raise ImportError(f"cost keys shadow CPU features: {set(COST_KEYS) & set(FEATURES)}")
+# what a calibration may fit: the costs, and the one numeric field that is a cost in
+# all but its unit (the share of a core an SMT thread keeps beside a busy sibling)
+FITTABLE_FIELDS = ("smt_speed",)
+FITTABLE: Tuple[str, ...] = COST_KEYS + FITTABLE_FIELDS
 _FIELDS = ("name", "geometry", "ghz", "hw", "kernel", "sources", "free_params",
            "description", "features", "arch", "invlpgb_count_max", "kvm_pv_preempt",
            "asid_bits", "smt_speed", "cores_per_llc")
@@ -92,7 +96,8 @@ class Preset:
     """A hardware + cost set: geometry name, clock, hw and kernel cycle costs, sources.
 
     `sources` maps every cost key (and "ghz") to a one-line citation or derivation;
-    `free_params` names the costs a calibration may fit (at most MAX_FREE_PARAMS).
+    `free_params` names the costs (or smt_speed) a calibration may fit (at most
+    MAX_FREE_PARAMS).
     """
 
     name: str
@@ -259,11 +264,11 @@ def _validate(p: Preset) -> None:
         if not isinstance(text, str) or not text.strip():
             raise ConfigError(f"preset {p.name!r}: source of {key} must be a non-empty "
                               f"string", field=key)
-    bad = [k for k in p.free_params if k not in COST_KEYS]
+    bad = [k for k in p.free_params if k not in FITTABLE]
     if bad:
-        raise ConfigError(f"preset {p.name!r}: free parameter {bad[0]!r} is not a cost; "
-                          f"allowed: {', '.join(COST_KEYS)}", field="free_params",
-                          allowed=COST_KEYS)
+        raise ConfigError(f"preset {p.name!r}: free parameter {bad[0]!r} is not a cost "
+                          f"or smt_speed; allowed: {', '.join(FITTABLE)}",
+                          field="free_params", allowed=FITTABLE)
     if len(p.free_params) > MAX_FREE_PARAMS or len(set(p.free_params)) != len(p.free_params):
         raise ConfigError(f"preset {p.name!r}: free_params must name at most "
                           f"{MAX_FREE_PARAMS} distinct costs, got {p.free_params!r}",
@@ -620,9 +625,9 @@ def _kvm_2022_calibrated() -> Preset:
 # Fitted by pysim.report.scaling.fit() from milan on the training cells of the INVLPGB
 # series' will-it-scale table (`pysim reproduce invlpgb-2025 --refit` recomputes them;
 # a test checks that they still give the training cells' residuals).
-MILAN_2025_FIT: Dict[str, float] = {"fault_anon": 3873.1, "ipi_handler": 60.8,
-                                    "ipi_extra_target": 3310.6, "lru_lock_hold": 795.5,
-                                    "cacheline_per_writer": 37.7}
+MILAN_2025_FIT: Dict[str, float] = {"fault_anon": 3977.4, "ipi_handler": 290.4,
+                                    "ipi_extra_target": 2547.7, "lru_lock_hold": 998.5,
+                                    "smt_speed": 0.719}
 
 
 def _milan_2025() -> Preset:
@@ -630,13 +635,16 @@ def _milan_2025() -> Preset:
     start = _milan()
     sources = {k: (f"fitted: pysim.report.scaling.fit() from {start.cost(k):g} (milan) to "
                    f"{v:g} on invlpgb-2025's training cells (will-it-scale "
-                   f"tlb_flush2_threads, tip and INVLPGB)") for k, v in MILAN_2025_FIT.items()}
+                   f"tlb_flush2_threads, tip and INVLPGB)") for k, v in MILAN_2025_FIT.items()
+               if k in COST_KEYS}
+    fields = "".join(f"; {k} fitted from {getattr(start, k):g} to {v:g}"
+                     for k, v in MILAN_2025_FIT.items() if k not in COST_KEYS)
     fitted = start.replace(name="milan-2025", **MILAN_2025_FIT)
     return dataclasses.replace(fitted, sources={**fitted.sources, **sources},
                                free_params=tuple(MILAN_2025_FIT),
                                description="milan calibrated on the INVLPGB series' "
                                            "will-it-scale table (see pysim reproduce "
-                                           "invlpgb-2025); Machine(cpus=72)")
+                                           f"invlpgb-2025){fields}; Machine(cpus=72)")
 
 
 def _arm64(name: str, ghz: float, part: str, cores: int, ghz_source: str) -> Preset:

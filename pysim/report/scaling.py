@@ -77,10 +77,15 @@ class Fit:
 
     def as_dict(self) -> Dict[str, Any]:
         return {"free_params": list(self.fitted), "start": self.start,
-                "fitted": {k: round(v, 1) for k, v in self.fitted.items()},
+                "fitted": {k: _rounded(v) for k, v in self.fitted.items()},
                 "training": [{"threads": t, "kernel": k} for t, k in self.training],
                 "evaluations": self.evaluations, "iterations": self.iterations,
                 "residual_cost": self.cost, "stored": self.stored}
+
+
+def _rounded(value: float) -> float:
+    """A fitted value as reported: costs in cycles to 0.1, shares (below 10) to 0.001."""
+    return round(value, 1) if abs(value) >= 10 else round(value, 3)
 
 
 def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]],
@@ -114,11 +119,14 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
         result.history.append({"costs": costs, "cost": float(0.5 * (r ** 2).sum())})
         if log:
             log(f"  evaluation {result.evaluations}: " + ", ".join(
-                f"{n}={v:.0f}" for n, v in costs.items()) + f"  cost {0.5 * (r ** 2).sum():.4f}")
+                f"{n}={_rounded(v):g}" for n, v in costs.items()) + f"  cost {0.5 * (r ** 2).sum():.4f}")
         return r
 
+    # trf's max_nfev leaves out the evaluations of its finite-difference Jacobian (one
+    # per free parameter each step): max_evaluations counts every simulation
     sol = least_squares(residuals, np.ones(len(names)), bounds=(lo, hi), diff_step=0.05,
-                        x_scale=1.0, max_nfev=max_evaluations, method="trf")
+                        x_scale=1.0, max_nfev=max(1, max_evaluations // (len(names) + 1)),
+                        method="trf")
     result.fitted = {n: float(v * s) for n, v, s in zip(names, sol.x, scale)}
     result.cost = float(sol.cost)
     # a simulation is a step function of its costs: finite differences can stall the
