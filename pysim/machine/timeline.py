@@ -486,7 +486,7 @@ class Timeline:
         self.idle_usage[state.name] = self.idle_usage.get(state.name, 0) + 1
         if state.tlb_flushed:
             self.machine.arch.leave_mm(cpu)
-        task.idle_exit = state.exit_latency_us * us
+        task.idle_exit = state.wake_latency_us * us
         task.idle_from = now
         task.next_tick = now + until_tick(now, self._tick_cycles)
         heapq.heappush(self._heap, (task.next_tick, -2, task.index))

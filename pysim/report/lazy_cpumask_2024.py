@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
+from ..machine.cpuidle import SKX_CSTATES
+
 SOURCE = ("kernel test robot, message 202411282207.6bd28eae (will-it-scale tlb_flush2, "
           "mode thread, 104-thread Skylake): per_thread_ops -13.2% at 209954cbc7d0; "
           "fix 6db2526c1d69 \"x86/mm/tlb: Only trim the mm_cpumask once a second\"")
@@ -46,6 +48,9 @@ def _cell(kernel: str, iterations: int, seed: int = 0) -> Dict[str, Any]:
 
 def _cell_args(args) -> Dict[str, Any]:
     return _cell(*args)
+
+
+_C6 = next(st for st in SKX_CSTATES if st.name == "C6")
 
 
 def run(iterations: int = 1500, refit: bool = False, workers: int = 2,
@@ -139,7 +144,8 @@ def format_text(d: Dict[str, Any]) -> str:
     w("(CPUIDLE_FLAG_TLB_FLUSHED) calls leave_mm(): before 6.14 that cleared the CPU's")
     w("mm_cpumask bit (and the wake-up sets it again, two writes to a contended line);")
     w("with 209954cbc7d0 alone the bit stays and the CPU is no longer lazy, so the next")
-    w("flush sends it an IPI and waits for C6's 133 us exit (the wrong-CPU IPIs).  The")
+    w(f"flush sends it an IPI and waits for C6's wake-up, {_C6.wake_latency_us:g} us (core C6;")
+    w(f"the driver declares {_C6.exit_latency_us:g}, package C6's), the wrong-CPU IPIs.  The")
     w("trim's should_flush_tlb() skips such CPUs except once a second and when page")
     w("tables are freed (munmap: the wrong-CPU IPIs left under lazy+trim), and keeps")
     w("the bit across sleeps, which is what the lazy mask was for.")
@@ -150,8 +156,8 @@ def format_text(d: Dict[str, Any]) -> str:
           f"within 5 points: it finds {d['change_pct']['lazy']:+.1f}%.")
     w("  Uncalibrated, and bearing on the size: the Skylake contention costs")
     w("  (cacheline_transfer, cacheline_remote, cacheline_per_writer, lru_lock_hold,")
-    w("  ttwu, lock_handoff, smt_speed), and C6's exit (the model waits the table's")
-    w("  exit_latency, a worst case; it also makes the model idle more than the robot).")
+    w("  ttwu, lock_handoff, smt_speed), and C6's wake-up (a 99.99th percentile, not")
+    w("  a typical wake; it also makes the model idle more than the robot).")
     return "\n".join(lines)
 
 
