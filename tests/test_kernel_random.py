@@ -317,10 +317,19 @@ class Workload:
                 self.res.stats["file_frames_private"] = \
                     self.res.stats.get("file_frames_private", 0) + int(file_frame.sum())
 
+    def operations(self):
+        """The ops run() draws from, with their weights."""
+        return ((self.op_mmap, 12), (self.op_munmap, 6), (self.op_mprotect, 30),
+                (self.op_madvise, 10), (self.op_access, 25), (self.op_schedule, 15))
+
+    def after_op(self):
+        """What must hold after every op."""
+        self.mm.vmas.check_invariants()
+        self.check_frames()
+        assert self.mm.tlb_flush_pending == 0
+
     def run(self, nops):
-        ops = (self.op_mmap, self.op_munmap, self.op_mprotect, self.op_madvise,
-               self.op_access, self.op_schedule)
-        weights = (12, 6, 30, 10, 25, 15)
+        ops, weights = zip(*self.operations())
         for n in range(nops):
             self.n = n
             if self.mm.vmas.map_count < 2:
@@ -330,9 +339,7 @@ class Workload:
             else:
                 op = self.rng.choices(ops, weights)[0]
             op()
-            self.mm.vmas.check_invariants()
-            self.check_frames()
-            assert self.mm.tlb_flush_pending == 0
+            self.after_op()
         assert self.m.check() == []
         assert self.m.checker.violations == []
         return self.res
@@ -495,25 +502,19 @@ class ContractWorkload(Workload):
         child.exit()
         self.res.ops["fork"] += 1
 
-    def run(self, nops):
-        ops = (self.op_mmap, self.op_munmap, self.op_mprotect, self.op_madvise,
-               self.op_access, self.op_schedule, self.op_mremap, self.op_madvise_more,
-               self.op_lock, self.op_brk, self.op_fork)
-        weights = (12, 6, 15, 8, 25, 10, 10, 10, 5, 4, 3)
-        for n in range(nops):
-            self.n = n
-            if self.mm.vmas.map_count < 2:
-                op = self.op_mmap
-            elif self.mm.vmas.map_count > 14:
-                op = self.op_munmap
-            else:
-                op = self.rng.choices(ops, weights)[0]
-            op()
-            self.mm.vmas.check_invariants(check_merged=False)
-            assert self.mm.tlb_flush_pending == 0
-            assert self.m.checker.violations == []
-        assert self.m.check() == []
-        return self.res
+    def operations(self):
+        """The base ops (reweighted) and the contract's calls."""
+        return ((self.op_mmap, 12), (self.op_munmap, 6), (self.op_mprotect, 15),
+                (self.op_madvise, 8), (self.op_access, 25), (self.op_schedule, 10),
+                (self.op_mremap, 10), (self.op_madvise_more, 10), (self.op_lock, 5),
+                (self.op_brk, 4), (self.op_fork, 3))
+
+    def after_op(self):
+        """Flag advice may leave mergeable neighbours apart (as Linux can), and the
+        checker must be clean after every op."""
+        self.mm.vmas.check_invariants(check_merged=False)
+        assert self.mm.tlb_flush_pending == 0
+        assert self.m.checker.violations == []
 
 
 @pytest.mark.parametrize("profile", ("mmots", "patched", "v6.2", "v6.14", "v6.18"))
