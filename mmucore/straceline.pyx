@@ -13,7 +13,8 @@ of checks, raising the same TraceErrors through the same Python helpers.
 from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.unicode cimport PyUnicode_FromStringAndSize
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF
+from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -100,15 +101,17 @@ cdef class LineReader:
     cdef bint _has_last
     cdef public Py_ssize_t ln
     cdef public bint done
-    cdef dict mmaps, int_args
+    cdef dict mmaps, int_args, flags
     cdef frozenset ignored
     cdef object call, decode, num, check_errno, error
 
     def __init__(self, call, decode, num, check_errno, error, dict int_args,
-                 frozenset ignored, dict mmaps):
+                 frozenset ignored, dict mmaps, dict flags):
         """call: the Call class; decode, num, check_errno: parse_strace's _decode, _num
         and _check_errno; error: TraceError; int_args, ignored: its _INT_ARGS and
-        _IGNORED; mmaps: its mmap argument-text cache (shared with the Python path)."""
+        _IGNORED; mmaps: its mmap argument-text cache (shared with the Python path);
+        flags: its memoised flag spellings (_flag_cache, read first as _num does)."""
+        self.flags = flags
         self.call, self.decode, self.num = call, decode, num
         self.check_errno, self.error = check_errno, error
         self.int_args, self.ignored, self.mmaps = int_args, ignored, mmaps
@@ -355,42 +358,55 @@ cdef class LineReader:
 
     cdef tuple _int_args(self, const char* s, Py_ssize_t a0, Py_ssize_t a1, str name,
                          object k, Py_ssize_t ln):
-        """The k leading integer arguments of s[a0:a1], split at `, ` as str.split."""
-        cdef Py_ssize_t want = k, got = 0, start = a0, j = a0
-        cdef list vals = []
-        if a1 > a0:
-            while got < want:
-                j = start
-                while j + 1 < a1 and not (s[j] == 44 and s[j + 1] == 32):
-                    j += 1
-                if j + 1 >= a1:
-                    j = a1              # the last part
-                v = _plain_int(s, start, j)
-                if v is None:
-                    vals.append(None)
-                else:
-                    vals.append(v)
-                got += 1
-                if j == a1:
-                    break
-                start = j + 2
-        if got < want:
+        """The k leading integer arguments of s[a0:a1], split at `, ` as str.split does,
+        each decoded as _num would (a plain number here, a memoised spelling from the
+        flag cache, anything else through _num itself, in order)."""
+        cdef Py_ssize_t want = k, got, start, j
+        cdef tuple out
+        cdef object v
+        if _count_parts(s, a0, a1, want) < want:       # checked before any is decoded
             argtext = PyUnicode_FromStringAndSize(s + a0, a1 - a0)
             raise self.error(f"{name} needs {k} arguments, got {argtext!r}", ln)
-        # the parts that are not plain numbers, through _num, in order
-        if None in vals:
-            start = a0
-            for got in range(want):
-                j = start
-                while j + 1 < a1 and not (s[j] == 44 and s[j + 1] == 32):
-                    j += 1
-                if j + 1 >= a1:
-                    j = a1
-                if vals[got] is None:
-                    vals[got] = self.num(PyUnicode_FromStringAndSize(s + start, j - start),
-                                         ln)
-                start = j + 2
-        return tuple(vals)
+        out = PyTuple_New(want)
+        start = a0
+        for got in range(want):
+            j = _part_end(s, start, a1)
+            v = _plain_int(s, start, j)
+            if v is None:
+                part = PyUnicode_FromStringAndSize(s + start, j - start)
+                v = self.flags.get(part)
+                if v is None:
+                    v = self.num(part, ln)
+            Py_INCREF(v)
+            PyTuple_SET_ITEM(out, got, v)
+            start = j + 2
+        return out
+
+
+cdef inline Py_ssize_t _part_end(const char* s, Py_ssize_t start, Py_ssize_t a1) noexcept nogil:
+    """Where the part starting at start ends: its `, ` or a1."""
+    cdef Py_ssize_t j = start
+    while j + 1 < a1:
+        if s[j] == 44 and s[j + 1] == 32:
+            return j
+        j += 1
+    return a1
+
+
+cdef inline Py_ssize_t _count_parts(const char* s, Py_ssize_t a0, Py_ssize_t a1,
+                                    Py_ssize_t want) noexcept nogil:
+    """How many `, `-separated parts s[a0:a1] has (as str.split; none when empty),
+    counted up to want."""
+    cdef Py_ssize_t got = 0, start = a0, j
+    if a1 <= a0:
+        return 0
+    while got < want:
+        j = _part_end(s, start, a1)
+        got += 1
+        if j == a1:
+            break
+        start = j + 2
+    return got
 
 
 cdef inline void memcpy_n(char* dst, const char* src, Py_ssize_t n) noexcept nogil:

@@ -296,7 +296,7 @@ def _parse(lines, source: str) -> Trace:
     # the common lines are read in C (mmucore.straceline); run() gives back each line
     # it declines, read below as before; the midnight state (day, last_t) is its
     reader = LineReader(Call, _decode, _num, _check_errno, TraceError, _INT_ARGS,
-                        _IGNORED, mmaps)
+                        _IGNORED, mmaps, _flag_cache)
     it = iter(lines)
     while True:
         raw = reader.run(it, events)
