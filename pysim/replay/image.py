@@ -243,18 +243,25 @@ def plan_images(events: list, elf: bool = True
         space_of[pid] = s
         return s
 
+    # the space of the last event's task (a trace's calls come in runs of one task);
+    # forgotten whenever space_of changes
+    last_pid, s = None, 0
     for e in events:
         if e.kind != "call":
             continue
-        s = space_of.get(e.pid)
-        if s is None:
-            s = fresh(e.pid, 0, None)
+        pid = e.pid
+        if pid != last_pid or last_pid is None:
+            s = space_of.get(pid)
+            if s is None:
+                s = fresh(pid, 0, None)
+            last_pid = pid
         name = e.name
         if name not in _PLANNED:
             continue                    # (munmap and the rest: nothing below applies)
         if name in _EXECS:
             if e.ok and e.result == 0:
-                fresh(e.pid, e.line, e.args[0] if e.args else None)
+                fresh(pid, e.line, e.args[0] if e.args else None)
+                last_pid = None
             continue
         if e.errno is not None or not isinstance(e.result, int):
             continue
@@ -264,6 +271,7 @@ def plan_images(events: list, elf: bool = True
                     space_of[e.result] = s
                 else:
                     fresh(e.result, e.line, None, parent=s)
+                last_pid = None
             continue
         c = cover[s]
         if name == "mmap":

@@ -29,6 +29,8 @@ import errno as _errno
 import re
 from typing import Dict, List, Optional, Tuple
 
+from mmucore.straceline import LineReader
+
 from .. import constants as C
 from .events import Call, Exit, Trace, TraceError, gc_paused
 
@@ -284,8 +286,6 @@ def _parse(lines, source: str) -> Trace:
     # pid -> (line, name, argument text, index in events when the call began, its time)
     pending: Dict[int, Tuple[int, str, str, int, Optional[float]]] = {}
     first_pid: Optional[int] = None
-    day = 0.0
-    last_t = None
     line_match, head_match, fast_match = _LINE.match, _HEAD.match, _FAST.match
     canon_match = _CANON.match
     minutes: Dict[str, int] = {}        # `H:MM:` -> its seconds since midnight
@@ -293,7 +293,16 @@ def _parse(lines, source: str) -> Trace:
     cache_get = _flag_cache.get
     pids: Dict[str, int] = {}           # pid text -> int (a trace has a few tasks)
     append = events.append
-    for ln, raw in enumerate(lines, 1):
+    # the common lines are read in C (mmucore.straceline); run() gives back each line
+    # it declines, read below as before; the midnight state (day, last_t) is its
+    reader = LineReader(Call, _decode, _num, _check_errno, TraceError, _INT_ARGS,
+                        _IGNORED, mmaps, _flag_cache)
+    it = iter(lines)
+    while True:
+        raw = reader.run(it, events)
+        if reader.done:
+            break
+        ln = reader.ln
         text = raw.rstrip("\n")
         m = canon_match(text)
         if m is not None:
@@ -314,10 +323,11 @@ def _parse(lines, source: str) -> Trace:
                     h, mi, _ = hm.split(":")
                     base = minutes[hm] = int(h) * 3600 + int(mi) * 60
                 t = base + float(sec)
+                day, last_t = reader.day, reader.last_t
                 if last_t is not None and t + day < last_t - 43200:
                     day += 86400.0          # the trace crossed midnight
                 t += day
-                last_t = t
+                reader.day, reader.last_t = day, t
             elif epoch is not None:
                 t = float(epoch)
             else:
@@ -372,10 +382,11 @@ def _parse(lines, source: str) -> Trace:
         pid_s = m.group(1) or m.group(2)
         if m.group(3) is not None:
             t = int(m.group(3)) * 3600 + int(m.group(4)) * 60 + float(m.group(5))
+            day, last_t = reader.day, reader.last_t
             if last_t is not None and t + day < last_t - 43200:
                 day += 86400.0          # the trace crossed midnight
             t += day
-            last_t = t
+            reader.day, reader.last_t = day, t
         elif m.group(6) is not None:
             t = float(m.group(6))
         else:
