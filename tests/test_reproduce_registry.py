@@ -123,6 +123,27 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses(t
     assert (tmp_path / "lazy.png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("lazy_ops, resolved", [
+    ((87.0, 86.0, 88.0, 87.0), True),        # -13%, tight: a regression, within 5 pp
+    ((80.0, 110.0, 75.0, 95.0), False),      # -10% on average, but the spread is wider
+])
+def test_lazy_cpumask_counts_a_regression_only_beyond_its_replicates_spread(
+        monkeypatch, lazy_ops, resolved):
+    from pysim.report import lazy_cpumask_2024 as L
+    ops = {"eager": (100.0,) * 4, "lazy": lazy_ops, "lazy+trim": (99.0,) * 4}
+
+    def cell(kernel, iterations, seed=0):
+        row = {"per_thread_ops": ops[kernel][seed], "iterations": 10, "ipi_sent": 0}
+        row.update({f"cycles_{x}": 1.0 for x in L.SPLIT})
+        return row
+    monkeypatch.setattr(L, "_cell", cell)
+    d = L.run(iterations=10, workers=1, replicates=4)
+    assert d["regression_resolved"] == resolved == d["within_5pp"]
+    assert (d["trim_recovers"] is not None) == resolved
+    text = L.format_text(d)
+    assert ("does not show the regression" in text) != resolved
+
+
 def test_mprotect_2022_prints_every_event_by_its_full_name():
     from pysim.report import mprotect_2022
     d = mprotect_2022.run(iterations=3)
