@@ -131,9 +131,9 @@ def format_text(d: Dict[str, Any]) -> str:
         w(f"simulated: lazy {d['change_pct']['lazy']:+.1f}%{spread}; the trim {how}")
     else:
         w(f"simulated: lazy {d['change_pct']['lazy']:+.1f}%{spread}, lazy+trim "
-          f"{d['change_pct']['lazy+trim']:+.1f}%: not told apart from the replicates'")
-        w("spread (two standard errors), so the model does not show the regression, and")
-        w("the trim's recovery is not measured")
+          f"{d['change_pct']['lazy+trim']:+.1f}%:")
+        w("  not told apart from the replicates' spread (two standard errors), so the model")
+        w("  does not show the regression, and the trim's recovery is not measured")
     w("per replicate, lazy: " + ", ".join(f"{c:+.1f}%" for c in
                                           d["cells"][1]["change_by_replicate"]))
     w("")
