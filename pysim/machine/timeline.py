@@ -33,8 +33,9 @@ CPUs' requests); the queues above are where CPUs meet.  On an SMT preset (smt_sp
 below 1) CPUs i and i + N/2 share a core: a request that starts while the sibling's
 thread is awake (not asleep on a lock, not finished) does its work at smt_speed, so
 its user, syscall and handler cycles grow by 1/smt_speed (waits do not), and so
-does an IPI handler's on a CPU whose sibling's thread is awake when it arrives.  jiffies follow the clock of
-the CPU whose request runs, at the profile's HZ (Machine.begin sets them).
+does an IPI handler's on a CPU whose sibling's thread is awake when it arrives (the
+sender's per-target work is its own syscall time).  jiffies follow the clock of the
+CPU whose request runs, at the profile's HZ (Machine.begin sets them).
 
 Sequential calls on the machine are the case of one runnable thread: with the
 timeline off (the default), nothing here runs and every number is as before.
