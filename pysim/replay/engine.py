@@ -51,12 +51,14 @@ _ADJUSTED = frozenset({"mremap", "brk"})    # see Replay._call
 
 
 class _Task:
-    """One traced task: its pid, its Thread, and its process's state."""
+    """One traced task: its pid, its Thread, its process's state, and the Thread
+    methods its calls were replayed with so far (by call name)."""
 
-    __slots__ = ("pid", "thread", "space")
+    __slots__ = ("pid", "thread", "space", "methods")
 
     def __init__(self, pid: int, thread: Any, space: "_Space") -> None:
         self.pid, self.thread, self.space = pid, thread, space
+        self.methods: Dict[str, Any] = {}
 
 
 class _Space:
@@ -332,6 +334,16 @@ class Replay:
         if e.args and e.args[0] == 0 and e.errno is None and isinstance(e.result, int):
             mm.start_brk = mm.brk = e.result
 
+    def _method(self, t: _Task, name: str) -> Any:
+        """The Thread method replaying call `name` on t (None if the Thread has none),
+        looked up once per task and name rather than on every call."""
+        meth = getattr(t.thread, name, None)
+        if meth is None and name == "pkey_mprotect":
+            meth = t.thread.mprotect                # do_mprotect_pkey takes the key
+        if meth is not None:
+            t.methods[name] = meth
+        return meth
+
     def _call(self, t: _Task, e) -> None:
         """Replay one memory call and record it."""
         th = t.thread
@@ -360,15 +372,12 @@ class Replay:
                         args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
                     if name == "brk":
                         self._place_heap(th, e)
-                meth = getattr(th, name, None)
+                meth = t.methods.get(name) or self._method(t, name)
                 if meth is None:
-                    if name == "pkey_mprotect":
-                        meth = th.mprotect          # do_mprotect_pkey takes the key
-                    else:
-                        self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
-                                     e.errno, None, None, "unsupported",
-                                     f"Thread has no {name}()", None)
-                        return
+                    self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+                                 e.errno, None, None, "unsupported",
+                                 f"Thread has no {name}()", None)
+                    return
                 r = meth(args[1], args[3]) if name == "process_madvise" else meth(*args)
                 value = r.value
                 if value is None:

@@ -243,9 +243,9 @@ def plan_images(events: list, elf: bool = True
         space_of[pid] = s
         return s
 
-    # the space of the last event's task (a trace's calls come in runs of one task);
-    # forgotten whenever space_of changes
-    last_pid, s = None, 0
+    # the space of the last event's task and its cover (a trace's calls come in runs of
+    # one task); forgotten whenever space_of changes
+    last_pid, s, c = None, 0, None
     for e in events:
         if e.kind != "call":
             continue
@@ -254,6 +254,7 @@ def plan_images(events: list, elf: bool = True
             s = space_of.get(pid)
             if s is None:
                 s = fresh(pid, 0, None)
+            c = cover[s]
             last_pid = pid
         name = e.name
         if name not in _PLANNED:
@@ -273,7 +274,6 @@ def plan_images(events: list, elf: bool = True
                     fresh(e.result, e.line, None, parent=s)
                 last_pid = None
             continue
-        c = cover[s]
         if name == "mmap":
             a = e.result
             b = a + e.args[1]
@@ -286,8 +286,6 @@ def plan_images(events: list, elf: bool = True
                 brk0[s] = e.result
             c.add(brk0[s], e.result)
         elif name in _USES:
-            if name == "madvise" and e.args[2] in _MADV_ANY:
-                pass
             a, n = e.args[0], e.args[1]
             # _Cover.holes's test of the last interval found, inline: no holes there
             if n > 0 and not (c.lo <= a & _PAGE_MASK
