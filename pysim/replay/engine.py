@@ -191,9 +191,10 @@ class Replay:
     def _run(self) -> Records:
         """run() in sequence (the garbage collector paused by run())."""
         events = self.trace.events
-        for e in events:
-            if e.kind == "fault" and e.cpu is not None:
-                self._traced_cpu.setdefault(e.pid, e.cpu)
+        if self.pin == "traced":        # (the only policy reading the traced CPUs)
+            for e in events:
+                if e.kind == "fault" and e.cpu is not None:
+                    self._traced_cpu.setdefault(e.pid, e.cpu)
         model = self.model
         before = model.before
         rec = self.rec
