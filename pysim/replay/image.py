@@ -278,8 +278,9 @@ def plan_images(events: list, elf: bool = True
             a = e.result
             b = a + e.args[1]
             # _Cover.add's test of the interval the last request found, inline (most
-            # calls of a trace fall in it)
-            if not (c.lo <= a & _PAGE_MASK and (b + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+            # calls of a trace fall in it); lo and hi are page-aligned, so comparing the
+            # unrounded a and b decides the same as comparing _down(a) and _up(b)
+            if not (c.lo <= a and b <= c.hi):
                 c.add(a, b)
         elif name == "brk":
             if s not in brk0:
@@ -287,9 +288,9 @@ def plan_images(events: list, elf: bool = True
             c.add(brk0[s], e.result)
         elif name in _USES:
             a, n = e.args[0], e.args[1]
-            # _Cover.holes's test of the last interval found, inline: no holes there
-            if n > 0 and not (c.lo <= a & _PAGE_MASK
-                              and (a + n + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+            # _Cover.holes's test of the last interval found, inline (unrounded, as
+            # above): no holes there
+            if n > 0 and not (c.lo <= a and a + n <= c.hi):
                 h = c.holes(a, a + n)
                 if h:                   # a covered range needs no add
                     refs[s].extend(h)
