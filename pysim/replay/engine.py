@@ -93,6 +93,8 @@ class Replay:
         self.files: Dict[str, File] = {}
         self.notes: List[str] = list(trace.notes)
         self.rec = Records()
+        self._append_row = self.rec._rows.append        # (see _call's end)
+        self._add_totals = self.rec._totals.add
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
         self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
@@ -395,11 +397,7 @@ class Replay:
             self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result, e.errno,
                          None, None, "unsupported", f"{name}{args}: {err}", None)
             return
-        if traced_ok:
-            st = "match" if value == e.result else "diverged"
-            if st == "diverged":
-                note = f"simulated result 0x{value:x}" if isinstance(value, int) else None
-        else:
+        if not traced_ok:
             st = "diverged"
             note = "the kernel failed this call; the simulation did not"
             if undo is not None:
@@ -408,8 +406,13 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        # Records.add(..., r) written out for the common case (r is an OpResult); the
+        elif value == e.result:
+            st = "match"
+        else:
+            st = "diverged"
+            note = f"simulated result 0x{value:x}" if isinstance(value, int) else None
+        # Records.add(..., r) written out for the common case (r is an OpResult), with
+        # the record list's append and the totals log's add bound once (__init__); the
         # args column holds the Call itself, read as (e.args, e.path) (records._args_of)
-        rec = self.rec
-        rec._rows.append((e.line, e.pid, th.cpu.id, name, e, e.result,
-                          e.errno, value, None, st, note, rec._totals.add(r.rows)))
+        self._append_row((e.line, e.pid, th.cpu.id, name, e, e.result, e.errno, value,
+                          None, st, note, self._add_totals(r.rows)))
