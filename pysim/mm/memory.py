@@ -382,7 +382,7 @@ def unmap_page_range(tlb: "MMUGather", start: int, end: int) -> None:
     batch cut short is taken again, as the kernel's `goto retry` does)."""
     cpu, mm = tlb.cpu, tlb.mm
     pt, g, stats = mm.pt, tlb.state, cpu.stats
-    if getattr(mm, "tlb_flush_batched", 0):
+    if mm.tlb_flush_batched:
         # zap_pte_range(): reclaim may have cleared PTEs whose flush is still batched
         # (pysim.mm.rmap); checked once per call here, per PTE table in the kernel
         flush_tlb_batched_pending(cpu, mm)

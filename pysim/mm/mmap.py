@@ -274,7 +274,7 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
     (munmap) the VMAs are detached under the write lock and the zap runs under the
     read lock (vms_complete_munmap_vmas: mmap_write_downgrade)."""
     removed = mm.vmas.remove_range(start, end)
-    if downgrade:
+    if downgrade and mm.mmap_lock.timed:    # (downgrade does nothing untimed)
         mm.mmap_lock.downgrade(cpu)
     if not removed:
         return

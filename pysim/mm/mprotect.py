@@ -23,7 +23,7 @@ from ..constants import (ARCH_MAX_PKEY, PAGE_SIZE, PMD_SIZE, PROT_EXEC, PROT_GRO
 from ..errors import SyscallError
 from .args import syscall_ints
 from ..arch.tlbflush import flush_tlb_range
-from .mmu_gather import MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu, tlb_start_vma
+from .mmu_gather import MMUGather, tlb_end_vma, tlb_finish_mmu, tlb_gather_mmu
 from .rmap import flush_tlb_batched_pending
 from .vma import mprotect_newflags
 
@@ -90,8 +90,8 @@ def change_protection(cpu: "CPU", mm: "MM", vma: "VMA", start: int, end: int,
         # (PageAnonExclusive): it upgrades none of this mm's entries rather than one
         # still shared with another mm (which would let both write the same frame).
         mode &= ~(mmucore.CP_TRY_WRITABLE | mmucore.CP_WRITABLE_NEEDS_DIRTY)
-    if tlb is not None:
-        tlb_start_vma(tlb, vma)
+    # (tlb_start_vma(tlb, vma) would go here: it does nothing, flush_cache_range being a
+    # no-op on x86 and arm64)
     scanned = _SCANNED              # (the model is single-threaded: one buffer serves)
     pages, changed, flagged, thps, splits, tables = mm.pt.change_range(
         start, npages, newprot, mode, tlb.state if tlb is not None else None,
@@ -224,9 +224,10 @@ def mprotect_fixup(mm: "MM", cpu: "CPU", tlb: Optional[MMUGather], vma: "VMA",
     VMA now covering [start, end)."""
     if newflags == vma.flags:
         return vma
-    count0 = mm.vmas.map_count
-    vma = mm.vmas.mprotect_fixup(vma, prev, start, end, newflags)
-    delta = mm.vmas.map_count - count0
+    vmas = mm.vmas
+    count0 = vmas.map_count
+    vma = vmas.mprotect_fixup(vma, prev, start, end, newflags)
+    delta = vmas.map_count - count0
     if delta > 0:
         cpu.stats.count(K_VMA_SPLIT, delta)
         cpu.stats.charge(B_VMA, delta * cpu.cfg.cost.vma_split)

@@ -51,12 +51,14 @@ _ADJUSTED = frozenset({"mremap", "brk"})    # see Replay._call
 
 
 class _Task:
-    """One traced task: its pid, its Thread, and its process's state."""
+    """One traced task: its pid, its Thread, its process's state, and the Thread
+    methods its calls were replayed with so far (by call name)."""
 
-    __slots__ = ("pid", "thread", "space")
+    __slots__ = ("pid", "thread", "space", "methods")
 
     def __init__(self, pid: int, thread: Any, space: "_Space") -> None:
         self.pid, self.thread, self.space = pid, thread, space
+        self.methods: Dict[str, Any] = {}
 
 
 class _Space:
@@ -91,6 +93,8 @@ class Replay:
         self.files: Dict[str, File] = {}
         self.notes: List[str] = list(trace.notes)
         self.rec = Records()
+        self._append_row = self.rec._rows.append        # (see _call's end)
+        self._add_totals = self.rec._totals.add
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
         self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
@@ -189,9 +193,10 @@ class Replay:
     def _run(self) -> Records:
         """run() in sequence (the garbage collector paused by run())."""
         events = self.trace.events
-        for e in events:
-            if e.kind == "fault" and e.cpu is not None:
-                self._traced_cpu.setdefault(e.pid, e.cpu)
+        if self.pin == "traced":        # (the only policy reading the traced CPUs)
+            for e in events:
+                if e.kind == "fault" and e.cpu is not None:
+                    self._traced_cpu.setdefault(e.pid, e.cpu)
         model = self.model
         before = model.before
         rec = self.rec
@@ -332,6 +337,16 @@ class Replay:
         if e.args and e.args[0] == 0 and e.errno is None and isinstance(e.result, int):
             mm.start_brk = mm.brk = e.result
 
+    def _method(self, t: _Task, name: str) -> Any:
+        """The Thread method replaying call `name` on t (None if the Thread has none),
+        looked up once per task and name rather than on every call."""
+        meth = getattr(t.thread, name, None)
+        if meth is None and name == "pkey_mprotect":
+            meth = t.thread.mprotect                # do_mprotect_pkey takes the key
+        if meth is not None:
+            t.methods[name] = meth
+        return meth
+
     def _call(self, t: _Task, e) -> None:
         """Replay one memory call and record it."""
         th = t.thread
@@ -360,15 +375,12 @@ class Replay:
                         args = (args[0], args[1], args[2], args[3] | MREMAP_FIXED, e.result)
                     if name == "brk":
                         self._place_heap(th, e)
-                meth = getattr(th, name, None)
+                meth = t.methods.get(name) or self._method(t, name)
                 if meth is None:
-                    if name == "pkey_mprotect":
-                        meth = th.mprotect          # do_mprotect_pkey takes the key
-                    else:
-                        self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
-                                     e.errno, None, None, "unsupported",
-                                     f"Thread has no {name}()", None)
-                        return
+                    self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result,
+                                 e.errno, None, None, "unsupported",
+                                 f"Thread has no {name}()", None)
+                    return
                 r = meth(args[1], args[3]) if name == "process_madvise" else meth(*args)
                 value = r.value
                 if value is None:
@@ -385,11 +397,7 @@ class Replay:
             self.rec.add(e.line, e.pid, th.cpu.id, name, (e.args, e.path), e.result, e.errno,
                          None, None, "unsupported", f"{name}{args}: {err}", None)
             return
-        if traced_ok:
-            st = "match" if value == e.result else "diverged"
-            if st == "diverged":
-                note = f"simulated result 0x{value:x}" if isinstance(value, int) else None
-        else:
+        if not traced_ok:
             st = "diverged"
             note = "the kernel failed this call; the simulation did not"
             if undo is not None:
@@ -398,8 +406,13 @@ class Replay:
                     note += " (its mapping is unmapped again)"
                 except SyscallError:
                     pass
-        # Records.add(..., r) written out for the common case (r is an OpResult); the
+        elif value == e.result:
+            st = "match"
+        else:
+            st = "diverged"
+            note = f"simulated result 0x{value:x}" if isinstance(value, int) else None
+        # Records.add(..., r) written out for the common case (r is an OpResult), with
+        # the record list's append and the totals log's add bound once (__init__); the
         # args column holds the Call itself, read as (e.args, e.path) (records._args_of)
-        rec = self.rec
-        rec._rows.append((e.line, e.pid, th.cpu.id, name, e, e.result,
-                          e.errno, value, None, st, note, rec._totals.add(r.rows)))
+        self._append_row((e.line, e.pid, th.cpu.id, name, e, e.result, e.errno, value,
+                          None, st, note, self._add_totals(r.rows)))

@@ -243,9 +243,9 @@ def plan_images(events: list, elf: bool = True
         space_of[pid] = s
         return s
 
-    # the space of the last event's task (a trace's calls come in runs of one task);
-    # forgotten whenever space_of changes
-    last_pid, s = None, 0
+    # the space of the last event's task and its cover (a trace's calls come in runs of
+    # one task); forgotten whenever space_of changes
+    last_pid, s, c = None, 0, None
     for e in events:
         if e.kind != "call":
             continue
@@ -254,6 +254,7 @@ def plan_images(events: list, elf: bool = True
             s = space_of.get(pid)
             if s is None:
                 s = fresh(pid, 0, None)
+            c = cover[s]
             last_pid = pid
         name = e.name
         if name not in _PLANNED:
@@ -273,25 +274,23 @@ def plan_images(events: list, elf: bool = True
                     fresh(e.result, e.line, None, parent=s)
                 last_pid = None
             continue
-        c = cover[s]
         if name == "mmap":
             a = e.result
             b = a + e.args[1]
             # _Cover.add's test of the interval the last request found, inline (most
-            # calls of a trace fall in it)
-            if not (c.lo <= a & _PAGE_MASK and (b + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+            # calls of a trace fall in it); lo and hi are page-aligned, so comparing the
+            # unrounded a and b decides the same as comparing _down(a) and _up(b)
+            if not (c.lo <= a and b <= c.hi):
                 c.add(a, b)
         elif name == "brk":
             if s not in brk0:
                 brk0[s] = e.result
             c.add(brk0[s], e.result)
         elif name in _USES:
-            if name == "madvise" and e.args[2] in _MADV_ANY:
-                pass
             a, n = e.args[0], e.args[1]
-            # _Cover.holes's test of the last interval found, inline: no holes there
-            if n > 0 and not (c.lo <= a & _PAGE_MASK
-                              and (a + n + PAGE_SIZE - 1) & _PAGE_MASK <= c.hi):
+            # _Cover.holes's test of the last interval found, inline (unrounded, as
+            # above): no holes there
+            if n > 0 and not (c.lo <= a and a + n <= c.hi):
                 h = c.holes(a, a + n)
                 if h:                   # a covered range needs no add
                     refs[s].extend(h)
