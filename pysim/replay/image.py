@@ -34,12 +34,12 @@ _PT_LOAD, _PT_INTERP, _PT_GNU_RELRO = 1, 3, 0x6474E552
 _ET_EXEC = 2
 _STACK_FLOOR = 0x7FF000000000       # above the default mmap area: the stack's zone
 
-# calls whose success proves [addr, addr+len) was mapped, and where addr/len are
+# calls whose success proves [addr, addr+len) was mapped, and where addr/len are (any
+# madvise advice included: madvise_walk_vmas() returns -ENOMEM for a hole, whatever
+# the advice)
 _USES = {"mprotect": (0, 1), "pkey_mprotect": (0, 1), "madvise": (0, 1),
          "mlock": (0, 1), "mlock2": (0, 1), "munlock": (0, 1), "mseal": (0, 1),
          "mremap": (0, 1), "msync": (0, 1), "mincore": (0, 1)}
-# advice that succeeds on unmapped ranges too (or proves nothing)
-_MADV_ANY = frozenset({0, 1, 2, 3})     # NORMAL RANDOM SEQUENTIAL WILLNEED may ENOMEM only
 
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
