@@ -153,6 +153,12 @@ class CPU:
         return f"CPU({self.id}, {name}{' lazy' if self.is_lazy else ''})"
 
 
+def smt_sibling(cpu_id: int, ncpus: int) -> int:
+    """The other SMT thread of cpu_id's core: CPUs i and i + ncpus/2 share core i, as
+    Linux numbers them on x86 servers (ncpus even)."""
+    return (cpu_id + ncpus // 2) % ncpus
+
+
 def llc_of(cpu_id: int, ncpus: int, cores_per_llc: int, smt: bool) -> int:
     """The last-level cache of CPU cpu_id on a machine of ncpus CPUs: cores_per_llc
     consecutive cores share one (0: all share one); with SMT, CPUs i and i + ncpus/2

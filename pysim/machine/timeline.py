@@ -53,6 +53,7 @@ from mmucore.stats import B_USER
 
 from ..errors import ArgumentError, ConfigError, PysimError, no_unknown_keywords
 from ..mm.mmap_lock import madvise_lock_mode
+from .cpu import smt_sibling
 from .cpuidle import Menu, table, until_tick
 
 # the per-CPU split of time the results report: category -> breakdown names in it
@@ -242,6 +243,7 @@ class Timeline:
         self.idle_usage: Dict[str, int] = {}      # cpuidle usage: entries per state
         self._heap: List[Tuple[float, int, int]] = []
         self._sibling: List[Optional[Task]] = []    # by task: its SMT sibling's task
+        self._sibling_state: List[Any] = []         # by task: its sibling CPU's tlbstate
         self._smt_extra = 0.0                       # 1 / smt_speed - 1
         self._locks: List[Any] = []
         self._menu: Dict[int, Any] = {}
@@ -330,14 +332,16 @@ class Timeline:
         return self._result(t0, end, before)
 
     def _pair_siblings(self) -> None:
-        """Each task's SMT sibling task (CPU i pairs with i + N/2), on SMT presets."""
+        """Each task's SMT sibling task (CPU i pairs with i + N/2) on SMT presets, and
+        its sibling CPU's tlbstate (whose handlers its thread slows while awake)."""
         m = self.machine
         n = len(m.cpus)
         speed = m.preset.smt_speed
         self._smt_extra = 1.0 / speed - 1.0 if speed < 1.0 and n % 2 == 0 else 0.0
         on = {t.thread.cpu.id: t for t in self.tasks}
-        self._sibling = [on.get((t.thread.cpu.id + n // 2) % n) if self._smt_extra else None
-                         for t in self.tasks]
+        sibling = [smt_sibling(t.thread.cpu.id, n) for t in self.tasks]
+        self._sibling = [on.get(c) if self._smt_extra else None for c in sibling]
+        self._sibling_state = [m.cpus[c].tlbstate for c in sibling]
         for task in self.tasks:
             self._awake(task, True)
 
@@ -345,10 +349,7 @@ class Timeline:
         """task's thread woke (or started) or went to sleep (or ended): IPI handlers
         on its SMT sibling CPU share the core with it, or have it to themselves."""
         if self._smt_extra:
-            m = self.machine
-            n = len(m.cpus)
-            sib = m.cpus[(task.thread.cpu.id + n // 2) % n].tlbstate
-            sib.smt_slow = self._smt_extra if awake else 0.0
+            self._sibling_state[task.index].smt_slow = self._smt_extra if awake else 0.0
 
     def _attach(self, lock: Any) -> None:
         """Give an mm's mmap_lock to this run: timed, its wake checks on the heap."""

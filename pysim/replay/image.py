@@ -43,6 +43,7 @@ _USES = {"mprotect": (0, 1), "pkey_mprotect": (0, 1), "madvise": (0, 1),
 
 
 _PAGE_MASK = ~(PAGE_SIZE - 1)
+_FORGOTTEN = object()               # plan_images' last task, when space_of changed
 _EXECS = frozenset({"execve", "execveat"})
 _CLONES = frozenset({"clone", "clone3", "fork", "vfork"})
 _PLANNED = _EXECS | _CLONES | {"mmap", "brk"} | set(_USES)   # the calls plan_images reads
@@ -245,12 +246,12 @@ def plan_images(events: list, elf: bool = True
 
     # the space of the last event's task and its cover (a trace's calls come in runs of
     # one task); forgotten whenever space_of changes
-    last_pid, s, c = None, 0, None
+    last_pid, s, c = _FORGOTTEN, 0, None
     for e in events:
         if e.kind != "call":
             continue
         pid = e.pid
-        if pid != last_pid or last_pid is None:
+        if pid != last_pid:
             s = space_of.get(pid)
             if s is None:
                 s = fresh(pid, 0, None)
@@ -262,7 +263,7 @@ def plan_images(events: list, elf: bool = True
         if name in _EXECS:
             if e.ok and e.result == 0:
                 fresh(pid, e.line, e.args[0] if e.args else None)
-                last_pid = None
+                last_pid = _FORGOTTEN
             continue
         if e.errno is not None or not isinstance(e.result, int):
             continue
@@ -272,7 +273,7 @@ def plan_images(events: list, elf: bool = True
                     space_of[e.result] = s
                 else:
                     fresh(e.result, e.line, None, parent=s)
-                last_pid = None
+                last_pid = _FORGOTTEN
             continue
         if name == "mmap":
             a = e.result
