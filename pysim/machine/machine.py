@@ -188,9 +188,9 @@ class Machine:
         """Close the window: the exit to user space, the result, the checker."""
         cpu = op.cpu
         try:
-            if cpu._cur is not None:            # a thread goes back to user space
-                self.arch.return_to_user(cpu)
-            res = self.acct.close(OpResult, op.name, cpu.id, value, cpu.faults)
+            # return_to_user when a thread goes back to user space, then acct.close
+            res = self.arch.syscall_exit(cpu, cpu._cur is not None, OpResult, op.name,
+                                         value, cpu.faults)
         finally:
             self.current_op = None
         if self.keep_history:

@@ -24,7 +24,7 @@ from ..errors import ConfigError, SyscallError
 from .args import syscall_ints
 from .memory import free_pgtables, populate, unmap_page_range
 from .mm import File
-from .mmu_gather import tlb_finish_mmu, tlb_gather_mmu
+from .mmu_gather import tlb_gather_mmu
 from .vma import VMA, mmap_vm_flags
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -274,7 +274,7 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
     (munmap) the VMAs are detached under the write lock and the zap runs under the
     read lock (vms_complete_munmap_vmas: mmap_write_downgrade)."""
     removed = mm.vmas.remove_range(start, end)
-    if downgrade and mm.mmap_lock.timed:    # (downgrade does nothing untimed)
+    if downgrade:
         mm.mmap_lock.downgrade(cpu)
     if not removed:
         return
@@ -283,14 +283,10 @@ def unmap_region(mm: "MM", cpu: "CPU", start: int, end: int,
     nxt, prev = mm.vmas.find_vma_prev(start)      # (find_vma(start), the VMA before it)
     floor = prev.end if prev is not None else 0
     ceiling = nxt.start if nxt is not None else TASK_SIZE
-    tlb = tlb_gather_mmu(cpu, mm)
-    try:                             # `with tlb:` without its two method calls
+    with tlb_gather_mmu(cpu, mm) as tlb:
         for vma in removed:
             unmap_page_range(tlb, vma.start, vma.end)
         free_pgtables(tlb, floor, ceiling)
-    finally:
-        if not tlb.finished:
-            tlb_finish_mmu(tlb)
 
 
 def do_brk(mm: "MM", cpu: "CPU", brk: int) -> int:

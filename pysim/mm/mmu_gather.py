@@ -169,16 +169,7 @@ def tlb_finish_mmu(tlb: MMUGather) -> None:
             g.fullmm = True
             g.reset_range()
             g.freed_tables = True
-        # tlb_flush_mmu(tlb), written out (every gather ends here): flushes only if
-        # something was recorded
-        if g.needs_flush:
-            tlb_flush(tlb)
-            g.reset_range()
-        g.table_flush()
-        lru = mm.frames.lruvec
-        if lru.timed:
-            lru.free_zapped(tlb.cpu, g.nr_pages)
-        g.batch_pages_flush()
+        tlb_flush_mmu(tlb)           # flushes only if something was recorded
     except BaseException:
         if tlb.own_window:
             tlb.cpu.stats.acct.abort()

@@ -33,7 +33,6 @@ if TYPE_CHECKING:                                   # pragma: no cover
     from .vma import VMA
 
 _PROT_KNOWN = PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM
-_PROT_RWX = PROT_READ | PROT_WRITE | PROT_EXEC
 _SCANNED = np.zeros(2, dtype=np.uint64)    # change_range's empty-slot and write-check counts
 
 
@@ -176,9 +175,7 @@ def do_mprotect_pkey(mm: "MM", cpu: "CPU", start: int, length: int, prot: int,
     first = True                 # no VMA changed yet (per_vma, then per_extra_vma)
     try:
         while True:
-            # mprotect_newflags(vma.flags, prot, pkey), its plain-mprotect case inline
-            newflags = ((vma.flags & ~VM_ACCESS_FLAGS) | (prot & _PROT_RWX) if pkey < 0
-                        else mprotect_newflags(vma.flags, prot, pkey))
+            newflags = mprotect_newflags(vma.flags, prot, pkey)
             # VM_MAY* are VM_* << 4: asking for a permission the mapping may never have
             if (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS:
                 error = SyscallError(errno.EACCES,
