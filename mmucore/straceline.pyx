@@ -1,14 +1,18 @@
 # cython: language_level=3
-"""The strace parser's common line, read in C: `PID [TIME] name(args) = result [ERRNO
-(text)] [<dur>]` with no string, bracket or `)` in the arguments.
+"""The strace parser's common lines, read in C: `PID [TIME] name(args) = result [ERRNO
+(text)] [<dur>]` with no string, bracket or `)` in the arguments, and the same call
+split by another task's line into `name(args <unfinished ...>` and `<... name resumed>
+rest` (every second line of a multi-threaded program's trace).
 
 pysim.replay.parse_strace hands its lines to LineReader.run(), which makes the Call of
 every such line itself and gives back, one at a time, the lines it declines (any other
-shape, a non-ASCII line, a line without a pid, a number spelled unusually): the Python
-parser reads those as before.  A line is declined before anything about it is
-committed, so a declined line is read exactly as if this reader did not exist; a line
-taken gives the values the Python path (its _FAST regex) would give, in the same order
-of checks, raising the same TraceErrors through the same Python helpers.
+shape, a non-ASCII line, a line without a pid, a number spelled unusually, a resumed
+clone or exit): the Python parser reads those as before.  A line is declined before
+anything about it is committed, so a declined line is read exactly as if this reader
+did not exist; a line taken gives the values the Python path would give, in the same
+order of checks, raising the same TraceErrors through the same Python helpers.  The
+unfinished calls are held in the parse's own `pending` dict, so a call begun on one
+side may be resumed on the other.
 """
 from cpython.float cimport PyFloat_FromDouble
 from cpython.long cimport PyLong_FromLongLong, PyLong_FromUnsignedLongLong
@@ -92,6 +96,97 @@ cdef object _plain_int(const char* s, Py_ssize_t a, Py_ssize_t b):
     return PyLong_FromLongLong(-v if neg else v)
 
 
+cdef struct head_t:
+    long long pid
+    Py_ssize_t hm0, hm1, s0, s1, e0     # `H:` digits, seconds, epoch (-1: absent)
+    Py_ssize_t body                     # where the call (or `<... resumed>`) starts
+
+
+cdef struct tail_t:
+    Py_ssize_t a1, r0, r1, x0, x1       # args end, result, errno (x0 -1: none)
+
+
+cdef extern from "string.h":
+    int memcmp(const void* a, const void* b, size_t n) nogil
+
+cdef enum:
+    UNFINISHED_LEN = 17                 # len(b" <unfinished ...>")
+CREATES = frozenset({"clone", "clone3", "fork", "vfork"})
+
+
+cdef inline bint _plain_text(const char* s, Py_ssize_t n) noexcept nogil:
+    """No control character but tab (else the regexes decide)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if s[i] < 32 and s[i] != 9:
+            return False
+    return True
+
+
+cdef inline bint _unfinished_at(const char* s, Py_ssize_t a0, Py_ssize_t n) noexcept:
+    """s[a0:n] ends in ` <unfinished ...>`."""
+    return n - a0 >= UNFINISHED_LEN and memcmp(s + n - UNFINISHED_LEN,
+                                               b" <unfinished ...>", UNFINISHED_LEN) == 0
+
+
+cdef bint _head(const char* s, Py_ssize_t n, head_t* h) noexcept:
+    """`[pid N] ` or `N `, then `H:MM:SS[.frac] `, `EPOCH.frac ` or no time: h gets
+    the pid, where the time's parts are and where the rest begins; False to decline."""
+    cdef Py_ssize_t i, j, p0, p1
+    h.pid = 0
+    if n > 5 and s[0] == 91 and s[1] == 112 and s[2] == 105 and s[3] == 100:
+        i = _blanks(s, 4, n)
+        if i == 4:
+            return False
+        p0 = i
+        p1 = _digits(s, i, n)
+        if p1 == p0 or p1 >= n or s[p1] != 93:
+            return False
+        i = _blanks(s, p1 + 1, n)
+        if i == p1 + 1:
+            return False
+    else:
+        p0 = 0
+        p1 = _digits(s, 0, n)
+        if p1 == 0 or p1 >= n or not _ws(s[p1]):
+            return False                # no pid (or not this shape)
+        i = _blanks(s, p1, n)
+    if p1 - p0 > 18:
+        return False
+    for j in range(p0, p1):
+        h.pid = h.pid * 10 + (s[j] - 48)
+    h.hm0 = -1
+    h.e0 = -1
+    if i < n and _dig(s[i]):
+        j = _digits(s, i, n)
+        if j < n and s[j] == 58:                        # H:MM:SS[.frac]
+            if j - i > 9 or j + 6 > n or not (_dig(s[j + 1]) and _dig(s[j + 2])
+                                              and s[j + 3] == 58 and _dig(s[j + 4])
+                                              and _dig(s[j + 5])):
+                return False
+            h.hm0, h.hm1 = i, j
+            h.s0 = j + 4
+            h.s1 = j + 6
+            if h.s1 < n and s[h.s1] == 46:
+                h.s1 = _digits(s, h.s1 + 1, n)
+                if h.s1 == j + 7:
+                    return False
+            if h.s1 - h.s0 >= 60:
+                return False
+        elif j < n and s[j] == 46:                      # epoch
+            h.e0 = i
+            h.s1 = _digits(s, j + 1, n)
+            if h.s1 == j + 1 or h.s1 - h.e0 >= 60:
+                return False
+        else:
+            return False
+        i = _blanks(s, h.s1, n)
+        if i == h.s1:
+            return False
+    h.body = i
+    return True
+
+
 cdef class LineReader:
     """Reads the common strace lines of one parse (see the module docstring); `day` and
     `last_t` are the parse's midnight-crossing state, shared with the Python path."""
@@ -101,17 +196,23 @@ cdef class LineReader:
     cdef bint _has_last
     cdef public Py_ssize_t ln
     cdef public bint done
-    cdef dict mmaps, int_args, flags
+    cdef bint enabled
+    cdef dict mmaps, int_args, flags, pending
     cdef frozenset ignored
     cdef object call, decode, num, check_errno, error
 
     def __init__(self, call, decode, num, check_errno, error, dict int_args,
-                 frozenset ignored, dict mmaps, dict flags):
+                 frozenset ignored, dict mmaps, dict flags, dict pending,
+                 bint enabled=True):
         """call: the Call class; decode, num, check_errno: parse_strace's _decode, _num
         and _check_errno; error: TraceError; int_args, ignored: its _INT_ARGS and
         _IGNORED; mmaps: its mmap argument-text cache (shared with the Python path);
-        flags: its memoised flag spellings (_flag_cache, read first as _num does)."""
+        flags: its memoised flag spellings (_flag_cache, read first as _num does);
+        pending: its unfinished calls by pid (shared: either side may hold a call the
+        other resumes); enabled False declines every line (the Python path alone)."""
+        self.enabled = enabled
         self.flags = flags
+        self.pending = pending
         self.call, self.decode, self.num = call, decode, num
         self.check_errno, self.error = check_errno, error
         self.int_args, self.ignored, self.mmaps = int_args, ignored, mmaps
@@ -141,7 +242,8 @@ cdef class LineReader:
         cdef object c
         for raw in it:
             self.ln += 1
-            c = self._line(raw) if PyUnicode_CheckExact(raw) else None
+            c = self._line(raw, events) if self.enabled and PyUnicode_CheckExact(raw) \
+                else None
             if c is None:
                 return raw
             if c is not SKIP:
@@ -149,77 +251,25 @@ cdef class LineReader:
         self.done = True
         return None
 
-    cdef object _line(self, str text):
-        """The Call of one line, SKIP for a dropped call, None to decline."""
-        cdef Py_ssize_t n, i, j, p0, p1, hm0, hm1, s0, s1, e0, e1
-        cdef Py_ssize_t n0, n1, a0, a1, r0, r1, x0, x1, end
+    cdef object _line(self, str text, list events):
+        """The Call of one line, SKIP for a line that adds no Call (a dropped call, an
+        unfinished one now held in pending), None to decline."""
+        cdef Py_ssize_t n, i, j, n0, n1, a0
         cdef const char* s
-        cdef char buf[64]
-        cdef long long pid_v = 0, hours = 0, mins
-        cdef double t = 0.0, sec
-        cdef bint has_t = False
+        cdef head_t h
+        cdef tail_t tl
         if not PyUnicode_IS_ASCII(text):
             return None
         s = PyUnicode_AsUTF8AndSize(text, &n)
         while n > 0 and s[n - 1] == 10:
             n -= 1
-        for i in range(n):
-            if s[i] < 32 and s[i] != 9:
-                return None             # a control character: the regexes decide
-        # -- the pid: `[pid N] ` or `N `
-        i = 0
-        if n > 5 and s[0] == 91 and s[1] == 112 and s[2] == 105 and s[3] == 100:
-            i = _blanks(s, 4, n)
-            if i == 4:
-                return None
-            p0 = i
-            p1 = _digits(s, i, n)
-            if p1 == p0 or p1 >= n or s[p1] != 93:
-                return None
-            i = _blanks(s, p1 + 1, n)
-            if i == p1 + 1:
-                return None
-        else:
-            p0 = 0
-            p1 = _digits(s, 0, n)
-            if p1 == 0 or p1 >= n or not _ws(s[p1]):
-                return None             # no pid (or not this shape)
-            i = _blanks(s, p1, n)
-        if p1 - p0 > 18:
+        if not _plain_text(s, n) or not _head(s, n, &h):
             return None
-        for j in range(p0, p1):
-            pid_v = pid_v * 10 + (s[j] - 48)
-        # -- the time: `H:MM:SS[.frac] `, `EPOCH.frac ` or none
-        hm0 = -1
-        e0 = -1
-        if i < n and _dig(s[i]):
-            j = _digits(s, i, n)
-            if j < n and s[j] == 58:                        # H:MM:SS[.frac]
-                if j - i > 9 or j + 6 > n or not (_dig(s[j + 1]) and _dig(s[j + 2])
-                                                  and s[j + 3] == 58 and _dig(s[j + 4])
-                                                  and _dig(s[j + 5])):
-                    return None
-                hm0, hm1 = i, j
-                s0 = j + 4
-                s1 = j + 6
-                if s1 < n and s[s1] == 46:
-                    s1 = _digits(s, s1 + 1, n)
-                    if s1 == j + 7:
-                        return None
-                if s1 - s0 >= 60:
-                    return None
-            elif j < n and s[j] == 46:                      # epoch
-                e0 = i
-                e1 = _digits(s, j + 1, n)
-                if e1 == j + 1 or e1 - e0 >= 60:
-                    return None
-                s1 = e1
-            else:
-                return None
-            i = _blanks(s, s1, n)
-            if i == s1:
-                return None
-        # -- name(args)
+        i = h.body
+        if i + 5 < n and s[i] == 60 and s[i + 1] == 46 and s[i + 2] == 46 \
+                and s[i + 3] == 46 and s[i + 4] == 32:
+            return self._resumed(s, n, i + 5, &h)
+        # -- name(args
         n0 = i
         if i >= n or not (97 <= s[i] <= 122 or s[i] == 95):
             return None
@@ -230,21 +280,128 @@ cdef class LineReader:
         if i >= n or s[i] != 40:
             return None
         a0 = i + 1
-        i = a0
+        if _unfinished_at(s, a0, n):
+            # held until its `resumed` line, as the Python path holds it: (line, name,
+            # the argument text so far, where its Call would go, the time it began)
+            tv = self._commit_time(s, &h)
+            name = PyUnicode_FromStringAndSize(s + n0, n1 - n0)
+            self.pending[PyLong_FromLongLong(h.pid)] = (
+                self.ln, name, PyUnicode_FromStringAndSize(s + a0, n - UNFINISHED_LEN - a0),
+                len(events), tv)
+            return SKIP
+        if not self._tail(s, a0, n, &tl):
+            return None
+        tv = self._commit_time(s, &h)
+        name = PyUnicode_FromStringAndSize(s + n0, n1 - n0)
+        return self._call(s, a0, &tl, name, self.ln, self.ln, tv, h.pid)
+
+    cdef object _resumed(self, const char* s, Py_ssize_t n, Py_ssize_t i, head_t* h):
+        """`<... name resumed>rest` whose held call and rest make a common call
+        (not a clone or an exit, which the Python path places itself): its Call at
+        the line and with the arguments the call began with, at the time it returned;
+        None to decline."""
+        cdef Py_ssize_t n0 = i, n1, m
+        cdef const char* c
+        cdef tail_t tl
+        if i >= n or not (97 <= s[i] <= 122 or s[i] == 95):
+            return None
+        i += 1
+        while i < n and (97 <= s[i] <= 122 or s[i] == 95 or _dig(s[i])):
+            i += 1
+        n1 = i
+        if n - i < 9 or memcmp(s + i, b" resumed>", 9) != 0:
+            return None
+        i += 9
+        if i < n and _ws(s[i]):
+            i += 1                                  # the regex's `resumed>\s?`
+        name = PyUnicode_FromStringAndSize(s + n0, n1 - n0)
+        if name in CREATES or name == "exit" or name == "exit_group" \
+                or _unfinished_at(s, i, n):
+            return None
+        pid = PyLong_FromLongLong(h.pid)
+        held = self.pending.get(pid)
+        if held is None or (<tuple>held)[1] != name:
+            return None                             # the Python path's TraceError
+        joined = (<tuple>held)[2] + PyUnicode_FromStringAndSize(s + i, n - i)
+        if not PyUnicode_IS_ASCII(joined):
+            return None
+        c = PyUnicode_AsUTF8AndSize(joined, &m)
+        if not _plain_text(c, m) or not self._tail(c, 0, m, &tl):
+            return None
+        del self.pending[pid]
+        tv = self._commit_time(s, h)
+        return self._call(c, 0, &tl, name, (<tuple>held)[0], self.ln, tv, h.pid)
+
+    cdef object _commit_time(self, const char* s, head_t* h):
+        """The line's time as the Python path computes it (None without one), with the
+        midnight state moved on: called once a line is taken."""
+        cdef char buf[64]
+        cdef long long hours = 0, mins
+        cdef Py_ssize_t j
+        cdef double t, sec
+        if h.hm0 >= 0:
+            for j in range(h.hm0, h.hm1):
+                hours = hours * 10 + (s[j] - 48)
+            mins = (s[h.hm1 + 1] - 48) * 10 + (s[h.hm1 + 2] - 48)
+            memcpy_n(buf, s + h.s0, h.s1 - h.s0)
+            sec = PyOS_string_to_double(buf, NULL, NULL)
+            t = <double>(hours * 3600 + mins * 60) + sec
+            if self._has_last and t + self.day < self._last - 43200:
+                self.day += 86400.0     # the trace crossed midnight
+            t += self.day
+            self._last = t
+            self._has_last = True
+            return PyFloat_FromDouble(t)
+        if h.e0 >= 0:
+            memcpy_n(buf, s + h.e0, h.s1 - h.e0)
+            return PyFloat_FromDouble(PyOS_string_to_double(buf, NULL, NULL))
+        return None
+
+    cdef object _call(self, const char* s, Py_ssize_t a0, tail_t* tl, str name,
+                      Py_ssize_t line, Py_ssize_t ln, object tv, long long pid):
+        """The Call at `line` of name with the arguments s[a0:tl.a1] and the result
+        and errno tl holds (SKIP for a dropped call); errors name line ln."""
+        err = None
+        if tl.x0 >= 0:
+            err = PyUnicode_FromStringAndSize(s + tl.x0, tl.x1 - tl.x0)
+            self.check_errno(err, ln)
+        res = _plain_int(s, tl.r0, tl.r1)
+        if res is None:
+            res = int(PyUnicode_FromStringAndSize(s + tl.r0, tl.r1 - tl.r0), 0)
+        if name in self.ignored:
+            return SKIP
+        k = self.int_args.get(name)
+        if k is not None:
+            return self.call(line, tv, PyLong_FromLongLong(pid), name,
+                             self._int_args(s, a0, tl.a1, name, k, ln), res, err, None)
+        argtext = PyUnicode_FromStringAndSize(s + a0, tl.a1 - a0)
+        if name == "mmap":
+            dec = self.mmaps.get(argtext)
+            if dec is None:
+                dec = self.mmaps[argtext] = self.decode(name, argtext, ln)
+        else:
+            dec = self.decode(name, argtext, ln)
+        return self.call(line, tv, PyLong_FromLongLong(pid), name, dec[0], res, err,
+                         dec[1])
+
+    cdef bint _tail(self, const char* s, Py_ssize_t a0, Py_ssize_t n, tail_t* tl):
+        """s[a0:n] is `args) = result [ERRNO [(text)]] [<dur>]` with no string, bracket
+        or `)` in args: tl gets where args end and where the result and errno are."""
+        cdef Py_ssize_t i = a0, j, x0, end
         while i < n and s[i] != 34 and s[i] != 40 and s[i] != 91 and s[i] != 123 \
                 and s[i] != 41:
             i += 1
         if i >= n or s[i] != 41:
-            return None
-        a1 = i
+            return False
+        tl.a1 = i
         # -- ` = result`
-        i = _blanks(s, a1 + 1, n)
-        if i == a1 + 1 or i >= n or s[i] != 61:
-            return None
+        i = _blanks(s, tl.a1 + 1, n)
+        if i == tl.a1 + 1 or i >= n or s[i] != 61:
+            return False
         j = _blanks(s, i + 1, n)
         if j == i + 1:
-            return None
-        r0 = j
+            return False
+        tl.r0 = j
         if j + 2 < n and s[j] == 48 and s[j + 1] == 120 and 48 <= s[j + 2] <= 102 \
                 and (s[j + 2] <= 57 or s[j + 2] >= 97):
             j += 2
@@ -256,78 +413,36 @@ cdef class LineReader:
             x0 = j
             j = _digits(s, j, n)
             if j == x0 or (s[x0] == 48 and j - x0 > 1):
-                return None             # int(val, 0) decides (it may raise)
-        r1 = j
+                return False            # int(val, 0) decides (it may raise)
+        tl.r1 = j
         # -- [ERRNO [(text)]] [<dur>], then blanks to the end
         end = n
-        while end > r1 and _ws(s[end - 1]):
+        while end > tl.r1 and _ws(s[end - 1]):
             end -= 1
-        x0 = -1
-        if r1 < end:
-            i = _blanks(s, r1, end)
-            if i == r1:
-                return None
+        tl.x0 = -1
+        if tl.r1 < end:
+            i = _blanks(s, tl.r1, end)
+            if i == tl.r1:
+                return False
             if 65 <= s[i] <= 90:
-                x0 = i
+                tl.x0 = i
                 i += 1
                 while i < end and (65 <= s[i] <= 90 or _dig(s[i]) or s[i] == 95):
                     i += 1
-                x1 = i
+                tl.x1 = i
                 if i < end:
-                    i = _blanks(s, x1, end)
-                    if i == x1:
-                        return None
+                    i = _blanks(s, tl.x1, end)
+                    if i == tl.x1:
+                        return False
                     if s[i] == 40:                          # (text), last `)` wins
                         if s[end - 1] == 41 and end - 1 > i:
                             i = end
                         elif not self._dur_then_paren(s, i, end):
-                            return None
+                            return False
                         i = end
             if i < end and not (s[i] == 60 and self._dur_at(s, i, end)):
-                return None
-        # -- taken: commit, in the Python path's order
-        if hm0 >= 0:
-            for j in range(hm0, hm1):
-                hours = hours * 10 + (s[j] - 48)
-            mins = (s[hm1 + 1] - 48) * 10 + (s[hm1 + 2] - 48)
-            memcpy_n(buf, s + s0, s1 - s0)
-            sec = PyOS_string_to_double(buf, NULL, NULL)
-            t = <double>(hours * 3600 + mins * 60) + sec
-            if self._has_last and t + self.day < self._last - 43200:
-                self.day += 86400.0     # the trace crossed midnight
-            t += self.day
-            self._last = t
-            self._has_last = True
-            has_t = True
-        elif e0 >= 0:
-            memcpy_n(buf, s + e0, s1 - e0)
-            t = PyOS_string_to_double(buf, NULL, NULL)
-            has_t = True
-        ln = self.ln
-        err = None
-        if x0 >= 0:
-            err = PyUnicode_FromStringAndSize(s + x0, x1 - x0)
-            self.check_errno(err, ln)
-        res = _plain_int(s, r0, r1)
-        if res is None:
-            res = int(PyUnicode_FromStringAndSize(s + r0, r1 - r0), 0)
-        name = PyUnicode_FromStringAndSize(s + n0, n1 - n0)
-        if name in self.ignored:
-            return SKIP
-        tv = PyFloat_FromDouble(t) if has_t else None
-        k = self.int_args.get(name)
-        if k is not None:
-            return self.call(ln, tv, PyLong_FromLongLong(pid_v), name,
-                             self._int_args(s, a0, a1, name, k, ln), res, err, None)
-        argtext = PyUnicode_FromStringAndSize(s + a0, a1 - a0)
-        if name == "mmap":
-            dec = self.mmaps.get(argtext)
-            if dec is None:
-                dec = self.mmaps[argtext] = self.decode(name, argtext, ln)
-        else:
-            dec = self.decode(name, argtext, ln)
-        return self.call(ln, tv, PyLong_FromLongLong(pid_v), name, dec[0], res, err,
-                         dec[1])
+                return False
+        return True
 
     cdef bint _dur_at(self, const char* s, Py_ssize_t i, Py_ssize_t end):
         """s[i:end] is `<[0-9.]+>`."""

@@ -152,3 +152,132 @@ def test_a_malformed_jsonl_line_names_its_number(line, what):
         parse_jsonl_lines([good, line], source="x.jsonl")
     assert ei.value.line == 2 and what in str(ei.value)
     assert str(ei.value).startswith("x.jsonl:2: ")
+
+
+# ---------------------------------------------------------------- the C reader
+# mmucore.straceline reads the common lines (and unfinished/resumed pairs) in C and
+# declines the rest; fast=False reads every line on the Python path.  The two must give
+# the same events and notes, or the same TraceError, on any line set: here random
+# multi-task traces whose calls are split at random points into unfinished/resumed
+# pairs, with the spellings strace uses and a few it could (blank runs, `[pid N]`,
+# epoch times, durations, errors) and damaged lines.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_BODIES = [
+    ("mmap", "NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0",
+     "0x7f0000001000"),
+    ("mmap", "0x7f0000200000, 4096, PROT_READ, MAP_PRIVATE|MAP_FIXED|MAP_DENYWRITE, "
+     "3</usr/lib/libc.so.6>, 0x1000", "0x7f0000200000"),
+    ("mprotect", "0x7f0000001000, 4096, PROT_NONE", "0"),
+    ("mprotect", "0x7f0000001000, 4096, PROT_READ", "-1 ENOMEM (Cannot allocate memory)"),
+    ("madvise", "0x7f0000001000, 8192, MADV_DONTNEED", "0"),
+    ("munmap", "0x7f0000001000, 8192", "0"),
+    ("brk", "NULL", "0x5000"),
+    ("wait4", "-1, 0x7ffd, 0, NULL", "5"),
+    ("clone3", "{flags=CLONE_VM|CLONE_THREAD, exit_signal=0}, 88", "9"),
+    ("mmap", "NULL, 4096, PROT_READ, MAP_SHARED, 4, 0", "-1 EBOGUS (what)"),
+    ("exit", "0", "?"),
+    ("mprotect", "0x7f0000001000, 4096, PROT_WHAT", "0"),
+    ("munmap", "0x7f0000001000, 08192", "0"),
+]
+
+
+@st.composite
+def _trace_lines(draw):
+    lines, open_calls, t = [], {}, 36000.0
+    for _ in range(draw(st.integers(1, 14))):
+        pid = draw(st.sampled_from([11, 12, 13]))
+        t += draw(st.sampled_from([0.000001, 0.25, 50000.0]))   # (may cross midnight)
+        t %= 86400.0
+        h, rem = divmod(t, 3600)
+        stamp = draw(st.sampled_from([
+            f"{int(h)}:{int(rem // 60):02d}:{rem % 60:09.6f}", f"{t + 1.7e9:.6f}", ""]))
+        head = draw(st.sampled_from(["{p} {t} ", "{p}  {t} ", "[pid {p}] {t} ",
+                                     "[pid  {p}] {t}\t"])).format(p=pid, t=stamp)
+        if not stamp:
+            head = head.rstrip() + " "
+        tail = draw(st.sampled_from(["", " <0.000012>", "  "]))
+        if pid in open_calls and draw(st.booleans()):
+            name, rest = open_calls.pop(pid)
+            gap = draw(st.sampled_from(["", " "]))
+            if draw(st.integers(0, 9)) == 0:
+                name = "brk"                         # a resumed line of another call
+            lines.append(f"{head}<... {name} resumed>{gap}{rest}{tail}")
+            continue
+        name, args, res = draw(st.sampled_from(_BODIES))
+        line = f"{name}({args}) = {res}"
+        kind = draw(st.integers(0, 19))
+        if kind < 6 and pid not in open_calls:
+            cut = draw(st.integers(len(name) + 1, len(line) - 1))
+            open_calls[pid] = (name, line[cut:])
+            lines.append(f"{head}{line[:cut]} <unfinished ...>")
+        elif kind == 6:
+            lines.append(f"{head}--- SIGCHLD {{si_signo=SIGCHLD}} ---")
+        elif kind == 7:
+            lines.append(f"{head}+++ exited with 0 +++")
+        elif kind == 8:
+            lines.append(f"{head}{line}".replace("PROT", "PRÖT"))
+        elif kind == 9:
+            lines.append(f"{head}{line[:-1]}")                  # cut short
+        else:
+            lines.append(f"{head}{line}{tail}")
+    return lines
+
+
+def _outcome(lines, fast):
+    try:
+        tr = parse_strace_lines(list(lines), fast=fast)
+    except TraceError as e:
+        return ("error", str(e), e.line)
+    return ([(type(e).__name__, tuple(getattr(e, s) for s in e.__slots__))
+             for e in tr.events], tr.notes)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_trace_lines())
+def test_the_c_reader_reads_every_line_as_the_python_path_does(lines):
+    assert _outcome(lines, True) == _outcome(lines, False)
+
+
+def test_the_c_reader_takes_unfinished_and_resumed_lines():
+    """The pair is read in C (not declined): the Python path's regexes see neither."""
+    import pysim.replay.parse_strace as ps
+    lines = ["5 10:00:00.000001 mprotect(0x7f0000001000, 4096, PROT_NONE <unfinished ...>",
+             "6 10:00:00.000002 brk(NULL) = 0x5000",
+             "5 10:00:00.000003 <... mprotect resumed>) = 0"]
+    seen = []
+    real = ps._HEAD
+
+    class Spy:
+        def match(self, text):
+            seen.append(text)
+            return real.match(text)
+    ps._HEAD = Spy()
+    try:
+        calls = parse_strace_lines(lines).calls
+    finally:
+        ps._HEAD = real
+    assert seen == []
+    assert [(c.name, c.line, c.pid) for c in calls] == [("brk", 2, 6), ("mprotect", 1, 5)]
+
+
+def test_a_gzip_compressed_strace_reads_as_the_text(tmp_path):
+    import gzip
+    src = DATA / "java_small.strace"
+    out = tmp_path / "java_small.strace.gz"
+    out.write_bytes(gzip.compress(src.read_bytes()))
+    assert load_trace(str(out), faults=os.devnull).events == \
+        load_trace(str(src), faults=os.devnull).events
+
+
+@pytest.mark.parametrize("data,what", [(b"not gzip", "Not a gzipped file"),
+                                       (None, "end-of-stream")])
+def test_a_damaged_gzip_trace_is_a_trace_error(tmp_path, data, what):
+    import gzip
+    if data is None:                                     # a capture cut short
+        data = gzip.compress((DATA / "node_e.strace").read_bytes())[:2000]
+    out = tmp_path / "t.strace.gz"
+    out.write_bytes(data)
+    with pytest.raises(TraceError, match=what):
+        load_trace(str(out))

@@ -30,19 +30,21 @@ __all__ = ["replay", "load_trace", "ReplayResult", "Trace", "TraceError", "Call"
 
 def load_trace(path: str, faults: Optional[str] = None) -> Trace:
     """Read the trace at path: JSON lines when it ends in .jsonl or its first non-blank
-    character is `{`, else strace text.  Fault events from `faults` (a JSON-lines file;
-    by default PATH.faults.jsonl or PATH.faults.jsonl.gz when one exists, as `pysim capture` writes) are merged
-    in time order."""
+    character is `{`, else strace text; either may be gzip-compressed (a name ending in
+    .gz).  Fault events from `faults` (a JSON-lines file; by default PATH.faults.jsonl
+    or PATH.faults.jsonl.gz when one exists, as `pysim capture` writes) are merged in
+    time order."""
     from .jsonl import read_jsonl
-    from .parse_strace import parse_strace
+    from .parse_strace import open_text, parse_strace
     if not isinstance(path, (str, os.PathLike)):
         raise TraceError(f"a trace must be a file path or a Trace, got {type(path).__name__}")
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            head = "{" if path.endswith(".gz") else f.read(4096).lstrip()
-    except OSError as e:
-        raise TraceError(f"cannot read trace {path!r}: {e.strerror}") from None
+        with open_text(path) as f:
+            head = f.read(4096).lstrip()
+    except (OSError, EOFError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise TraceError(f"cannot read trace {path!r}: {why}") from None
     is_json = path.endswith((".jsonl", ".json", ".jsonl.gz")) or head.startswith("{")
     trace = read_jsonl(path) if is_json else parse_strace(path)
     if faults is None:

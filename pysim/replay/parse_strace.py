@@ -34,7 +34,7 @@ from mmucore.straceline import LineReader
 from .. import constants as C
 from .events import Call, Exit, Trace, TraceError, gc_paused
 
-__all__ = ["parse_strace", "parse_strace_lines", "decode_flags", "SYMBOLS"]
+__all__ = ["parse_strace", "parse_strace_lines", "open_text", "decode_flags", "SYMBOLS"]
 
 # ---------------------------------------------------------------- symbolic names
 _MORE = {
@@ -197,7 +197,7 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
         return ((m.group(1) if m else ""),), None
     if name in ("exit", "exit_group"):
         try:
-            return (int(text.strip() or 0, 0),), None
+            return (int(text.strip() or "0", 0),), None
         except ValueError:
             raise _bad(f"cannot read {name} status {text!r}", line) from None
     return (text,), None
@@ -269,17 +269,18 @@ def _check_errno(err: str, line: int) -> None:
         raise _bad(f"unknown errno {err!r}", line)
 
 
-def parse_strace_lines(lines, source: str = "<strace>") -> Trace:
+def parse_strace_lines(lines, source: str = "<strace>", fast: bool = True) -> Trace:
     """Parse an iterable of strace lines (see the module docstring) into a Trace;
-    TraceError names source and the line."""
+    TraceError names source and the line.  fast=False reads every line on the Python
+    path (the reference the C reader, mmucore.straceline, is tested against)."""
     try:
         with gc_paused():               # every event is kept (see gc_paused)
-            return _parse(lines, source)
+            return _parse(lines, source, fast)
     except TraceError as e:
         raise TraceError(e.msg, e.line, source) from None
 
 
-def _parse(lines, source: str) -> Trace:
+def _parse(lines, source: str, fast: bool = True) -> Trace:
     """parse_strace_lines without the source in its errors."""
     events: list = []
     notes: List[str] = []
@@ -296,7 +297,7 @@ def _parse(lines, source: str) -> Trace:
     # the common lines are read in C (mmucore.straceline); run() gives back each line
     # it declines, read below as before; the midnight state (day, last_t) is its
     reader = LineReader(Call, _decode, _num, _check_errno, TraceError, _INT_ARGS,
-                        _IGNORED, mmaps, _flag_cache)
+                        _IGNORED, mmaps, _flag_cache, pending, fast)
     it = iter(lines)
     while True:
         raw = reader.run(it, events)
@@ -474,10 +475,23 @@ def _emit(ln: int, t, pid: int, name: str, argtext: str, res: Optional[int],
     return Call(ln, t, pid, name, args, res, err, path)
 
 
+def open_text(path: str):
+    """The text file at path for reading, decompressed when its name ends in .gz (a
+    long capture compresses about eightfold)."""
+    if path.endswith(".gz"):
+        import gzip
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")
+
+
 def parse_strace(path: str) -> Trace:
-    """Parse the strace text file at path."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read()
+    """Parse the strace text file at path (gzip-compressed when it ends in .gz)."""
+    try:
+        with open_text(path) as f:
+            text = f.read()
+    except (OSError, EOFError) as e:
+        why = getattr(e, "strerror", None) or str(e)
+        raise TraceError(f"cannot read {path!r}: {why}") from None
     # the lines the file's iterator gives (newlines translated), split at once; a
     # newline at the end leaves one empty line, which the parser skips as blank
     return parse_strace_lines(text.split("\n"), source=path)
