@@ -4,7 +4,8 @@
 * a synthetic syscall-only strace (the mmap / mprotect / madvise / munmap mix of a
   malloc-heavy program: 60,000 calls on one task), timed three ways: parsing alone, the
   engine alone on the parsed Trace, and end to end (pysim.replay of the file);
-* the committed real traces (tests/data), syscalls only, end to end;
+* the committed real traces (tests/data), syscalls only, end to end, and the long
+  one (node_gc: a collector's 12,820 calls on 7 threads) parse, engine and end to end;
 * the real traces with their captured page faults (access model `faults`), reported as
   accesses per second (their syscalls included, so a trace with few faults per call is
   bound by its syscalls);
@@ -129,6 +130,28 @@ def test_real_trace_syscalls(benchmark, report, name):
     n = len(rec)
     report("replay: real traces, syscalls only", name, calls=n,
            calls_per_s=n / benchmark.stats.stats.min)
+
+
+def test_long_real_trace(benchmark, report):
+    """node's collector (tests/data/node_gc.strace.gz: 12,820 calls on 7 threads), the
+    parse and the engine apart and end to end: a real program's stream at length."""
+    import time
+    path = str(DATA / "node_gc.strace.gz")
+    t = time.perf_counter()
+    tr = load_trace(path, faults=os.devnull)
+    parse_s = time.perf_counter() - t
+    cpus = max(1, min(8, len(tr.pids)))
+
+    def run():
+        return Replay(tr, Machine(cpus=cpus, checker=False), elf=True).run()
+    rec = benchmark.pedantic(run, rounds=3, iterations=1)
+    n = len(rec)
+    t = time.perf_counter()
+    pysim.replay(path)
+    whole_s = time.perf_counter() - t
+    report("replay: a long real trace, syscalls only", "node_gc", calls=n,
+           parse_calls_per_s=n / parse_s, engine_calls_per_s=n / benchmark.stats.stats.min,
+           end_to_end_calls_per_s=n / whole_s)
 
 
 @pytest.mark.parametrize("name", ["python_script", "node_e", "java_small"])
