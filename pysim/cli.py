@@ -358,7 +358,8 @@ def add_replay_parser(subparsers: Any) -> None:
         description="Replay every call of a trace (strace -f -tt [-y] text, or pysim's "
                     "JSON-lines format) at its traced address, each call's traced result "
                     "beside the simulated one; one summary row per --profile.")
-    rp.add_argument("trace", metavar="TRACE", help="the trace file")
+    rp.add_argument("trace", metavar="TRACE",
+                    help="the trace file (gzip-compressed when its name ends in .gz)")
     rp.add_argument("--profile", action="append", default=None, metavar="P",
                     help="kernel profile (repeat for several side by side; default "
                          "patched)")
