@@ -9,7 +9,6 @@ anything access_error() rejects is a SIGSEGV outcome, never an exception.
 """
 from __future__ import annotations
 
-from bisect import bisect_right
 from typing import TYPE_CHECKING, Optional
 
 import numpy as np
@@ -170,17 +169,9 @@ def _fast_vmas(mm: "MM", cpu: "CPU", vas: np.ndarray):
             or mm.guard_pages:
         return None
     vl = mm.vmas
-    vstarts = vl._starts
-    if not vstarts:
+    if not len(vl):
         return None
-    if vas.size <= 64:
-        idx = sorted({bisect_right(vstarts, v) - 1 for v in vas.tolist()})
-    else:
-        sa = np.fromiter(vstarts, dtype=np.uint64, count=len(vstarts))
-        idx = np.unique(np.searchsorted(sa, vas, side="right")).tolist()
-        idx = [j - 1 for j in idx]
-    if idx and idx[0] < 0:
-        idx = idx[1:]
+    idx = vl.indices_at(vas)          # each address's VMA, or the one below it
     k = len(idx)
     starts = np.empty(k, dtype=np.uint64)
     ends = np.empty(k, dtype=np.uint64)
@@ -188,7 +179,7 @@ def _fast_vmas(mm: "MM", cpu: "CPU", vas: np.ndarray):
     prots = np.zeros(k, dtype=np.uint64)
     eofs = np.zeros(k, dtype=np.uint64)
     for o, j in enumerate(idx):
-        v = vl._vmas[j]
+        v = vl.vma_at(j)
         starts[o], ends[o] = v.start, v.end
         fl = v.flags
         if fl & VM_HUGETLB or not fl & (VM_READ | VM_WRITE | VM_EXEC):
