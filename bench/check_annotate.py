@@ -4,7 +4,7 @@
     cd /work/main && python bench/check_annotate.py [-v]
 
 Copies mmucore/*.pyx, *.pxd and __init__.py to a temp dir (nothing lands in the repo),
-runs `cython -a` there on tlb.pyx, pagetable.pyx, tlbstate.pyx and fastfault.pyx with setup.py's directives, and then
+runs `cython -a` there on tlb.pyx, pagetable.pyx, tlbstate.pyx, fastfault.pyx and vma.pyx with setup.py's directives, and then
 checks two things:
 
 1. Cython's own per-line score (the yellow in the html; score = 5 x Py*_ C-API calls +
@@ -106,10 +106,20 @@ TARGETS = [
     ("calendar.pyx", "calendar_queued", "__pyx_f_7mmucore_8calendar_calendar_queued"),
     # the replay's fault loop (issue 12): the VMA search between two faults
     ("fastfault.pyx", "_find", "__pyx_f_7mmucore_9fastfault__find"),
+    # VMAList's binary searches (find_vma and friends, split, merge, munmap), the
+    # free-area walks of get_unmapped_area, and the merge rule's C tests
+    ("vma.pyx", "_first_end_above", "__pyx_f_7mmucore_3vma__first_end_above"),
+    ("vma.pyx", "_first_start_from", "__pyx_f_7mmucore_3vma__first_start_from"),
+    ("vma.pyx", "_first_start_above", "__pyx_f_7mmucore_3vma__first_start_above"),
+    ("vma.pyx", "_topdown", "__pyx_f_7mmucore_3vma_7VMAList__topdown"),
+    ("vma.pyx", "_bottomup", "__pyx_f_7mmucore_3vma_7VMAList__bottomup"),
+    ("vma.pyx", "_bad_range", "__pyx_f_7mmucore_3vma__bad_range"),
+    ("vma.pyx", "_anon_vma_compatible", "__pyx_f_7mmucore_3vma__anon_vma_compatible"),
 ]
 # the `with nogil:` access loops (each function's first nogil block)
 NOGIL_LOOPS = [("tlb.pyx", "access_stream"), ("fastfault.pyx", "access_stream_anon")]
-PYX_FILES = ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx", "calendar.pyx", "fastfault.pyx")
+PYX_FILES = ("tlb.pyx", "pagetable.pyx", "tlbstate.pyx", "calendar.pyx", "fastfault.pyx",
+             "vma.pyx")
 
 # Cython.Compiler.Annotate's classification of calls in the generated C
 API_RE = re.compile(

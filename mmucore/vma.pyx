@@ -26,7 +26,6 @@ import copyreg
 import errno
 
 cimport cython
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 from cpython.ref cimport PyObject
 from libc.limits cimport LLONG_MAX, LLONG_MIN
@@ -47,7 +46,8 @@ cdef extern from *:
     /* x86-64 4-level paging: TASK_SIZE_MAX, the top page left out */
     #define VMA_TASK_SIZE ((1LL << 47) - VMA_PAGE_SIZE)
     /* arch/x86: PAGE_ALIGN(TASK_SIZE / 3), where the bottom-up search begins */
-    #define VMA_TASK_UNMAPPED_BASE (((VMA_TASK_SIZE / 3) + VMA_PAGE_SIZE - 1) & ~VMA_PAGE_OFFSET_MASK)
+    #define VMA_TASK_UNMAPPED_BASE \\
+        (((VMA_TASK_SIZE / 3) + VMA_PAGE_SIZE - 1) & ~VMA_PAGE_OFFSET_MASK)
     #define VMA_DEFAULT_MMAP_BASE 0x7F0000000000LL
     #define VMA_DEFAULT_MMAP_MIN_ADDR 65536LL
     #define VMA_DEFAULT_MAX_MAP_COUNT 65530LL
@@ -152,25 +152,38 @@ cdef inline bint _bad_range(addr_t start, addr_t end) noexcept:
     return (start | end) & VMA_PAGE_OFFSET_MASK != 0 or not (0 <= start < end <= VMA_TASK_SIZE)
 
 
-cdef inline VMA _vma(list vmas, Py_ssize_t i):
-    """VMA i of a VMAList's list (the caller keeps i in range)."""
-    return <VMA>PyList_GET_ITEM(vmas, i)
+# The searches read the list's item array and size directly (what the list macros
+# expand to), and a VMA's bounds through the borrowed pointer: no reference counting
+# and no Python call inside a binary search.  Methods hold their list as a borrowed
+# PyObject * too: VMAList owns it and only __setstate__ replaces it.
+cdef extern from "Python.h":
+    ctypedef struct PyListObject:
+        PyObject **ob_item
+    Py_ssize_t _size "Py_SIZE"(PyObject *o)
+    int _list_insert "PyList_Insert"(object lst, Py_ssize_t i, object item) except -1
+    int _list_set_slice "PyList_SetSlice"(object lst, Py_ssize_t lo, Py_ssize_t hi,
+                                          PyObject *items) except -1
 
 
-cdef inline addr_t _start_at(list vmas, Py_ssize_t i) noexcept:
+cdef inline VMA _vma(PyObject *vmas, Py_ssize_t i):
+    """VMA i of a VMAList's list, as a new reference (the caller keeps i in range)."""
+    return <VMA>(<PyListObject *>vmas).ob_item[i]
+
+
+cdef inline addr_t _start_at(PyObject *vmas, Py_ssize_t i) noexcept:
     """Start of VMA i, read through the borrowed list item (no reference taken)."""
-    return <addr_t>(<VMA>PyList_GET_ITEM(vmas, i)).start
+    return <addr_t>(<VMA>(<PyListObject *>vmas).ob_item[i]).start
 
 
-cdef inline addr_t _end_at(list vmas, Py_ssize_t i) noexcept:
+cdef inline addr_t _end_at(PyObject *vmas, Py_ssize_t i) noexcept:
     """End of VMA i, read through the borrowed list item (no reference taken)."""
-    return <addr_t>(<VMA>PyList_GET_ITEM(vmas, i)).end
+    return <addr_t>(<VMA>(<PyListObject *>vmas).ob_item[i]).end
 
 
-cdef Py_ssize_t _first_end_above(list vmas, addr_t addr) noexcept:
+cdef Py_ssize_t _first_end_above(PyObject *vmas, addr_t addr) noexcept:
     """Index of the first VMA with end > addr, len(vmas) if none: bisect_right over the
     ends, the search find_vma() does."""
-    cdef Py_ssize_t lo = 0, hi = PyList_GET_SIZE(vmas), mid
+    cdef Py_ssize_t lo = 0, hi = _size(vmas), mid
     while lo < hi:
         mid = (lo + hi) >> 1
         if addr < _end_at(vmas, mid):
@@ -180,10 +193,10 @@ cdef Py_ssize_t _first_end_above(list vmas, addr_t addr) noexcept:
     return lo
 
 
-cdef Py_ssize_t _first_start_from(list vmas, addr_t addr) noexcept:
+cdef Py_ssize_t _first_start_from(PyObject *vmas, addr_t addr) noexcept:
     """Index of the first VMA with start >= addr, len(vmas) if none (bisect_left over
     the starts: where a VMA starting at addr is, or goes)."""
-    cdef Py_ssize_t lo = 0, hi = PyList_GET_SIZE(vmas), mid
+    cdef Py_ssize_t lo = 0, hi = _size(vmas), mid
     while lo < hi:
         mid = (lo + hi) >> 1
         if _start_at(vmas, mid) < addr:
@@ -193,10 +206,10 @@ cdef Py_ssize_t _first_start_from(list vmas, addr_t addr) noexcept:
     return lo
 
 
-cdef Py_ssize_t _first_start_above(list vmas, addr_t addr) noexcept:
+cdef Py_ssize_t _first_start_above(PyObject *vmas, addr_t addr) noexcept:
     """Index of the first VMA with start > addr, len(vmas) if none (bisect_right over
     the starts; one less is the VMA holding addr or the nearest below it)."""
-    cdef Py_ssize_t lo = 0, hi = PyList_GET_SIZE(vmas), mid
+    cdef Py_ssize_t lo = 0, hi = _size(vmas), mid
     while lo < hi:
         mid = (lo + hi) >> 1
         if addr < _start_at(vmas, mid):
@@ -444,7 +457,7 @@ cdef class VMAList:
     # -- container protocol --
     def __len__(self):
         """Number of VMAs."""
-        return PyList_GET_SIZE(self._vmas)
+        return _size(<PyObject *>self._vmas)
 
     def __iter__(self):
         """VMAs in address order (over a snapshot, so callers may change the list)."""
@@ -457,7 +470,7 @@ cdef class VMAList:
     @property
     def map_count(self):
         """Number of VMAs (mm->map_count)."""
-        return PyList_GET_SIZE(self._vmas)
+        return _size(<PyObject *>self._vmas)
 
     def vmas(self):
         """A snapshot list of the VMAs in address order."""
@@ -473,7 +486,7 @@ cdef class VMAList:
     def index_at(self, addr):
         """Index of the VMA containing addr or else the nearest one below it; -1 when
         every VMA starts above addr."""
-        return _first_start_above(self._vmas, _addr(addr)) - 1
+        return _first_start_above(<PyObject *>self._vmas, _addr(addr)) - 1
 
     def indices_at(self, const uint64_t[:] vas):
         """The distinct index_at() values >= 0 of the addresses vas, ascending: which
@@ -491,7 +504,7 @@ cdef class VMAList:
         try:
             for k in range(n):
                 a = <addr_t>vas[k] if vas[k] <= <uint64_t>LLONG_MAX else LLONG_MAX
-                idx[k] = _first_start_above(self._vmas, a) - 1
+                idx[k] = _first_start_above(<PyObject *>self._vmas, a) - 1
             qsort(idx, n, sizeof(Py_ssize_t), _cmp_index)
             for k in range(n):
                 if idx[k] > last:
@@ -504,15 +517,15 @@ cdef class VMAList:
     # -- internal list maintenance --
     cdef Py_ssize_t _find(self, VMA vma) except -1:
         """Position of this very VMA object in the list; PysimError if it is not there."""
-        cdef Py_ssize_t i = _first_start_from(self._vmas, <addr_t>vma.start)
-        if i < PyList_GET_SIZE(self._vmas) and PyList_GET_ITEM(self._vmas, i) == <PyObject *>vma:
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t i = _first_start_from(vmas, <addr_t>vma.start)
+        if i < _size(vmas) and (<PyListObject *>vmas).ob_item[i] == <PyObject *>vma:
             return i
         raise _PysimError(f"{vma!r} is not in this VMAList")
 
     cdef int _delete_at(self, Py_ssize_t i) except -1:
         """Unlink position i."""
-        del self._vmas[i]
-        return 0
+        return _list_set_slice(self._vmas, i, i + 1, NULL)
 
     def _index(self, VMA vma not None):
         """Position of this very VMA object in the list, or PysimError if it is not there
@@ -538,21 +551,26 @@ cdef class VMAList:
     # -- lookups --
     cdef VMA _find_vma(self, addr_t addr):
         """find_vma(): the first VMA with end > addr, or None."""
-        cdef Py_ssize_t i = _first_end_above(self._vmas, addr)
-        return _vma(self._vmas, i) if i < PyList_GET_SIZE(self._vmas) else None
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t i = _first_end_above(vmas, addr)
+        if i < _size(vmas):
+            return _vma(vmas, i)
+        return None
 
     cdef VMA _lookup(self, addr_t addr):
         """vma_lookup(): the VMA containing addr, or None."""
-        cdef Py_ssize_t i = _first_end_above(self._vmas, addr)
-        if i < PyList_GET_SIZE(self._vmas) and _start_at(self._vmas, i) <= addr:
-            return _vma(self._vmas, i)
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t i = _first_end_above(vmas, addr)
+        if i < _size(vmas) and _start_at(vmas, i) <= addr:
+            return _vma(vmas, i)
         return None
 
     cdef VMA _intersection(self, addr_t start, addr_t end):
         """find_vma_intersection(): the first VMA overlapping [start, end), or None."""
-        cdef Py_ssize_t i = _first_end_above(self._vmas, start)
-        if i < PyList_GET_SIZE(self._vmas) and _start_at(self._vmas, i) < end:
-            return _vma(self._vmas, i)
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t i = _first_end_above(vmas, start)
+        if i < _size(vmas) and _start_at(vmas, i) < end:
+            return _vma(vmas, i)
         return None
 
     def find_vma(self, addr):
@@ -562,9 +580,9 @@ cdef class VMAList:
     def find_vma_prev(self, addr):
         """(find_vma(addr), the VMA before it), like find_vma_prev(); prev is the last VMA
         when nothing ends above addr."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef Py_ssize_t i = _first_end_above(vmas, _addr(addr))
-        vma = _vma(vmas, i) if i < PyList_GET_SIZE(vmas) else None
+        vma = _vma(vmas, i) if i < _size(vmas) else None
         prev = _vma(vmas, i - 1) if i > 0 else None
         return vma, prev
 
@@ -578,8 +596,9 @@ cdef class VMAList:
 
     def vmas_in(self, start, end):
         """All VMAs overlapping [start, end), in address order."""
-        cdef Py_ssize_t i = _first_end_above(self._vmas, _addr(start))
-        cdef Py_ssize_t j = _first_start_from(self._vmas, _addr(end))
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t i = _first_end_above(vmas, _addr(start))
+        cdef Py_ssize_t j = _first_start_from(vmas, _addr(end))
         return self._vmas[i:j]
 
     def any_flags(self, start, end, mask):
@@ -588,17 +607,18 @@ cdef class VMAList:
         check_hugetlb_split: each looks only at VMAs overlapping the range (the VMA
         holding `end` that check_hugetlb_split tests starts below end, so it overlaps
         too), and the common call has no sealed or hugetlb VMA there."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef u64 m = mask & 0xFFFFFFFFFFFFFFFF      # flags are 64-bit: the same test
         cdef Py_ssize_t k
-        for k in range(_first_end_above(vmas, _addr(start)), _first_start_from(vmas, _addr(end))):
-            if (<VMA>PyList_GET_ITEM(vmas, k)).flags & m:
+        for k in range(_first_end_above(vmas, _addr(start)),
+                       _first_start_from(vmas, _addr(end))):
+            if (<VMA>(<PyListObject *>vmas).ob_item[k]).flags & m:
                 return True
         return False
 
     def first_hole(self, start, end):
         """Lowest unmapped address in [start, end), or None if the range is fully mapped."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef addr_t s = _addr(start), e = _addr(end), addr = s
         cdef Py_ssize_t k, i = _first_end_above(vmas, s), j = _first_start_from(vmas, e)
         for k in range(i, j):
@@ -624,16 +644,16 @@ cdef class VMAList:
         if clash is not None:
             raise _SyscallError(errno.EEXIST, f"[0x{vma.start:x}, 0x{vma.end:x}) overlaps "
                                               f"{clash!r}")
-        self._vmas.insert(_first_start_from(self._vmas, <addr_t>vma.start), vma)
+        _list_insert(self._vmas, _first_start_from(<PyObject *>self._vmas, <addr_t>vma.start), vma)
         return vma
 
     def insert_merging(self, VMA vma not None):
         """Add a new mapping as do_mmap/mmap_region do: ENOMEM above max_map_count, merge
         into a neighbour when the rules allow (returning it), else link vma itself."""
-        cdef list vmas = self._vmas
-        cdef Py_ssize_t n = PyList_GET_SIZE(vmas), i
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t n = _size(vmas), i
         cdef addr_t start = vma.start, end = vma.end
-        cdef VMA prev
+        cdef VMA prev = None
         if n > self.max_map_count:
             raise _SyscallError(errno.ENOMEM, f"mmap: map_count {n} exceeds "
                                               f"max_map_count {self.max_map_count}")
@@ -646,9 +666,10 @@ cdef class VMAList:
         # so vma goes straight to its place.
         if not (i > 0 and _end_at(vmas, i - 1) == start) \
                 and not (i < n and _start_at(vmas, i) == end):
-            vmas.insert(i, vma)
+            _list_insert(self._vmas, i, vma)
             return vma
-        prev = _vma(vmas, i - 1) if i > 0 else None      # find_vma_prev(start)[1]
+        if i > 0:
+            prev = _vma(vmas, i - 1)                     # find_vma_prev(start)[1]
         merged = self._vma_merge(prev, start, end, vma.flags, vma.anon_vma, vma.file,
                                  vma.pgoff, vma.name, vma.anon, vma.shared)
         return merged if merged is not None else self._insert(vma)
@@ -663,25 +684,26 @@ cdef class VMAList:
 
     cdef list _remove_range(self, addr_t start, addr_t end):
         """remove_range() on a checked range."""
-        cdef list vmas = self._vmas, removed
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef list removed
         cdef Py_ssize_t i = _first_end_above(vmas, start), j   # find_vma(start)
         cdef VMA vma
-        if i >= PyList_GET_SIZE(vmas) or _start_at(vmas, i) >= end:
+        if i >= _size(vmas) or _start_at(vmas, i) >= end:
             return []
         vma = _vma(vmas, i)
         if <addr_t>vma.start < start and end < <addr_t>vma.end \
-                and PyList_GET_SIZE(vmas) >= self.max_map_count:
+                and _size(vmas) >= self.max_map_count:
             raise _SyscallError(errno.ENOMEM, f"munmap: splitting {vma!r} would exceed "
                                               f"max_map_count {self.max_map_count}")
         if <addr_t>vma.start < start:
             self._split_at(i, start, True)               # vma keeps [start, ...)
         i = _first_end_above(vmas, end - 1)              # find_vma(end - 1)
-        if i < PyList_GET_SIZE(vmas) and _start_at(vmas, i) < end < _end_at(vmas, i):
+        if i < _size(vmas) and _start_at(vmas, i) < end < _end_at(vmas, i):
             self._split_at(i, end, False)                # that VMA keeps [..., end)
         i = _first_start_from(vmas, start)
         j = _first_start_from(vmas, end)
-        removed = vmas[i:j]
-        del vmas[i:j]
+        removed = self._vmas[i:j]
+        _list_set_slice(self._vmas, i, j, NULL)
         if removed and end > self._free_floor:
             self._reset_free_cache()
         return removed
@@ -696,7 +718,7 @@ cdef class VMAList:
     cdef VMA _split_vma(self, VMA vma, addr_t addr, bint new_below, object shown):
         """split_vma(): the map_count limit, then _split; shown is the address the
         error message prints (the caller's own int; None: addr)."""
-        if PyList_GET_SIZE(self._vmas) >= self.max_map_count:
+        if _size(<PyObject *>self._vmas) >= self.max_map_count:
             raise _SyscallError(errno.ENOMEM, f"split_vma: map_count reached "
                                               f"max_map_count {self.max_map_count}")
         return self._split(vma, addr, new_below, shown)
@@ -713,19 +735,19 @@ cdef class VMAList:
     cdef VMA _split_at(self, Py_ssize_t i, addr_t addr, bint new_below):
         """Split VMA i at addr, a page boundary inside it: the new VMA copies its fields
         and takes the part below addr (new_below) or above it."""
-        cdef VMA vma = _vma(self._vmas, i), new
+        cdef VMA vma = _vma(<PyObject *>self._vmas, i), new
         cdef u64 off = <u64>((addr - <addr_t>vma.start) >> VMA_PAGE_SHIFT)
         if new_below:
             new = _new_vma(vma.start, <u64>addr, vma.flags, vma.anon, vma.shared, vma.pgoff,
                            vma.file, vma.anon_vma, vma.name, vma.page_prot)
             vma.start = <u64>addr                        # vma keeps [addr, end)
             vma.pgoff += off
-            self._vmas.insert(i, new)
+            _list_insert(self._vmas, i, new)
         else:
             new = _new_vma(<u64>addr, vma.end, vma.flags, vma.anon, vma.shared,
                            vma.pgoff + off, vma.file, vma.anon_vma, vma.name, vma.page_prot)
             vma.end = <u64>addr                          # vma keeps [start, addr)
-            self._vmas.insert(i + 1, new)
+            _list_insert(self._vmas, i + 1, new)
         return new
 
     def vma_merge(self, VMA prev, start, end, newflags, anon_vma=None, file=None,
@@ -751,8 +773,8 @@ cdef class VMAList:
                         bint shared):
         """vma_merge() in C: the neighbours are the VMA ending at start and the one
         starting at end; either, both or neither absorbs [start, end)."""
-        cdef list vmas = self._vmas
-        cdef Py_ssize_t n = PyList_GET_SIZE(vmas), i, k
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t n = _size(vmas), i, k
         cdef VMA area = self._merge_area(prev, start, end), before = None, after = None
         cdef u64 pglen
         cdef bint merge_prev, merge_next
@@ -854,7 +876,7 @@ cdef class VMAList:
     cdef VMA _modify_flags(self, VMA vma, VMA prev, addr_t start, addr_t end,
                            u64 newflags):
         """vma_modify_flags() on a range inside vma."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef VMA merged = None
         cdef Py_ssize_t i
         if newflags == vma.flags:
@@ -863,7 +885,7 @@ cdef class VMAList:
         # only a range starting at vma.start can join the VMA ending there, only one
         # ending at vma.end the VMA starting there: skip vma_merge when neither touches
         if ((start == <addr_t>vma.start and i > 0 and _end_at(vmas, i - 1) == start)
-                or (end == <addr_t>vma.end and i + 1 < PyList_GET_SIZE(vmas)
+                or (end == <addr_t>vma.end and i + 1 < _size(vmas)
                     and _start_at(vmas, i + 1) == end)):
             merged = self._vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
                                      _pgoff_at(vma, start), vma.name, vma.anon, vma.shared)
@@ -881,13 +903,13 @@ cdef class VMAList:
     def anon_vma_prepare(self, VMA vma not None, factory=object):
         """Give vma an anon_vma on its first anonymous fault (anon_vma_prepare()): reuse
         the next, then the previous, neighbour's when anon_vma_compatible, else a new one."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef Py_ssize_t i
         cdef VMA nxt, prv
         if vma.anon_vma is not None:
             return vma.anon_vma
         i = self._find(vma)
-        if i + 1 < PyList_GET_SIZE(vmas):
+        if i + 1 < _size(vmas):
             nxt = _vma(vmas, i + 1)
             if nxt.anon_vma is not None and _anon_vma_compatible(vma, nxt):
                 vma.anon_vma = nxt.anon_vma
@@ -946,7 +968,7 @@ cdef class VMAList:
         """Highest gap in [low, mmap_base) holding padded bytes; place length at its top,
         aligned down; -1 if none.  Starts at the cached floor when no gap above it can
         be big enough."""
-        cdef list vmas = self._vmas
+        cdef PyObject *vmas = <PyObject *>self._vmas
         cdef bint use_floor = padded > self._free_floor_hole
         cdef addr_t gap_end = self._free_floor if use_floor else self.mmap_base
         cdef addr_t biggest_skipped = self._free_floor_hole if use_floor else 0
@@ -973,8 +995,8 @@ cdef class VMAList:
                           addr_t high) noexcept:
         """Lowest gap in [low, high) holding padded bytes; place at its bottom, aligned
         up; -1 if none."""
-        cdef list vmas = self._vmas
-        cdef Py_ssize_t n = PyList_GET_SIZE(vmas), i = _first_end_above(vmas, low)
+        cdef PyObject *vmas = <PyObject *>self._vmas
+        cdef Py_ssize_t n = _size(vmas), i = _first_end_above(vmas, low)
         cdef addr_t gap_start = low, gap_end
         while True:
             gap_end = min(_start_at(vmas, i), high) if i < n else high
