@@ -169,3 +169,7 @@ cdef inline bint c_tlb_remove_table(gather_t* g) noexcept nogil:
 
 cdef class Gather:
     cdef gather_t g
+
+# Gather(fullmm, batch_reserve)'s state for C callers (mmucore.mmu_gather's
+# tlb_gather_mmu re-initialises the Gather its MMUGather was made with): the same checks
+cdef int gather_init(Gather self, bint fullmm, int batch_reserve) except -1

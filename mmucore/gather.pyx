@@ -1,5 +1,6 @@
 """Python access to one mmu_gather's state; the kernel-facing API lives in
 pysim.mm.mmu_gather, and gather.pxd explains the page and table batches."""
+cimport cython
 from libc.stdint cimport uint64_t, uint32_t
 
 from mmucore.pte cimport u64
@@ -17,18 +18,26 @@ GATHER_BATCH_COUNT = MAX_GATHER_BATCH_COUNT
 TABLE_BATCH = MAX_TABLE_BATCH
 
 
+cdef int gather_init(Gather self, bint fullmm, int batch_reserve) except -1:
+    """__tlb_gather_mmu()'s state part: the bits, an empty range, empty batches (what
+    Gather(fullmm, batch_reserve) starts with), batch_reserve checked."""
+    if batch_reserve != 0 and batch_reserve != 1:
+        raise ValueError(f"Gather: batch_reserve must be 0 (up to 6.8) or 1 (6.9 on), "
+                         f"got {batch_reserve}")
+    self.g.fullmm = fullmm
+    self.g.need_flush_all = False
+    c_tlb_reset_range(&self.g)
+    c_tlb_init_batches(&self.g, batch_reserve)
+    return 0
+
+
+@cython.freelist(8)
 cdef class Gather:
     """One struct mmu_gather: the range and level bits, and the page and table batch
     counts.  batch_reserve is 0 for kernels up to 6.8 and 1 from 6.9 (gather.pxd)."""
 
     def __cinit__(self, bint fullmm=False, int batch_reserve=0):
-        if batch_reserve not in (0, 1):
-            raise ValueError(f"Gather: batch_reserve must be 0 (up to 6.8) or 1 (6.9 on), "
-                             f"got {batch_reserve}")
-        self.g.fullmm = fullmm
-        self.g.need_flush_all = False
-        c_tlb_reset_range(&self.g)
-        c_tlb_init_batches(&self.g, batch_reserve)
+        gather_init(self, fullmm, batch_reserve)
 
     # ---------------------------------------------------------------- the batches
     def remove_page(self) -> bool:
