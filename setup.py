@@ -4,7 +4,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 MODULES = ["pte", "pte_arm64", "gather", "cost", "pagetable", "tlb", "stats", "calendar",
-           "tlbstate", "fastfault", "straceline", "vma"]
+           "tlbstate", "fastfault", "straceline", "vma", "mmu_gather"]
 
 DIRECTIVES = {
     "language_level": 3,
