@@ -18,12 +18,18 @@ GATHER_BATCH_COUNT = MAX_GATHER_BATCH_COUNT
 TABLE_BATCH = MAX_TABLE_BATCH
 
 
+cdef object _bad_reserve(int batch_reserve):
+    """The error for a batch_reserve that is neither 0 nor 1 (kept off gather_init's
+    path: bench/check_annotate.py scans it)."""
+    return ValueError(f"Gather: batch_reserve must be 0 (up to 6.8) or 1 (6.9 on), "
+                      f"got {batch_reserve}")
+
+
 cdef int gather_init(Gather self, bint fullmm, int batch_reserve) except -1:
     """__tlb_gather_mmu()'s state part: the bits, an empty range, empty batches (what
     Gather(fullmm, batch_reserve) starts with), batch_reserve checked."""
     if batch_reserve != 0 and batch_reserve != 1:
-        raise ValueError(f"Gather: batch_reserve must be 0 (up to 6.8) or 1 (6.9 on), "
-                         f"got {batch_reserve}")
+        raise _bad_reserve(batch_reserve)
     self.g.fullmm = fullmm
     self.g.need_flush_all = False
     c_tlb_reset_range(&self.g)

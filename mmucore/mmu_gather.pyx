@@ -73,8 +73,9 @@ cdef class MMUGather:
     cdef readonly bint own_window
     cdef readonly object result
 
-    def __cinit__(self, *args, **kwargs):
-        # every MMUGather has a state and a flush list, however it was made
+    def __cinit__(self):
+        # every MMUGather has a state and a flush list, however it was made (a __cinit__
+        # without arguments ignores the constructor's, and builds no args/kwargs for them)
         self.state = Gather.__new__(Gather)
         self.flushes = []
 
@@ -296,7 +297,7 @@ def tlb_finish_mmu(MMUGather tlb not None):
 cdef int c_tlb_finish_mmu(MMUGather tlb) except -1:
     cdef Gather g
     if tlb.finished:
-        raise _PysimError("tlb_finish_mmu called twice on one gather")
+        raise _finished_twice()
     tlb.finished = True
     mm, g = tlb.mm, tlb.state
     try:
@@ -307,12 +308,23 @@ cdef int c_tlb_finish_mmu(MMUGather tlb) except -1:
         c_tlb_flush_mmu(tlb)         # flushes only if something was recorded
     except BaseException:
         if tlb.own_window:
-            tlb.cpu.stats.acct.abort()
+            _abort_own_window(tlb)
         raise
     finally:
         mm.tlb_flush_pending -= 1
     if tlb.own_window:
         _close_own_window(tlb)
+    return 0
+
+
+cdef object _finished_twice():
+    """The error for a second tlb_finish_mmu() on one gather."""
+    return _PysimError("tlb_finish_mmu called twice on one gather")
+
+
+cdef int _abort_own_window(MMUGather tlb) except -1:
+    """An exception ended the batch: the window it opened closes without a result."""
+    tlb.cpu.stats.acct.abort()
     return 0
 
 
