@@ -11,6 +11,7 @@ def test_annotate_hot_loops(report):
     report("cython -a check of the hot loops", "tlb.pyx + pagetable.pyx",
            result="OK" if ok else "FAIL", offences=len(offences),
            error_path_notes=len(error_only), gil_boundary_notes=len(gil),
+           mmu_gather_object_access_notes=summary["object_access"],
            c_functions_scanned=summary["functions_scanned"])
     for line in offences:
         print(line)
