@@ -123,6 +123,16 @@ cdef inline bint _plain_text(const char* s, Py_ssize_t n) noexcept nogil:
     return True
 
 
+cdef inline Py_ssize_t _name_end(const char* s, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    """Where the call name `[a-z_][a-z0-9_]*` starting at s[i] ends (i: none starts there)."""
+    if i >= n or not (97 <= s[i] <= 122 or s[i] == 95):
+        return i
+    i += 1
+    while i < n and (97 <= s[i] <= 122 or s[i] == 95 or _dig(s[i])):
+        i += 1
+    return i
+
+
 cdef inline bint _unfinished_at(const char* s, Py_ssize_t a0, Py_ssize_t n) noexcept:
     """s[a0:n] ends in ` <unfinished ...>`."""
     return n - a0 >= UNFINISHED_LEN and memcmp(s + n - UNFINISHED_LEN,
@@ -271,13 +281,8 @@ cdef class LineReader:
             return self._resumed(s, n, i + 5, &h)
         # -- name(args
         n0 = i
-        if i >= n or not (97 <= s[i] <= 122 or s[i] == 95):
-            return None
-        i += 1
-        while i < n and (97 <= s[i] <= 122 or s[i] == 95 or _dig(s[i])):
-            i += 1
-        n1 = i
-        if i >= n or s[i] != 40:
+        n1 = i = _name_end(s, i, n)
+        if n1 == n0 or i >= n or s[i] != 40:
             return None
         a0 = i + 1
         if _unfinished_at(s, a0, n):
@@ -303,13 +308,8 @@ cdef class LineReader:
         cdef Py_ssize_t n0 = i, n1, m
         cdef const char* c
         cdef tail_t tl
-        if i >= n or not (97 <= s[i] <= 122 or s[i] == 95):
-            return None
-        i += 1
-        while i < n and (97 <= s[i] <= 122 or s[i] == 95 or _dig(s[i])):
-            i += 1
-        n1 = i
-        if n - i < 9 or memcmp(s + i, b" resumed>", 9) != 0:
+        n1 = i = _name_end(s, i, n)
+        if n1 == n0 or n - i < 9 or memcmp(s + i, b" resumed>", 9) != 0:
             return None
         i += 9
         if i < n and _ws(s[i]):
