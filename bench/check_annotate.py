@@ -152,7 +152,7 @@ PY_OBJECT_SLOW = {
     "__pyx_f_7mmucore_10mmu_gather__close_own_window",
     "__pyx_f_7mmucore_10mmu_gather__abort_own_window",   # an exception in the flush
     "__pyx_f_7mmucore_10mmu_gather__finished_twice",
-    "__pyx_f_7mmucore_10mmu_gather__flush",              # something was recorded
+    "__pyx_f_7mmucore_10mmu_gather_c_tlb_flush",         # something was recorded
     "__pyx_f_7mmucore_10mmu_gather__free_zapped",        # the LRU is timed
     "__pyx_f_7mmucore_6gather__bad_reserve",             # batch_reserve not 0 or 1
 }

@@ -18,16 +18,13 @@ the gather's own fields and the accounting window's `active` bit are C reads.
 
 mmucore never imports pysim (calls only go down).  What this module needs from it is
 handed over once, when pysim.mm.mmu_gather is imported, through set_pysim(): the
-OpResult class an own window's result is made of, ArgumentError and PysimError, and the
-namespace of pysim.mm.mmu_gather.  A flush goes through that namespace's `tlb_flush`, as
-the Python module's global lookup did: while it is this module's own tlb_flush (always,
-unless a test rebinds it to drop the flush) the call stays in C.  Until set_pysim() has
-run, mmucore.stats.OpRecord, TypeError and RuntimeError stand in.
+OpResult class an own window's result is made of, ArgumentError and PysimError.  Until
+then mmucore.stats.OpRecord, TypeError and RuntimeError stand in.  The flush itself is
+the architecture's hook, cpu.arch.tlb_flush(tlb): that is the seam to replace (a test
+that drops flushes replaces it there).
 """
 cimport cython
 from libc.stdint cimport uint64_t
-from cpython.dict cimport PyDict_GetItem
-from cpython.ref cimport PyObject
 
 from mmucore.gather cimport (Gather, gather_init, c_tlb_reset_range, c_tlb_needs_flush,
                              c_tlb_flush_pte_range, c_tlb_flush_pmd_range,
@@ -41,19 +38,16 @@ from mmucore.stats cimport OpAccount, OpRecord
 cdef object _OpResult = OpRecord         # pysim.results.OpResult once set_pysim() ran
 cdef object _ArgumentError = None        # pysim.errors.ArgumentError (None: TypeError)
 cdef object _PysimError = RuntimeError   # pysim.errors.PysimError
-cdef dict _api = None                    # pysim.mm.mmu_gather's globals()
 
 
-def set_pysim(op_result, argument_error, pysim_error, dict namespace=None):
+def set_pysim(op_result, argument_error, pysim_error):
     """Make an own window's result an op_result (pysim's OpResult), the argument checks
     raise argument_error(message, field=...) (ArgumentError) and misuse pysim_error
-    (PysimError); a flush calls namespace["tlb_flush"] (pysim.mm.mmu_gather's globals,
-    so that rebinding its tlb_flush takes effect).  mmucore cannot import them."""
-    global _OpResult, _ArgumentError, _PysimError, _api
+    (PysimError).  mmucore cannot import them."""
+    global _OpResult, _ArgumentError, _PysimError
     _OpResult = op_result
     _ArgumentError = argument_error
     _PysimError = pysim_error
-    _api = namespace
 
 
 # --- struct mmu_gather --------------------------------------------------------------------
@@ -219,21 +213,6 @@ cdef object c_tlb_flush(MMUGather tlb):
     return f
 
 
-cdef object _tlb_flush_fn = tlb_flush    # this module's tlb_flush, as Python sees it
-
-
-cdef object _flush(MMUGather tlb):
-    """tlb_flush(tlb) as pysim.mm.mmu_gather's namespace has it (see the module
-    docstring): in C unless it was rebound there."""
-    cdef PyObject* f
-    if _api is not None:
-        f = PyDict_GetItem(_api, "tlb_flush")
-        if f == NULL:
-            raise NameError("name 'tlb_flush' is not defined")
-        if f != <PyObject*>_tlb_flush_fn:
-            return (<object>f)(tlb)
-    return c_tlb_flush(tlb)
-
 
 def tlb_flush_mmu_tlbonly(MMUGather tlb not None):
     """Flush what was recorded (if anything) and reset the range."""
@@ -243,7 +222,7 @@ def tlb_flush_mmu_tlbonly(MMUGather tlb not None):
 cdef int c_tlb_flush_mmu_tlbonly(MMUGather tlb) except -1:
     if not c_tlb_needs_flush(&tlb.state.g):
         return 0
-    _flush(tlb)
+    c_tlb_flush(tlb)
     c_tlb_reset_range(&tlb.state.g)
     return 0
 
@@ -271,7 +250,7 @@ def tlb_flush_mmu(MMUGather tlb not None):
 cdef int c_tlb_flush_mmu(MMUGather tlb) except -1:
     cdef Gather g = tlb.state
     if c_tlb_needs_flush(&g.g):             # tlb_flush_mmu_tlbonly()
-        _flush(tlb)
+        c_tlb_flush(tlb)
         c_tlb_reset_range(&g.g)
     g.g.table_nr = 0                        # tlb_table_flush()
     lru = tlb.mm.frames.lruvec

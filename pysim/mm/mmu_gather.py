@@ -25,10 +25,10 @@ The built-in paths use exactly this API, so a user can write a new one:
 
 The gather and these calls run in C (mmucore.mmu_gather, whose docstring says what it
 reads of the CPU and the mm): this module re-exports them, keeps gather_batch_reserve,
-and hands mmucore pysim's OpResult, ArgumentError and PysimError.  A flush goes through
-this module's `tlb_flush`, so rebinding it here (as a test that drops the flush does)
-still takes effect.  Outside an operation a batch opens the CPU's accounting window
-itself (tlb.own_window) and tlb_finish_mmu() closes it into tlb.result, an OpResult.
+and hands mmucore pysim's OpResult, ArgumentError and PysimError.  Every flush is the
+architecture's hook, `cpu.arch.tlb_flush(tlb)`: replace that to change or drop flushes.
+Outside an operation a batch opens the CPU's accounting window itself (tlb.own_window)
+and tlb_finish_mmu() closes it into tlb.result, an OpResult.
 """
 from mmucore.mmu_gather import (MMUGather, set_pysim, tlb_end_vma, tlb_finish_mmu,
                                 tlb_flush, tlb_flush_mmu, tlb_flush_mmu_tlbonly,
@@ -52,6 +52,5 @@ def gather_batch_reserve(profile) -> int:
     return int(profile.mmu_gather_batch_reserve)
 
 
-# mmucore.mmu_gather cannot import pysim: it is handed the classes it makes and raises,
-# and this namespace, whose tlb_flush its flushes call
-set_pysim(OpResult, ArgumentError, PysimError, globals())
+# mmucore.mmu_gather cannot import pysim: it is handed the classes it makes and raises
+set_pysim(OpResult, ArgumentError, PysimError)
