@@ -36,12 +36,13 @@ def _run(lines, **kw):
 
 
 @pytest.mark.parametrize("name", TRACES)
-@pytest.mark.parametrize("elf", [False, True])
-def test_every_supported_traced_call_reproduces_its_traced_result(name, elf):
+@pytest.mark.parametrize("elf,access", [(False, "none"), (True, "none"), (True, "faults")])
+def test_every_supported_traced_call_reproduces_its_traced_result(name, elf, access):
     """Each call the Thread API has: traced success -> the same result, traced failure
     -> the same errno.  With the syscall contract in place (MADV_DONTFORK and the other
-    VMA-flag advice included) no call of any committed trace diverges."""
-    res = replay(str(DATA / f"{name}.strace"), elf=elf, checker="raise")
+    VMA-flag advice included) no call of any committed trace diverges; with the traced
+    page faults run too, no fault ends in a signal the program did not get."""
+    res = replay(str(DATA / f"{name}.strace"), elf=elf, access=access, checker="raise")
     rec = res.records[0]
     st = rec.statuses
     assert st.get("match", 0) > 20
@@ -215,6 +216,74 @@ def test_the_fault_model_runs_each_traced_fault_in_batches():
     assert int(df.faults.sum()) >= len(acc)
 
 
+def test_a_traced_fault_the_model_answers_with_a_signal_the_trace_lacks_diverges():
+    """do_user_addr_fault() -> bad_area_access_error(): a write to a read-only mapping
+    is a SIGSEGV.  The real program got one only if the trace shows it delivered; a
+    fault the model ends with a signal the trace lacks is a divergence, named."""
+    a = 0x7F0000000000
+    lines = [_sys("mmap", [0, 4096, 1, 0x22, -1, 0], a, t=1.0),
+             json.dumps({"type": "fault", "t": 2.0, "pid": 1, "addr": a + 8,
+                         "access": "write"})]
+    rec = _run(lines, access="faults")
+    (d,) = rec.diverged()
+    assert d["call"] == "access" and f"0x{a + 8:x}" in d["note"] and "SIGSEGV" in d["note"]
+    shown = lines + [json.dumps({"type": "signal", "t": 2.0, "pid": 1,
+                                 "signal": "SIGSEGV", "addr": a + 8})]
+    rec = _run(shown, access="faults")
+    assert not rec.diverged() and rec.statuses["access"] == 1
+    # a signal no fault ended with is said in the notes
+    extra = shown + [json.dumps({"type": "signal", "t": 3.0, "pid": 1,
+                                 "signal": "SIGBUS", "addr": a + 4096})]
+    rec = _run(extra, access="faults")
+    assert any("got SIGBUS at 0x7f0000001000" in n for n in rec.notes)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fault_signal_lines_are_read_and_other_signals_skipped(fast, tmp_path):
+    from pysim.replay.events import Signal
+    from pysim.replay.jsonl import read_jsonl, write_jsonl
+    lines = ['7 10:00:00.000001 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, '
+             '-1, 0) = 0x7f0000000000',
+             '7 10:00:00.000002 --- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_ACCERR, '
+             'si_addr=0x7f0000000008} ---',
+             '7 10:00:00.000003 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED, '
+             'si_pid=8, si_uid=0, si_status=0, si_utime=0, si_stime=0} ---',
+             '7 10:00:00.000004 --- SIGBUS {si_signo=SIGBUS, si_code=BUS_ADRERR, '
+             'si_addr=NULL} ---']
+    tr = parse_strace_lines(lines, fast=fast)
+    assert tr.signals == [Signal(2, 36000.000002, 7, "SIGSEGV", 0x7F0000000008),
+                          Signal(4, 36000.000004, 7, "SIGBUS", 0)]
+    assert len(tr.calls) == 1
+    path = str(tmp_path / "t.jsonl")
+    write_jsonl(tr, path)
+    assert read_jsonl(path).signals == tr.signals
+
+
+def test_pages_faulted_before_any_call_mapped_them_become_the_stack_and_inferred_memory():
+    """The stack, the vdso and its data pages are mapped at exec, and an strace never
+    shows them: the pages the trace's faults use first make them (the stack as one
+    span down to its lowest fault, other runs executable where a fetch faulted).  A
+    fault below mmap_min_addr, or one the trace shows ending in SIGSEGV, maps nothing."""
+    def fault(t, addr, access):
+        return json.dumps({"type": "fault", "t": t, "pid": 1, "addr": addr,
+                           "access": access})
+    stack, vdso = 0x7FFC00010000, 0x7F0000005000
+    lines = [_sys("brk", [0], 0x555555559000, t=0.5),
+             fault(1.0, stack + 0x3FF8, "write"), fault(1.1, stack + 0x10, "write"),
+             fault(1.2, vdso + 0x20, "fetch"), fault(1.3, vdso + 0x1000, "read"),
+             fault(1.4, 0x10, "read"),
+             json.dumps({"type": "signal", "t": 1.4, "pid": 1, "signal": "SIGSEGV",
+                         "addr": 0x10})]
+    tr = parse_jsonl_lines(lines)
+    plans, _ = plan_images(tr.events, elf=False, faults=True, signals=tr.signals)
+    (regions,) = plans.values()
+    got = sorted((r.what, r.start, r.end, r.prot) for r in regions)
+    assert got == [("inferred", vdso, vdso + 0x2000, 7), ("stack", stack, stack + 0x4000, 3)]
+    rec = replay(tr, access="faults", checker="raise").records[0]
+    assert not rec.diverged() and rec.image_vmas == 2
+    assert not plan_images(tr.events, elf=False)[0]     # the calls alone need none
+
+
 def test_faults_are_merged_in_time_order():
     tr = load_trace(str(DATA / "c_malloc.strace"))
     times = [e.time for e in tr.events]
@@ -321,6 +390,53 @@ def test_capture_says_what_it_did_not_capture(tmp_path):
     r = capture(str(tmp_path / "t.strace"), ["/bin/true"], faults=False)
     assert r.faults is None and r.missing == ["page faults: not asked for"]
     assert r.returncode == 0
+
+
+def _can_trace_faults() -> bool:
+    from pysim.replay.capture import _tracefs
+    return os.geteuid() == 0 and _tracefs() is not None
+
+
+@pytest.mark.skipif(shutil.which("strace") is None or shutil.which("gcc") is None
+                    or not _can_trace_faults(),
+                    reason="needs strace, gcc, root and tracefs with page_fault_user")
+def test_captured_faults_are_on_the_strace_clock(tmp_path):
+    """A page written right after the mprotect that made it writable faults after that
+    mprotect and after the program's own realtime read between the two: the faults'
+    times (the tracepoint's mono clock moved onto strace's -tt clock) are within a
+    microsecond or two of the program's clock, never before it.  Reading the two clocks
+    for the offset with work between them once put node's writes 10 us before their
+    mprotect, and the model answered them with SIGSEGV."""
+    import time
+    from pysim.replay.capture import capture
+    exe = tmp_path / "order"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(DATA / "fault_order.c")], check=True)
+    out = tmp_path / "order.strace"
+    stdout = tmp_path / "stdout"
+    with open(stdout, "w") as f:        # the program's output, apart from pytest's
+        fd = os.dup(1)
+        os.dup2(f.fileno(), 1)
+        try:
+            r = capture(str(out), [str(exe)])
+        finally:
+            os.dup2(fd, 1)
+            os.close(fd)
+    assert r.returncode == 0 and r.faults, r.missing
+    words = stdout.read_text().split()
+    base, after = int(words[0], 16), [int(w) for w in words[1:]]
+
+    def of_day(ns):
+        lt = time.localtime(ns // 10**9)
+        return lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + (ns % 10**9) / 1e9
+    tr = load_trace(str(out))
+    writes = {(f.va - base) >> 12: f.time for f in tr.faults
+              if base <= f.va < base + len(after) * 4096 and f.access == 1}
+    assert sorted(writes) == list(range(len(after)))
+    lag = [writes[i] - of_day(after[i]) for i in range(len(after))]
+    assert min(lag) >= -1e-6 and max(lag) < 1e-3, [round(x * 1e6, 1) for x in lag]
+    # and the model, given the merged stream, grants every write (none is a SIGSEGV)
+    rec = Replay(tr, Machine(cpus=1, checker="raise"), access="faults").run()
+    assert rec.statuses.get("diverged", 0) == 0
 
 
 def test_capture_without_a_command_is_a_clean_error(tmp_path):

@@ -25,7 +25,8 @@ from ..errors import PysimError
 from .events import Fault, Trace
 from .jsonl import write_jsonl
 
-__all__ = ["capture", "CaptureResult", "CaptureError", "STRACE_ARGS", "TRACEFS_ROOTS"]
+__all__ = ["capture", "CaptureResult", "CaptureError", "STRACE_ARGS", "TRACEFS_ROOTS",
+           "strace_clock_offset"]
 
 STRACE_ARGS = ("-f", "-tt", "-y", "-e", "trace=memory,process")
 TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
@@ -155,6 +156,29 @@ def _first_time(path: str) -> Optional[float]:
     return None
 
 
+def strace_clock_offset(samples: int = 32) -> float:
+    """Seconds to add to a CLOCK_MONOTONIC time (the tracepoint's mono clock) to get
+    the strace -tt clock, seconds since the local midnight.
+
+    The realtime clock is read between two monotonic reads and the tightest of several
+    such brackets is kept, its monotonic time taken at the bracket's middle, so the
+    offset is good to well under a microsecond.  Reading the two clocks apart with work
+    between them (a first localtime() loads the time zone) skews every fault by that
+    work's duration, enough to put a write before the mprotect that allowed it."""
+    best = None
+    for _ in range(samples):
+        m0 = time.monotonic_ns()
+        wall = time.time_ns()
+        m1 = time.monotonic_ns()
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, wall, (m0 + m1) // 2)
+    _, wall, mono = best
+    lt = time.localtime(wall // 1_000_000_000)
+    of_day = (lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec) * 1_000_000_000 \
+        + wall % 1_000_000_000
+    return (of_day - mono) / 1e9
+
+
 def capture(out: str, cmd: Sequence[str], faults: bool = True,
             buffer_kb: int = 65536) -> CaptureResult:
     """Run cmd under strace writing the trace to out (see the module docstring); with
@@ -192,11 +216,7 @@ def capture(out: str, cmd: Sequence[str], faults: bool = True,
         missing.append("page faults: not asked for")
     nfaults, fpath = 0, None
     try:
-        # the strace -tt clock: seconds since the local midnight of the capture's start
-        wall = time.time()
-        lt = time.localtime(wall)
-        midnight = wall - (lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec) - (wall % 1)
-        offset = (wall - time.monotonic()) - midnight
+        offset = strace_clock_offset()
         try:
             proc = subprocess.run([strace, *STRACE_ARGS, "-o", out, "--", *cmd],
                                   preexec_fn=tracer.follow_self if tracer else None)

@@ -98,8 +98,15 @@ class Replay:
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
         self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
+        # the fault signals the trace shows delivered, per task, each answering at most
+        # one traced fault the model ends with that signal (see _signal_divergence)
+        self._signals: Dict[int, List[Any]] = {}
+        for sig in trace.signals:
+            self._signals.setdefault(sig.pid, []).append(sig)
         self._heaps: set = set()                # id() of the mms whose heap is placed
-        self.images, image_notes = plan_images(trace.events, elf=elf)
+        self.images, image_notes = plan_images(trace.events, elf=elf,
+                                               faults=self.model.uses_faults,
+                                               signals=trace.signals)
         self.notes.extend(image_notes)
         self.image_vmas = 0
 
@@ -229,9 +236,22 @@ class Replay:
             if before is not None:
                 before(self, t.thread, e)
             call(t, e)
+        self.finish_notes()
         rec.notes = self.notes
         rec.image_vmas = self.image_vmas
         return rec
+
+    def finish_notes(self) -> None:
+        """The run's closing notes: the traced fault signals no replayed fault ended
+        with (the program got a signal the model did not give it)."""
+        if not self.model.uses_faults:
+            return
+        for sigs in self._signals.values():
+            for sig in sigs:
+                self.notes.append(f"line {sig.line}: pid {sig.pid} got {sig.name} at "
+                                  f"0x{sig.addr:x} in the trace; no replayed fault ended "
+                                  f"with it")
+        self._signals.clear()
 
     def _unit(self, i: int, j: int) -> None:
         """Replay events[i:j]: one fault batch of one task, or one other event (the body
@@ -274,8 +294,40 @@ class Replay:
                          _errno.errorcode.get(err.errno, str(err.errno)), "diverged",
                          str(err), None)
             return
+        status, note = "access", None
+        if why == "fault":
+            ev = r.events
+            if ev["sigsegv"] or ev["sigbus"]:
+                note = self._signal_divergence(pid, r.faults)
+                if note is not None:
+                    status = "diverged"
         self.rec.add(line, pid, thread.cpu.id, "access", why, len(vas), None, r.value,
-                     None, "access", None, r)
+                     None, status, note, r)
+
+    def _signal_divergence(self, pid: int, faults: list) -> Optional[str]:
+        """For traced faults the model ended with SIGSEGV or SIGBUS: each must be
+        answered by a signal of that name the trace shows delivered to pid at the
+        same page (taken, so it answers one fault).  Returns a note naming the faults
+        no traced signal answers, or None when every one is answered."""
+        sigs = self._signals.get(pid, [])
+        unmatched = []
+        for f in faults:
+            if f.outcome != "sigsegv" and f.outcome != "sigbus":
+                continue
+            name = "SIGSEGV" if f.outcome == "sigsegv" else "SIGBUS"
+            for k, sig in enumerate(sigs):
+                if sig.name == name and sig.addr >> 12 == f.va >> 12:
+                    del sigs[k]
+                    break
+            else:
+                unmatched.append(f)
+        if not unmatched:
+            return None
+        f = unmatched[0]
+        more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
+        kind = ("read", "write", "fetch")[f.kind]
+        return (f"the model ended the traced {kind} fault at 0x{f.va:x} with "
+                f"{f.outcome.upper()}{more}; the trace shows no such signal for pid {pid}")
 
     # ---------------------------------------------------------------- process calls
     def _process_call(self, e) -> None:

@@ -3,8 +3,9 @@
 A parser (parse_strace, jsonl) turns a trace into a `Trace`: a list of `Call` events (a
 system call with its arguments decoded to the integers the kernel saw, its traced result
 and errno), `Fault` events (a user page fault at an address) and `Exit` events (a task
-ended), each with the trace's line number, a time in seconds and the task id.  The
-engine never looks at trace text, so every format replays the same way.
+ended), each with the trace's line number, a time in seconds and the task id; beside
+the events, the fault signals (SIGSEGV, SIGBUS) the trace shows delivered.  The engine
+never looks at trace text, so every format replays the same way.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 from ..errors import PysimError
 
-__all__ = ["TraceError", "Call", "Fault", "Exit", "Trace", "gc_paused"]
+__all__ = ["TraceError", "Call", "Fault", "Exit", "Signal", "Trace", "gc_paused"]
 
 
 @contextmanager
@@ -122,6 +123,27 @@ class Fault:
         return f"Fault(line {self.line}, pid {self.pid}, 0x{self.va:x}, kind {self.access})"
 
 
+class Signal:
+    """A fault signal the trace shows delivered (SIGSEGV or SIGBUS, with its si_addr):
+    not replayed, but what the model's own answer to a traced fault is checked
+    against (a fault the model answers with a signal the program never got means the
+    model's state, or the trace's order, is wrong)."""
+
+    __slots__ = ("line", "time", "pid", "name", "addr")
+    kind = "signal"
+
+    def __init__(self, line: int, time: Optional[float], pid: int, name: str,
+                 addr: int) -> None:
+        self.line, self.time, self.pid, self.name, self.addr = line, time, pid, name, addr
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Signal) and all(
+            getattr(self, s) == getattr(other, s) for s in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"Signal(line {self.line}, pid {self.pid}, {self.name} at 0x{self.addr:x})"
+
+
 class Exit:
     """A task ended (strace's `+++ exited with N +++` or `+++ killed by SIG +++`)."""
 
@@ -144,11 +166,13 @@ class Trace:
     where it came from, and notes on what the parser had to infer."""
 
     def __init__(self, events: List[Any], fmt: str, source: str = "<trace>",
-                 notes: Optional[List[str]] = None) -> None:
+                 notes: Optional[List[str]] = None,
+                 signals: Optional[List[Signal]] = None) -> None:
         self.events = events
         self.format = fmt
         self.source = source
         self.notes = list(notes or [])
+        self.signals = list(signals or [])      # fault signals delivered (see Signal)
 
     @property
     def calls(self) -> List[Call]:

@@ -13,7 +13,14 @@ and plans the mappings that explain them:
 * otherwise, or for a range no ELF explains, a private anonymous read-write mapping of
   exactly the referenced pages, labelled "stack" above the mmap area and "inferred"
   elsewhere (an strace does not show where the stack and the vdso are, so they exist
-  only where the trace uses them).
+  only where the trace uses them);
+* when the replay runs the trace's page faults, the pages faulted before any traced
+  call mapped them count as used too (the stack's pages, the vdso and its data pages,
+  the binaries' own pages): those outside the ELF segments become one "stack" mapping
+  from the lowest to the highest such page above the mmap area (the stack is one VMA
+  that grew down to its lowest fault), and "inferred" mappings of the runs of faulted
+  pages elsewhere, executable where a fetch faulted.  A fault the trace shows ending in
+  SIGSEGV or SIGBUS, and one below mmap_min_addr, proves nothing and is left out.
 
 Each planned region says what it is and why, and the replay reports them.
 """
@@ -33,6 +40,7 @@ _PF_X, _PF_W, _PF_R = 1, 2, 4
 _PT_LOAD, _PT_INTERP, _PT_GNU_RELRO = 1, 3, 0x6474E552
 _ET_EXEC = 2
 _STACK_FLOOR = 0x7FF000000000       # above the default mmap area: the stack's zone
+_MMAP_MIN_ADDR = 65536              # vm.mmap_min_addr's default: nothing maps below it
 
 # calls whose success proves [addr, addr+len) was mapped, and where addr/len are (any
 # madvise advice included: madvise_walk_vmas() returns -ENOMEM for a hole, whatever
@@ -186,8 +194,10 @@ def _place(path: str, elf: dict, refs: List[Tuple[int, int]], what: str
     return None
 
 
-def _explain(exe: Optional[str], refs: List[Tuple[int, int]]) -> Tuple[List[Region], List[str]]:
-    """Regions covering the referenced ranges of one fresh address space, and notes."""
+def _explain(exe: Optional[str], refs: List[Tuple[int, int]],
+             frefs: Optional[Dict[int, int]] = None) -> Tuple[List[Region], List[str]]:
+    """Regions covering the referenced ranges of one fresh address space (and the
+    faulted pages frefs, page -> the access kinds' bits, 1 << kind), and notes."""
     regions: List[Region] = []
     notes: List[str] = []
     candidates = []
@@ -219,17 +229,75 @@ def _explain(exe: Optional[str], refs: List[Tuple[int, int]]) -> Tuple[List[Regi
         regions.append(Region(a, b, PROT_READ | PROT_WRITE, None, 0, what))
         notes.append(f"0x{a:x}-0x{b:x}: used before any traced call mapped it; mapped as "
                      f"{what} anonymous read-write memory")
+    if frefs:
+        for r in _fault_regions(frefs, regions):
+            regions.append(r)
+            x = "-executable" if r.prot & PROT_EXEC else ""
+            notes.append(f"0x{r.start:x}-0x{r.end:x}: faulted before any traced call mapped "
+                         f"it; mapped as {r.what} anonymous read-write{x} memory")
     return regions, notes
 
 
-def plan_images(events: list, elf: bool = True
-                ) -> Tuple[Dict[Tuple[int, int], List[Region]], List[str]]:
+def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]:
+    """Regions for the faulted pages no planned region holds: the stack zone's as one
+    span, the others as runs of adjacent pages (see the module docstring)."""
+    spans = sorted((r.start, r.end) for r in planned)
+    starts = [a for a, _ in spans]
+
+    def held(page: int) -> bool:
+        i = bisect.bisect_right(starts, page) - 1
+        return i >= 0 and page < spans[i][1]
+    pages = sorted(p for p in frefs if not held(p))
+    out: List[Region] = []
+    stack = [p for p in pages if p >= _STACK_FLOOR]
+    if stack:
+        lo, hi = stack[0], stack[-1] + PAGE_SIZE
+        # (a planned region inside the span is left alone: the span stops below it)
+        i = bisect.bisect_right(starts, lo)
+        if i < len(starts) and starts[i] < hi:
+            hi = starts[i]
+        out.append(Region(lo, hi, PROT_READ | PROT_WRITE, None, 0, "stack"))
+    run: List[int] = []
+    for p in [p for p in pages if p < _STACK_FLOOR] + [None]:
+        if run and (p is None or p != run[-1] + PAGE_SIZE):
+            fetched = any(frefs[q] & 4 for q in run)
+            out.append(Region(run[0], run[-1] + PAGE_SIZE, PROT_READ | PROT_WRITE
+                              | (PROT_EXEC if fetched else 0), None, 0, "inferred"))
+            run = []
+        if p is not None:
+            run.append(p)
+    return out
+
+
+def _fault_ref(e, space_of: dict, cover: dict, frefs: dict, signalled: set,
+               fresh) -> None:
+    """plan_images' step for one fault: its page is used before any traced call mapped
+    it unless the cover holds it (then the cover does, from now on)."""
+    page = e.va & _PAGE_MASK
+    if page < _MMAP_MIN_ADDR or (e.pid, page) in signalled:
+        return
+    s = space_of.get(e.pid)
+    if s is None:
+        s = fresh(e.pid, 0, None)
+    if cover[s].holes(page, page + PAGE_SIZE):
+        cover[s].add(page, page + PAGE_SIZE)
+        frefs[s][page] = 1 << e.access
+    elif page in frefs[s]:
+        frefs[s][page] |= 1 << e.access
+
+
+def plan_images(events: list, elf: bool = True, faults: bool = False,
+                signals: list = ()) -> Tuple[Dict[Tuple[int, int], List[Region]], List[str]]:
     """{(pid, line): regions} for each fresh address space (line 0: the first task's,
     else the line of the successful execve), and notes on what was inferred; elf=False
-    plans from the trace alone, without reading the executables' ELF headers."""
+    plans from the trace alone, without reading the executables' ELF headers; faults
+    counts the pages the trace's faults used (when the replay runs them), except those
+    of the fault signals `signals` (pysim.replay.events.Signal)."""
     space_of: Dict[int, int] = {}
     cover: Dict[int, _Cover] = {}
     refs: Dict[int, List[Tuple[int, int]]] = {}
+    frefs: Dict[int, Dict[int, int]] = {}       # space -> {faulted page: 1 << kind, ...}
+    signalled = {(g.pid, g.addr & _PAGE_MASK) for g in signals}
     key_of: Dict[int, Tuple[int, int, Optional[str]]] = {}
     brk0: Dict[int, int] = {}
     nxt = [0]
@@ -239,6 +307,7 @@ def plan_images(events: list, elf: bool = True
         nxt[0] += 1
         cover[s] = _Cover(cover[parent]) if parent is not None else _Cover()
         refs[s] = []
+        frefs[s] = {}
         if parent is None:
             key_of[s] = (pid, line, exe)
         space_of[pid] = s
@@ -249,6 +318,9 @@ def plan_images(events: list, elf: bool = True
     last_pid, s, c = _FORGOTTEN, 0, None
     for e in events:
         if e.kind != "call":
+            if faults and e.kind == "fault":
+                _fault_ref(e, space_of, cover, frefs, signalled, fresh)
+                last_pid = _FORGOTTEN
             continue
         pid = e.pid
         if pid != last_pid:
@@ -301,14 +373,14 @@ def plan_images(events: list, elf: bool = True
     plans: Dict[Tuple[int, int], List[Region]] = {}
     notes: List[str] = []
     for s, (pid, line, exe) in key_of.items():
-        if not refs[s] and (exe is None or not elf):
+        if not refs[s] and not frefs[s] and (exe is None or not elf):
             continue
         if not elf:
             exe = None
         if exe and not os.path.isabs(exe):
             notes.append(f"line {line}: execve path {exe!r} is relative; read from the "
                          f"current directory")
-        regions, why = _explain(exe, sorted(refs[s]))
+        regions, why = _explain(exe, sorted(refs[s]), frefs[s])
         if regions:
             plans[(pid, line)] = regions
         notes.extend(f"pid {pid} image: {w}" for w in why)

@@ -29,6 +29,9 @@ time order).  Numbers are JSON integers (never strings, never hex).
         a user page fault: access is "read", "write" or "fetch"; cpu optional.
     {"type": "exit", "t": 12.1, "pid": 4242, "status": "exited with 0"}
         the task ended.
+    {"type": "signal", "t": 12.05, "pid": 4242, "signal": "SIGSEGV", "addr": 16}
+        a fault signal (SIGSEGV or SIGBUS) delivered, with its si_addr: not replayed,
+        but a fault the model answers with a signal is checked against these.
 
 `write_jsonl(trace, path)` and `read_jsonl(path)` round-trip a Trace exactly; a path
 ending in .gz is read (and written) gzip-compressed.
@@ -38,7 +41,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, List
 
-from .events import Call, Exit, Fault, Trace, TraceError
+from .events import Call, Exit, Fault, Signal, Trace, TraceError
 
 __all__ = ["read_jsonl", "parse_jsonl_lines", "write_jsonl", "event_to_json"]
 
@@ -73,6 +76,9 @@ def event_to_json(e: Any) -> str:
              "access": _ACCESS_NAME[e.access], "line": e.line}
         if e.cpu is not None:
             d["cpu"] = e.cpu
+    elif e.kind == "signal":
+        d = {"type": "signal", "t": e.time, "pid": e.pid, "signal": e.name, "addr": e.addr,
+             "line": e.line}
     else:
         d = {"type": "exit", "t": e.time, "pid": e.pid, "status": e.status, "line": e.line}
     return json.dumps(d, separators=(",", ":"))
@@ -94,6 +100,8 @@ def write_jsonl(trace: Trace, path: str, header: Any = None) -> None:
         f.write(json.dumps(head) + "\n")
         for e in trace.events:
             f.write(event_to_json(e) + "\n")
+        for e in trace.signals:
+            f.write(event_to_json(e) + "\n")
 
 
 def _int(d: dict, key: str, ln: int) -> int:
@@ -108,6 +116,7 @@ def parse_jsonl_lines(lines: Iterable[str], source: str = "<jsonl>") -> Trace:
     """Parse JSON lines (the format above) into a Trace."""
     events: List[Any] = []
     notes: List[str] = []
+    signals: List[Signal] = []
     for ln, raw in enumerate(lines, 1):
         s = raw.strip()
         if not s or s.startswith("#"):
@@ -154,14 +163,20 @@ def parse_jsonl_lines(lines: Iterable[str], source: str = "<jsonl>") -> Trace:
                                     cpu if type(cpu) is int else None))
             elif typ == "exit":
                 events.append(Exit(at, t, pid, str(d.get("status", "exited"))))
+            elif typ == "signal":
+                name = d.get("signal")
+                if name not in ("SIGSEGV", "SIGBUS"):
+                    raise TraceError(f"'signal' must be SIGSEGV or SIGBUS, got {name!r}",
+                                     ln)
+                signals.append(Signal(at, t, pid, name, _int(d, "addr", ln)))
             else:
                 raise TraceError(f"unknown event type {typ!r} (syscall, fault, exit, "
-                                 f"header)", ln)
+                                 f"signal, header)", ln)
         except TraceError as e:
             if e.source is None:
                 raise TraceError(e.msg, ln, source) from None
             raise
-    return Trace(events, "jsonl", source, notes)
+    return Trace(events, "jsonl", source, notes, signals)
 
 
 def read_jsonl(path: str) -> Trace:

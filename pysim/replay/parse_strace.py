@@ -20,6 +20,8 @@ gives the file's path).  For clone/clone3/fork/vfork only the clone flags and th
 task's id are kept; for execve the path; for exit/exit_group the status.  Other calls of
 the process class (wait4, kill, ...) carry no memory effect and are dropped; any other
 call is kept with its raw argument text, so the replay can say it does not model it.
+A SIGSEGV or SIGBUS line becomes a Signal (Trace.signals, with its si_addr); other
+signal lines are skipped.
 
 A line that fits none of these forms raises TraceError naming its line number.
 """
@@ -32,7 +34,7 @@ from typing import Dict, List, Optional, Tuple
 from mmucore.straceline import LineReader
 
 from .. import constants as C
-from .events import Call, Exit, Trace, TraceError, gc_paused
+from .events import Call, Exit, Signal, Trace, TraceError, gc_paused
 
 __all__ = ["parse_strace", "parse_strace_lines", "open_text", "decode_flags", "SYMBOLS"]
 
@@ -245,6 +247,8 @@ _CANON = re.compile(r"([0-9]++) ([0-9]++:[0-9][0-9]:)([0-9][0-9]\.[0-9]++) "
                     r"(?: ([A-Z][A-Z0-9_]*+)(?: \(.*\))?)?$")
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_][a-z0-9_]*) resumed>\s?(.*)$")
 _EXIT = re.compile(r"^\+\+\+ (exited with -?\d+|killed by \S+(?: \(core dumped\))?) \+\+\+$")
+# `--- SIGSEGV {si_signo=SIGSEGV, si_code=SEGV_MAPERR, si_addr=0x10} ---`: a fault signal
+_SIGNAL = re.compile(r"^--- (SIGSEGV|SIGBUS) \{.*?\bsi_addr=(NULL|0x[0-9a-f]+).*\} ---$")
 _UNFINISHED = " <unfinished ...>"
 _CREATES = frozenset({"clone", "clone3", "fork", "vfork"})
 
@@ -284,6 +288,7 @@ def _parse(lines, source: str, fast: bool = True) -> Trace:
     """parse_strace_lines without the source in its errors."""
     events: list = []
     notes: List[str] = []
+    signals: List[Signal] = []
     # pid -> (line, name, argument text, index in events when the call began, its time)
     pending: Dict[int, Tuple[int, str, str, int, Optional[float]]] = {}
     first_pid: Optional[int] = None
@@ -396,14 +401,21 @@ def _parse(lines, source: str, fast: bool = True) -> Trace:
             body = None
         else:
             body = m.group(7)
-            if body.startswith("strace: ") or body.startswith("--- "):
-                continue                # strace's own messages, signals
+            if body.startswith("strace: "):
+                continue                # strace's own messages
         if pid_s is not None:
             pid = int(pid_s)
         else:
             if first_pid is None:
                 first_pid = 0
             pid = first_pid
+        if not fast and body.startswith("--- "):
+            m = _SIGNAL.match(body)
+            if m is not None:
+                addr = m.group(2)
+                signals.append(Signal(ln, t, pid, m.group(1),
+                                      0 if addr == "NULL" else int(addr, 16)))
+            continue                    # other signals: not the memory stream's
         if fast:
             name, err = m.group(7), m.group(10)
             if err is not None:
@@ -462,7 +474,7 @@ def _parse(lines, source: str, fast: bool = True) -> Trace:
         notes.append(f"line {ln}: pid {pid}'s {name} never returned in the trace; dropped")
     if first_pid == 0 and any(e.pid != 0 for e in events):
         notes.append("some lines have no pid; they are taken as one task, pid 0")
-    return Trace(events, "strace", source, notes)
+    return Trace(events, "strace", source, notes, signals)
 
 
 def _emit(ln: int, t, pid: int, name: str, argtext: str, res: Optional[int],

@@ -217,6 +217,7 @@ class TimedReplay:
             cpu = self.m.cpus[c]
             tl.spawn(_CpuSlot(self.m, cpu), self._program, cpu, per_cpu[c])
         self.result = tl.run()
+        self.r.finish_notes()
         rec.notes = self.r.notes
         rec.image_vmas = self.r.image_vmas
         rec.timeline = self.result
