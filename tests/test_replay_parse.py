@@ -103,12 +103,28 @@ def test_a_malformed_line_names_its_number(text, line, what):
     assert str(ei.value).startswith(f"t.strace:{line}: ")
 
 
-def test_signals_and_strace_messages_are_skipped_and_other_calls_kept_raw():
+def test_signal_lines_and_strace_messages_are_not_calls_and_other_calls_kept_raw():
     tr = parse_strace_lines("""1 10:00:00.1 --- SIGSEGV {si_signo=SIGSEGV} ---
 1 10:00:00.2 wait4(-1, NULL, 0, NULL) = 3
 1 10:00:00.3 mbind(0x1000, 4096, MPOL_BIND, [1], 2, 0) = 0""".splitlines())
     (c,) = tr.calls
     assert c.name == "mbind" and c.args == ("0x1000, 4096, MPOL_BIND, [1], 2, 0",)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_mremap_has_new_address_only_when_strace_prints_it(fast):
+    """strace's SYS_FUNC(mremap) prints new_address only with MREMAP_MAYMOVE and
+    MREMAP_FIXED both set: four arguments otherwise (perl's realloc makes such calls)."""
+    tr = parse_strace_lines([
+        "1 10:00:00.1 mremap(0x7fc0f4087000, 135168, 266240, MREMAP_MAYMOVE) "
+        "= 0x7fc0f3f00000",
+        "1 10:00:00.2 mremap(0x7fc0f3f00000, 266240, 266240, MREMAP_MAYMOVE|MREMAP_FIXED, "
+        "0x7fc0f3000000) = 0x7fc0f3000000"], fast=fast)
+    assert [c.args for c in tr.calls] == [(0x7FC0F4087000, 135168, 266240, 1, 0),
+                                         (0x7FC0F3F00000, 266240, 266240, 3, 0x7FC0F3000000)]
+    with pytest.raises(TraceError, match="mremap needs 4 or 5 arguments"):
+        parse_strace_lines(["1 10:00:00.3 mremap(0x7fc0f3000000, 4096) = -1 EINVAL "
+                            "(Invalid argument)"], fast=fast)
 
 
 def test_a_trace_that_crosses_midnight_keeps_time_increasing():

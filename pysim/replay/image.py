@@ -17,9 +17,10 @@ and plans the mappings that explain them:
 * when the replay runs the trace's page faults, the pages faulted before any traced
   call mapped them count as used too (the stack's pages, the vdso and its data pages,
   the binaries' own pages): those outside the ELF segments become one "stack" mapping
-  from the lowest to the highest such page above the mmap area (the stack is one VMA
-  that grew down to its lowest fault), and "inferred" mappings of the runs of faulted
-  pages elsewhere, executable where a fetch faulted.  A fault the trace shows ending in
+  of the highest faulted pages (the stack is the top VMA, grown down to its lowest
+  fault: its span reaches down at most RLIMIT_STACK and stops at a fetched page), and
+  "inferred" mappings of the runs of faulted pages below, executable where a fetch
+  faulted.  A fault the trace shows ending in
   SIGSEGV or SIGBUS, and one below mmap_min_addr, proves nothing and is left out.
 
 Each planned region says what it is and why, and the replay reports them.
@@ -41,6 +42,7 @@ _PT_LOAD, _PT_INTERP, _PT_GNU_RELRO = 1, 3, 0x6474E552
 _ET_EXEC = 2
 _STACK_FLOOR = 0x7FF000000000       # above the default mmap area: the stack's zone
 _MMAP_MIN_ADDR = 65536              # vm.mmap_min_addr's default: nothing maps below it
+_RLIMIT_STACK = 8 << 20             # RLIMIT_STACK's usual soft limit: the stack's reach
 
 # calls whose success proves [addr, addr+len) was mapped, and where addr/len are (any
 # madvise advice included: madvise_walk_vmas() returns -ENOMEM for a hole, whatever
@@ -249,7 +251,15 @@ def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]
         return i >= 0 and page < spans[i][1]
     pages = sorted(p for p in frefs if not held(p))
     out: List[Region] = []
-    stack = [p for p in pages if p >= _STACK_FLOOR]
+    # the stack: the highest faulted page and those below it, down to the first
+    # fetched page (a stack is not executable) or RLIMIT_STACK below the top; the
+    # mmap area can start just above 0x7ff0... under ASLR, so no fixed floor says it
+    stack: List[int] = []
+    for p in reversed(pages):
+        if frefs[p] & 4 or (stack and stack[0] - p >= _RLIMIT_STACK):
+            break
+        stack.append(p)
+    stack.reverse()
     if stack:
         lo, hi = stack[0], stack[-1] + PAGE_SIZE
         # (a planned region inside the span is left alone: the span stops below it)
@@ -258,7 +268,8 @@ def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]
             hi = starts[i]
         out.append(Region(lo, hi, PROT_READ | PROT_WRITE, None, 0, "stack"))
     run: List[int] = []
-    for p in [p for p in pages if p < _STACK_FLOOR] + [None]:
+    below = pages[:len(pages) - len(stack)]
+    for p in below + [None]:
         if run and (p is None or p != run[-1] + PAGE_SIZE):
             fetched = any(frefs[q] & 4 for q in run)
             out.append(Region(run[0], run[-1] + PAGE_SIZE, PROT_READ | PROT_WRITE
@@ -272,7 +283,7 @@ def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]
 def _fault_ref(e, space_of: dict, cover: dict, frefs: dict, signalled: set,
                fresh) -> None:
     """plan_images' step for one fault: its page is used before any traced call mapped
-    it unless the cover holds it (then the cover does, from now on)."""
+    it unless the calls' cover holds it."""
     page = e.va & _PAGE_MASK
     if page < _MMAP_MIN_ADDR or (e.pid, page) in signalled:
         return
@@ -280,10 +291,10 @@ def _fault_ref(e, space_of: dict, cover: dict, frefs: dict, signalled: set,
     if s is None:
         s = fresh(e.pid, 0, None)
     if cover[s].holes(page, page + PAGE_SIZE):
-        cover[s].add(page, page + PAGE_SIZE)
-        frefs[s][page] = 1 << e.access
-    elif page in frefs[s]:
-        frefs[s][page] |= 1 << e.access
+        # (not added to the cover: the calls' references are found as without faults,
+        # so ld.so's RELRO mprotect still anchors the ELF after its writes faulted)
+        f = frefs[s]
+        f[page] = f.get(page, 0) | 1 << e.access
 
 
 def plan_images(events: list, elf: bool = True, faults: bool = False,
@@ -307,7 +318,9 @@ def plan_images(events: list, elf: bool = True, faults: bool = False,
         nxt[0] += 1
         cover[s] = _Cover(cover[parent]) if parent is not None else _Cover()
         refs[s] = []
-        frefs[s] = {}
+        # a fork child faults on what it inherited: the image of the space it came from
+        # (the exec image is planned once, for the space whose exec made it)
+        frefs[s] = frefs[parent] if parent is not None else {}
         if parent is None:
             key_of[s] = (pid, line, exe)
         space_of[pid] = s

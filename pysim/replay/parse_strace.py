@@ -126,7 +126,7 @@ _MMAP = re.compile(r"^(\S+), (\S+), (.+?), (.+?), (-?\d+)(?:<(.*)>)?, (\S+)$")
 _IOVEC = re.compile(r"iov_base=(\S+?), iov_len=(\d+)")
 
 # name -> how many leading arguments are integers/flags to decode
-_INT_ARGS = {"munmap": 2, "mprotect": 3, "madvise": 3, "brk": 1, "mremap": 5,
+_INT_ARGS = {"munmap": 2, "mprotect": 3, "madvise": 3, "brk": 1,
              "mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0,
              "pkey_alloc": 2, "pkey_free": 1, "pkey_mprotect": 4, "mseal": 3,
              "msync": 3, "mincore": 2, "remap_file_pages": 5}
@@ -182,6 +182,13 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
         if len(parts) < k:
             raise _bad(f"{name} needs {k} arguments, got {text!r}", line)
         return tuple(_num(p, line) for p in parts[:k]), None
+    if name == "mremap":
+        # strace prints new_address only when both MREMAP_MAYMOVE and MREMAP_FIXED
+        # are set (SYS_FUNC(mremap)); otherwise it is a hint at most, and 0 stands in
+        parts = _split(text)
+        if len(parts) not in (4, 5):
+            raise _bad(f"mremap needs 4 or 5 arguments, got {text!r}", line)
+        return tuple(_num(p, line) for p in parts) + (0,) * (5 - len(parts)), None
     if name == "process_madvise":
         parts = _split(text)
         if len(parts) != 5:
