@@ -281,20 +281,23 @@ def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]
 
 
 def _fault_ref(e, space_of: dict, cover: dict, frefs: dict, signalled: set,
-               fresh) -> None:
+               fresh) -> bool:
     """plan_images' step for one fault: its page is used before any traced call mapped
-    it unless the calls' cover holds it."""
+    it unless the calls' cover holds it.  True when the fault's task was new (a fresh
+    space: space_of changed)."""
     page = e.va & _PAGE_MASK
     if page < _MMAP_MIN_ADDR or (e.pid, page) in signalled:
-        return
+        return False
     s = space_of.get(e.pid)
-    if s is None:
+    new = s is None
+    if new:
         s = fresh(e.pid, 0, None)
     if cover[s].holes(page, page + PAGE_SIZE):
         # (not added to the cover: the calls' references are found as without faults,
         # so ld.so's RELRO mprotect still anchors the ELF after its writes faulted)
         f = frefs[s]
         f[page] = f.get(page, 0) | 1 << e.access
+    return new
 
 
 def plan_images(events: list, elf: bool = True, faults: bool = False,
@@ -332,8 +335,11 @@ def plan_images(events: list, elf: bool = True, faults: bool = False,
     for e in events:
         if e.kind != "call":
             if faults and e.kind == "fault":
-                _fault_ref(e, space_of, cover, frefs, signalled, fresh)
-                last_pid = _FORGOTTEN
+                # most faults fall in the interval the task's last call found (inline)
+                if e.pid == last_pid and c.lo <= e.va < c.hi:
+                    continue
+                if _fault_ref(e, space_of, cover, frefs, signalled, fresh):
+                    last_pid = _FORGOTTEN
             continue
         pid = e.pid
         if pid != last_pid:
