@@ -100,6 +100,8 @@ class Replay:
         self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
         # the fault signals the trace shows delivered, per task, each answering at most
         # one traced fault the model ends with that signal (see _signal_divergence)
+        self._fault_va: Optional[np.ndarray] = None     # see _fault_arrays
+        self._fault_kind: Optional[np.ndarray] = None
         self._signals: Dict[int, List[Any]] = {}
         for sig in trace.signals:
             self._signals.setdefault(sig.pid, []).append(sig)
@@ -280,10 +282,19 @@ class Replay:
         """One access batch of the faults events[i:j] (one task's, in time order)."""
         e = events[i]
         t = self._task(e.pid, e.line)
-        vas = np.fromiter((events[k].va for k in range(i, j)), dtype=np.uint64, count=j - i)
-        kinds = np.fromiter((events[k].access for k in range(i, j)), dtype=np.uint8,
-                            count=j - i)
-        self.access(t.thread, vas, kinds, e.line, e.pid, "fault")
+        if self._fault_va is None:
+            self._fault_arrays(events)
+        self.access(t.thread, self._fault_va[i:j], self._fault_kind[i:j], e.line, e.pid,
+                    "fault")
+
+    def _fault_arrays(self, events: list) -> None:
+        """Every event's fault address and kind (0 for the other events), built once: a
+        batch of consecutive fault events is then a slice, not a new array."""
+        n = len(events)
+        self._fault_va = np.fromiter((e.va if e.kind == "fault" else 0 for e in events),
+                                     dtype=np.uint64, count=n)
+        self._fault_kind = np.fromiter((e.access if e.kind == "fault" else 0
+                                        for e in events), dtype=np.uint8, count=n)
 
     def access(self, thread: Any, vas, kinds, line: int, pid: int, why: str) -> None:
         """Run one access batch on thread and record it (used by the access models)."""
