@@ -16,6 +16,7 @@ from mmucore import stats
 from pysim import MADV_DONTNEED, PROT_READ, PROT_WRITE
 from pysim.constants import MAP_ANONYMOUS, MAP_POPULATE, MAP_PRIVATE
 from pysim.machine import cpuidle
+from pysim.mm import mmap_lock as _ml
 from pysim.mm.mmap_lock import rspin_threshold_us
 
 RW = PROT_READ | PROT_WRITE
@@ -129,6 +130,101 @@ def test_a_writer_spins_on_a_running_writer_instead_of_sleeping():
     assert res.cpus().loc[1, "idle"] == pytest.approx(0.0, abs=1.0)
 
 
+def _steal_rig(steal):
+    """CPU 0 holds mmap_lock for reading; CPU 1's writer queues; CPU 2's reader comes
+    just after CPU 0's release, while the woken writer's CPU is still leaving idle."""
+    m, proc, (t0, t1, t2, _), big, small = _rig()
+    lk = proc.mm.mmap_lock
+    lk.steal = steal
+    tl = m.timeline()
+    tl.spawn(t0, _long_read, big)
+    tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
+    probe = tl.run()                    # the same run without CPU 2: when CPU 0 let go
+    release = probe.tasks[0].end - probe.start
+    m, proc, (t0, t1, t2, _), big, small = _rig()
+    lk = proc.mm.mmap_lock
+    lk.steal = steal
+    tl = m.timeline()
+    tl.spawn(t0, _long_read, big)
+    tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
+    tl.spawn(t2, late_read, release + 2 * m.cfg.cost.ttwu, small + 4096, 4096,
+             MADV_DONTNEED)
+    return m, lk, tl.run()
+
+
+def test_a_woken_writer_is_not_handed_the_lock_and_a_reader_steals_it():
+    """rwsem_down_read_slowpath(): a reader that finds no writer holding the lock and
+    no other reader takes it even with a writer queued (optimistic lock stealing); the
+    woken writer tries for it only when it runs again (rwsem_try_write_lock).  Handed
+    over (steal off), the reader queues behind the writer instead."""
+    m, lk, res = _steal_rig(steal=True)
+    assert lk.stolen == 1
+    # the reader never slept and was done before the writer's CPU left idle, so the
+    # writer's try found the lock free (a longer reader sends it back to sleep:
+    # test_a_writer_robbed_for_rwsem_wait_timeout_sets_handoff_and_stops_stealing)
+    assert [tk.sleeps for tk in res.tasks] == [0, 1, 0]
+    assert res.tasks[2].end < res.tasks[1].end      # the reader went first
+    m, lk, res = _steal_rig(steal=False)
+    assert lk.stolen == 0 and [tk.sleeps for tk in res.tasks] == [0, 1, 1]
+    assert res.tasks[1].end < res.tasks[2].end      # the writer was handed the lock
+
+
+class _Cpu:
+    def __init__(self, now):
+        self.id, self.tlbstate = 1, type("S", (), {"now": now})()
+
+
+def test_a_writer_robbed_for_rwsem_wait_timeout_sets_handoff_and_stops_stealing():
+    """rwsem_try_write_lock(): a first waiter that waited RWSEM_WAIT_TIMEOUT (4 ms)
+    sets RWSEM_FLAG_HANDOFF; from then on no reader steals, and the writer takes the
+    lock when the readers have gone, clearing the flag."""
+    lk = _ml.MmapLock()
+    lk.attach(lambda lock, t: None, ghz=1.0)        # 1,000 cycles per microsecond
+    lk.timed, lk.steal = True, True
+    task = object()
+    lk.waiters.append((task, _Cpu(0.0), "w"))
+    lk.queued_at[1] = 0.0
+    lk.readers_until = lk.writer_until = 0.0
+    lk.readers_until = 10_000_000.0                 # a reader holds it until 10 ms
+    lk.reader_ends.append(10_000_000.0)
+    assert not lk.retry(task, _Cpu(1_000_000.0)) and not lk.handoff     # 1 ms: no
+    assert lk._may_steal_read(1_000_000.0) is False                     # a reader holds
+    assert not lk.retry(task, _Cpu(4_000_000.0)) and lk.handoff         # 4 ms: handoff
+    lk.reader_ends.clear()
+    assert lk._may_steal_read(10_000_001.0) is False                    # no stealing
+    assert lk.retry(task, _Cpu(10_000_001.0)) and not lk.handoff and not lk.waiters
+
+
+def _fault_rig(fallback):
+    """CPU 0 mprotects the 64 MiB region (a long write hold that write-locks the VMA
+    it splits: the small mapping merged into it); CPU 1 then reads an untouched page
+    of the small one."""
+    m, proc, (t0, t1, _, _), big, small = _rig()
+    lk = proc.mm.mmap_lock
+    lk.vma_fallback = fallback
+    tl = m.timeline()
+    tl.spawn(t0, _long_write, big)
+
+    def reader(t):
+        yield t.compute(1000)
+        yield t.read(small + 8192)
+    tl.spawn(t1, reader)
+    return lk, tl.run()
+
+
+def test_a_fault_in_a_write_locked_vma_takes_mmap_lock_and_waits_for_the_writer():
+    """lock_vma_under_rcu() fails on a VMA whose vm_lock_seq matches the mm's (the
+    writer's vma_start_write(), until mmap_write_unlock): the fault falls back to
+    lock_mm_and_find_vma() and sleeps behind the writer.  The per-VMA lock alone
+    (vma_fallback off) lets it fault in at once."""
+    lk, res = _fault_rig(fallback=True)
+    assert lk.fallbacks == 1 and res.tasks[1].sleeps == 1
+    assert res.tasks[1].end > res.tasks[0].end
+    lk, res = _fault_rig(fallback=False)
+    assert lk.fallbacks == 0 and res.tasks[1].sleeps == 0
+    assert res.tasks[1].end < res.tasks[0].end
+
+
 def test_rspin_threshold_grows_with_the_readers_up_to_thirty():
     # rwsem_rspin_threshold(): (20 + readers) / 2 us, readers capped at 30
     assert [rspin_threshold_us(n) for n in (0, 1, 10, 30, 31, 100)] == \
@@ -202,11 +298,13 @@ def _random_program(t, ops):
 @given(programs=st.lists(_OPS, min_size=2, max_size=4),
        preset=st.sampled_from(["zen3", "skylake", "milan"]),
        profile=st.sampled_from(["v6.2", "v6.14", "v6.15"]),
-       cpuidle=st.sampled_from([None, "skx"]), pti=st.booleans())
+       cpuidle=st.sampled_from([None, "skx"]), pti=st.booleans(), steal=st.booleans(),
+       fallback=st.booleans())
 def test_no_holder_overlaps_a_writer_and_every_program_ends(programs, preset, profile,
-                                                            cpuidle, pti):
-    """Random programs on 2-4 CPUs of one mm (every knob mixed): the rwsem never lets a
-    hold overlap a write hold, and every program runs to its end."""
+                                                            cpuidle, pti, steal, fallback):
+    """Random programs on 2-4 CPUs of one mm (every knob mixed, lock stealing and the
+    per-VMA lock's fallback too): the rwsem never lets a hold overlap a write hold,
+    and every program runs to its end."""
     holds = []                                  # (cpu, mode, start, end)
     opened = {}
     lock, unlock, downgrade = _ml.MmapLock.lock, _ml.MmapLock.unlock, \
@@ -236,6 +334,7 @@ def test_no_holder_overlaps_a_writer_and_every_program_ends(programs, preset, pr
         m = pysim.Machine(cpus=len(programs), preset=preset, profile=profile, pti=pti,
                           checker=True)
         proc = m.process()
+        proc.mm.mmap_lock.steal, proc.mm.mmap_lock.vma_fallback = steal, fallback
         tl = m.timeline(cpuidle=cpuidle)
         for c, ops in enumerate(programs):
             tl.spawn(proc.thread(cpu=c), _random_program, ops)

@@ -112,10 +112,16 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses(t
     d = L.run(iterations=20, workers=1, replicates=2)
     assert [c["kernel"] for c in d["cells"]] == ["eager", "lazy", "lazy+trim"]
     assert d["change_pct"]["eager"] == 0.0 and d["published_change_pct"] == -13.2
+    # the robot's cells (202411282207.6bd28eae and its Dec 6 reply): the merged trim
+    # did not recover the regression
+    assert [c["published"] for c in d["cells"]] == [7276, 6315, 6191]
+    assert d["published_trim_change_pct"] == -14.9
     # eager never sends an IPI to a CPU running another mm; the lazy kernels may
     assert d["cells"][0]["wrong_cpu_ipis"] == 0
     text = L.format_text(d)
     assert "leave_mm()" in text and "Uncalibrated" in text
+    assert "the robot saw no recovery" in text
+    assert ("within 5 points of the robot's -14.9%" in text) == d["trim_within_5pp"]
     assert ("within 5 percentage points" in text) == d["within_5pp"]
     assert ("does not reach" in text) != d["within_5pp"]
     json.dumps(d)

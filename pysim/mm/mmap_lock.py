@@ -33,6 +33,22 @@ the rwsem of kernel/locking/rwsem.c:
   Simplifications: the lock is handed to the woken writer (as RWSEM_FLAG_HANDOFF does
   once a writer has waited 4 ms; before that a reader could steal it), and a writer
   spinning on a reader-owned lock does not see readers that come during its spin.
+- With `steal` (MmapLock.steal) the first simplification goes: the lock is not handed
+  over.  A woken writer stays at the queue's head and tries for the lock when its CPU
+  runs again (rwsem_try_write_lock); meanwhile a reader that finds no writer holding
+  it and no other reader (rcnt == 1 in rwsem_down_read_slowpath) steals it, with a
+  queue or not, and wakes the queued readers if one heads the queue; a writer's
+  optimistic spin may take a free lock past the queue too.  A writer that finds its
+  lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT (4 ms at
+  HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
+  (The reader-side handoff, a reader head that waited 4 ms stopping writers from
+  stealing, is left out.)
+- With `vma_fallback` (MmapLock.vma_fallback), page faults are not always free of the
+  lock: a writer's vma_start_write() marks the VMAs it splits, merges or removes
+  until mmap_write_unlock() or mmap_write_downgrade() (vma_end_write_all), and a
+  fault in such a VMA finds lock_vma_under_rcu() failing and takes mmap_lock for
+  reading instead (lock_mm_and_find_vma), waiting behind the writer like any reader.
+  The timeline records the VMAs (lock_vmas) around each mmap and munmap.
 
 The timeline that runs CPUs at once asks admit() before a request that takes the
 lock; a task that must wait sleeps until check() hands it the lock.  Code that calls
@@ -60,6 +76,7 @@ _MADV_READ_LOCKED = frozenset({MADV_REMOVE, MADV_WILLNEED, MADV_DONTNEED,
 INF = float("inf")
 MAX_READERS_WAKEUP = 0x100          # rwsem_mark_wake() grants at most this many readers
 RSPIN_BASE_US, RSPIN_MAX_READERS = 10.0, 30     # rwsem_rspin_threshold()
+RWSEM_WAIT_TIMEOUT_US = 4000.0      # DIV_ROUND_UP(HZ, 250) jiffies at HZ=1000
 
 
 def madvise_lock_mode(advice: Any) -> str:
@@ -79,13 +96,17 @@ class MmapLock:
 
     __slots__ = ("timed", "line", "writer_until", "readers_until", "downgraded",
                  "waiters", "holding", "granted", "granted_writer", "reader_ends",
-                 "post", "check_at", "releaser", "woken", "slept", "us")
+                 "post", "check_at", "releaser", "woken", "slept", "us", "steal",
+                 "handoff", "writer_woken", "queued_at", "stolen", "vma_fallback",
+                 "vma_locks", "vma_locks_until", "fallbacks")
 
     def __init__(self) -> None:
         self.timed = False          # only the timeline makes holders wait
         self.line = Calendar()      # the count word's cache line
         self.post: Optional[Callable[["MmapLock", float], None]] = None
         self.us = 0.0               # cycles per microsecond (set by attach)
+        self.steal = False          # lock stealing, no hand-over (module comment)
+        self.vma_fallback = False   # faults in write-locked VMAs take the lock
         self.reset()
 
     def attach(self, post: Optional[Callable[["MmapLock", float], None]],
@@ -104,6 +125,10 @@ class MmapLock:
         self.downgraded = -1        # the CPU whose write hold became a read hold
         self.woken = 0              # tasks woken from the queue (results)
         self.slept = 0              # tasks that joined the queue
+        self.stolen = 0             # locks taken past a queue (steal mode)
+        self.fallbacks = 0          # faults that took the lock (vma_fallback)
+        self.vma_locks: List[Tuple[int, int]] = []     # [start, end) write-locked VMAs
+        self.vma_locks_until = 0.0                      # ... until this writer lets go
         self.drop_waiters()
 
     def drop_waiters(self) -> None:
@@ -114,6 +139,9 @@ class MmapLock:
         self.granted_writer = False
         self.check_at = INF         # when the posted wake check runs
         self.releaser: Any = None   # the CPU of the last release (it runs rwsem_wake)
+        self.handoff = False        # RWSEM_FLAG_HANDOFF (steal mode)
+        self.writer_woken = False   # the head writer is woken, not yet run (steal mode)
+        self.queued_at: Dict[int, float] = {}   # CPU -> when its task joined the queue
 
     # ------------------------------------------------------------- cache line
     def _atomic(self, cpu: Any, now: float, hold: float = 0.0) -> float:
@@ -138,14 +166,20 @@ class MmapLock:
         wait), False if it joined the queue and must sleep until check() wakes it."""
         now = cpu.tlbstate.now
         if mode == "r":
-            if not self.waiters and not self.granted_writer and self.writer_until <= now:
+            if not self.granted_writer and self.writer_until <= now and (
+                    not self.waiters or self._may_steal_read(now)):
                 cpu.stats.charge(B_LOCK, self._atomic(cpu, now))
                 self.holding[cpu.id] = "a" + mode
+                if self.waiters:
+                    self.stolen += 1
+                    if self.waiters[0][2] == "r":       # rwsem_mark_wake(READ_OWNED)
+                        self.releaser = cpu
+                        self._post_check(now)
                 return True
         else:
             spent = self._atomic(cpu, now)
             free = self._holders_until("w")
-            if not self.waiters and not self.granted:
+            if not self.granted and (not self.waiters or (self.steal and not self.handoff)):
                 if free <= now + spent:
                     cpu.stats.charge(B_LOCK, spent)
                     self.holding[cpu.id] = "a" + mode
@@ -167,8 +201,54 @@ class MmapLock:
         cost = cpu.cfg.cost
         cpu.stats.charge(B_LOCK, self._atomic(cpu, now, cost.cacheline_transfer))
         self.waiters.append((task, cpu, mode))
+        self.queued_at[cpu.id] = now
         self.slept += 1
         self._post_check(self._free_for(mode))
+        return False
+
+    def lock_vmas(self, ranges: List[Tuple[int, int]], until: float) -> None:
+        """vma_start_write() on the VMAs [start, end) of ranges, by the writer holding
+        the lock until `until` (its unlock or downgrade: vma_end_write_all)."""
+        self.vma_locks = ranges
+        self.vma_locks_until = until
+
+    def vma_locked(self, va: int, now: float) -> bool:
+        """Whether a fault at va, at now, finds its VMA write-locked (vma_fallback)."""
+        if now >= self.vma_locks_until:
+            return False
+        for a, b in self.vma_locks:
+            if a <= va < b:
+                return True
+        return False
+
+    def _may_steal_read(self, now: float) -> bool:
+        """rwsem_down_read_slowpath()'s reader optimistic lock stealing (steal mode): no
+        handoff pending and no other reader holding it (a writer woken for the lock but
+        not yet running does not hold it: that is the window stealing uses)."""
+        return (self.steal and not self.handoff and self.granted == 0
+                and self._readers_at(now) == 0)
+
+    def retry(self, task: Any, cpu: Any) -> bool:
+        """Steal mode: the woken head writer, running again, tries for the lock
+        (rwsem_try_write_lock): True with it; False when someone took it meanwhile,
+        and the writer sleeps again at the head (setting RWSEM_FLAG_HANDOFF once it
+        has waited RWSEM_WAIT_TIMEOUT) until the next wake check."""
+        now = cpu.tlbstate.now
+        self.writer_woken = False
+        if self.granted == 0 and self._holders_until("w") <= now:
+            head = self.waiters.popleft()
+            assert head[0] is task
+            self.queued_at.pop(cpu.id, None)
+            self.handoff = False
+            self.granted += 1
+            self.granted_writer = True
+            self.holding[cpu.id] = "gw"
+            return True
+        waited = now - self.queued_at.get(cpu.id, now)
+        if waited >= RWSEM_WAIT_TIMEOUT_US * self.us:
+            self.handoff = True
+        self.slept += 1
+        self._post_check(self._free_for("w"))
         return False
 
     def _holders_until(self, mode: str) -> float:
@@ -203,6 +283,15 @@ class MmapLock:
         if free > t:
             self._post_check(free)
             return []
+        if head_mode == "w" and self.steal:
+            if self.writer_woken:
+                return []                   # already on its way (retry() decides)
+            self.writer_woken = True
+            task, cpu, _ = self.waiters[0]
+            self.woken += 1
+            waker = self.releaser if self.releaser is not None else cpu
+            waker.stats.charge(B_LOCK, waker.cfg.cost.ttwu)
+            return [(task, t + waker.cfg.cost.ttwu)]
         if head_mode == "w":
             woken = [self.waiters.popleft()]
             self.granted_writer = True
@@ -221,6 +310,7 @@ class MmapLock:
         ttwu = waker.cfg.cost.ttwu
         for k, (task, cpu, mode) in enumerate(woken, 1):
             self.holding[cpu.id] = "g" + mode
+            self.queued_at.pop(cpu.id, None)
             out.append((task, t + k * ttwu))
         waker.stats.charge(B_LOCK, len(woken) * ttwu)
         return out

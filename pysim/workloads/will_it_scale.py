@@ -83,6 +83,7 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         profile: Any = "v6.2", checker: Any = False, seed: int = 0,
         warmup_ms: float = 0.0, machine: Optional[Machine] = None,
         cpuidle: Optional[str] = None, start_jitter_us: float = 0.0,
+        rwsem_steal: bool = False, vma_fallback: bool = False,
         **overrides: Any) -> Dict[str, Any]:
     """One will-it-scale point: `threads` tasks on CPUs 0..threads-1 of a machine of
     `cpus` CPUs (default: threads), `iterations` counted iterations each after
@@ -94,7 +95,10 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     start_jitter_us > 0 starts each task after a delay drawn uniformly below it from
     the machine's seeded generator (the harness starts its tasks one by one): runs
     with other seeds are replicates of a workload whose lock convoys make any one run
-    depend on how the tasks happened to line up."""
+    depend on how the tasks happened to line up.  rwsem_steal lets mmap_lock be
+    stolen rather than handed to a woken writer (pysim.mm.mmap_lock, MmapLock.steal);
+    vma_fallback makes page faults in VMAs a writer holds write-locked take mmap_lock
+    (MmapLock.vma_fallback)."""
     if test not in PROGRAMS:
         raise ConfigError(f"test {test!r} unknown; allowed: {', '.join(TESTS)}",
                           field="test", allowed=TESTS)
@@ -122,6 +126,8 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     for cpu in range(threads):
         if mode == "processes" and cpu:
             proc = m.process()
+        proc.mm.mmap_lock.steal = bool(rwsem_steal)
+        proc.mm.mmap_lock.vma_fallback = bool(vma_fallback)
         if start_jitter_us > 0:
             delay = float(m.rng.uniform(0.0, start_jitter_us)) * m.preset.ghz * 1e3
             tl.spawn(proc.thread(cpu=cpu), _delayed, PROGRAMS[test], delay, iterations)
