@@ -435,9 +435,11 @@ class Timeline:
             if lock == "v":
                 if woken:                       # it slept on mmap_lock for its fault
                     lock, fallback = "r", True
-                else:
+                elif task.thread.mm.mmap_lock.vma_fallback:
                     lock = self._fault_lock(task, args[0])
                     fallback = lock is not None
+                else:
+                    lock = None
             if lock is not None and not woken:
                 lk = task.thread.mm.mmap_lock
                 if lk.post is None:             # not this run's lock: waits are inline
@@ -478,7 +480,7 @@ class Timeline:
         None (the per-VMA lock, not modelled as a holder)."""
         mm = task.thread.mm
         lk = mm.mmap_lock
-        if not lk.vma_fallback or lk.post is None:
+        if lk.post is None:
             return None
         now = task.thread.cpu.tlbstate.now
         if not lk.vma_locked(va, now) or mm.pt.get(va)[0] & 1:
