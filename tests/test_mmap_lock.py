@@ -130,26 +130,26 @@ def test_a_writer_spins_on_a_running_writer_instead_of_sleeping():
     assert res.cpus().loc[1, "idle"] == pytest.approx(0.0, abs=1.0)
 
 
-def _steal_rig(steal):
-    """CPU 0 holds mmap_lock for reading; CPU 1's writer queues; CPU 2's reader comes
-    just after CPU 0's release, while the woken writer's CPU is still leaving idle."""
+def _writer_behind_a_reader(steal, late_reader_at=None):
+    """CPU 0 holds mmap_lock for reading, CPU 1's writer queues behind it, and CPU 2's
+    reader (if late_reader_at is given) comes at that time; the lock steals or not."""
     m, proc, (t0, t1, t2, _), big, small = _rig()
     lk = proc.mm.mmap_lock
     lk.steal = steal
     tl = m.timeline()
     tl.spawn(t0, _long_read, big)
     tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
-    probe = tl.run()                    # the same run without CPU 2: when CPU 0 let go
-    release = probe.tasks[0].end - probe.start
-    m, proc, (t0, t1, t2, _), big, small = _rig()
-    lk = proc.mm.mmap_lock
-    lk.steal = steal
-    tl = m.timeline()
-    tl.spawn(t0, _long_read, big)
-    tl.spawn(t1, late_write, 1000, small, 4096, PROT_READ)
-    tl.spawn(t2, late_read, release + 2 * m.cfg.cost.ttwu, small + 4096, 4096,
-             MADV_DONTNEED)
+    if late_reader_at is not None:
+        tl.spawn(t2, late_read, late_reader_at, small + 4096, 4096, MADV_DONTNEED)
     return m, lk, tl.run()
+
+
+def _steal_rig(steal):
+    """_writer_behind_a_reader with CPU 2's reader just after CPU 0's release, while
+    the woken writer's CPU is still leaving idle."""
+    m, _, probe = _writer_behind_a_reader(steal)   # without CPU 2: when CPU 0 let go
+    release = probe.tasks[0].end - probe.start
+    return _writer_behind_a_reader(steal, release + 2 * m.cfg.cost.ttwu)
 
 
 def test_a_woken_writer_is_not_handed_the_lock_and_a_reader_steals_it():

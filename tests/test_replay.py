@@ -83,12 +83,18 @@ def test_the_relro_mprotects_find_the_exec_image():
     assert (r2[(r2.call == "mprotect") & (r2.line <= 14)].sim_errno == "ENOMEM").sum() == 2
 
 
-def test_elf_segments_are_placed_at_the_relro_bias():
+@pytest.fixture
+def python_elf():
+    """This Python binary, its ELF header and its RELRO page (skip when unreadable)."""
     exe = os.path.realpath(sys.executable)
     elf = read_elf(exe)
     if elf is None or elf["relro"] is None:
         pytest.skip("this Python binary has no readable RELRO segment")
-    relro = elf["relro"][0] & ~0xFFF
+    return exe, elf, elf["relro"][0] & ~0xFFF
+
+
+def test_elf_segments_are_placed_at_the_relro_bias(python_elf):
+    exe, elf, relro = python_elf
     bias = 0x555555554000
     ev = parse_strace_lines([
         f'1 10:00:00.000001 execve("{exe}", ["python"], 0x0 /* 0 vars */) = 0',
@@ -105,17 +111,13 @@ def test_elf_segments_are_placed_at_the_relro_bias():
     assert rec.statuses == {"process": 1, "match": 1}
 
 
-def test_faults_on_the_relro_page_before_its_mprotect_still_place_the_elf():
+def test_faults_on_the_relro_page_before_its_mprotect_still_place_the_elf(python_elf):
     """ld.so writes the relocations (faulting the RELRO page) before it mprotects the
     page read-only: with the faults counted, that mprotect still anchors the ELF, and
     the binary's pages are its segments, not inferred memory.  A fork child's fault on
     a page its parent never faulted (the kernel wrote it at exec) is the parent's
     image too."""
-    exe = os.path.realpath(sys.executable)
-    elf = read_elf(exe)
-    if elf is None or elf["relro"] is None:
-        pytest.skip("this Python binary has no readable RELRO segment")
-    relro = elf["relro"][0] & ~0xFFF
+    exe, elf, relro = python_elf
     bias = 0x555555554000
     stack = 0x7FFC00010000
     ev = [_sys("execve", [exe], 0, t=0.0),
