@@ -456,6 +456,8 @@ class Timeline:
                 work = task.thread.cpu.stats.kernel_cycles_array()[_WORK]
             if lock == "w" and lk is not None and lk.vma_fallback:
                 pre = self._vmas_touched(task, fn, args, None)
+            if fallback and lk is not None:
+                lk.lock(task.thread.cpu, "r")  # the fault's mmap_read_lock (admitted)
             reply[i] = fn(*args, **kw) if kw else fn(*args)
             if shared:
                 self._smt_slow(task.thread.cpu, work)
