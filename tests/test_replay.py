@@ -471,6 +471,19 @@ def test_captured_faults_are_on_the_strace_clock(tmp_path):
     assert not rec.diverged(), [(d["line"], d["note"]) for d in rec.diverged()]
 
 
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_capture_says_tracefs_is_not_mounted_and_how_to_mount_it(tmp_path, monkeypatch):
+    from pysim.replay import capture as cap
+    monkeypatch.setattr(cap, "TRACEFS_ROOTS", (str(tmp_path / "tracing"),))
+    r = cap.capture(str(tmp_path / "t.strace"), ["/bin/true"])
+    assert r.faults is None and r.returncode == 0
+    if os.geteuid() == 0:
+        assert r.missing == [f"page faults: tracefs is not mounted (mount -t tracefs "
+                             f"nodev {tmp_path / 'tracing'})"]
+    else:
+        assert r.missing == ["page faults: tracefs needs root"]
+
+
 def test_capture_without_a_command_is_a_clean_error(tmp_path):
     p = _pysim("capture", "-o", str(tmp_path / "x.strace"))
     assert p.returncode == 2 and "no command" in p.stderr and "Traceback" not in p.stderr

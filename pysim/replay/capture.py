@@ -64,6 +64,15 @@ def _tracefs() -> Optional[str]:
     return None
 
 
+def _no_tracefs_reason() -> str:
+    """What to tell a root user whose tracefs cannot record page faults: not mounted
+    (with the command that mounts it), or mounted without what the capture needs."""
+    if not any(os.path.isfile(os.path.join(r, "trace")) for r in TRACEFS_ROOTS):
+        return (f"page faults: tracefs is not mounted (mount -t tracefs nodev "
+                f"{TRACEFS_ROOTS[0]})")
+    return "page faults: no tracefs with instances/ and the exceptions:page_fault_user event"
+
+
 def _write(path: str, value: str) -> None:
     """Write one tracefs control file."""
     with open(path, "w") as f:
@@ -199,8 +208,7 @@ def capture(out: str, cmd: Sequence[str], faults: bool = True,
         if os.geteuid() != 0:
             missing.append("page faults: tracefs needs root")
         elif root is None:
-            missing.append("page faults: no tracefs with instances/ and the "
-                           "exceptions:page_fault_user event")
+            missing.append(_no_tracefs_reason())
         else:
             try:
                 tracer = _FaultTracer(root, buffer_kb)
