@@ -64,6 +64,21 @@ cdef inline Py_ssize_t _find(const uint64_t[::1] starts, const uint64_t[::1] end
     return -1
 
 
+def batch_in_range(const uint64_t[::1] va, const uint8_t[::1] kd, uint64_t top):
+    """True when every address of the batch is below top (TASK_SIZE) and every kind is
+    0, 1 or 2: in one pass, what pysim.mm.memory.validate_accesses() checks of a batch
+    already of the right types and shapes (the caller checked those)."""
+    cdef Py_ssize_t i, n = va.shape[0]
+    cdef bint ok = kd.shape[0] == n
+    if ok:
+        with nogil:
+            for i in range(n):
+                if va[i] >= top or kd[i] > 2:
+                    ok = False
+                    break
+    return ok
+
+
 def access_stream_anon(PageTable pt, TLB tlb, const uint64_t[::1] va,
                        const uint8_t[::1] kd, Py_ssize_t start,
                        const uint64_t[::1] starts, const uint64_t[::1] ends,

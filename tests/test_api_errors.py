@@ -92,6 +92,16 @@ CASES = [
     ("access floats", lambda e: e.t.access([1.5], [0]), ConfigError, None, "vas"),
     ("access -1", lambda e: e.t.access([-1], [0]), ConfigError, None, "vas"),
     ("access ragged", lambda e: e.t.access([[1, 2], [3]], [0]), ConfigError, None, "vas"),
+    # typed batches take validate_accesses' one-pass check (fastfault.batch_in_range)
+    ("access typed beyond user space", lambda e: e.t.access(
+        np.array([1 << 47], dtype=np.uint64), np.array([0], dtype=np.uint8)),
+     ConfigError, None, "vas"),
+    ("access typed kind 3", lambda e: e.t.access(
+        np.array([e.p], dtype=np.uint64), np.array([3], dtype=np.uint8)),
+     ConfigError, None, "kinds"),
+    ("access typed lengths", lambda e: e.t.access(
+        np.array([e.p, e.p], dtype=np.uint64), np.array([0], dtype=np.uint8)),
+     ConfigError, None, "kinds"),
     # mmap
     ("mmap(-4096)", lambda e: e.t.mmap(-PAGE, RW), SyscallError, errno.ENOMEM, "length"),
     ("mmap(2**62)", lambda e: e.t.mmap(2 ** 62, RW), SyscallError, errno.ENOMEM, "length"),
