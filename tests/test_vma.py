@@ -534,3 +534,14 @@ def test_random_mprotect_munmap_sequence_matches_page_model(seed):
         _check_against_model(vl, model)
         for a, b in zip(vl.vmas(), vl.vmas()[1:]):
             assert not vmas_mergeable(a, b)
+
+
+def test_the_cores_constants_are_pysims():
+    """mmucore.vma keeps its own copies of the page, address-space and vm_flags
+    constants (the core imports nothing from pysim): each equals pysim.constants'."""
+    import mmucore.vma as core
+    import pysim.constants as consts
+    names = [n for n in dir(core) if n.isupper() and hasattr(consts, n)]
+    assert {"PAGE_SIZE", "TASK_SIZE", "VM_READ", "VM_HUGETLB", "VM_SPECIAL"} <= set(names)
+    assert {n: getattr(core, n) for n in names} == {n: getattr(consts, n) for n in names}
+
