@@ -1,7 +1,10 @@
 """mmucore.vma (the VMA bookkeeping in Cython) against the plain-Python VMAList it
 replaced (tests/vma_reference.py): random operation sequences, edge addresses included
 (unaligned, negative, past TASK_SIZE, beyond 64 bits), must give the same results, the
-same VMAs and the same errors (class, errno and message) on both.  Also: the constants
+same VMAs and the same errors (class, errno and message) on both; the same as a
+hypothesis state machine, whose failures shrink (it catches each of six merge-rule
+mutations planted in the reference: name, flags, soft-dirty, anon_vma, both pgoff
+rules).  Also: the constants
 mmucore.vma restates, that mmucore never imports pysim, pickling, and the index methods
 pysim.mm.memory uses in place of the old parallel lists."""
 import bisect
@@ -134,18 +137,58 @@ def _pick(side, k):
     return vmas[k % len(vmas)] if vmas else None
 
 
-def make_op(gen):
-    """One random operation as a function of a Side."""
+OPS = ("insert", "insert_merging", "remove_range", "split_vma", "vma_merge",
+       "vma_modify_flags", "mprotect_fixup", "anon_vma_prepare", "get_unmapped_area",
+       "bottomup", "lookups", "neighbours")
+
+
+def make_op(gen, name=None):
+    """One random operation as a function of a Side (of kind `name`, else drawn)."""
     rng = gen.rng
-    name = rng.choices(
-        ["insert", "insert_merging", "remove_range", "split_vma", "vma_merge",
-         "vma_modify_flags", "mprotect_fixup", "anon_vma_prepare", "get_unmapped_area",
-         "bottomup", "lookups"],
-        [2, 8, 4, 3, 2, 3, 6, 2, 3, 1, 4])[0]
+    if name is None:
+        name = rng.choices(OPS, [2, 8, 4, 3, 2, 3, 6, 2, 3, 1, 4, 2])[0]
     k = None if rng.random() < 0.05 else rng.randrange(1 << 16)
     if name in ("insert", "insert_merging"):
         args, kw = gen.vma_args()
         return name, lambda sd: getattr(sd.vl, name)(sd.VMA(*args, **kw))
+    if name == "neighbours":
+        # two mappings side by side, inserted in either order, that differ in at most
+        # one of what the merge rule compares (is_mergeable_vma(), the page offsets of
+        # can_vma_merge_before/after, is_mergeable_anon_vma()): merge or not, exactly
+        lo = BASE + rng.randrange(0, WINDOW - 8) * P
+        n1, n2 = rng.randrange(1, 4), rng.randrange(1, 4)
+        first, fl, f = rng.random() < 0.5, gen.flags(), rng.choice((None,) + FILES)
+        p1 = rng.randrange(0, 16) if f is not None else None
+        differ = rng.choice(["none", "name", "file", "pgoff", "flags", "softdirty",
+                             "anon_vma"])
+        kw1 = dict(anon=f is None, file=f, pgoff=p1, name="heap")
+        kw2 = dict(kw1, pgoff=None if p1 is None else p1 + n1, name="".join(["he", "ap"]))
+        fl2 = fl
+        if differ == "name":
+            kw2["name"] = rng.choice([None, "x"])
+        elif differ == "file":
+            kw2.update(anon=False, file=FILES[0] if f is not FILES[0] else FILES[1],
+                       pgoff=kw2["pgoff"] or 0)
+        elif differ == "pgoff" and p1 is not None:
+            kw2["pgoff"] = p1 + n1 + rng.choice([-1, 1])
+        elif differ == "flags":
+            fl2 = fl ^ PROT_WRITE if fl & PROT_WRITE else fl | 0x2
+        elif differ == "softdirty":
+            fl2 = fl ^ VM_SOFTDIRTY
+        lower = ((lo, lo + n1 * P, fl), kw1)
+        upper = ((lo + n1 * P, lo + (n1 + n2) * P, fl2), kw2)
+
+        def neighbours(sd):
+            sd.vl.remove_range(lo, lo + (n1 + n2) * P)
+            a, b = (lower, upper) if first else (upper, lower)
+            va = sd.vl.insert_merging(sd.VMA(*a[0], **a[1]))
+            if differ == "anon_vma":
+                sd.vl.anon_vma_prepare(va, sd.factory)
+                vb = sd.VMA(*b[0], **b[1])
+                vb.anon_vma = sd.factory()  # a second, different anon_vma
+                return va, sd.vl.insert_merging(vb)
+            return va, sd.vl.insert_merging(sd.VMA(*b[0], **b[1]))
+        return name, neighbours
     if name == "remove_range":
         s, e = gen.range()
         return name, lambda sd: sd.vl.remove_range(s, e)
@@ -240,6 +283,42 @@ def test_same_results_vmas_and_errors_as_the_python_vmalist(seed):
 def test_same_at_a_small_max_map_count_and_the_default_layout(seed):
     run_both(100 + seed, 300, max_map_count=6)
     run_both(200 + seed, 200)
+
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule  # noqa: E402
+
+
+class SameAsThePythonVMAList(RuleBasedStateMachine):
+    """The same comparison as run_both, as a state machine: hypothesis draws the
+    operation kinds and their arguments' seeds, and a failure shrinks to the fewest
+    and simplest operations that still tell the two implementations apart."""
+
+    def __init__(self):
+        super().__init__()
+        kw = dict(mmap_base=BASE + (WINDOW - 8) * P, mmap_min_addr=BASE - 2 * P)
+        self.new = Side(VMA, VMAList, **kw)
+        self.old = Side(ref.RefVMA, ref.RefVMAList, **kw)
+
+    @rule(name=st.sampled_from(OPS), seed=st.integers(0, 2 ** 32 - 1))
+    def operation(self, name, seed):
+        _, op = make_op(Gen(random.Random(seed)), name)
+        got, want = outcome(lambda: op(self.new)), outcome(lambda: op(self.old))
+        assert got == want, f"{name}: {got} != {want}"
+
+    @invariant()
+    def same_vmas(self):
+        assert norm(self.new.vl.vmas()) == norm(self.old.vl.vmas())
+        assert repr(self.new.vl) == repr(self.old.vl)
+        assert outcome(self.new.vl.check_invariants) == \
+            outcome(self.old.vl.check_invariants)
+
+
+SameAsThePythonVMAList.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=80, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+test_the_vma_state_machine_agrees_with_the_python_vmalist = SameAsThePythonVMAList.TestCase
 
 
 def test_constructor_and_field_errors_are_unchanged():
