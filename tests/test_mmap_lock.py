@@ -195,6 +195,39 @@ def test_a_writer_robbed_for_rwsem_wait_timeout_sets_handoff_and_stops_stealing(
     assert lk.retry(task, _Cpu(10_000_001.0)) and not lk.handoff and not lk.waiters
 
 
+class _Waker(_Cpu):
+    def __init__(self, now, cid=2):
+        super().__init__(now)
+        self.id = cid
+        self.llc = 0
+        self.cfg = type("C", (), {"cost": type("K", (), {
+            "ttwu": 100.0, "cacheline_transfer": 100.0, "cacheline_per_writer": 0.0,
+            "cacheline_remote": 100.0})()})()
+        self.stats = type("S", (), {"charge": lambda self, k, v: None})()
+
+
+def test_a_reader_kept_out_for_rwsem_wait_timeout_sets_handoff_against_writers():
+    """rwsem_mark_wake(): when the wake of a queued reader finds a writer in (one that
+    took the lock past the queue) and the head reader has waited RWSEM_WAIT_TIMEOUT,
+    it sets RWSEM_FLAG_HANDOFF, and writers stop stealing; the readers' grant spends it."""
+    lk = _ml.MmapLock()
+    lk.attach(lambda lock, t: None, ghz=1.0)        # 1,000 cycles per microsecond
+    lk.timed, lk.steal = True, True
+    reader = _Waker(0.0)
+    lk.waiters.append((object(), reader, "r"))
+    lk.queued_at[reader.id] = 0.0
+    lk.writer_until = 9_000_000.0                    # a writer in until 9 ms
+    for t, handoff in ((1_000_000.0, False), (5_000_000.0, True)):
+        lk.check_at = t
+        assert lk.check(t) == [] and lk.handoff == handoff
+    writer = _Waker(6_000_000.0, cid=3)
+    writer.tlbstate.now = 9_500_000.0
+    assert not lk.admit(object(), writer, "w")      # no stealing past the handoff
+    lk.waiters.remove(lk.waiters[-1])
+    lk.check_at = 9_000_000.0
+    assert len(lk.check(9_000_000.0)) == 1 and not lk.handoff
+
+
 def _fault_rig(fallback):
     """CPU 0 mprotects the 64 MiB region (a long write hold that write-locks the VMA
     it splits: the small mapping merged into it); CPU 1 then reads an untouched page

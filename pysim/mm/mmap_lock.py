@@ -41,8 +41,8 @@ the rwsem of kernel/locking/rwsem.c:
   optimistic spin may take a free lock past the queue too.  A writer that finds its
   lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT (4 ms at
   HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
-  (The reader-side handoff, a reader head that waited 4 ms stopping writers from
-  stealing, is left out.)
+  A reader at the head that has waited as long, finding a writer in at its wake, sets
+  it too, and writers stop stealing until the readers have had the lock.
 - With `vma_fallback` (MmapLock.vma_fallback), page faults are not always free of the
   lock: a writer's vma_start_write() marks the VMAs it splits, merges or removes
   until mmap_write_unlock() or mmap_write_downgrade() (vma_end_write_all), and a
@@ -281,8 +281,16 @@ class MmapLock:
         head_mode = self.waiters[0][2]
         free = self._free_for(head_mode)
         if free > t:
+            if self.steal and head_mode == "r" and self.writer_until > t and \
+                    t - self.queued_at.get(self.waiters[0][1].id, t) >= \
+                    RWSEM_WAIT_TIMEOUT_US * self.us:
+                # rwsem_mark_wake(): the readers' wake found a writer in, and the head
+                # reader has waited RWSEM_WAIT_TIMEOUT: RWSEM_FLAG_HANDOFF
+                self.handoff = True
             self._post_check(free)
             return []
+        if head_mode == "r" and self.steal:
+            self.handoff = False            # the readers get it: the handoff is spent
         if head_mode == "w" and self.steal:
             if self.writer_woken:
                 return []                   # already on its way (retry() decides)
