@@ -270,6 +270,22 @@ def test_a_traced_fault_the_model_answers_with_a_signal_the_trace_lacks_diverges
     assert any("got SIGBUS at 0x7f0000001000" in n for n in rec.notes)
 
 
+@pytest.mark.parametrize("gap, hinted", [(10e-6, True), (1e-3, False)])
+def test_faults_that_diverge_just_before_their_tasks_mprotect_hint_at_the_clock(gap,
+                                                                              hinted):
+    """A write that faults `gap` before the mprotect making its page writable: the
+    model answers SIGSEGV (a divergence), and when such faults come within 50 us of a
+    call of their own task the notes say the faults' clock may run early."""
+    a = 0x7F0000000000
+    lines = [_sys("mmap", [0, 4096, 1, 0x22, -1, 0], a, t=1.0),
+             json.dumps({"type": "fault", "t": 2.0, "pid": 1, "addr": a,
+                         "access": "write"}),
+             _sys("mprotect", [a, 4096, 3], 0, t=2.0 + gap)]
+    rec = _run(lines, access="faults")
+    assert len(rec.diverged()) == 1
+    assert any("clock may run early" in n for n in rec.notes) == hinted
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_fault_signal_lines_are_read_and_other_signals_skipped(fast, tmp_path):
     from pysim.replay.events import Signal

@@ -48,6 +48,7 @@ MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
 _PROCESS_CALLS = frozenset({"clone", "clone3", "fork", "vfork", "execve", "execveat",
                             "exit", "exit_group"})
 _ADJUSTED = frozenset({"mremap", "brk"})    # see Replay._call
+CLOCK_HINT_US = 50.0                # see Replay._clock_hint
 
 
 class _Task:
@@ -101,6 +102,8 @@ class Replay:
         # the fault signals the trace shows delivered, per task, each answering at most
         # one traced fault the model ends with that signal (see _signal_divergence)
         self._fault_va: Optional[np.ndarray] = None     # see _fault_arrays
+        self._batch_at = 0                  # the event index of the fault batch running
+        self._unanswered: List[tuple] = []  # (pid, time) of faults a signal diverged
         self._fault_kind: Optional[np.ndarray] = None
         self._signals: Dict[int, List[Any]] = {}
         for sig in trace.signals:
@@ -248,12 +251,39 @@ class Replay:
         with (the program got a signal the model did not give it)."""
         if not self.model.uses_faults:
             return
+        self._clock_hint()
         for sigs in self._signals.values():
             for sig in sigs:
                 self.notes.append(f"line {sig.line}: pid {sig.pid} got {sig.name} at "
                                   f"0x{sig.addr:x} in the trace; no replayed fault ended "
                                   f"with it")
         self._signals.clear()
+
+    def _clock_hint(self) -> None:
+        """A note when most faults the model ended with an untraced signal came just
+        before a call of their own task (within CLOCK_HINT_US): the mark of a fault
+        stream whose clock runs early against the trace's (pysim capture before
+        2026-12-02 put faults tens of microseconds early), not of the model."""
+        if not self._unanswered:
+            return
+        import bisect
+        calls: Dict[int, List[float]] = {}
+        for e in self.trace.events:
+            if e.kind == "call" and e.time is not None:
+                calls.setdefault(e.pid, []).append(e.time)
+        near = 0
+        for pid, t in self._unanswered:
+            ts = calls.get(pid, [])
+            k = bisect.bisect_left(ts, t)
+            if k < len(ts) and ts[k] - t <= CLOCK_HINT_US * 1e-6:
+                near += 1
+        if near * 2 > len(self._unanswered):
+            self.notes.append(
+                f"{near} of the {len(self._unanswered)} faults the model ended with a "
+                f"signal the trace lacks came at most {CLOCK_HINT_US:g} us before a call "
+                f"of their own task: the faults' clock may run early against the "
+                f"trace's (captures by pysim capture before 2026-12-02 did); capture "
+                f"again")
 
     def _unit(self, i: int, j: int) -> None:
         """Replay events[i:j]: one fault batch of one task, or one other event (the body
@@ -284,6 +314,7 @@ class Replay:
         t = self._task(e.pid, e.line)
         if self._fault_va is None:
             self._fault_arrays(events)
+        self._batch_at = i
         self.access(t.thread, self._fault_va[i:j], self._fault_kind[i:j], e.line, e.pid,
                     "fault")
 
@@ -332,6 +363,9 @@ class Replay:
                     break
             else:
                 unmatched.append(f)
+                ev = self.trace.events[self._batch_at + f.index]
+                if ev.time is not None:
+                    self._unanswered.append((pid, ev.time))
         if not unmatched:
             return None
         f = unmatched[0]
