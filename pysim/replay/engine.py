@@ -26,6 +26,7 @@ difference is status "diverged", never hidden, never fatal.
 """
 from __future__ import annotations
 
+import bisect
 import errno as _errno
 from typing import Any, Dict, List, Optional
 
@@ -99,12 +100,12 @@ class Replay:
         self._next_cpu = 0
         self._traced_cpu: Dict[int, int] = {}
         self._planned_cpu: Dict[int, List[int]] = {}   # pid -> CPUs, in creation order
-        # the fault signals the trace shows delivered, per task, each answering at most
-        # one traced fault the model ends with that signal (see _signal_divergence)
         self._fault_va: Optional[np.ndarray] = None     # see _fault_arrays
+        self._fault_kind: Optional[np.ndarray] = None
         self._batch_at = 0                  # the event index of the fault batch running
         self._unanswered: List[tuple] = []  # (pid, time) of faults a signal diverged
-        self._fault_kind: Optional[np.ndarray] = None
+        # the fault signals the trace shows delivered, per task, each answering at most
+        # one traced fault the model ends with that signal (see _signal_divergence)
         self._signals: Dict[int, List[Any]] = {}
         for sig in trace.signals:
             self._signals.setdefault(sig.pid, []).append(sig)
@@ -266,7 +267,6 @@ class Replay:
         2026-12-02 put faults tens of microseconds early), not of the model."""
         if not self._unanswered:
             return
-        import bisect
         calls: Dict[int, List[float]] = {}
         for e in self.trace.events:
             if e.kind == "call" and e.time is not None:
