@@ -172,6 +172,7 @@ def test_a_woken_writer_is_not_handed_the_lock_and_a_reader_steals_it():
 class _Cpu:
     def __init__(self, now):
         self.id, self.tlbstate = 1, type("S", (), {"now": now})()
+        self.cfg = type("C", (), {"profile": type("P", (), {"hz": 1000})()})()
 
 
 def test_a_writer_robbed_for_rwsem_wait_timeout_sets_handoff_and_stops_stealing():
@@ -200,7 +201,8 @@ class _Waker(_Cpu):
         super().__init__(now)
         self.id = cid
         self.llc = 0
-        self.cfg = type("C", (), {"cost": type("K", (), {
+        self.cfg = type("C", (), {"profile": type("P", (), {"hz": 1000})(),
+                                  "cost": type("K", (), {
             "ttwu": 100.0, "cacheline_transfer": 100.0, "cacheline_per_writer": 0.0,
             "cacheline_remote": 100.0})()})()
         self.stats = type("S", (), {"charge": lambda self, k, v: None})()

@@ -432,14 +432,10 @@ class Timeline:
                                   field="program") from None
             lk = None
             fallback = False
-            if lock == "v":
-                if woken:                       # it slept on mmap_lock for its fault
-                    lock, fallback = "r", True
-                elif task.thread.mm.mmap_lock.vma_fallback:
-                    lock = self._fault_lock(task, args[0])
-                    fallback = lock is not None
-                else:
-                    lock = None
+            if lock == "v":                     # a page fault: mmap_lock only if it falls back
+                mm = task.thread.mm
+                fallback = woken or mm.mmap_lock.fault_takes_lock(mm.pt, args[0], ts.now)
+                lock = "r" if fallback else None
             if lock is not None and not woken:
                 lk = task.thread.mm.mmap_lock
                 if lk.post is None:             # not this run's lock: waits are inline
@@ -454,19 +450,13 @@ class Timeline:
                                                             or sib.slept_at > ts.now)
             if shared:                          # the sibling thread is awake
                 work = task.thread.cpu.stats.kernel_cycles_array()[_WORK]
-            if lock == "w" and lk is not None and lk.vma_fallback:
-                pre = self._vmas_touched(task, fn, args, None)
             if fallback and lk is not None:
                 lk.lock(task.thread.cpu, "r")  # the fault's mmap_read_lock (admitted)
             reply[i] = fn(*args, **kw) if kw else fn(*args)
             if shared:
                 self._smt_slow(task.thread.cpu, work)
             if lk is not None:
-                if lock == "w" and lk.vma_fallback:
-                    lk.lock_vmas(pre + self._vmas_touched(task, fn, args, reply[i]),
-                                 lk.writer_until)
                 if fallback:
-                    lk.fallbacks += 1
                     lk.unlock(task.thread.cpu, "r")     # the fault's mmap_read_unlock
                 lk.done(task.thread.cpu)
             task.requests += 1
@@ -475,47 +465,6 @@ class Timeline:
             if task.pending is not None and not task.done:
                 task.end = max(task.end, task.slept_at)
         return end
-
-    def _fault_lock(self, task: Task, va: int) -> Optional[str]:
-        """A one-page access's lock: "r" when it faults in a VMA a writer holds
-        write-locked (lock_vma_under_rcu() fails, the fault takes mmap_lock), else
-        None (the per-VMA lock, not modelled as a holder)."""
-        mm = task.thread.mm
-        lk = mm.mmap_lock
-        if lk.post is None:
-            return None
-        now = task.thread.cpu.tlbstate.now
-        if not lk.vma_locked(va, now) or mm.pt.get(va)[0] & 1:
-            return None                 # not write-locked, or present: no fault to take it
-        return "r"
-
-    @staticmethod
-    def _vmas_touched(task: Task, fn: Any, args: tuple, result: Any) -> List[Tuple[int, int]]:
-        """The VMAs a writer's call write-locks (vma_start_write), as [start, end)
-        ranges: before a call on a range runs (munmap, mprotect, a write-locked
-        madvise: the VMAs it splits, changes or removes), those the range overlaps;
-        after mmap, the one holding the new mapping (merged into a neighbour or not)."""
-        name = getattr(fn, "__name__", "")
-        vl = task.thread.mm.vmas
-        out: List[Tuple[int, int]] = []
-        if result is None and name in ("munmap", "mprotect", "madvise") and len(args) >= 2:
-            addr, end = args[0], args[0] + max(args[1], 1)
-            k = max(vl.index_at(addr), 0)
-            while k < len(vl):
-                v = vl.vma_at(k)
-                if v.start >= end:
-                    break
-                if v.end > addr:
-                    out.append((v.start, v.end))
-                k += 1
-        elif result is not None and name == "mmap":
-            addr = result if isinstance(result, int) else getattr(result, "value", None)
-            if isinstance(addr, int):
-                k = vl.index_at(addr)
-                if k >= 0:
-                    v = vl.vma_at(k)
-                    out.append((v.start, v.end))
-        return out
 
     def _smt_slow(self, cpu: Any, work_before: np.ndarray) -> None:
         """The request just run shared its core with a busy sibling: its work (user,

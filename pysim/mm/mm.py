@@ -65,7 +65,7 @@ class MM:
             footprint.map_into(self.pt)
         self.tlb_flush_pending = 0
         self.tlb_flush_batched = 0      # reclaim's batches: pending | flushed << 16 (rmap)
-        self.mmap_lock = MmapLock()
+        self.mmap_lock = MmapLock(self.vmas)
         # the heap (mm->start_brk, mm->brk); an exec image moves them
         self.start_brk = self.brk = DEFAULT_START_BRK
         self.def_flags = 0               # mm->def_flags: VM_LOCKED after mlockall(MCL_FUTURE)

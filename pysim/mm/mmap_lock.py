@@ -39,8 +39,8 @@ the rwsem of kernel/locking/rwsem.c:
   it and no other reader (rcnt == 1 in rwsem_down_read_slowpath) steals it, with a
   queue or not, and wakes the queued readers if one heads the queue; a writer's
   optimistic spin may take a free lock past the queue too.  A writer that finds its
-  lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT (4 ms at
-  HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
+  lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT
+  (DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
   A reader at the head that has waited as long, finding a writer in at its wake, sets
   it too, and writers stop stealing until the readers have had the lock.
 - With `vma_fallback` (MmapLock.vma_fallback), page faults are not always free of the
@@ -48,7 +48,9 @@ the rwsem of kernel/locking/rwsem.c:
   until mmap_write_unlock() or mmap_write_downgrade() (vma_end_write_all), and a
   fault in such a VMA finds lock_vma_under_rcu() failing and takes mmap_lock for
   reading instead (lock_mm_and_find_vma), waiting behind the writer like any reader.
-  The timeline records the VMAs (lock_vmas) around each mmap and munmap.
+  Which VMAs a writer write-locked is read off the mm's VMAs themselves: those whose
+  bounds or flags differ between its lock() and its unlock() or downgrade(), so every
+  writing call counts, whatever it is.
 
 The timeline that runs CPUs at once asks admit() before a request that takes the
 lock; a task that must wait sleeps until check() hands it the lock.  Code that calls
@@ -76,7 +78,6 @@ _MADV_READ_LOCKED = frozenset({MADV_REMOVE, MADV_WILLNEED, MADV_DONTNEED,
 INF = float("inf")
 MAX_READERS_WAKEUP = 0x100          # rwsem_mark_wake() grants at most this many readers
 RSPIN_BASE_US, RSPIN_MAX_READERS = 10.0, 30     # rwsem_rspin_threshold()
-RWSEM_WAIT_TIMEOUT_US = 4000.0      # DIV_ROUND_UP(HZ, 250) jiffies at HZ=1000
 
 
 def madvise_lock_mode(advice: Any) -> str:
@@ -98,10 +99,11 @@ class MmapLock:
                  "waiters", "holding", "granted", "granted_writer", "reader_ends",
                  "post", "check_at", "releaser", "woken", "slept", "us", "steal",
                  "handoff", "writer_woken", "queued_at", "stolen", "vma_fallback",
-                 "vma_locks", "vma_locks_until", "fallbacks")
+                 "vmas", "vmas_before", "vma_locks", "vma_locks_until", "fallbacks")
 
-    def __init__(self) -> None:
+    def __init__(self, vmas: Any = None) -> None:
         self.timed = False          # only the timeline makes holders wait
+        self.vmas = vmas            # the mm's VMAList (what vma_fallback reads)
         self.line = Calendar()      # the count word's cache line
         self.post: Optional[Callable[["MmapLock", float], None]] = None
         self.us = 0.0               # cycles per microsecond (set by attach)
@@ -127,8 +129,9 @@ class MmapLock:
         self.slept = 0              # tasks that joined the queue
         self.stolen = 0             # locks taken past a queue (steal mode)
         self.fallbacks = 0          # faults that took the lock (vma_fallback)
+        self.vmas_before: Optional[frozenset] = None   # the VMAs at the writer's lock()
         self.vma_locks: List[Tuple[int, int]] = []     # [start, end) write-locked VMAs
-        self.vma_locks_until = 0.0                      # ... until this writer lets go
+        self.vma_locks_until = 0.0                      # ... until that writer let go
         self.drop_waiters()
 
     def drop_waiters(self) -> None:
@@ -206,20 +209,40 @@ class MmapLock:
         self._post_check(self._free_for(mode))
         return False
 
-    def lock_vmas(self, ranges: List[Tuple[int, int]], until: float) -> None:
-        """vma_start_write() on the VMAs [start, end) of ranges, by the writer holding
-        the lock until `until` (its unlock or downgrade: vma_end_write_all)."""
-        self.vma_locks = ranges
+    def _vma_state(self) -> frozenset:
+        """The mm's VMAs as (start, end, flags): what a writer's vma_start_write()s
+        show as changed."""
+        return frozenset((v.start, v.end, v.flags) for v in self.vmas.vmas())
+
+    def _end_vma_writes(self, until: float) -> None:
+        """vma_end_write_all() at `until`: the VMAs the writer changed (split, merged,
+        modified or removed since its lock()) were write-locked until then."""
+        before = self.vmas_before
+        if before is None:
+            return
+        self.vmas_before = None
+        self.vma_locks = sorted((a, b) for a, b, _ in before ^ self._vma_state())
         self.vma_locks_until = until
 
-    def vma_locked(self, va: int, now: float) -> bool:
-        """Whether a fault at va, at now, finds its VMA write-locked (vma_fallback)."""
-        if now >= self.vma_locks_until:
+    def fault_takes_lock(self, pt: Any, va: int, now: float) -> bool:
+        """vma_fallback: whether a user access at va at `now` faults in a VMA a writer
+        holds write-locked (its page is not present and lock_vma_under_rcu() fails),
+        so that the fault takes mmap_lock for reading (counted in fallbacks)."""
+        if not self.vma_fallback or self.post is None or now >= self.vma_locks_until:
             return False
         for a, b in self.vma_locks:
             if a <= va < b:
+                if pt.get(va)[0] & 1:
+                    return False            # present: no fault
+                self.fallbacks += 1
                 return True
         return False
+
+    def _wait_timeout(self, cpu: Any) -> float:
+        """RWSEM_WAIT_TIMEOUT in cycles: DIV_ROUND_UP(HZ, 250) jiffies at the profile's
+        HZ (4 ms at HZ=1000 or 250, 10 ms at 100)."""
+        hz = cpu.cfg.profile.hz
+        return -(-hz // 250) / hz * 1e6 * self.us
 
     def _may_steal_read(self, now: float) -> bool:
         """rwsem_down_read_slowpath()'s reader optimistic lock stealing (steal mode): no
@@ -245,7 +268,7 @@ class MmapLock:
             self.holding[cpu.id] = "gw"
             return True
         waited = now - self.queued_at.get(cpu.id, now)
-        if waited >= RWSEM_WAIT_TIMEOUT_US * self.us:
+        if waited >= self._wait_timeout(cpu):
             self.handoff = True
         self.slept += 1
         self._post_check(self._free_for("w"))
@@ -281,9 +304,9 @@ class MmapLock:
         head_mode = self.waiters[0][2]
         free = self._free_for(head_mode)
         if free > t:
+            head_cpu = self.waiters[0][1]
             if self.steal and head_mode == "r" and self.writer_until > t and \
-                    t - self.queued_at.get(self.waiters[0][1].id, t) >= \
-                    RWSEM_WAIT_TIMEOUT_US * self.us:
+                    t - self.queued_at.get(head_cpu.id, t) >= self._wait_timeout(head_cpu):
                 # rwsem_mark_wake(): the readers' wake found a writer in, and the head
                 # reader has waited RWSEM_WAIT_TIMEOUT: RWSEM_FLAG_HANDOFF
                 self.handoff = True
@@ -330,6 +353,8 @@ class MmapLock:
         cmpxchg); otherwise the inline wait for the known holders."""
         if not self.timed:
             return
+        if mode == "w" and self.vma_fallback and self.vmas is not None:
+            self.vmas_before = self._vma_state()
         how = self.holding.get(cpu.id)
         now = cpu.tlbstate.now
         if how is not None:
@@ -350,6 +375,7 @@ class MmapLock:
             return
         now = cpu.tlbstate.now
         self.writer_until = now
+        self._end_vma_writes(now)
         self.downgraded = cpu.id
         if self.holding.get(cpu.id) == "gw":
             self.holding[cpu.id] = "gr"
@@ -378,6 +404,7 @@ class MmapLock:
             heapq.heappush(ends, end)
         else:
             self.writer_until = end
+            self._end_vma_writes(end)
         how = self.holding.pop(cpu.id, None)
         if how is not None and how[0] == "g":
             self.granted -= 1
