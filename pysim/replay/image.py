@@ -20,8 +20,8 @@ and plans the mappings that explain them:
   of the highest faulted pages (the stack is the top VMA, grown down to its lowest
   fault: its span reaches down at most RLIMIT_STACK and stops at a fetched page), and
   "inferred" mappings of the runs of faulted pages below, executable where a fetch
-  faulted.  A fault the trace shows ending in
-  SIGSEGV or SIGBUS, and one below mmap_min_addr, proves nothing and is left out.
+  faulted.  A fault the trace shows ending in SIGSEGV or SIGBUS, and one below
+  mmap_min_addr, proves nothing and is left out.
 
 Each planned region says what it is and why, and the replay reports them.
 """
@@ -32,7 +32,8 @@ import os
 import struct
 from typing import Dict, List, Optional, Tuple
 
-from ..constants import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
+from ..constants import (DEFAULT_MMAP_MIN_ADDR, DEFAULT_RLIMIT_STACK, PAGE_SIZE,
+                         PROT_EXEC, PROT_READ, PROT_WRITE)
 from .parse_strace import CLONE_VM
 
 __all__ = ["Region", "plan_images", "read_elf"]
@@ -41,8 +42,6 @@ _PF_X, _PF_W, _PF_R = 1, 2, 4
 _PT_LOAD, _PT_INTERP, _PT_GNU_RELRO = 1, 3, 0x6474E552
 _ET_EXEC = 2
 _STACK_FLOOR = 0x7FF000000000       # above the default mmap area: the stack's zone
-_MMAP_MIN_ADDR = 65536              # vm.mmap_min_addr's default: nothing maps below it
-_RLIMIT_STACK = 8 << 20             # RLIMIT_STACK's usual soft limit: the stack's reach
 
 # calls whose success proves [addr, addr+len) was mapped, and where addr/len are (any
 # madvise advice included: madvise_walk_vmas() returns -ENOMEM for a hole, whatever
@@ -256,7 +255,7 @@ def _fault_regions(frefs: Dict[int, int], planned: List[Region]) -> List[Region]
     # mmap area can start just above 0x7ff0... under ASLR, so no fixed floor says it
     stack: List[int] = []
     for p in reversed(pages):
-        if frefs[p] & 4 or (stack and stack[0] - p >= _RLIMIT_STACK):
+        if frefs[p] & 4 or (stack and stack[0] - p >= DEFAULT_RLIMIT_STACK):
             break
         stack.append(p)
     stack.reverse()
@@ -286,7 +285,7 @@ def _fault_ref(e, space_of: dict, cover: dict, frefs: dict, signalled: set,
     it unless the calls' cover holds it.  True when the fault's task was new (a fresh
     space: space_of changed)."""
     page = e.va & _PAGE_MASK
-    if page < _MMAP_MIN_ADDR or (e.pid, page) in signalled:
+    if page < DEFAULT_MMAP_MIN_ADDR or (e.pid, page) in signalled:
         return False
     s = space_of.get(e.pid)
     new = s is None
