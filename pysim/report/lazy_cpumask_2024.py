@@ -35,8 +35,10 @@ THREADS = 104
 PUBLISHED_OPS = {"eager": 7276, "lazy": 6315, "lazy+trim": 6191}
 PUBLISHED_IDLE_PCT = {"eager": 43.82, "lazy": 39.67, "lazy+trim": 38.64}
 PUBLISHED_IRQ_PCT = {"eager": 9.85, "lazy": 15.94, "lazy+trim": 17.41}
-PUBLISHED_CHANGE = -13.2            # per cent, lazy vs eager
-PUBLISHED_TRIM_CHANGE = -14.9       # per cent, lazy+trim vs eager
+# per cent against eager: lazy -13.2 (the report's title), lazy+trim -14.9
+PUBLISHED_CHANGE = round((PUBLISHED_OPS["lazy"] / PUBLISHED_OPS["eager"] - 1) * 100, 1)
+PUBLISHED_TRIM_CHANGE = round((PUBLISHED_OPS["lazy+trim"] / PUBLISHED_OPS["eager"] - 1)
+                              * 100, 1)
 KERNELS: Dict[str, Dict[str, Any]] = {
     "eager": {"lazy_cpumask": False, "trim_cpumask": False},
     "lazy": {"trim_cpumask": False},
