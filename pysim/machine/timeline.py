@@ -434,7 +434,9 @@ class Timeline:
             fallback = False
             if lock == "v":                     # a page fault: mmap_lock only if it falls back
                 mm = task.thread.mm
-                fallback = woken or mm.mmap_lock.fault_takes_lock(mm.pt, args[0], ts.now)
+                lk0 = mm.mmap_lock
+                fallback = woken or (lk0.vma_fallback
+                                     and lk0.fault_takes_lock(mm.pt, args[0], ts.now))
                 lock = "r" if fallback else None
             if lock is not None and not woken:
                 lk = task.thread.mm.mmap_lock
