@@ -117,6 +117,58 @@ def test_the_release_wakes_every_queued_reader_and_leaves_the_writers_queued():
     assert m.cpus[2].tlbstate.idle_until > readers_done
 
 
+def _spin_rig(steal, reader_at, short=False, writer_at=1000):
+    """CPU 0 holds mmap_lock for reading (64 MiB, or one page when short: its flush
+    IPI to CPU 1 makes that hold ~13 us on zen3), CPU 1's writer comes at writer_at
+    cycles, CPU 2's reader at reader_at (None: no reader)."""
+    m, proc, (t0, t1, t2, _), big, small = _rig()
+    lk = proc.mm.mmap_lock
+    lk.steal = steal
+    tl = m.timeline()
+    if short:
+        tl.spawn(t0, late_read, 0, big, 4096, MADV_DONTNEED)
+    else:
+        tl.spawn(t0, _long_read, big)
+    tl.spawn(t1, late_write, writer_at, small, 4096, PROT_READ)
+    if reader_at is not None:
+        tl.spawn(t2, late_read, reader_at, small + 4096, 4096, MADV_DONTNEED)
+    return m, lk, tl.run()
+
+
+def test_readers_coming_while_a_writer_spins_on_readers_take_the_fast_path():
+    """rwsem_optimistic_spin() on a reader-owned lock sets no FLAG_WAITERS, so a
+    reader coming during the spin gets the lock at once (steal mode: the rwsem as
+    rwsem.c runs it); the writer spun rwsem_rspin_threshold() in vain and queued,
+    its CPU busy meanwhile (no idle state) and asleep only after.  With the spin
+    simplified (steal off) the writer shuts readers out from its arrival."""
+    m, lk, res = _spin_rig(True, None)
+    spin = rspin_threshold_us(1) * 1e3 * m.preset.ghz      # one reader: 10.5 us
+    during = 1000 + spin / 2
+    m, lk, res = _spin_rig(True, during)
+    assert [tk.sleeps for tk in res.tasks] == [0, 1, 0]
+    assert lk.spun == 0 and lk.slept == 1
+    assert res.tasks[2].end < res.tasks[0].end      # inside CPU 0's hold, unqueued
+    # the writer's CPU spun (lock wait, not idle) for the threshold, then slept
+    assert _lock_cycles(m, 1) >= spin
+    hold = res.tasks[0].end - res.start
+    assert res.cpus().loc[1, "idle"] > 0.9 * (hold - 1000 - spin)
+    m, lk, res = _spin_rig(False, during)
+    assert [tk.sleeps for tk in res.tasks] == [0, 1, 1]
+
+
+def test_a_writer_spinning_on_readers_gets_the_lock_when_they_leave_in_time():
+    """The last reader lets go within the spin: the writer takes the lock without
+    sleeping (counted in spun), its wait all lock time and no idle at all."""
+    m, lk, res = _spin_rig(True, None, short=True, writer_at=20_000)
+    release = res.tasks[0].end - res.start
+    assert 20_000 < release < 20_000 + rspin_threshold_us(1) * 1e3 * m.preset.ghz
+    assert [tk.sleeps for tk in res.tasks] == [0, 0]
+    assert lk.spun == 1 and lk.slept == 0
+    assert res.tasks[1].end > res.tasks[0].end      # after the reader's release
+    assert _lock_cycles(m, 1) >= 0.95 * (release - 20_000)     # spun until then
+    assert res.cpus().loc[1, "idle"] == pytest.approx(0.0, abs=1.0)
+
+
 def test_a_writer_spins_on_a_running_writer_instead_of_sleeping():
     m, proc, (t0, t1, _, _), big, small = _rig()
     tl = m.timeline()

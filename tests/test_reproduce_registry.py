@@ -118,12 +118,19 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses(t
     assert d["published_trim_change_pct"] == -14.9
     # eager never sends an IPI to a CPU running another mm; the lazy kernels may
     assert d["cells"][0]["wrong_cpu_ipis"] == 0
+    # the robot's rhythm, per loop: vmstat.system.cs / workload, cpuidle..usage over
+    # pgfault / 2 (695438 / 756738 and 2.595e8 / 2.2795e8 for the base kernel)
+    assert d["cells"][0]["published_sleeps_per_loop"] == pytest.approx(0.919, abs=1e-3)
+    assert d["cells"][0]["published_idle_entries_per_loop"] == pytest.approx(1.138, abs=1e-3)
+    assert all(c["sleeps_per_loop"] >= 0 and c["idle_entries_per_loop"] >= 0
+               for c in d["cells"])
     text = L.format_text(d)
     assert "leave_mm()" in text and "Uncalibrated" in text
     assert "the robot saw no recovery" in text
     assert ("within 5 points of the robot's -14.9%" in text) == d["trim_within_5pp"]
     assert ("within 5 percentage points" in text) == d["within_5pp"]
     assert ("does not reach" in text) != d["within_5pp"]
+    assert ("rhythm of sleeps" in text) != d["within_5pp"]
     json.dumps(d)
     L.plot(d, str(tmp_path / "lazy.png"))
     assert (tmp_path / "lazy.png").stat().st_size > 1000

@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from mmucore import stats as _stats
-from mmucore.stats import B_USER
+from mmucore.stats import B_LOCK as _B_LOCK, B_USER
 
 from ..errors import ArgumentError, ConfigError, PysimError, no_unknown_keywords
 from ..mm.mmap_lock import madvise_lock_mode
@@ -156,6 +156,7 @@ class Task:
     idle_exit: float = -1.0              # that sleep's idle-state exit latency, cycles
     idle_from: float = 0.0               # when its CPU last chose an idle state
     next_tick: float = -1.0              # the tick that will wake its CPU (< 0: none)
+    spinning: bool = False               # its writer spins on a reader-owned mmap_lock
 
     @property
     def ops(self) -> int:
@@ -383,8 +384,16 @@ class Timeline:
         while heap:
             t, cid, i = heapq.heappop(heap)
             if cid == -1:                      # a lock's wake check
-                for task, told in self._locks[i].check(t):
-                    self._wake(task, told)
+                lk = self._locks[i]
+                for task, told in lk.check(t):
+                    if task.spinning:
+                        self._end_spin(task, told)
+                    else:
+                        self._wake(task, told)
+                while lk.spin_failed:          # spun in vain: the writer sleeps now
+                    task, told = lk.spin_failed.pop()
+                    self._end_spin(task, told, got_lock=False)
+                    self._doze(task)
                 continue
             if cid == -2:                      # the tick of a CPU asleep
                 self._tick(tasks[i], t)
@@ -443,13 +452,16 @@ class Timeline:
                 if lk.post is None:             # not this run's lock: waits are inline
                     lk = None
                 elif not lk.admit(task, task.thread.cpu, lock):
-                    self._sleep(task, req)
+                    if lk.spinner is not None and lk.spinner[0] is task:
+                        self._spin(task, req)
+                    else:
+                        self._sleep(task, req)
                     continue
             elif woken and lock is not None:
                 lk = task.thread.mm.mmap_lock
             sib = self._sibling[i] if self._smt_extra else None
-            shared = sib is not None and not sib.done and (sib.pending is None
-                                                            or sib.slept_at > ts.now)
+            shared = sib is not None and not sib.done and (
+                sib.pending is None or sib.spinning or sib.slept_at > ts.now)
             if shared:                          # the sibling thread is awake
                 work = task.thread.cpu.stats.kernel_cycles_array()[_WORK]
             if fallback and lk is not None:
@@ -480,20 +492,45 @@ class Timeline:
         """The task blocks on mmap_lock: its CPU runs the idle task in lazy TLB mode
         with the mm still loaded, in the idle state the governor picks (leave_mm()
         first for a CPUIDLE_FLAG_TLB_FLUSHED one), until a wake check wakes it."""
+        task.pending = req
+        self._running -= 1
+        self._doze(task)
+
+    def _doze(self, task: Task) -> None:
+        """_sleep's part from the switch to the idle task on (a writer whose spin
+        failed comes here at the spin's end)."""
         thread = task.thread
-        cpu = thread.cpu
-        ts = cpu.tlbstate
+        ts = thread.cpu.tlbstate
         now = ts.now
         thread.sleep()                          # enter_lazy_tlb: the idle task runs
         self._awake(task, False)
-        task.pending = req
         task.sleeps += 1
         task.slept_at = now
         task.idle_exit = -1.0
-        self._running -= 1
         if self.idle_states is not None:
             self._enter_idle(task, now)
         ts.idle_from_now(task.idle_exit)
+
+    def _spin(self, task: Task, req: tuple) -> None:
+        """The task's writer spins on a reader-owned mmap_lock (MmapLock.steal): its
+        CPU stays in the mm, busy and not lazy (IPIs reach it and run at once), until
+        the lock's check ends the spin (_end_spin) one way or the other."""
+        task.pending = req
+        task.spinning = True
+        task.slept_at = task.thread.cpu.tlbstate.now
+        self._running -= 1
+
+    def _end_spin(self, task: Task, t: float, got_lock: bool = True) -> None:
+        """The spin ended at t: its time was spent waiting for the lock (what IPI
+        handlers did not take of it); with the lock, the writer runs from t."""
+        cpu = task.thread.cpu
+        ts = cpu.tlbstate
+        if t > ts.now:
+            cpu.stats.charge(_B_LOCK, t - ts.now)
+        task.spinning = False
+        if got_lock:
+            self._running += 1
+            heapq.heappush(self._heap, (ts.now, cpu.id, task.index))
 
     def _enter_idle(self, task: Task, now: float) -> None:
         """cpuidle_idle_call() at now on the task's sleeping CPU: the menu governor's

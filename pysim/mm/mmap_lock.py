@@ -42,7 +42,15 @@ the rwsem of kernel/locking/rwsem.c:
   lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT
   (DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
   A reader at the head that has waited as long, finding a writer in at its wake, sets
-  it too, and writers stop stealing until the readers have had the lock.
+  it too, and writers stop stealing until the readers have had the lock.  The second
+  simplification goes too: a writer that finds readers owning the lock and nobody
+  queued spins without setting FLAG_WAITERS, so readers that come meanwhile still take
+  the fast path and lengthen the readers' hold; the spin succeeds only if the last
+  reader lets go within rwsem_rspin_threshold(), else the writer joins the queue's
+  tail then (rwsem_down_write_slowpath) and every later reader queues behind it.  The
+  timeline decides at the spin's end what the writer's admit() could not know (the
+  writer's CPU spins meanwhile: not idle, not lazy, taking its IPIs).  A second writer
+  coming during the spin joins the queue (the osq it would spin in is not modelled).
 - With `vma_fallback` (MmapLock.vma_fallback), page faults are not always free of the
   lock: a writer's vma_start_write() marks the VMAs it splits, merges or removes
   until mmap_write_unlock() or mmap_write_downgrade() (vma_end_write_all), and a
@@ -99,7 +107,8 @@ class MmapLock:
                  "waiters", "holding", "granted", "granted_writer", "reader_ends",
                  "post", "check_at", "releaser", "woken", "slept", "us", "steal",
                  "handoff", "writer_woken", "queued_at", "stolen", "vma_fallback",
-                 "vmas", "vmas_before", "vma_locks", "vma_locks_until", "fallbacks")
+                 "vmas", "vmas_before", "vma_locks", "vma_locks_until", "fallbacks",
+                 "spinner", "spin_until", "spin_failed", "spun")
 
     def __init__(self, vmas: Any = None) -> None:
         self.timed = False          # only the timeline makes holders wait
@@ -129,6 +138,7 @@ class MmapLock:
         self.slept = 0              # tasks that joined the queue
         self.stolen = 0             # locks taken past a queue (steal mode)
         self.fallbacks = 0          # faults that took the lock (vma_fallback)
+        self.spun = 0               # writers whose spin on readers got the lock (steal)
         self.vmas_before: Optional[frozenset] = None   # the VMAs at the writer's lock()
         self.vma_locks: List[Tuple[int, int]] = []     # [start, end) write-locked VMAs
         self.vma_locks_until = 0.0                      # ... until that writer let go
@@ -137,6 +147,9 @@ class MmapLock:
     def drop_waiters(self) -> None:
         """Nobody queued or woken (at a run's end: the counters stay)."""
         self.waiters: Deque[Tuple[Any, Any, str]] = deque()   # (task, cpu, mode)
+        self.spinner: Optional[Tuple[Any, Any]] = None  # (task, cpu) spinning on readers
+        self.spin_until = 0.0       # ... until then (steal mode)
+        self.spin_failed: List[Tuple[Any, float]] = []  # spinners that queued: (task, t)
         self.holding: Dict[int, str] = {}   # CPU -> "a" admitted or "g" woken, + mode
         self.granted = 0            # woken with the lock, their request not yet run
         self.granted_writer = False
@@ -182,7 +195,8 @@ class MmapLock:
         else:
             spent = self._atomic(cpu, now)
             free = self._holders_until("w")
-            if not self.granted and (not self.waiters or (self.steal and not self.handoff)):
+            if not self.granted and self.spinner is None and (
+                    not self.waiters or (self.steal and not self.handoff)):
                 if free <= now + spent:
                     cpu.stats.charge(B_LOCK, spent)
                     self.holding[cpu.id] = "a" + mode
@@ -191,6 +205,8 @@ class MmapLock:
                     limit = INF
                 else:
                     limit = rspin_threshold_us(self._readers_at(now)) * self.us
+                    if self.steal and not self.waiters:
+                        return self._spin_on_readers(task, cpu, now + spent, limit)
                 if free - now <= limit:
                     cpu.stats.charge(B_LOCK, free - now + self._atomic(cpu, free))
                     self.holding[cpu.id] = "a" + mode
@@ -208,6 +224,41 @@ class MmapLock:
         self.slept += 1
         self._post_check(self._free_for(mode))
         return False
+
+    def _spin_on_readers(self, task: Any, cpu: Any, now: float, limit: float) -> bool:
+        """Steal mode: rwsem_optimistic_spin() on a reader-owned lock from now for at
+        most `limit` cycles; check() ends it (False: the timeline lets the CPU spin)."""
+        cpu.stats.charge(B_LOCK, self._atomic(cpu, now))
+        self.spinner = (task, cpu)
+        self.spin_until = now + limit
+        self._post_check(min(self._holders_until("w"), self.spin_until))
+        return False
+
+    def _end_spin(self, t: float) -> List[Tuple[Any, float]]:
+        """check()'s step for the spinning writer at t: the lock if the readers have
+        all let go and nobody else was given it ([(task, t)]), the queue's tail once
+        the spin is over (in spin_failed, for the timeline to put its CPU to sleep),
+        else another check when the known readers are done or the spin ends."""
+        task, cpu = self.spinner
+        if not self.granted and not self.handoff and self._holders_until("w") <= t:
+            self.spinner = None
+            self.spun += 1
+            self.granted += 1
+            self.granted_writer = True
+            self.holding[cpu.id] = "gw"
+            return [(task, t)]
+        if t >= self.spin_until:
+            self.spinner = None             # rwsem_down_write_slowpath(): FLAG_WAITERS
+            cost = cpu.cfg.cost
+            cpu.stats.charge(B_LOCK, self._atomic(cpu, t, cost.cacheline_transfer))
+            self.waiters.append((task, cpu, "w"))
+            self.queued_at[cpu.id] = t
+            self.slept += 1
+            self.spin_failed.append((task, t))
+            return []
+        nxt = min(self._holders_until("w"), self.spin_until)
+        self._post_check(nxt if nxt > t else self.spin_until)   # (every check looks)
+        return []
 
     def _vma_state(self) -> frozenset:
         """The mm's VMAs as (start, end, flags): what a writer's vma_start_write()s
@@ -256,6 +307,8 @@ class MmapLock:
         (rwsem_try_write_lock): True with it; False when someone took it meanwhile,
         and the writer sleeps again at the head (setting RWSEM_FLAG_HANDOFF once it
         has waited RWSEM_WAIT_TIMEOUT) until the next wake check."""
+        if self.holding.get(cpu.id) == "gw":
+            return True                     # its spin got the lock (check, _end_spin)
         now = cpu.tlbstate.now
         self.writer_woken = False
         if self.granted == 0 and self._holders_until("w") <= now:
@@ -299,6 +352,11 @@ class MmapLock:
         if t != self.check_at:
             return []                       # superseded by an earlier check
         self.check_at = INF
+        spun = self._end_spin(t) if self.spinner is not None else []
+        return spun + self._wake_queue(t)
+
+    def _wake_queue(self, t: float) -> List[Tuple[Any, float]]:
+        """check()'s rwsem_wake() of the queue (see check)."""
         if not self.waiters:
             return []
         head_mode = self.waiters[0][2]

@@ -141,6 +141,7 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         "per_thread_ops": res.per_thread_ops,
         "seconds": res.seconds,
         "iterations": sum(t.ops for t in res.tasks),
+        "sleeps": sum(t.sleeps for t in res.tasks),     # on mmap_lock, warm-up included
     }
     split = res.cpus().loc[list(range(threads))].sum()
     for key, value in split.items():
