@@ -160,6 +160,27 @@ cdef inline void mask_write(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) noe
     shared_line_write(e, cpu, &mm.mask_line)
 
 
+# The wrong-CPU exit of flush_tlb_func (6.14) on the timeline.  A CPU that left the mm
+# (leave_mm() into C6, or a switch to another mm) keeps its bit until a flush IPI's
+# handler finds it running something else and clears it.  That handler runs when the
+# IPI reaches the CPU: after the CPU leaves its idle state (C6: tens of microseconds)
+# and the handlers queued before it.  Until then the bit is still set, so every flush
+# of the mm sent meanwhile targets the CPU too, and each of those handlers clears the
+# bit again (an atomic on the contended mask line).  The clear is therefore kept
+# pending (leave_ctx, leave_at: the first such handler's end) and takes effect for
+# the flushes and switches that come after that time (mask_settle).
+cdef inline bint mask_settle(cpu_tlbstate* c, mm_context* mm, double now) noexcept nogil:
+    """c's pending wrong-CPU clear of mm's bit takes effect if its handler ran by now
+    (True: the bit is gone).  A pending clear names its mm by ctx_id, so one whose mm
+    is gone is never applied to another."""
+    if c.leave_ctx != mm.ctx_id or c.leave_at > now:
+        return False
+    c.leave_ctx = -1
+    c.leave_at = INFINITY
+    cpumask_clear_cpu(mm, c.cpu)
+    return True
+
+
 cdef inline uint64_t inc_mm_tlb_gen(flush_env* e, cpu_tlbstate* cpu,
                                     mm_context* mm) noexcept nogil:
     """inc_mm_tlb_gen(): atomic64_inc_return(&mm->context.tlb_gen) from cpu."""
@@ -346,6 +367,9 @@ cdef class CpuTlbState:
         self.s.npending = 0
         self.s.cap_pending = 0
         self.s.need_tlbsync = False
+        self.s.leave_ctx = -1
+        self.s.leave_at = INFINITY
+        self.s.wrong_hit = False
 
     def __dealloc__(self):
         free(self.s.pending)
@@ -822,6 +846,9 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
         cpu.loaded_mm = NULL
         switch_pcid(cpu, 0, False)          # init_mm: kernel mappings only
         return
+    if cpu.leave_ctx == mm.ctx_id and not mask_settle(cpu, mm, cpu_now(cpu)):
+        cpu.leave_ctx = -1                  # back before the wrong-CPU handler ran:
+        cpu.leave_at = INFINITY             # it would find the mm loaded, and keep the bit
     new_cpu = not cpumask_test_cpu(mm, cpu.cpu)
     # 6.14 tests the bit before setting it, so a CPU coming back writes nothing
     if not e.p.lazy_cpumask or new_cpu:
@@ -924,9 +951,15 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
             return 0.0                      # init_mm: no user translations
     elif mm != cpu.loaded_mm:
         if e.p.lazy_cpumask:
-            cpumask_clear_cpu(mm, cpu.cpu)  # the CPU was left in the mask: clear it
-            mask_write(e, cpu, mm)
+            mask_write(e, cpu, mm)          # the CPU was left in the mask: clear it
             stats_add(cpu.stats, K_TLB_REMOTE_WRONG_CPU, 1)
+            if e.timeline:                  # when this handler runs (mask_settle)
+                if cpu.leave_ctx != mm.ctx_id:
+                    cpu.leave_ctx = mm.ctx_id
+                    cpu.leave_at = INFINITY
+                cpu.wrong_hit = True
+            else:
+                cpumask_clear_cpu(mm, cpu.cpu)
         return 0.0
     if e.p.rar and cpu.is_lazy:
         cpumask_clear_cpu(mm, cpu.cpu)      # the RFC clears a lazy CPU's bit here
@@ -1086,7 +1119,7 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
     beyond its own local flush (local_cycles)."""
     cdef int i
     cdef cpu_tlbstate* c
-    cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, arrive = 0.0
+    cdef double rtt = 0.0, hw0, kernel, work, sends, wait, ack, hend, arrive = 0.0
     stats_add(initiator.stats, K_IPI_SENT, n)
     sends = e.c.ipi_send + e.c.ipi_extra_target * (n - 1)
     if e.timeline and e.c.cacheline_remote != e.c.cacheline_transfer:
@@ -1114,7 +1147,12 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
             stats_spend(c.stats, B_IPI_HANDLER, work * c.smt_slow)
             work += work * c.smt_slow
         if e.timeline:
-            ack = handle_ipi(e, c, arrive, work) + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
+            hend = handle_ipi(e, c, arrive, work)
+            if c.wrong_hit:                 # its wrong-CPU clear happens at hend
+                c.wrong_hit = False
+                if hend < c.leave_at:
+                    c.leave_at = hend
+            ack = hend + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
         else:
             ack = e.c.ipi_deliver + work + e.c.ipi_ack
         if ack > rtt:
@@ -1129,9 +1167,12 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     gets an IPI running flush_tlb_func; the initiator pays the sends and waits for the
     slowest acknowledgement beyond its own local flush."""
     cdef int cpu_id, n = 0, nothers = 0
+    cdef double now = cpu_now(initiator) if e.timeline else 0.0
     cpu_id = cpumask_next(-1, mm.cpumask, mm.nwords)
     while cpu_id < e.ncpus:
-        if cpu_id != initiator.cpu:
+        if e.timeline and mask_settle(e.cpus[cpu_id], mm, now):
+            pass                            # a handler cleared the bit before this flush
+        elif cpu_id != initiator.cpu:
             nothers += 1
             # a preempted vCPU is flushed on its next entry (kvm_pv_flush_deferred)
             if not (e.kvm_pv_preempt > 0.0 and kvm_pv_flush_deferred(e, e.cpus[cpu_id])) \

@@ -80,3 +80,74 @@ def test_an_ipi_to_a_cpu_in_c6_waits_its_exit_latency():
     assert start >= exit_c6 + cost.ipi_deliver
     assert start < exit_c6 + cost.ipi_deliver + cost.ipi_send + 20_000
     assert c0.stats.kernel_cycles_array()[B["ipi"]] > exit_c6
+
+
+def _rig3():
+    """_rig on three CPUs under 209954cbc7d0 alone: CPUs 0 and 1 run the mm, CPU 2 ran
+    it, left it for C6 (leave_mm) and sleeps there; CPUs start a timeline at time 0."""
+    m = pysim.Machine(cpus=3, preset="skylake", profile="v6.14", checker=False,
+                      trim_cpumask=False)
+    proc = m.process()
+    threads = [proc.thread(cpu=c) for c in range(3)]
+    for t in threads:
+        t.run()
+    threads[2].sleep()
+    m.arch.flush.leave_mm(m.cpus[2].tlbstate)
+    for c in m.cpus:
+        c.tlbstate.reset_time(-c.stats.clock)
+    m.arch.set_timeline(True)
+    proc.mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
+    exit_c6 = 133.0 * m.preset.ghz * 1e3
+    m.cpus[2].tlbstate.sleep_until(1e12, exit_c6)
+    return m, proc.mm, exit_c6
+
+
+def test_a_wrong_cpu_bit_stays_set_until_its_handler_runs():
+    """flush_tlb_func() clears a wrong CPU's bit when the handler runs, after the CPU
+    left C6: a flush sent before that targets the CPU again (and clears it again), one
+    sent after finds the bit gone.  Off the timeline the clear is at once."""
+    m, mm, exit_c6 = _rig3()
+    c0, c1, c2 = (c.tlbstate for c in m.cpus)
+    flush = m.arch.flush.flush_tlb_mm_range
+    wrong = lambda: int(m.counter_array()["tlb_remote_wrong_cpu"].sum())   # noqa: E731
+    flush(c0, mm.context, 0x1000, 0x2000, 12, False)       # at 0: CPU 2 still in C6
+    assert wrong() == 1 and 2 in mm.context                # cleared only when it runs
+    (start, end), = c2.irq_bookings
+    assert start >= exit_c6
+    assert c1.now < start                                  # CPU 1 flushes before that
+    flush(c1, mm.context, 0x3000, 0x4000, 12, False)
+    assert wrong() == 2                                    # the bit was still set
+    assert c0.now > end                                    # CPU 0 waited out C6's exit
+    flush(c0, mm.context, 0x5000, 0x6000, 12, False)       # after the first handler
+    assert wrong() == 2 and 2 not in mm.context
+    # off the timeline, the first flush's handler clears it at once
+    m = pysim.Machine(cpus=3, preset="skylake", profile="v6.14", checker=False,
+                      trim_cpumask=False)
+    proc = m.process()
+    threads = [proc.thread(cpu=c) for c in range(3)]
+    for t in threads:
+        t.run()
+    threads[2].sleep()
+    m.arch.flush.leave_mm(m.cpus[2].tlbstate)
+    proc.mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
+    for c in (0, 1):
+        m.arch.flush.flush_tlb_mm_range(m.cpus[c].tlbstate, proc.mm.context, 0x1000,
+                                        0x2000, 12, False)
+    assert int(m.counter_array()["tlb_remote_wrong_cpu"].sum()) == 1
+    assert 2 not in proc.mm.context
+
+
+def test_a_cpu_back_on_the_mm_before_the_wrong_cpu_handler_keeps_its_bit():
+    """switch_mm_irqs_off() to the mm before the pending clear's handler ran: the
+    handler would find the mm loaded, so the bit stays (and is not written again)."""
+    m, mm, exit_c6 = _rig3()
+    c0, c2 = m.cpus[0].tlbstate, m.cpus[2].tlbstate
+    m.arch.flush.flush_tlb_mm_range(c0, mm.context, 0x1000, 0x2000, 12, False)
+    assert 2 in mm.context
+    (start, _end), = c2.irq_bookings
+    c2.wake(start - 1000.0)                 # woken for its thread just before that
+    m.arch.flush.switch_mm(c2, mm.context)
+    assert c0.now > start                   # CPU 0's next flush comes after it
+    m.arch.flush.flush_tlb_mm_range(c0, mm.context, 0x3000, 0x4000, 12, False)
+    assert 2 in mm.context and c2.loaded_mm is not None
+    assert int(m.counter_array()["tlb_remote_wrong_cpu"].sum()) == 1
