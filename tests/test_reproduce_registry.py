@@ -39,6 +39,41 @@ def test_the_stored_fit_gives_the_training_residuals_it_was_fitted_to():
         assert abs(r) < 0.12, (c, r)
 
 
+def test_the_stored_lazy_cpumask_fit_gives_the_base_kernels_cell():
+    """skylake-lkp-2024's three fitted costs (one eager run, seed 0, at the entry's
+    loops) still give the robot's base-kernel figures they were fitted to."""
+    from pysim.report import lazy_cpumask_2024 as L
+    r = L.residuals(L.training_figures([L._cell("eager", 1500, 0)]))
+    assert set(r) == set(L.TRAINING)
+    assert all(abs(v) < 0.15 for v in r.values()), r
+
+
+def test_the_lazy_cpumask_fit_finds_costs_that_give_the_training_figures(monkeypatch):
+    """fit() on a stand-in simulation whose figures follow the three costs: it finds
+    the costs that give the robot's base-kernel figures, from the skylake values."""
+    from pysim.report import lazy_cpumask_2024 as L
+
+    def runs(jobs, workers):
+        out = []
+        for kernel, _iterations, _seed, c in jobs:
+            assert kernel == "eager"                 # trained on the base kernel alone
+            total = 1e6
+            idle = 0.4382 * c["ttwu"] / 4000.0 * total
+            irq = 0.0985 * c["ipi_handler"] / 150.0 * total
+            row = {"per_thread_ops": 7276.0 * 1000.0 / c["ipi_extra_target"],
+                   "cycles_idle": idle, "cycles_ipi_handler": irq}
+            row.update({f"cycles_{x}": 0.0 for x in ("user", "ipi_wait", "lock_wait")})
+            row["cycles_syscall"] = total - idle - irq
+            out.append(row)
+        return out
+    monkeypatch.setattr(L, "_runs", runs)
+    f = L.fit(100, starts=[{"ipi_extra_target": 210.0, "ipi_handler": 300.0,
+                            "ttwu": 1100.0}], max_evaluations=120)
+    assert f["fitted"] == pytest.approx({"ipi_extra_target": 1000.0, "ipi_handler": 150.0,
+                                         "ttwu": 4000.0}, rel=0.02)
+    assert f["residual_cost"] < 1e-3 and 0 < f["evaluations"] <= 120 and not f["stored"]
+
+
 def test_the_tip_curve_falls_past_36_threads_because_smt_siblings_share_cores():
     # what the report says the fall comes from: with the fitted SMT share, 64 threads
     # (28 cores shared) do fewer loops than 32 (none shared); with siblings at full
@@ -125,7 +160,12 @@ def test_lazy_cpumask_entry_reports_its_three_kernels_and_names_what_it_misses(t
     assert all(c["sleeps_per_loop"] >= 0 and c["idle_entries_per_loop"] >= 0
                for c in d["cells"])
     text = L.format_text(d)
-    assert "leave_mm()" in text and "Uncalibrated" in text
+    assert "leave_mm()" in text and "Not fitted" in text
+    # the fit: three costs on the base kernel's cell, the lazy kernels held out
+    assert [c["held_out"] for c in d["cells"]] == [False, True, True]
+    assert d["fit"]["free_params"] == list(L.FREE_PARAMS) and d["fit"]["stored"]
+    assert [t["figure"] for t in d["fit"]["training"]] == list(L.TRAINING)
+    assert "held out" in text
     assert "the robot saw no recovery" in text
     assert ("within 5 points of the robot's -14.9%" in text) == d["trim_within_5pp"]
     assert ("within 5 percentage points" in text) == d["within_5pp"]
@@ -145,7 +185,7 @@ def test_lazy_cpumask_counts_a_regression_only_beyond_its_replicates_spread(
     from pysim.report import lazy_cpumask_2024 as L
     ops = {"eager": (100.0,) * 4, "lazy": lazy_ops, "lazy+trim": (99.0,) * 4}
 
-    def cell(kernel, iterations, seed=0):
+    def cell(kernel, iterations, seed=0, costs=None):
         row = {"per_thread_ops": ops[kernel][seed], "iterations": 10, "ipi_sent": 0}
         row.update({f"cycles_{x}": 1.0 for x in L.SPLIT})
         return row

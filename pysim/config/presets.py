@@ -647,6 +647,31 @@ def _milan_2025() -> Preset:
                                            f"invlpgb-2025){fields}; Machine(cpus=72)")
 
 
+# Fitted by pysim.report.lazy_cpumask_2024 (least squares, its FIT_REPLICATES runs at
+# its default loops) from skylake on the training cell of the kernel test robot's
+# tlb_flush2 table: the base kernel's per_thread_ops, idle and irq shares
+# (`pysim reproduce lazy-cpumask-2024 --refit` recomputes them; a test checks that
+# they still give that cell).  The lazy kernels' cells are held out.
+SKYLAKE_LKP_2024_FIT: Dict[str, float] = {"ipi_extra_target": 1397.1, "ipi_handler": 164.8,
+                                          "ttwu": 4197.8}
+
+
+def _skylake_lkp_2024() -> Preset:
+    """skylake with the costs pysim reproduce lazy-cpumask-2024 fitted."""
+    start = _skylake()
+    sources = {k: (f"fitted: pysim.report.lazy_cpumask_2024 from {start.cost(k):g} "
+                   f"(skylake) to {v:g} on the kernel test robot's base-kernel cell "
+                   f"(will-it-scale tlb_flush2, 104 threads: per_thread_ops, idle, irq)")
+               for k, v in SKYLAKE_LKP_2024_FIT.items()}
+    fitted = start.replace(name="skylake-lkp-2024", **SKYLAKE_LKP_2024_FIT)
+    return dataclasses.replace(fitted, sources={**fitted.sources, **sources},
+                               free_params=tuple(SKYLAKE_LKP_2024_FIT),
+                               description="skylake calibrated on the kernel test robot's "
+                                           "lkp-skl-fpga01 tlb_flush2 base kernel (see "
+                                           "pysim reproduce lazy-cpumask-2024); "
+                                           "Machine(cpus=104)")
+
+
 def _arm64(name: str, ghz: float, part: str, cores: int, ghz_source: str) -> Preset:
     """An arm64 server preset: Neoverse N1-class TLBs, broadcast TLBI costs (assumed),
     the Intel-era kernel-path costs reused where arm64 has no figure."""
@@ -807,6 +832,7 @@ def _intel_rar() -> Preset:
 
 PRESETS["intel-rar"] = _intel_rar()
 PRESETS["milan-2025"] = _milan_2025()
+PRESETS["skylake-lkp-2024"] = _skylake_lkp_2024()
 
 
 def _this_host() -> Preset:
