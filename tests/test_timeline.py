@@ -373,3 +373,31 @@ def test_smt_speed_is_checked():
         pysim.get_preset("zen3", smt_speed=0.0)
     with pytest.raises(ConfigError, match="smt_speed"):
         pysim.get_preset("zen3", smt_speed=1.5)
+
+
+def _work_then_tick(t, before, after):
+    """user work during the warm-up, then more after it, ticking once."""
+    yield t.compute(before)
+    yield t.compute(after)
+    t.tick()
+
+
+def test_the_time_split_and_counts_cover_the_window_after_the_warm_up():
+    """will-it-scale discards its warm-up: cpus() splits the time from the warm-up's end
+    (window_start) on, and what the warm-up did is kept apart (warm_counters)."""
+    m = pysim.Machine(cpus=1, preset="zen3", profile="v6.2")
+    t = m.process().thread(cpu=0)
+    tl = m.timeline()
+    tl.spawn(t, _work_then_tick, 40_000.0, 10_000.0)
+    res = tl.run(warmup=30_000.0)
+    assert res.window_start >= res.start + 30_000.0
+    split = res.cpus().loc[0]
+    # the window holds what came after the 40,000-cycle request that ended the warm-up
+    assert split["user"] == pytest.approx(10_000.0)
+    assert split["user"] + split["idle"] == pytest.approx(res.end - res.window_start)
+    assert res.warm_counters and res.warm_sleeps == [0]
+    tl = m.timeline()
+    tl.spawn(t, _work_then_tick, 40_000.0, 10_000.0)
+    res = tl.run()                                  # no warm-up: the whole run
+    assert res.window_start == res.start
+    assert res.cpus().loc[0, "user"] == pytest.approx(50_000.0)

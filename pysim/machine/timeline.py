@@ -172,6 +172,13 @@ class TimelineResult:
     end: float
     tasks: List[Task]
     cpu_time: Dict[int, Dict[str, float]] = field(default_factory=dict)
+    # the window cpu_time covers: from the end of the warm-up (start without one)
+    window_start: float = 0.0
+    # what the warm-up already held when it ended (subtract for the window): each
+    # task's sleeps, the idle states chosen, the machine's counters (counter_array())
+    warm_sleeps: List[int] = field(default_factory=list)
+    warm_idle_usage: Dict[str, int] = field(default_factory=dict)
+    warm_counters: Dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -316,7 +323,10 @@ class Timeline:
             if c.id not in busy and not c.tlbstate.running_user:
                 c.tlbstate.idle_until = float("inf")
         self._pair_siblings()
-        before = {c.id: _breakdown_now(c) for c in m.cpus}
+        self._warm = None
+        self._warm_at = t0 + warmup
+        if not warmup > 0:
+            self._snapshot(t0)
         limit = t0 + until if until is not None else None
         for task in self.tasks:
             task.calls._warm_until = t0 + warmup
@@ -332,7 +342,18 @@ class Timeline:
                 lk.drop_waiters()
                 lk.timed = False
             m.frames.lruvec.timed = False
-        return self._result(t0, end, before)
+        if self._warm is None:                  # ended inside its warm-up
+            self._snapshot(end)
+        return self._result(t0, end)
+
+    def _snapshot(self, t: float) -> None:
+        """What the run holds at t, the end of its warm-up: the window the time split
+        covers starts here (every CPU's categories, tasks' sleeps, idle states and
+        counters as they are now; CPUs are within one request of t)."""
+        m = self.machine
+        self._warm = (t, {c.id: _breakdown_now(c) for c in m.cpus},
+                      [task.sleeps for task in self.tasks], dict(self.idle_usage),
+                      m.counter_array())
 
     def _pair_siblings(self) -> None:
         """Each task's SMT sibling task (CPU i pairs with i + N/2) on SMT presets, and
@@ -383,6 +404,8 @@ class Timeline:
         reply: List[Any] = [None] * len(tasks)
         while heap:
             t, cid, i = heapq.heappop(heap)
+            if self._warm is None and t >= self._warm_at:
+                self._snapshot(t)              # the warm-up is over
             if cid == -1:                      # a lock's wake check
                 lk = self._locks[i]
                 for task, told in lk.check(t):
@@ -575,15 +598,19 @@ class Timeline:
         self._running += 1
         heapq.heappush(self._heap, (ts.now, cpu.id, task.index))
 
-    def _result(self, t0: float, end: float, before: Dict[int, np.ndarray]) -> TimelineResult:
-        """Per-CPU time split over the run (idle is what the rest leaves of it)."""
+    def _result(self, t0: float, end: float) -> TimelineResult:
+        """Per-CPU time split over the window after the warm-up (idle is what the rest
+        leaves of it), and what the warm-up held."""
         m = self.machine
-        res = TimelineResult(m.preset.ghz, t0, end, list(self.tasks))
+        w0, before, sleeps, usage, counters = self._warm
+        res = TimelineResult(m.preset.ghz, t0, end, list(self.tasks), window_start=w0,
+                             warm_sleeps=sleeps, warm_idle_usage=usage,
+                             warm_counters=counters)
         idx = _stats.BREAKDOWN_INDEX
         for c in m.cpus:
             delta = _breakdown_now(c) - before[c.id]
             row = {k: float(sum(delta[idx[n]] for n in names))
                    for k, names in TIME_SPLIT.items()}
-            row["idle"] = max(0.0, (end - t0) - float(delta.sum()))
+            row["idle"] = max(0.0, (end - w0) - float(delta.sum()))
             res.cpu_time[c.id] = row
         return res

@@ -89,7 +89,8 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     `cpus` CPUs (default: threads), `iterations` counted iterations each after
     `warmup_ms` of simulated warm-up (time for rules that sample jiffies, such as the
     global ASID choice, to settle).  Returns the totals and the per-CPU time split
-    summed over the tasks' CPUs (cycles, warm-up included).  cpuidle names the idle-state
+    summed over the tasks' CPUs (cycles), every count and share over the window after
+    the warm-up.  cpuidle names the idle-state
     table of pysim.machine.cpuidle that CPUs asleep on mmap_lock choose from (None: one
     state, the preset's idle_exit); its usage comes back as cpuidle_usage.
     start_jitter_us > 0 starts each task after a delay drawn uniformly below it from
@@ -141,12 +142,14 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         "per_thread_ops": res.per_thread_ops,
         "seconds": res.seconds,
         "iterations": sum(t.ops for t in res.tasks),
-        "sleeps": sum(t.sleeps for t in res.tasks),     # on mmap_lock, warm-up included
+        # on mmap_lock, after the warm-up (as every count below)
+        "sleeps": sum(t.sleeps for t in res.tasks) - sum(res.warm_sleeps),
     }
     split = res.cpus().loc[list(range(threads))].sum()
     for key, value in split.items():
         out[f"cycles_{key}"] = float(value)
-    counts = m.counter_array()
+    counts = {k: v - res.warm_counters[k] if k in res.warm_counters else v
+              for k, v in m.counter_array().items()}
     for name in ("ipi_sent", "flush_tlb_mm_range", "nr_tlb_remote_flush_received",
                  "remote_flush_one", "remote_flush_all", "nr_tlb_local_flush_one",
                  "nr_tlb_local_flush_all"):
@@ -155,5 +158,6 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         out.setdefault(name, int(counts[name].sum()) if name != "cycles" else None)
     out.pop("cycles", None)
     if cpuidle is not None:
-        out["cpuidle_usage"] = dict(tl.idle_usage)
+        out["cpuidle_usage"] = {k: n - res.warm_idle_usage.get(k, 0)
+                                for k, n in tl.idle_usage.items()}
     return out
