@@ -82,9 +82,10 @@ def test_an_ipi_to_a_cpu_in_c6_waits_its_exit_latency():
     assert c0.stats.kernel_cycles_array()[B["ipi"]] > exit_c6
 
 
-def _rig3():
+def _rig3(timeline=True):
     """_rig on three CPUs under 209954cbc7d0 alone: CPUs 0 and 1 run the mm, CPU 2 ran
-    it, left it for C6 (leave_mm) and sleeps there; CPUs start a timeline at time 0."""
+    it, left it for C6 (leave_mm); with timeline, CPUs start one at time 0 and CPU 2
+    sleeps in C6 there."""
     m = pysim.Machine(cpus=3, preset="skylake", profile="v6.14", checker=False,
                       trim_cpumask=False)
     proc = m.process()
@@ -93,12 +94,13 @@ def _rig3():
         t.run()
     threads[2].sleep()
     m.arch.flush.leave_mm(m.cpus[2].tlbstate)
-    for c in m.cpus:
-        c.tlbstate.reset_time(-c.stats.clock)
-    m.arch.set_timeline(True)
     proc.mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
     exit_c6 = 133.0 * m.preset.ghz * 1e3
-    m.cpus[2].tlbstate.sleep_until(1e12, exit_c6)
+    if timeline:
+        for c in m.cpus:
+            c.tlbstate.reset_time(-c.stats.clock)
+        m.arch.set_timeline(True)
+        m.cpus[2].tlbstate.sleep_until(1e12, exit_c6)
     return m, proc.mm, exit_c6
 
 
@@ -121,20 +123,12 @@ def test_a_wrong_cpu_bit_stays_set_until_its_handler_runs():
     flush(c0, mm.context, 0x5000, 0x6000, 12, False)       # after the first handler
     assert wrong() == 2 and 2 not in mm.context
     # off the timeline, the first flush's handler clears it at once
-    m = pysim.Machine(cpus=3, preset="skylake", profile="v6.14", checker=False,
-                      trim_cpumask=False)
-    proc = m.process()
-    threads = [proc.thread(cpu=c) for c in range(3)]
-    for t in threads:
-        t.run()
-    threads[2].sleep()
-    m.arch.flush.leave_mm(m.cpus[2].tlbstate)
-    proc.mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
+    m, mm, _ = _rig3(timeline=False)
     for c in (0, 1):
-        m.arch.flush.flush_tlb_mm_range(m.cpus[c].tlbstate, proc.mm.context, 0x1000,
-                                        0x2000, 12, False)
+        m.arch.flush.flush_tlb_mm_range(m.cpus[c].tlbstate, mm.context, 0x1000, 0x2000,
+                                        12, False)
     assert int(m.counter_array()["tlb_remote_wrong_cpu"].sum()) == 1
-    assert 2 not in proc.mm.context
+    assert 2 not in mm.context
 
 
 def test_a_cpu_back_on_the_mm_before_the_wrong_cpu_handler_keeps_its_bit():
