@@ -40,7 +40,8 @@ the rwsem of kernel/locking/rwsem.c:
   queue or not, and wakes the queued readers if one heads the queue; a writer's
   optimistic spin may take a free lock past the queue too.  A writer that finds its
   lock stolen sleeps again at the head; once it has waited RWSEM_WAIT_TIMEOUT
-  (DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=1000) it sets RWSEM_FLAG_HANDOFF and nobody may steal until it has the lock.
+  (DIV_ROUND_UP(HZ, 250) jiffies: 4 ms at HZ=1000) it sets RWSEM_FLAG_HANDOFF and
+  nobody may steal until it has the lock.
   A reader at the head that has waited as long, finding a writer in at its wake, sets
   it too, and writers stop stealing until the readers have had the lock.  The second
   simplification goes too: a writer that finds readers owning the lock and nobody
