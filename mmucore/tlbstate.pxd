@@ -61,7 +61,6 @@ cdef struct cpu_tlbstate:
     # runs, not when it is sent (flush_tlb_func, mask_settle)
     int64_t leave_ctx               # the mm (ctx_id) whose bit a handler clears, -1: none
     double leave_at                 # when the first such handler ends (INFINITY: unknown)
-    bint wrong_hit                  # the handler just modelled took the wrong-CPU exit
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)

@@ -369,7 +369,6 @@ cdef class CpuTlbState:
         self.s.need_tlbsync = False
         self.s.leave_ctx = -1
         self.s.leave_at = INFINITY
-        self.s.wrong_hit = False
 
     def __dealloc__(self):
         free(self.s.pending)
@@ -953,11 +952,10 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
         if e.p.lazy_cpumask:
             mask_write(e, cpu, mm)          # the CPU was left in the mask: clear it
             stats_add(cpu.stats, K_TLB_REMOTE_WRONG_CPU, 1)
-            if e.timeline:                  # when this handler runs (mask_settle)
+            if e.timeline:                  # at this handler's end (send_flush_ipis)
                 if cpu.leave_ctx != mm.ctx_id:
                     cpu.leave_ctx = mm.ctx_id
                     cpu.leave_at = INFINITY
-                cpu.wrong_hit = True
             else:
                 cpumask_clear_cpu(mm, cpu.cpu)
         return 0.0
@@ -1148,10 +1146,8 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
             work += work * c.smt_slow
         if e.timeline:
             hend = handle_ipi(e, c, arrive, work)
-            if c.wrong_hit:                 # its wrong-CPU clear happens at hend
-                c.wrong_hit = False
-                if hend < c.leave_at:
-                    c.leave_at = hend
+            if mm != NULL and c.leave_ctx == mm.ctx_id and hend < c.leave_at:
+                c.leave_at = hend           # a wrong-CPU handler: its clear happens then
             ack = hend + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
         else:
             ack = e.c.ipi_deliver + work + e.c.ipi_ack

@@ -402,10 +402,12 @@ class Timeline:
         end = t0
         tasks = self.tasks
         reply: List[Any] = [None] * len(tasks)
+        warm_at = self._warm_at if self._warm is None else None
         while heap:
             t, cid, i = heapq.heappop(heap)
-            if self._warm is None and t >= self._warm_at:
+            if warm_at is not None and t >= warm_at:
                 self._snapshot(t)              # the warm-up is over
+                warm_at = None
             if cid == -1:                      # a lock's wake check
                 lk = self._locks[i]
                 for task, told in lk.check(t):

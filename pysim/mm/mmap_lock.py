@@ -217,14 +217,16 @@ class MmapLock:
             else:
                 cpu.stats.charge(B_LOCK, spent)
                 now += spent
-        # rwsem_down_*_slowpath(): wait_lock, join the queue, set FLAG_WAITERS
-        cost = cpu.cfg.cost
-        cpu.stats.charge(B_LOCK, self._atomic(cpu, now, cost.cacheline_transfer))
+        self._join_queue(task, cpu, mode, now)
+        self._post_check(self._free_for(mode))
+        return False
+
+    def _join_queue(self, task: Any, cpu: Any, mode: str, now: float) -> None:
+        """rwsem_down_*_slowpath(): wait_lock, join the queue's tail, FLAG_WAITERS."""
+        cpu.stats.charge(B_LOCK, self._atomic(cpu, now, cpu.cfg.cost.cacheline_transfer))
         self.waiters.append((task, cpu, mode))
         self.queued_at[cpu.id] = now
         self.slept += 1
-        self._post_check(self._free_for(mode))
-        return False
 
     def _spin_on_readers(self, task: Any, cpu: Any, now: float, limit: float) -> bool:
         """Steal mode: rwsem_optimistic_spin() on a reader-owned lock from now for at
@@ -249,12 +251,8 @@ class MmapLock:
             self.holding[cpu.id] = "gw"
             return [(task, t)]
         if t >= self.spin_until:
-            self.spinner = None             # rwsem_down_write_slowpath(): FLAG_WAITERS
-            cost = cpu.cfg.cost
-            cpu.stats.charge(B_LOCK, self._atomic(cpu, t, cost.cacheline_transfer))
-            self.waiters.append((task, cpu, "w"))
-            self.queued_at[cpu.id] = t
-            self.slept += 1
+            self.spinner = None
+            self._join_queue(task, cpu, "w", t)
             self.spin_failed.append((task, t))
             return []
         nxt = min(self._holders_until("w"), self.spin_until)

@@ -129,7 +129,9 @@ def training_figures(runs: Sequence[Dict[str, Any]]) -> Dict[str, float]:
             "irq": statistics.fmean(_shares(r)["irq"] for r in runs)}
 
 
-PUBLISHED_TRAINING = {"per_thread_ops": 7276.0, "idle": 43.82 / 100, "irq": 9.85 / 100}
+PUBLISHED_TRAINING = {"per_thread_ops": float(PUBLISHED_OPS["eager"]),
+                      "idle": PUBLISHED_IDLE_PCT["eager"] / 100,
+                      "irq": PUBLISHED_IRQ_PCT["eager"] / 100}
 
 
 def residuals(figures: Mapping[str, float]) -> Dict[str, float]:
@@ -139,34 +141,26 @@ def residuals(figures: Mapping[str, float]) -> Dict[str, float]:
 
 def fit(iterations: int, workers: int = 2, starts: Sequence[Mapping[str, float]] = (),
         max_evaluations: int = FIT_EVALUATIONS) -> Dict[str, Any]:
-    """Least squares (scipy.optimize.least_squares, trust region, log residuals) of
-    FREE_PARAMS on the base kernel's training figures, from each start (default: the
-    skylake preset's values and the stored fit); the best point evaluated wins."""
-    import numpy as np
-    from scipy.optimize import least_squares
+    """scaling.fit_costs() of FREE_PARAMS on the base kernel's training figures (log
+    residuals, no simplex polish), from each start (default: the skylake preset's
+    values and the stored fit); the best fit wins."""
     from ..config import get_preset
+    from .scaling import fit_costs
     base = get_preset(PRESET)
     starts = list(starts) or [{k: base.cost(k) for k in FREE_PARAMS}, dict(STORED_FIT)]
-    history: List[Dict[str, Any]] = []
-    for start in starts:
-        scale = np.array([float(start[k]) for k in FREE_PARAMS])
-        lo = np.array([BOUNDS[k][0] for k in FREE_PARAMS]) / scale
-        hi = np.array([BOUNDS[k][1] for k in FREE_PARAMS]) / scale
 
-        def res(x, scale=scale):
-            costs = {k: float(v * c) for k, v, c in zip(FREE_PARAMS, x, scale)}
-            runs = _runs([("eager", iterations, seed, costs)
-                          for seed in range(FIT_REPLICATES)], workers)
-            r = residuals(training_figures(runs))
-            history.append({"costs": costs, "residuals": r,
-                            "cost": 0.5 * sum(v * v for v in r.values())})
-            return np.array([r[k] for k in TRAINING])
-        least_squares(res, np.ones(len(FREE_PARAMS)), bounds=(lo, hi), diff_step=0.08,
-                      method="trf", max_nfev=max(1, max_evaluations // (len(FREE_PARAMS) + 1)))
-    best = min(history, key=lambda h: h["cost"])
-    return {"start": dict(starts[0]), "fitted": {k: round(v, 1) for k, v in best["costs"].items()},
-            "evaluations": len(history), "residual_cost": round(best["cost"], 5),
-            "stored": False}
+    def res(costs: Dict[str, float]) -> List[float]:
+        runs = _runs([("eager", iterations, seed, costs)
+                      for seed in range(FIT_REPLICATES)], workers)
+        r = residuals(training_figures(runs))
+        return [r[k] for k in TRAINING]
+    fits = [fit_costs(dict(s), BOUNDS, res, list(TRAINING), iterations,
+                      max_evaluations=max_evaluations, polish=0, diff_step=0.08)
+            for s in starts]
+    best = min(fits, key=lambda f: f.cost)
+    return {"start": dict(starts[0]), "fitted": {k: round(v, 1) for k, v in best.fitted.items()},
+            "evaluations": sum(f.evaluations for f in fits),
+            "residual_cost": round(best.cost, 5), "stored": False}
 
 
 _C6 = next(st for st in SKX_CSTATES if st.name == "C6")

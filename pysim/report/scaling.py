@@ -95,6 +95,27 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
     """Least squares (scipy.optimize.least_squares, trust region) of the free costs in
     `start` on the training cells' log residuals, then a derivative-free polish
     (Nelder-Mead, up to `polish` evaluations) from the best point evaluated."""
+    missing = [c for c in training if c not in published]
+    if missing:
+        raise ConfigError(f"training cell {missing[0]} has no published value",
+                          field="training")
+
+    def residuals(costs: Dict[str, float]) -> List[float]:
+        sim = simulate(setup, costs, list(training), iterations, workers)
+        return [math.log(sim[c][setup.figure] / published[c]) for c in training]
+    return fit_costs(start, bounds, residuals, list(training), iterations,
+                     max_evaluations=max_evaluations, polish=polish, log=log)
+
+
+def fit_costs(start: Mapping[str, float], bounds: Mapping[str, Tuple[float, float]],
+              residuals: Callable[[Dict[str, float]], Sequence[float]],
+              training: List[Any], iterations: int, max_evaluations: int = 60,
+              polish: int = 40, diff_step: float = 0.05,
+              log: Optional[Callable[[str], None]] = None) -> Fit:
+    """The least squares behind fit(), for any residuals(costs) (log residuals of the
+    training figures, whatever they are): the trust region from `start` (each cost
+    scaled by its start value), then the Nelder-Mead polish; the best point evaluated
+    is the fit."""
     import numpy as np
     from scipy.optimize import least_squares, minimize
 
@@ -102,19 +123,14 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
     if not 1 <= len(names) <= MAX_FREE_PARAMS:
         raise ConfigError(f"a fit takes 1..{MAX_FREE_PARAMS} free parameters, got "
                           f"{len(names)}", field="free_params")
-    missing = [c for c in training if c not in published]
-    if missing:
-        raise ConfigError(f"training cell {missing[0]} has no published value",
-                          field="training")
     scale = np.array([float(start[n]) for n in names])
     lo = np.array([bounds[n][0] for n in names]) / scale
     hi = np.array([bounds[n][1] for n in names]) / scale
-    result = Fit(dict(start), dict(start), list(training), iterations=iterations)
+    result = Fit(dict(start), dict(start), training, iterations=iterations)
 
-    def residuals(x):
+    def scaled(x):
         costs = {n: float(v * s) for n, v, s in zip(names, x, scale)}
-        sim = simulate(setup, costs, list(training), iterations, workers)
-        r = np.array([math.log(sim[c][setup.figure] / published[c]) for c in training])
+        r = np.asarray(residuals(costs), dtype=float)
         result.evaluations += 1
         result.history.append({"costs": costs, "cost": float(0.5 * (r ** 2).sum())})
         if log:
@@ -124,7 +140,7 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
 
     # trf's max_nfev leaves out the evaluations of its finite-difference Jacobian (one
     # per free parameter each step): max_evaluations counts every simulation
-    sol = least_squares(residuals, np.ones(len(names)), bounds=(lo, hi), diff_step=0.05,
+    sol = least_squares(scaled, np.ones(len(names)), bounds=(lo, hi), diff_step=diff_step,
                         x_scale=1.0, max_nfev=max(1, max_evaluations // (len(names) + 1)),
                         method="trf")
     result.fitted = {n: float(v * s) for n, v, s in zip(names, sol.x, scale)}
@@ -135,7 +151,7 @@ def fit(setup: Setup, start: Mapping[str, float], bounds: Mapping[str, Tuple[flo
     if polish > 0:
         best = min(result.history, key=lambda h: h["cost"])
         x0 = np.array([best["costs"][n] for n in names]) / scale
-        minimize(lambda x: 0.5 * float((residuals(x) ** 2).sum()), x0,
+        minimize(lambda x: 0.5 * float((scaled(x) ** 2).sum()), x0,
                  method="Nelder-Mead", bounds=list(zip(lo, hi)),
                  options={"maxfev": polish, "initial_simplex": _simplex(x0, lo, hi)})
     best = min(result.history, key=lambda h: h["cost"], default=None)
