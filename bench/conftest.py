@@ -57,6 +57,32 @@ def pytest_collect_file(file_path, parent):
 
 
 # ------------------------------------------------------------------ reporting
+class _Probe:
+    __slots__ = ("a", "b")
+
+    def __init__(self) -> None:
+        self.a, self.b = 0, {}
+
+
+def interpreter_ms(rounds: int = 5) -> float:
+    """Best-of-`rounds` milliseconds of a fixed pure-Python workload (attribute reads,
+    small calls, dict updates: what pysim's Python layer spends its syscalls on).  The
+    shared machine's speed moves from day to day by 2x and more; figures of Python-bound
+    benchmarks compare across runs only beside this one."""
+    def step(p: _Probe, i: int) -> int:
+        p.a += i & 7
+        p.b[i & 255] = p.a
+        return p.a
+    best = float("inf")
+    for _ in range(rounds):
+        p = _Probe()
+        t = time.perf_counter()
+        for i in range(200_000):
+            step(p, i)
+        best = min(best, time.perf_counter() - t)
+    return best * 1e3
+
+
 def _machine() -> dict:
     info = {"python": platform.python_version(), "cpus": os.cpu_count()}
     try:
@@ -76,7 +102,7 @@ def _machine() -> dict:
 
 def pytest_configure(config):
     config.stash[_ROWS] = []
-    config.stash[_START] = dict(_machine(), t0=time.time())
+    config.stash[_START] = dict(_machine(), t0=time.time(), interp=interpreter_ms())
 
 
 @pytest.fixture
@@ -130,6 +156,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr.write_line(f"machine: {start.get('cpu', '?')}, {start.get('cpus')} cpus, python "
                   f"{start['python']}; load avg {start.get('loadavg', 0):.2f} at start, "
                   f"{end.get('loadavg', 0):.2f} at end; {time.time() - start['t0']:.0f} s")
+    tr.write_line(f"interpreter reference (bench/conftest.py interpreter_ms): "
+                  f"{start['interp']:.1f} ms at start, {interpreter_ms():.1f} ms at end")
     groups = {}
     for group, case, figs in rows:
         groups.setdefault(group, []).append((case, figs))

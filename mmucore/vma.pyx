@@ -12,11 +12,13 @@ in step).  pysim.mm.vma re-exports the classes beside the vm_flags helpers.
 Merge rule (is_mergeable_vma, is_mergeable_anon_vma, can_vma_merge_before/after): two
 adjacent VMAs merge when their vm_flags agree except for VM_SOFTDIRTY, neither has a
 VM_SPECIAL bit, they map the same file (compared by identity; None for private anonymous
-memory) at page offsets that continue one another, carry the same anon_vma_name, and
-have compatible anon_vmas (the same one, or at least one still unset).  The model's own
-`anon` and `shared` fields must agree as well (in the kernel they follow from the file
-and the flags).  Left out: mempolicy, userfaultfd contexts, vm_ops->close, the
-anon_vma_chain singularity test (it matters only after fork) and stack guard gaps.
+memory) at page offsets that continue one another, carry the same anon_vma_name and
+an equal NUMA memory policy (mpol_equal: `policy` compared with ==, None for the
+default), and have compatible anon_vmas (the same one, or at least one still unset).
+The model's own `anon` and `shared` fields must agree as well (in the kernel they
+follow from the file and the flags).  Left out: userfaultfd contexts, vm_ops->close,
+the anon_vma_chain singularity test (it matters only after fork) and stack guard
+gaps.
 
 mmucore never imports pysim, so the constants below repeat pysim.constants' values (a
 test holds them equal), and the errors are pysim's classes only once pysim.mm.vma has
@@ -239,10 +241,10 @@ cdef class VMA:
     """
     cdef public u64 start, end, flags, pgoff, page_prot
     cdef public bint anon, shared
-    cdef public object file, anon_vma, name
+    cdef public object file, anon_vma, name, policy
 
     def __init__(self, start, end, flags, anon=True, shared=False, pgoff=None, file=None,
-                 anon_vma=None, name=None, page_prot=0):
+                 anon_vma=None, name=None, page_prot=0, policy=None):
         """Check the range on the Python ints first (a negative or unaligned one is a
         PysimError, not a conversion error), then store the typed fields."""
         if not (0 <= start < end <= VMA_TASK_SIZE):
@@ -260,6 +262,7 @@ cdef class VMA:
         self.anon_vma = anon_vma
         self.name = name
         self.page_prot = page_prot
+        self.policy = policy
 
     @property
     def pages(self):
@@ -278,6 +281,8 @@ cdef class VMA:
 
     def __repr__(self):
         extra = f" name={self.name!r}" if self.name else ""
+        if self.policy is not None:
+            extra += f" policy={self.policy!r}"
         kind = "anon" if self.anon else "file"
         return (f"VMA(0x{self.start:x}-0x{self.end:x} flags=0x{self.flags:x} {kind}"
                 f"{' shared' if self.shared else ''} pgoff=0x{self.pgoff:x}{extra})")
@@ -287,16 +292,19 @@ cdef class VMA:
         its file and anon_vma (their identity is kept within one dump)."""
         return (copyreg.__newobj__, (type(self),),
                 (self.start, self.end, self.flags, self.anon, self.shared, self.pgoff,
-                 self.file, self.anon_vma, self.name, self.page_prot))
+                 self.file, self.anon_vma, self.name, self.page_prot, self.policy))
 
     def __setstate__(self, state):
-        """The fields __reduce__ saved, in its order."""
+        """The fields __reduce__ saved, in its order (a pickle from before VMAs had a
+        policy has one field fewer: the default policy)."""
         (self.start, self.end, self.flags, self.anon, self.shared, self.pgoff,
-         self.file, self.anon_vma, self.name, self.page_prot) = state
+         self.file, self.anon_vma, self.name, self.page_prot) = state[:10]
+        self.policy = state[10] if len(state) > 10 else None
 
 
 cdef VMA _new_vma(u64 start, u64 end, u64 flags, bint anon, bint shared, u64 pgoff,
-                  object file, object anon_vma, object name, u64 page_prot):
+                  object file, object anon_vma, object name, u64 page_prot,
+                  object policy):
     """A VMA made in C without __init__'s checks: for a split, whose range is a valid
     part of a listed VMA."""
     cdef VMA v = VMA.__new__(VMA)
@@ -310,6 +318,7 @@ cdef VMA _new_vma(u64 start, u64 end, u64 flags, bint anon, bint shared, u64 pgo
     v.anon_vma = anon_vma
     v.name = name
     v.page_prot = page_prot
+    v.policy = policy
     return v
 
 
@@ -325,34 +334,37 @@ cdef inline bint _anon_vmas_mergeable(object a, object b) noexcept:
     return a is None or b is None or a is b
 
 
-cdef inline bint _same_mapping(VMA vma, u64 flags, object file, object name, bint anon,
-                               bint shared) except -1:
+cdef inline bint _same_mapping(VMA vma, u64 flags, object file, object name,
+                               object policy, bint anon, bint shared) except -1:
     """is_mergeable_vma(): flags equal apart from VM_SOFTDIRTY, the same file and anon
-    name, and the same anon/shared kind.  (Names are str or None: the identity test
-    answers the common case without a Python comparison.)"""
+    name, an equal memory policy (mpol_equal), and the same anon/shared kind.  (Names
+    and policies are immutable values or None: the identity test answers the common
+    case without a Python comparison.)"""
     if (vma.flags ^ flags) & ~VMA_VM_SOFTDIRTY or vma.file is not file:
         return False
     if vma.anon != anon or vma.shared != shared:
+        return False
+    if not (vma.policy is policy or vma.policy == policy):
         return False
     return vma.name is name or vma.name == name
 
 
 cdef inline bint _can_merge_after(VMA prev, u64 flags, object anon_vma, object file,
-                                  u64 pgoff, object name, bint anon,
+                                  u64 pgoff, object name, object policy, bint anon,
                                   bint shared) except -1:
     """can_vma_merge_after(): a range starting at prev.end with these attributes may
     extend prev upward."""
-    return (_same_mapping(prev, flags, file, name, anon, shared)
+    return (_same_mapping(prev, flags, file, name, policy, anon, shared)
             and _anon_vmas_mergeable(prev.anon_vma, anon_vma)
             and prev.pgoff + ((prev.end - prev.start) >> VMA_PAGE_SHIFT) == pgoff)
 
 
 cdef inline bint _can_merge_before(VMA nxt, u64 flags, object anon_vma, object file,
-                                   u64 end_pgoff, object name, bint anon,
+                                   u64 end_pgoff, object name, object policy, bint anon,
                                    bint shared) except -1:
     """can_vma_merge_before(): a range ending at nxt.start, whose page offset ends at
     end_pgoff, may extend nxt downward."""
-    return (_same_mapping(nxt, flags, file, name, anon, shared)
+    return (_same_mapping(nxt, flags, file, name, policy, anon, shared)
             and _anon_vmas_mergeable(nxt.anon_vma, anon_vma)
             and nxt.pgoff == end_pgoff)
 
@@ -360,8 +372,8 @@ cdef inline bint _can_merge_before(VMA nxt, u64 flags, object anon_vma, object f
 cdef bint _vmas_mergeable(VMA a, VMA b) except -1:
     """The merge rule for adjacent a (below) and b (above)."""
     return (a.end == b.start and not (a.flags | b.flags) & VMA_VM_SPECIAL
-            and _can_merge_after(a, b.flags, b.anon_vma, b.file, b.pgoff, b.name, b.anon,
-                                 b.shared))
+            and _can_merge_after(a, b.flags, b.anon_vma, b.file, b.pgoff, b.name,
+                                 b.policy, b.anon, b.shared))
 
 
 cdef inline bint _anon_vma_compatible(VMA a, VMA b) noexcept:
@@ -671,7 +683,7 @@ cdef class VMAList:
         if i > 0:
             prev = _vma(vmas, i - 1)                     # find_vma_prev(start)[1]
         merged = self._vma_merge(prev, start, end, vma.flags, vma.anon_vma, vma.file,
-                                 vma.pgoff, vma.name, vma.anon, vma.shared)
+                                 vma.pgoff, vma.name, vma.policy, vma.anon, vma.shared)
         return merged if merged is not None else self._insert(vma)
 
     def remove_range(self, start, end):
@@ -739,19 +751,20 @@ cdef class VMAList:
         cdef u64 off = <u64>((addr - <addr_t>vma.start) >> VMA_PAGE_SHIFT)
         if new_below:
             new = _new_vma(vma.start, <u64>addr, vma.flags, vma.anon, vma.shared, vma.pgoff,
-                           vma.file, vma.anon_vma, vma.name, vma.page_prot)
+                           vma.file, vma.anon_vma, vma.name, vma.page_prot, vma.policy)
             vma.start = <u64>addr                        # vma keeps [addr, end)
             vma.pgoff += off
             _list_insert(self._vmas, i, new)
         else:
             new = _new_vma(<u64>addr, vma.end, vma.flags, vma.anon, vma.shared,
-                           vma.pgoff + off, vma.file, vma.anon_vma, vma.name, vma.page_prot)
+                           vma.pgoff + off, vma.file, vma.anon_vma, vma.name, vma.page_prot,
+                           vma.policy)
             vma.end = <u64>addr                          # vma keeps [start, addr)
             _list_insert(self._vmas, i + 1, new)
         return new
 
     def vma_merge(self, VMA prev, start, end, newflags, anon_vma=None, file=None,
-                  pgoff=None, name=None, *, anon=True, shared=False):
+                  pgoff=None, name=None, *, anon=True, shared=False, policy=None):
         """Merge [start, end) with the VMA ending at start and/or the one starting at end,
         following vma_merge(); returns the VMA now covering [start, end), or None.
 
@@ -765,12 +778,12 @@ cdef class VMAList:
         if _bad_range(s, e):
             _raise_bad_merge_range(start, end)
         off = <u64>(s >> VMA_PAGE_SHIFT) if pgoff is None else pgoff
-        return self._vma_merge(prev, s, e, newflags, anon_vma, file, off, name, anon,
-                               shared)
+        return self._vma_merge(prev, s, e, newflags, anon_vma, file, off, name, policy,
+                               anon, shared)
 
     cdef VMA _vma_merge(self, VMA prev, addr_t start, addr_t end, u64 newflags,
-                        object anon_vma, object file, u64 pgoff, object name, bint anon,
-                        bint shared):
+                        object anon_vma, object file, u64 pgoff, object name,
+                        object policy, bint anon, bint shared):
         """vma_merge() in C: the neighbours are the VMA ending at start and the one
         starting at end; either, both or neither absorbs [start, end)."""
         cdef PyObject *vmas = <PyObject *>self._vmas
@@ -788,10 +801,10 @@ cdef class VMAList:
             after = _vma(vmas, k)
         pglen = <u64>((end - start) >> VMA_PAGE_SHIFT)
         merge_prev = before is not None and _can_merge_after(
-            before, newflags, anon_vma, file, pgoff, name, anon, shared)
+            before, newflags, anon_vma, file, pgoff, name, policy, anon, shared)
         # the range's page offsets end at pgoff + pglen (no such offset when that wraps)
         merge_next = after is not None and pgoff <= ~pglen and _can_merge_before(
-            after, newflags, anon_vma, file, pgoff + pglen, name, anon, shared)
+            after, newflags, anon_vma, file, pgoff + pglen, name, policy, anon, shared)
         if merge_prev and merge_next and _anon_vmas_mergeable(before.anon_vma,
                                                               after.anon_vma):
             return self._merge_into_prev(before, area, after, end, anon_vma)
@@ -876,10 +889,26 @@ cdef class VMAList:
     cdef VMA _modify_flags(self, VMA vma, VMA prev, addr_t start, addr_t end,
                            u64 newflags):
         """vma_modify_flags() on a range inside vma."""
+        return self._modify(vma, prev, start, end, newflags, vma.policy, True)
+
+    def vma_modify_policy(self, VMA vma not None, VMA prev, start, end, policy):
+        """vma_modify_policy() (mbind_range's VMA part): give [start, end) of vma the
+        memory policy `policy` (None: the default), merging with a neighbour that has
+        it or splitting at the range ends.  Returns the VMA now covering [start, end)."""
+        cdef addr_t s = _addr(start), e = _addr(end)
+        _check_inside(vma, s, e, start, end)
+        return self._modify(vma, prev, s, e, vma.flags, policy, False)
+
+    cdef VMA _modify(self, VMA vma, VMA prev, addr_t start, addr_t end, u64 newflags,
+                     object policy, bint set_flags):
+        """vma_modify(): [start, end) of vma takes newflags and policy; vma_merge with a
+        neighbour the result matches, else split at the range ends.  set_flags: the
+        flags (and so vm_page_prot) are what changes; otherwise only the policy."""
         cdef PyObject *vmas = <PyObject *>self._vmas
         cdef VMA merged = None
         cdef Py_ssize_t i
-        if newflags == vma.flags:
+        cdef bint same_policy = vma.policy is policy or vma.policy == policy
+        if newflags == vma.flags and same_policy:
             return vma
         i = self._find(vma)
         # only a range starting at vma.start can join the VMA ending there, only one
@@ -888,7 +917,8 @@ cdef class VMAList:
                 or (end == <addr_t>vma.end and i + 1 < _size(vmas)
                     and _start_at(vmas, i + 1) == end)):
             merged = self._vma_merge(prev, start, end, newflags, vma.anon_vma, vma.file,
-                                     _pgoff_at(vma, start), vma.name, vma.anon, vma.shared)
+                                     _pgoff_at(vma, start), vma.name, policy, vma.anon,
+                                     vma.shared)
         if merged is not None:
             vma = merged
         else:
@@ -896,8 +926,10 @@ cdef class VMAList:
                 self._split_vma(vma, start, True, None)      # new_below
             if end != <addr_t>vma.end:
                 self._split_vma(vma, end, False, None)
-        vma.flags = newflags
-        self._set_page_prot(vma)
+        vma.policy = policy
+        if set_flags:
+            vma.flags = newflags
+            self._set_page_prot(vma)
         return vma
 
     def anon_vma_prepare(self, VMA vma not None, factory=object):

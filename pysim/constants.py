@@ -90,6 +90,31 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
 
+# --- NUMA memory policies (uapi/linux/mempolicy.h; MAX_NUMNODES of CONFIG_NODES_SHIFT=10,
+# the x86-64 distribution kernels') ----------------------------------------------------
+MPOL_DEFAULT = 0
+MPOL_PREFERRED = 1
+MPOL_BIND = 2
+MPOL_INTERLEAVE = 3
+MPOL_LOCAL = 4
+MPOL_PREFERRED_MANY = 5
+MPOL_WEIGHTED_INTERLEAVE = 6
+MPOL_MAX = 7
+MPOL_F_STATIC_NODES = 1 << 15
+MPOL_F_RELATIVE_NODES = 1 << 14
+MPOL_F_NUMA_BALANCING = 1 << 13
+MPOL_MODE_FLAGS = MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES | MPOL_F_NUMA_BALANCING
+MPOL_F_MOF = 1 << 3                 # internal: migrate on fault (NUMA balancing)
+MPOL_F_MORON = 1 << 4               # internal: migrate on protnone reference
+MPOL_MF_STRICT = 1 << 0             # mbind flags
+MPOL_MF_MOVE = 1 << 1
+MPOL_MF_MOVE_ALL = 1 << 2
+MPOL_MF_VALID = MPOL_MF_STRICT | MPOL_MF_MOVE | MPOL_MF_MOVE_ALL
+MPOL_F_NODE = 1 << 0                # get_mempolicy flags
+MPOL_F_ADDR = 1 << 1
+MPOL_F_MEMS_ALLOWED = 1 << 2
+MAX_NUMNODES = 1 << 10
+
 # --- /proc/PID/clear_refs values (fs/proc/task_mmu.c enum clear_refs_types) ------------
 CLEAR_REFS_ALL = 1
 CLEAR_REFS_ANON = 2

@@ -252,6 +252,28 @@ class KernelStateMachine(RuleBasedStateMachine):
         assert err == (errno.ENOMEM if hole else None), f"madvise({advice}) errno {err}"
 
     @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS),
+          policy=st.sampled_from(((pysim.MPOL_BIND, 1, 64), (pysim.MPOL_LOCAL, None, 0),
+                                  (pysim.MPOL_DEFAULT, None, 0))))
+    def mbind(self, ti, region, off, length, policy):
+        """mbind (queue_pages_range, mbind_range): EFAULT for a range with a hole, and
+        for the default policy only when nothing of it is mapped; the VMAs split and
+        merge by policy, which leaves the list as Linux would have merged it."""
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        mapped = [a in sh.pages for a in sh.pages_of(start, npages)]
+        mode, nodes, maxnode = policy
+        try:
+            t.mbind(start, npages * PAGE, mode, nodes, maxnode)
+            err = None
+        except pysim.SyscallError as e:
+            err = e.errno
+        bad = not any(mapped) or (mode != pysim.MPOL_DEFAULT and not all(mapped))
+        assert err == (errno.EFAULT if bad else None), f"mbind errno {err}, mapped {mapped}"
+        t.mm.vmas.check_invariants()
+
+    @precondition(has_regions)
     @rule(ti=st.integers(0, 8), cpu=st.integers(0, 2))
     def fork(self, ti, cpu):
         """fork: the child has the parent's mappings and protections (the test's shadow

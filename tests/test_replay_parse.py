@@ -106,9 +106,28 @@ def test_a_malformed_line_names_its_number(text, line, what):
 def test_signal_lines_and_strace_messages_are_not_calls_and_other_calls_kept_raw():
     tr = parse_strace_lines("""1 10:00:00.1 --- SIGSEGV {si_signo=SIGSEGV} ---
 1 10:00:00.2 wait4(-1, NULL, 0, NULL) = 3
-1 10:00:00.3 mbind(0x1000, 4096, MPOL_BIND, [1], 2, 0) = 0""".splitlines())
+1 10:00:00.3 move_pages(0, 1, [0x1000], [0], [0], MPOL_MF_MOVE) = 0""".splitlines())
     (c,) = tr.calls
-    assert c.name == "mbind" and c.args == ("0x1000, 4096, MPOL_BIND, [1], 2, 0",)
+    assert c.name == "move_pages" and c.args == ("0, 1, [0x1000], [0], [0], MPOL_MF_MOVE",)
+
+
+def test_mempolicy_calls_decode_nodemasks_and_strace_glosses():
+    """strace prints a nodemask as 64-bit words (lowest first, `...` for words left
+    out), NULL, or a bare pointer when it read none; an unnamed mode as `0x7 /* MPOL_???
+    */`; get_mempolicy's outputs as buffers."""
+    tr = parse_strace_lines("""1 10:00:00.1 mbind(0x1000, 4096, MPOL_BIND|MPOL_F_STATIC_NODES, [0x00000000000001, 0x2, ...], 192, MPOL_MF_STRICT|MPOL_MF_MOVE) = 0
+1 10:00:00.2 mbind(0x1000, 4096, 0x7 /* MPOL_??? */, NULL, 0, 0) = -1 EINVAL (Invalid argument)
+1 10:00:00.3 mbind(0x1000, 4096, MPOL_BIND, 0x7ffc46589e70, 1, 0) = -1 EINVAL (Invalid argument)
+1 10:00:00.4 set_mempolicy(MPOL_INTERLEAVE, [0x00000000000003], 64) = 0
+1 10:00:00.5 get_mempolicy([MPOL_DEFAULT], NULL, 0, 0x1000, MPOL_F_NODE|MPOL_F_ADDR) = 0
+1 10:00:00.6 set_mempolicy_home_node(0x1000, 4096, 0, 0) = -1 ENOENT (No such file or directory)""".splitlines())
+    a, b, c, d, e, f = (x.args for x in tr.calls)
+    assert a == (0x1000, 4096, 2 | 1 << 15, 1 | 2 << 64, 192, 3)
+    assert b == (0x1000, 4096, 7, None, 0, 0)
+    assert c == (0x1000, 4096, 2, 0, 1, 0)
+    assert d == (3, 3, 64)
+    assert e == ("[MPOL_DEFAULT]", None, 0, 0x1000, 3)
+    assert f == (0x1000, 4096, 0, 0)
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -34,6 +34,8 @@ from ..mm.mm import MM
 from ..mm.mmap_lock import _MADV_READ_LOCKED, madvise_lock_mode
 from ..mm import mlock as mm_mlock
 from ..mm.fork import ExecImage, default_image, dup_mmap, exit_mmap, map_image
+from ..mm.mempolicy import (do_get_mempolicy, do_mbind, do_set_mempolicy,
+                            do_set_mempolicy_home_node)
 from ..mm.mprotect import do_mprotect_pkey
 from ..mm.mremap import do_mremap
 from ..constants import PAGE_SIZE, TASK_SIZE
@@ -386,6 +388,8 @@ class Thread:
         self.mm = proc.mm
         self._ref = weakref.ref(self)
         self.last: Optional[OpResult] = None
+        self.mempolicy = None               # current->mempolicy (None: the default)
+        self.il_prev = -1                   # current->il_prev (interleave's last node)
         m = proc.machine
         self.tid = m._next_tid              # current->pid of this thread
         m._next_tid += 1
@@ -472,7 +476,8 @@ class Thread:
         cpu.faults = []
         op = m.current_op = _tuple_new(Op, (name, cpu, mm))      # Op(name, cpu, mm)
         lk = mm.mmap_lock
-        timed = lk.timed                    # MmapLock.lock/unlock do nothing untimed
+        # MmapLock.lock/unlock do nothing untimed; lock None: a call without mmap_lock
+        timed = lk.timed and lock is not None
         if timed:
             lk.lock(cpu, lock)
         try:
@@ -527,6 +532,35 @@ class Thread:
         bytes advised (the error only if none was)."""
         return self._syscall("process_madvise", mm_madvise.do_process_madvise,
                              (iovec, advice, flags), lock=madvise_lock_mode(advice))
+
+    def mbind(self, addr: int, length: int, mode: int, nodemask: Optional[int] = None,
+              maxnode: int = 0, flags: int = 0) -> OpResult:
+        """mbind(): the NUMA policy `mode` over [addr, addr + len), with VMA split and
+        merge (pysim.mm.mempolicy); nodemask is the mask's bits (None: NULL) and
+        maxnode the bit count the kernel reads plus one, as the syscall takes them."""
+        return self._syscall("mbind", do_mbind, (addr, length, mode, nodemask, maxnode,
+                                                 flags), lock="w")
+
+    def set_mempolicy(self, mode: int, nodemask: Optional[int] = None,
+                      maxnode: int = 0) -> OpResult:
+        """set_mempolicy(): this thread's own NUMA policy (self.mempolicy)."""
+        return self._syscall("set_mempolicy", do_set_mempolicy, (self, mode, nodemask,
+                                                                 maxnode), lock=None)
+
+    def get_mempolicy(self, policy: Optional[list] = None, nodemask: Optional[list] = None,
+                      maxnode: int = 0, addr: int = 0, flags: int = 0) -> OpResult:
+        """get_mempolicy(): the mode (or node) into policy[0] and the nodemask into
+        nodemask[0] when they are lists (the user buffers; None is NULL)."""
+        return self._syscall("get_mempolicy", do_get_mempolicy, (self, policy, nodemask,
+                                                                 maxnode, addr, flags),
+                             lock="r")
+
+    def set_mempolicy_home_node(self, addr: int, length: int, home_node: int,
+                                flags: int = 0) -> OpResult:
+        """set_mempolicy_home_node(): the home node of the range's MPOL_BIND and
+        MPOL_PREFERRED_MANY VMA policies."""
+        return self._syscall("set_mempolicy_home_node", do_set_mempolicy_home_node,
+                             (addr, length, home_node, flags), lock="w")
 
     def brk(self, addr: int) -> OpResult:
         """brk(): .value is the new break, or the old one if the kernel refused (never

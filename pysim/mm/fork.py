@@ -77,7 +77,7 @@ def dup_mmap(parent: "MM", child: "MM", cpu: "CPU") -> None:
         if v.anon_vma is not None and not wipe:
             av = anon_vmas.setdefault(id(v.anon_vma), object())
         nv = VMA(v.start, v.end, flags, v.anon, v.shared, v.pgoff, v.file, av, v.name,
-                 v.page_prot)
+                 v.page_prot, policy=v.policy)     # vma_dup_policy()
         nv.page_prot = child.vmas.page_prot_fn(nv)
         child.vmas.insert(nv)
         if parent.guard_pages:

@@ -72,7 +72,9 @@ class MM:
         self.pkey_allocation_map = 1     # mm->context.pkey_allocation_map: key 0 is taken
         self.guard_pages: set = set()    # page addresses holding a PTE_MARKER_GUARD
         self.cow_shared = False          # fork left pages shared copy-on-write in this mm
-        self.privileged = False          # CAP_SYS_RAWIO / CAP_IPC_LOCK (mmap_min_addr, mlock)
+        self.privileged = False          # CAP_SYS_RAWIO / IPC_LOCK / SYS_NICE (mmap_min_addr,
+        #                                  mlock, mbind's MPOL_MF_MOVE_ALL)
+        self.mems_allowed = 1            # the memory nodes tasks may use (a bitmask): node 0
         self.rlimit_stack = DEFAULT_RLIMIT_STACK
         self.rlimit_memlock = DEFAULT_RLIMIT_MEMLOCK
         self.dead = False                # exit_mmap() ran: nothing may use the mm again

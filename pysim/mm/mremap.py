@@ -90,7 +90,8 @@ def do_mremap(mm: "MM", cpu: "CPU", addr: int, old_len: int, new_len: int,
     vma = vma_to_resize(mm, addr, old_len, new_len, flags)
     if old_len == vma.end - addr and _expandable(mm, vma, new_len - old_len):
         ext = VMA(vma.end, vma.end + new_len - old_len, vma.flags, vma.anon, vma.shared,
-                  vma.pgoff_at(vma.end), vma.file, vma.anon_vma, vma.name)
+                  vma.pgoff_at(vma.end), vma.file, vma.anon_vma, vma.name,
+                  policy=vma.policy)
         ext.page_prot = mm.vmas.page_prot_fn(ext)
         mm.vmas.insert_merging(ext)
         if vma.flags & VM_LOCKED and not vma.flags & VM_LOCKONFAULT:
@@ -175,7 +176,8 @@ def move_vma(mm: "MM", cpu: "CPU", vma: VMA, old_addr: int, old_len: int, new_le
         raise SyscallError(errno.ENOMEM, "mremap: too many mappings to move one")
     check_hugetlb_split(mm, old_addr, old_addr + old_len, "mremap")
     new = VMA(new_addr, new_addr + new_len, vma.flags, vma.anon, vma.shared,
-              vma.pgoff_at(old_addr), vma.file, vma.anon_vma, vma.name)
+              vma.pgoff_at(old_addr), vma.file, vma.anon_vma, vma.name,
+              policy=vma.policy)                   # copy_vma(): vma_dup_policy()
     new.page_prot = mm.vmas.page_prot_fn(new)
     mm.vmas.insert_merging(new)
     if old_len:

@@ -49,6 +49,8 @@ _MORE = {
     "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
     "MAP_HUGE_SHIFT": 26,
 }
+_MORE.update({k: v for k, v in vars(C).items()
+              if k.startswith("MPOL_") and isinstance(v, int)})
 SYMBOLS: Dict[str, int] = {k: v for k, v in vars(C).items()
                            if k.startswith(("PROT_", "MAP_", "MADV_", "PKEY_"))
                            and isinstance(v, int)}
@@ -75,6 +77,9 @@ def _bad(msg: str, line: int):
     return TraceError(msg, line)
 
 
+_COMMENT = re.compile(r"\s*/\*.*?\*/")
+
+
 def decode_flags(text: str, line: int = 0) -> int:
     """`PROT_READ|PROT_WRITE`, `MAP_PRIVATE|0x400000`, `21<<MAP_HUGE_SHIFT`, `NULL`, a
     decimal or hex number: the integer the kernel saw; TraceError on an unknown name
@@ -83,7 +88,8 @@ def decode_flags(text: str, line: int = 0) -> int:
     if v is not None:
         return v
     total = 0
-    for part in text.split("|"):
+    bare = _COMMENT.sub("", text)               # `0x7 /* MPOL_??? */`: strace's gloss
+    for part in bare.split("|"):
         part = part.strip()
         if "<<" in part:
             a, _, b = part.partition("<<")
@@ -127,6 +133,7 @@ _IOVEC = re.compile(r"iov_base=(\S+?), iov_len=(\d+)")
 
 # name -> how many leading arguments are integers/flags to decode
 _INT_ARGS = {"munmap": 2, "mprotect": 3, "madvise": 3, "brk": 1,
+             "set_mempolicy_home_node": 4,
              "mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0,
              "pkey_alloc": 2, "pkey_free": 1, "pkey_mprotect": 4, "mseal": 3,
              "msync": 3, "mincore": 2, "remap_file_pages": 5}
@@ -196,6 +203,8 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
         iov = tuple((int(b, 0), int(n)) for b, n in _IOVEC.findall(parts[1]))
         return (int(parts[0]), iov, int(parts[2]), decode_flags(parts[3], line),
                 _num(parts[4], line)), None
+    if name in ("mbind", "set_mempolicy", "get_mempolicy"):
+        return _decode_mempolicy(name, text, line), None
     if name in ("clone", "clone3", "fork", "vfork"):
         flags = _clone_flags(text)
         if name == "vfork":
@@ -210,6 +219,47 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
         except ValueError:
             raise _bad(f"cannot read {name} status {text!r}", line) from None
     return (text,), None
+
+
+def _nodemask(text: str, line: int) -> Optional[int]:
+    """A nodemask argument as the kernel reads it: None for NULL, else the bits strace
+    printed (`[0x1, 0]`: 64-bit words, lowest first; a trailing `...` stands for words
+    it did not print, taken as zero); a bare pointer (strace read no word: maxnode of 0
+    or 1, or memory it could not read) has no bits to give."""
+    text = text.strip()
+    if text == "NULL":
+        return None
+    if not text.startswith("["):
+        _num(text, line)                        # a pointer: checked, its words unknown
+        return 0
+    bits = 0
+    for i, w in enumerate(p.strip() for p in text.strip("[]").split(",")):
+        if w and w != "...":
+            bits |= _num(w, line) << (64 * i)
+    return bits
+
+
+def _out_buffer(text: str) -> Optional[str]:
+    """An output pointer of get_mempolicy: None for NULL, else strace's text of it (a
+    non-NULL pointer whose memory the replay does not hold)."""
+    text = text.strip()
+    return None if text == "NULL" else text
+
+
+def _decode_mempolicy(name: str, text: str, line: int) -> tuple:
+    """mbind(start, len, mode, nodemask, maxnode, flags), set_mempolicy(mode, nodemask,
+    maxnode) and get_mempolicy(mode *, nodemask, maxnode, addr, flags) arguments."""
+    parts = _split(text)
+    want = {"mbind": 6, "set_mempolicy": 3, "get_mempolicy": 5}[name]
+    if len(parts) != want:
+        raise _bad(f"{name} needs {want} arguments, got {text!r}", line)
+    if name == "mbind":
+        return (_num(parts[0], line), _num(parts[1], line), decode_flags(parts[2], line),
+                _nodemask(parts[3], line), _num(parts[4], line), decode_flags(parts[5], line))
+    if name == "set_mempolicy":
+        return (decode_flags(parts[0], line), _nodemask(parts[1], line), _num(parts[2], line))
+    return (_out_buffer(parts[0]), _out_buffer(parts[1]), _num(parts[2], line),
+            _num(parts[3], line), decode_flags(parts[4], line))
 
 
 # ---------------------------------------------------------------- lines
