@@ -90,6 +90,11 @@ MCL_CURRENT = 1
 MCL_FUTURE = 2
 MCL_ONFAULT = 4
 
+# --- msync flags (asm-generic/mman-common.h) --------------------------------------------
+MS_ASYNC = 1
+MS_INVALIDATE = 2
+MS_SYNC = 4
+
 # --- NUMA memory policies (uapi/linux/mempolicy.h; MAX_NUMNODES of CONFIG_NODES_SHIFT=10,
 # the x86-64 distribution kernels') ----------------------------------------------------
 MPOL_DEFAULT = 0

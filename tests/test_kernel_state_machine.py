@@ -274,6 +274,28 @@ class KernelStateMachine(RuleBasedStateMachine):
         t.mm.vmas.check_invariants()
 
     @precondition(has_regions)
+    @rule(ti=st.integers(0, 8), region=REGION, off=OFFSET,
+          length=st.sampled_from(LENGTHS), ms=st.booleans())
+    def mincore_or_msync(self, ti, region, off, length, ms):
+        """mincore (ENOMEM at the first hole, a byte for each page before it) or
+        msync(MS_SYNC) (ENOMEM when any page is unmapped, the rest walked)."""
+        t, sh = self.mapper(ti)
+        start, npages = self.target(sh, region, off), length
+        mapped = [a in sh.pages for a in sh.pages_of(start, npages)]
+        vec = []
+        try:
+            if ms:
+                t.msync(start, npages * PAGE, pysim.MS_SYNC)
+            else:
+                t.mincore(start, npages * PAGE, vec)
+            err = None
+        except pysim.SyscallError as e:
+            err = e.errno
+        assert err == (None if all(mapped) else errno.ENOMEM), f"errno {err}, {mapped}"
+        if not ms:
+            assert len(vec) == len(list(itertools.takewhile(bool, mapped)))
+
+    @precondition(has_regions)
     @rule(ti=st.integers(0, 8), cpu=st.integers(0, 2))
     def fork(self, ti, cpu):
         """fork: the child has the parent's mappings and protections (the test's shadow

@@ -37,6 +37,7 @@ from ..mm.fork import ExecImage, default_image, dup_mmap, exit_mmap, map_image
 from ..mm.mempolicy import (do_get_mempolicy, do_mbind, do_set_mempolicy,
                             do_set_mempolicy_home_node)
 from ..mm.mprotect import do_mprotect_pkey
+from ..mm.msync import do_mincore, do_msync
 from ..mm.mremap import do_mremap
 from ..constants import PAGE_SIZE, TASK_SIZE
 from ..mm.softdirty import clear_refs_write
@@ -561,6 +562,14 @@ class Thread:
         MPOL_PREFERRED_MANY VMA policies."""
         return self._syscall("set_mempolicy_home_node", do_set_mempolicy_home_node,
                              (addr, length, home_node, flags), lock="w")
+
+    def msync(self, addr: int, length: int, flags: int) -> OpResult:
+        """msync(): the kernel's checks and VMA walk (writeback is not modelled)."""
+        return self._syscall("msync", do_msync, (addr, length, flags), lock="r")
+
+    def mincore(self, addr: int, length: int, vec: Any = None) -> OpResult:
+        """mincore(): one residency byte per page into vec when it is a list."""
+        return self._syscall("mincore", do_mincore, (addr, length, vec), lock="r")
 
     def brk(self, addr: int) -> OpResult:
         """brk(): .value is the new break, or the old one if the kernel refused (never

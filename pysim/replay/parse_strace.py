@@ -45,12 +45,11 @@ _MORE = {
     "MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4,
     "MLOCK_ONFAULT": 1, "MCL_CURRENT": 1, "MCL_FUTURE": 2, "MCL_ONFAULT": 4,
     "PKEY_DISABLE_ACCESS": 1, "PKEY_DISABLE_WRITE": 2,
-    "MS_ASYNC": 1, "MS_INVALIDATE": 2, "MS_SYNC": 4,
     "MADV_GUARD_INSTALL": 102, "MADV_GUARD_REMOVE": 103,
     "MAP_HUGE_SHIFT": 26,
 }
 _MORE.update({k: v for k, v in vars(C).items()
-              if k.startswith("MPOL_") and isinstance(v, int)})
+              if k.startswith(("MPOL_", "MS_")) and isinstance(v, int)})
 SYMBOLS: Dict[str, int] = {k: v for k, v in vars(C).items()
                            if k.startswith(("PROT_", "MAP_", "MADV_", "PKEY_"))
                            and isinstance(v, int)}
@@ -136,7 +135,7 @@ _INT_ARGS = {"munmap": 2, "mprotect": 3, "madvise": 3, "brk": 1,
              "set_mempolicy_home_node": 4,
              "mlock": 2, "mlock2": 3, "munlock": 2, "mlockall": 1, "munlockall": 0,
              "pkey_alloc": 2, "pkey_free": 1, "pkey_mprotect": 4, "mseal": 3,
-             "msync": 3, "mincore": 2, "remap_file_pages": 5}
+             "msync": 3, "remap_file_pages": 5}
 _IGNORED = frozenset({"wait4", "waitid", "kill", "tkill", "tgkill", "pidfd_open",
                       "pidfd_send_signal", "pidfd_getfd", "rt_sigqueueinfo",
                       "rt_tgsigqueueinfo", "unshare", "setns", "arch_prctl",
@@ -203,6 +202,13 @@ def _decode(name: str, text: str, line: int) -> Tuple[tuple, Optional[str]]:
         iov = tuple((int(b, 0), int(n)) for b, n in _IOVEC.findall(parts[1]))
         return (int(parts[0]), iov, int(parts[2]), decode_flags(parts[3], line),
                 _num(parts[4], line)), None
+    if name == "mincore":
+        parts = _split(text)
+        if len(parts) != 3:
+            raise _bad(f"mincore needs 3 arguments, got {text!r}", line)
+        vec = parts[2]                          # `[1, 0]` (read back) or a pointer
+        return (_num(parts[0], line), _num(parts[1], line),
+                vec if vec.startswith("[") else _num(vec, line)), None
     if name in ("mbind", "set_mempolicy", "get_mempolicy"):
         return _decode_mempolicy(name, text, line), None
     if name in ("clone", "clone3", "fork", "vfork"):
