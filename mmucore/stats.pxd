@@ -63,6 +63,10 @@ cdef enum:
     K_TLBI
     K_TLBI_RECEIVED
     K_DSB
+    # a flush IPI's handler found its CPU in lazy TLB mode (freed page tables reach
+    # lazy CPUs; on the timeline, an IPI the CPU took after it went idle) and switched
+    # it to init_mm (flush_tlb_func)
+    K_TLB_LAZY_IPI
     N_KCOUNTERS
 
 # Cycle categories of an operation's breakdown.  Kernel paths charge the kernel ones;

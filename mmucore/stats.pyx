@@ -24,7 +24,7 @@ KERNEL_COUNTER_NAMES = (
     "gather_batch_full", "gather_table_full",
     "zap_pte", "zap_huge_pmd", "sigbus", "kvm_pv_flush",
     "rar_sent", "rar_received", "tlbbatch_flush",
-    "tlbi", "tlbi_received", "dsb",
+    "tlbi", "tlbi_received", "dsb", "tlb_lazy_ipi",
 )
 assert len(KERNEL_COUNTER_NAMES) == N_KCOUNTERS
 BREAKDOWN_NAMES = ("syscall", "pte", "flush", "invalidate", "ipi", "ipi_handler", "fault",

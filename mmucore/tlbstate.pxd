@@ -61,6 +61,11 @@ cdef struct cpu_tlbstate:
     # runs, not when it is sent (flush_tlb_func, mask_settle)
     int64_t leave_ctx               # the mm (ctx_id) whose bit a handler clears, -1: none
     double leave_at                 # when the first such handler ends (INFINITY: unknown)
+    # on the timeline: a flush IPI sent while the CPU ran the mm, handled after it went
+    # lazy, finds it lazy and switches it to init_mm then (late_lazy_ipi)
+    double flush_ipi_start          # the latest such handler's start (-INFINITY: none)
+    int64_t flush_ipi_ctx           # the mm (ctx_id) it flushes
+    double lazy_switch_at           # a pending switch to init_mm then (INFINITY: none)
 
 cdef struct flush_tlb_info:
     uint64_t start          # first address to flush (0 with TLB_FLUSH_ALL)
@@ -130,6 +135,7 @@ cdef struct flush_env:
     int* targets                        # scratch: the CPUs of one request
     flush_tlb_multi_fn flush_tlb_multi  # the remote-flush backend
     bint timeline                       # CPUs run at once: IPIs queue, lines contend
+    bint late_lazy_ipis                 # timeline: a late flush IPI finds its CPU lazy
     void* owner                         # the X86Flush (borrowed), for the python backend
     uint64_t jiffies                    # the kernel's tick count, set per operation
     uint8_t* global_asid_used           # global_asid_used bitmap, one byte per ASID

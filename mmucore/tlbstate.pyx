@@ -68,7 +68,7 @@ from mmucore.stats cimport (B_CONTEXT_SWITCH, B_FLUSH, B_IPI, B_IPI_HANDLER,
 from mmucore.stats cimport K_INVLPGB, K_TLB_REMOTE_WRONG_CPU, K_TLBSYNC
 from mmucore.stats cimport K_KVM_PV_FLUSH
 from mmucore.stats cimport B_SYSCALL, K_SYSCALLS
-from mmucore.stats cimport K_RAR_RECEIVED, K_RAR_SENT, K_TLBBATCH_FLUSH
+from mmucore.stats cimport K_RAR_RECEIVED, K_RAR_SENT, K_TLBBATCH_FLUSH, K_TLB_LAZY_IPI
 from mmucore.tlb cimport (TLB, c_flush_nonglobal, c_flush_pcid, c_invlpg, c_invlpg_remote,
                           c_invpcid_single,
                           c_tlb_pcid, c_write_cr3)
@@ -179,6 +179,29 @@ cdef inline bint mask_settle(cpu_tlbstate* c, mm_context* mm, double now) noexce
     c.leave_at = INFINITY
     cpumask_clear_cpu(mm, c.cpu)
     return True
+
+
+# A flush IPI taken late (the timeline).  native_flush_tlb_multi() decides to send a
+# CPU the IPI when it checks the CPU (should_flush_tlb: not lazy), then queues the
+# call on every other target before the IPIs go out together; the handler runs when
+# the IPI arrives and the handlers queued before it are done.  A CPU whose thread
+# blocked in between (schedule() to the idle task: enter_lazy_tlb) takes that IPI in
+# lazy TLB mode, and flush_tlb_func() then leaves the mm for init_mm ("This should be
+# rare, with native_flush_tlb_multi() skipping IPIs to lazy TLB mode CPUs").  Before
+# 6.14 that switch clears the CPU's bit, and its next wake-up is a full switch back;
+# with the lazy mask the bit stays and every later flush reaches the idle CPU until a
+# handler finds it elsewhere.  The flush itself was done at the send (what it
+# invalidates is the same); the switch is kept pending (lazy_switch_at, the handler's
+# start) and happens for whatever looks at the CPU after that time (lazy_settle).
+cdef inline void lazy_settle(flush_env* e, cpu_tlbstate* c, double now) noexcept nogil:
+    """c's pending late-IPI switch to init_mm takes effect if its handler ran by now
+    and c is still lazy (woken before it, c took the IPI running the mm: no switch)."""
+    if c.lazy_switch_at > now:
+        return
+    c.lazy_switch_at = INFINITY
+    if c.is_lazy and c.loaded_mm != NULL:
+        stats_add(c.stats, K_TLB_LAZY_IPI, 1)
+        switch_mm_irqs_off(e, c, NULL)
 
 
 cdef inline uint64_t inc_mm_tlb_gen(flush_env* e, cpu_tlbstate* cpu,
@@ -369,6 +392,9 @@ cdef class CpuTlbState:
         self.s.need_tlbsync = False
         self.s.leave_ctx = -1
         self.s.leave_at = INFINITY
+        self.s.flush_ipi_start = -INFINITY
+        self.s.flush_ipi_ctx = -1
+        self.s.lazy_switch_at = INFINITY
 
     def __dealloc__(self):
         free(self.s.pending)
@@ -808,9 +834,16 @@ cdef void switch_mm_irqs_off(flush_env* e, cpu_tlbstate* cpu, mm_context* mm) no
     With lazy_cpumask (6.14) the previous mm keeps this CPU's bit; with a global ASID
     (6.15) a switch to the same mm reloads CR3 if the CPU still ran it on a local ASID,
     and never flushes."""
-    cdef mm_context* prev = cpu.loaded_mm
+    cdef mm_context* prev
     cdef int asid
-    cdef bint need_flush = False, was_lazy = cpu.is_lazy, new_cpu
+    cdef bint need_flush = False, was_lazy, new_cpu
+    if cpu.lazy_switch_at != INFINITY:
+        if cpu.lazy_switch_at <= cpu_now(cpu):
+            lazy_settle(e, cpu, cpu_now(cpu))   # the late IPI ran first: from init_mm
+        else:
+            cpu.lazy_switch_at = INFINITY       # it will find the CPU running the mm
+    prev = cpu.loaded_mm
+    was_lazy = cpu.is_lazy
     stats_touch(cpu.stats)
     if cpu.need_tlbsync:
         tlbsync(e, cpu)                     # 6.15: a batch's INVLPGBs finish before a switch
@@ -873,6 +906,9 @@ cdef void enter_lazy_tlb(flush_env* e, cpu_tlbstate* cpu) noexcept nogil:
         return
     if e.p.lazy_tlb:
         cpu.is_lazy = True
+        if e.timeline and e.late_lazy_ipis and cpu.flush_ipi_start > cpu_now(cpu) \
+                and cpu.flush_ipi_ctx == cpu.loaded_mm.ctx_id:
+            cpu.lazy_switch_at = cpu.flush_ipi_start    # an IPI still to come (lazy_settle)
     else:
         switch_mm_irqs_off(e, cpu, NULL)
 
@@ -970,6 +1006,7 @@ cdef double flush_tlb_func(flush_env* e, cpu_tlbstate* cpu, mm_context* mm,
             return rar_flush_global_asid(e, cpu, mm, f, local)
         return 0.0
     if cpu.is_lazy:
+        stats_add(cpu.stats, K_TLB_LAZY_IPI, 1)
         switch_mm_irqs_off(e, cpu, NULL)    # a lazy CPU reached (tables freed) leaves the mm
         return 0.0
     asid = cpu.loaded_mm_asid
@@ -1148,6 +1185,10 @@ cdef int send_flush_ipis(flush_env* e, cpu_tlbstate* initiator, mm_context* mm,
             hend = handle_ipi(e, c, arrive, work)
             if mm != NULL and c.leave_ctx == mm.ctx_id and hend < c.leave_at:
                 c.leave_at = hend           # a wrong-CPU handler: its clear happens then
+            elif mm != NULL and c.loaded_mm == mm and not c.is_lazy \
+                    and hend - work > c.flush_ipi_start:
+                c.flush_ipi_start = hend - work   # (see lazy_settle)
+                c.flush_ipi_ctx = mm.ctx_id
             ack = hend + e.c.ipi_ack - (arrive - e.c.ipi_deliver)
         else:
             ack = e.c.ipi_deliver + work + e.c.ipi_ack
@@ -1166,7 +1207,10 @@ cdef int native_flush_tlb_multi(flush_env* e, cpu_tlbstate* initiator, mm_contex
     cdef double now = cpu_now(initiator) if e.timeline else 0.0
     cpu_id = cpumask_next(-1, mm.cpumask, mm.nwords)
     while cpu_id < e.ncpus:
-        if e.timeline and mask_settle(e.cpus[cpu_id], mm, now):
+        if e.timeline and e.cpus[cpu_id].lazy_switch_at <= now:
+            lazy_settle(e, e.cpus[cpu_id], now)
+        if e.timeline and (mask_settle(e.cpus[cpu_id], mm, now)
+                           or not cpumask_test_cpu(mm, cpu_id)):
             pass                            # a handler cleared the bit before this flush
         elif cpu_id != initiator.cpu:
             nothers += 1
@@ -1744,6 +1788,7 @@ cdef class X86Flush:
         self.e.c.cacheline_remote = costs["cacheline_remote"]
         self.e.c.idle_exit = costs["idle_exit"]
         self.e.timeline = False
+        self.e.late_lazy_ipis = False
         self.e.c.invlpgb_issue = costs["invlpgb_issue"]
         self.e.c.tlbsync_wait = costs["tlbsync_wait"]
         self.e.c.rar_send = costs["rar_send"]
@@ -2025,6 +2070,17 @@ cdef class X86Flush:
     @timeline.setter
     def timeline(self, bint on):
         self.e.timeline = on
+
+    @property
+    def late_lazy_ipis(self) -> bool:
+        """On the timeline, a flush IPI whose target went lazy between the send's check
+        and the handler finds it lazy and switches it to init_mm (lazy_settle); off by
+        default until the fitted entries are refitted with it."""
+        return self.e.late_lazy_ipis
+
+    @late_lazy_ipis.setter
+    def late_lazy_ipis(self, bint on):
+        self.e.late_lazy_ipis = on
 
     def cpu(self, int i) -> CpuTlbState:
         return self.cpus[i]

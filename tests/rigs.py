@@ -1,7 +1,10 @@
 """Machines and helpers the mechanism tests share (INVLPGB, the trim, RAR, the reclaim
 batch, arm64): a pinned jiffies clock, per-CPU event lookup, a process whose threads
 all touched one page, a counter of arm64's flush_tlb_mm() calls, and UFFDIO_WRITEPROTECT
-as a user-written kernel path."""
+as a user-written kernel path; a thread over written memory and the errno of a call
+that must fail, for the syscall-contract tests."""
+import pytest
+
 import pysim
 from pysim import PROT_READ, PROT_WRITE
 from pysim.mm.mprotect import change_protection
@@ -77,3 +80,24 @@ def uffd_writeprotect(m, t, addr, length, mode):
         m.abort(op)
         raise
     return m.end(op)
+
+
+def written_thread(npages, flags=None, file=None, written=None, cpus=1):
+    """A thread (checker raising) whose mapping of npages (private anonymous unless
+    flags and file say otherwise) is at t.base, with the pages of `written` (default:
+    all) written; t.process holds the process (a Thread holds it weakly)."""
+    m = pysim.Machine(cpus=cpus, checker="raise")
+    proc = m.process()
+    t = proc.thread(cpu=0)
+    t.process = proc
+    t.base = t.mmap(npages * PAGE, RW, flags, file=file)
+    for i in (range(npages) if written is None else written):
+        t.write(t.base + i * PAGE)
+    return t
+
+
+def errno_of(fn, *args):
+    """The errno of fn(*args), which must raise SyscallError."""
+    with pytest.raises(pysim.SyscallError) as ei:
+        fn(*args)
+    return ei.value.errno

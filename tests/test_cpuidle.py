@@ -145,3 +145,86 @@ def test_a_cpu_back_on_the_mm_before_the_wrong_cpu_handler_keeps_its_bit():
     m.arch.flush.flush_tlb_mm_range(c0, mm.context, 0x3000, 0x4000, 12, False)
     assert 2 in mm.context and c2.loaded_mm is not None
     assert int(m.counter_array()["tlb_remote_wrong_cpu"].sum()) == 1
+
+
+def _rig_late(lazy_cpumask, late=True):
+    """Three CPUs running one mm at time 0 on the timeline (6.14's mask rules, or the
+    eager ones before it), no trim; CPU 0 flushes a page, so CPUs 1 and 2 get IPIs
+    whose handlers run after the sends."""
+    m = pysim.Machine(cpus=3, preset="skylake", profile="v6.14", checker=False,
+                      trim_cpumask=False, lazy_cpumask=lazy_cpumask)
+    proc = m.process()
+    threads = [proc.thread(cpu=c) for c in range(3)]
+    for t in threads:
+        t.run()
+    proc.mm.context.next_trim_cpumask = m.arch.flush.jiffies + 10 ** 6
+    for c in m.cpus:
+        c.tlbstate.reset_time(-c.stats.clock)
+    m.arch.set_timeline(True)
+    m.arch.flush.late_lazy_ipis = late
+    m.arch.flush.flush_tlb_mm_range(m.cpus[0].tlbstate, proc.mm.context, 0x1000, 0x2000,
+                                    12, False)
+    return m, proc, threads
+
+
+def _at(ts, t):
+    """Move a CPU's timeline clock to t (its handler calendar starts empty again)."""
+    ts.reset_time(0.0)
+    ts.reset_time(t - ts.now)
+
+
+@pytest.mark.parametrize("lazy_cpumask", [False, True])
+def test_a_flush_ipi_taken_after_its_cpu_went_lazy_leaves_the_mm(lazy_cpumask):
+    """native_flush_tlb_multi() picks CPU 2 while it runs the mm; its thread blocks
+    before the IPI's handler runs, so the handler finds it lazy and flush_tlb_func()
+    switches it to init_mm (counted tlb_lazy_ipi).  Before 6.14 that clears its bit;
+    with the lazy mask the bit stays, so the next flush reaches the idle CPU (wrong
+    CPU).  The switch happens at the handler's time: a flush sent before it still
+    skips the lazy CPU."""
+    m, proc, threads = _rig_late(lazy_cpumask)
+    c0, c1, c2 = (c.tlbstate for c in m.cpus)
+    ctx = proc.mm.context
+    count = lambda k: int(m.counter_array()[k].sum())       # noqa: E731
+    (start, end), = c2.irq_bookings
+    assert c2.now < start
+    threads[2].sleep()                                      # enter_lazy_tlb before it
+    assert c2.loaded_mm is ctx and count("tlb_lazy_ipi") == 0
+    assert c1.now < start                                   # CPU 1 flushes before it
+    m.arch.flush.flush_tlb_mm_range(c1, ctx, 0x3000, 0x4000, 12, False)
+    assert count("tlb_lazy_ipi") == 0 and c2.loaded_mm is ctx    # still lazy: skipped
+    _at(c0, end + 1)                                        # and CPU 0 after it ran
+    sent = count("ipi_sent")
+    m.arch.flush.flush_tlb_mm_range(c0, ctx, 0x5000, 0x6000, 12, False)
+    assert count("tlb_lazy_ipi") == 1 and c2.loaded_mm is None
+    assert count("ipi_sent") - sent == (2 if lazy_cpumask else 1)
+    assert count("tlb_remote_wrong_cpu") == (1 if lazy_cpumask else 0)
+    assert (2 in ctx) == lazy_cpumask          # the wrong-CPU clear is still pending
+
+
+def test_a_cpu_woken_before_the_late_ipi_takes_it_running_the_mm():
+    """The thread runs again before the handler: the IPI finds the mm loaded and the
+    CPU not lazy, an ordinary flush, and no switch to init_mm."""
+    m, proc, threads = _rig_late(True)
+    c2 = m.cpus[2].tlbstate
+    (start, end), = c2.irq_bookings
+    threads[2].sleep()
+    threads[2].run()                                        # woken at once
+    _at(m.cpus[0].tlbstate, end + 1)
+    m.arch.flush.flush_tlb_mm_range(m.cpus[0].tlbstate, proc.mm.context, 0x5000, 0x6000,
+                                    12, False)
+    assert int(m.counter_array()["tlb_lazy_ipi"].sum()) == 0
+    assert c2.loaded_mm is proc.mm.context and not c2.is_lazy
+
+
+def test_late_lazy_ipis_off_keep_the_send_time_rule():
+    """With late_lazy_ipis off (the default) the IPI acts on the state the send saw:
+    the CPU that went lazy before its handler keeps the mm."""
+    m, proc, threads = _rig_late(True, late=False)
+    c2 = m.cpus[2].tlbstate
+    (start, end), = c2.irq_bookings
+    threads[2].sleep()
+    _at(m.cpus[0].tlbstate, end + 1)
+    m.arch.flush.flush_tlb_mm_range(m.cpus[0].tlbstate, proc.mm.context, 0x5000, 0x6000,
+                                    12, False)
+    assert int(m.counter_array()["tlb_lazy_ipi"].sum()) == 0
+    assert c2.loaded_mm is proc.mm.context and c2.is_lazy

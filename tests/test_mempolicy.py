@@ -15,11 +15,11 @@ from pysim.constants import (MPOL_BIND, MPOL_DEFAULT, MPOL_F_ADDR, MPOL_F_MEMS_A
                              MPOL_MF_MOVE, MPOL_MF_MOVE_ALL, MPOL_MF_STRICT, MPOL_PREFERRED,
                              MPOL_PREFERRED_MANY, PROT_NONE, PROT_READ, PROT_WRITE)
 from pysim.errors import SyscallError
-from pysim.machine import Machine
 from pysim.mm.mempolicy import MemPolicy, get_nodes
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from replay_helpers import DATA  # noqa: E402
+from rigs import errno_of, written_thread  # noqa: E402
 
 P = 4096
 
@@ -27,20 +27,7 @@ P = 4096
 @pytest.fixture
 def t():
     """A thread with 16 written pages of private anonymous memory at t.base."""
-    m = Machine(cpus=2, checker="raise")
-    proc = m.process()
-    th = proc.thread(cpu=0)
-    th.process = proc                   # (a Thread holds its process weakly)
-    th.base = th.mmap(16 * P, PROT_READ | PROT_WRITE)
-    for i in range(16):
-        th.write(th.base + i * P)
-    return th
-
-
-def _errno(fn, *args):
-    with pytest.raises(SyscallError) as ei:
-        fn(*args)
-    return ei.value.errno
+    return written_thread(16, cpus=2)
 
 
 def _policies(th):
@@ -75,25 +62,25 @@ def test_mbind_checks_in_kernel_order(t):
     capability, the start, the empty range (before mpol_new looks at the nodes), then
     mpol_new and mpol_set_nodemask."""
     b = t.base
-    assert _errno(t.mbind, b, 0, 9, 1, 64) == errno.EINVAL           # mode past MPOL_MAX
-    assert _errno(t.mbind, b, P, MPOL_BIND | MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES,
+    assert errno_of(t.mbind, b, 0, 9, 1, 64) == errno.EINVAL           # mode past MPOL_MAX
+    assert errno_of(t.mbind, b, P, MPOL_BIND | MPOL_F_STATIC_NODES | MPOL_F_RELATIVE_NODES,
                   1, 64) == errno.EINVAL
-    assert _errno(t.mbind, b, P, MPOL_INTERLEAVE | MPOL_F_NUMA_BALANCING, 1, 64) \
+    assert errno_of(t.mbind, b, P, MPOL_INTERLEAVE | MPOL_F_NUMA_BALANCING, 1, 64) \
         == errno.EINVAL
     t.mbind(b, P, MPOL_PREFERRED_MANY | MPOL_F_NUMA_BALANCING, 1, 64)
-    assert _errno(t.mbind, b, P, MPOL_BIND, 1, 100_000) == errno.EINVAL  # > PAGE_SIZE*8
-    assert _errno(t.mbind, b, P, MPOL_BIND, 1, 0) == errno.EINVAL        # wraps to ~0
-    assert _errno(t.mbind, b, P, MPOL_BIND, 1 << 1280, 2048) == errno.EINVAL
-    assert _errno(t.mbind, b + 1, P, 7, 1, 64) == errno.EINVAL
-    assert _errno(t.mbind, b, P, MPOL_BIND, 1, 64, 8) == errno.EINVAL    # MPOL_MF_VALID
-    assert _errno(t.mbind, b, P, MPOL_BIND, 1, 64, MPOL_MF_MOVE_ALL) == errno.EPERM
-    assert _errno(t.mbind, b + 1, P, MPOL_BIND, 1, 64) == errno.EINVAL
+    assert errno_of(t.mbind, b, P, MPOL_BIND, 1, 100_000) == errno.EINVAL  # > PAGE_SIZE*8
+    assert errno_of(t.mbind, b, P, MPOL_BIND, 1, 0) == errno.EINVAL        # wraps to ~0
+    assert errno_of(t.mbind, b, P, MPOL_BIND, 1 << 1280, 2048) == errno.EINVAL
+    assert errno_of(t.mbind, b + 1, P, 7, 1, 64) == errno.EINVAL
+    assert errno_of(t.mbind, b, P, MPOL_BIND, 1, 64, 8) == errno.EINVAL    # MPOL_MF_VALID
+    assert errno_of(t.mbind, b, P, MPOL_BIND, 1, 64, MPOL_MF_MOVE_ALL) == errno.EPERM
+    assert errno_of(t.mbind, b + 1, P, MPOL_BIND, 1, 64) == errno.EINVAL
     assert t.mbind(b, 0, MPOL_BIND, None, 0).value == 0                 # empty: no mpol_new
     for mode, nodes, maxnode in [(MPOL_BIND, None, 0), (MPOL_DEFAULT, 1, 64),
                                  (MPOL_LOCAL, 1, 64), (MPOL_BIND, 0b10, 64),
                                  (MPOL_PREFERRED | MPOL_F_STATIC_NODES, None, 0),
                                  (MPOL_BIND, 1, 1)]:               # maxnode 1: no bits
-        assert _errno(t.mbind, b, P, mode, nodes, maxnode) == errno.EINVAL
+        assert errno_of(t.mbind, b, P, mode, nodes, maxnode) == errno.EINVAL
     t.mm.privileged = True
     t.mbind(b, P, MPOL_BIND, 1, 64, MPOL_MF_MOVE_ALL)
 
@@ -115,14 +102,14 @@ def test_mbind_holes_are_efault_except_for_the_default_policy(t):
     b = t.base
     t.munmap(b + 8 * P, 2 * P)
     for s, n in [(b - 2 * P, 4 * P), (b + 6 * P, 4 * P), (b + 14 * P, 4 * P)]:
-        assert _errno(t.mbind, s, n, MPOL_BIND, 1, 64) == errno.EFAULT
+        assert errno_of(t.mbind, s, n, MPOL_BIND, 1, 64) == errno.EFAULT
     assert all(p is None for *_, p in _policies(t))
-    assert _errno(t.mbind, b + 4 * P, 8 * P, MPOL_LOCAL) == errno.EFAULT
+    assert errno_of(t.mbind, b + 4 * P, 8 * P, MPOL_LOCAL) == errno.EFAULT
     t.mbind(b + 4 * P, 4 * P, MPOL_LOCAL)
     t.mbind(b + 10 * P, 2 * P, MPOL_LOCAL)
     t.mbind(b + 4 * P, 8 * P, MPOL_DEFAULT)                    # across the hole
     assert all(p is None for *_, p in _policies(t))
-    assert _errno(t.mbind, b + 8 * P, 2 * P, MPOL_DEFAULT) == errno.EFAULT
+    assert errno_of(t.mbind, b + 8 * P, 2 * P, MPOL_DEFAULT) == errno.EFAULT
 
 
 def test_strict_fails_with_eio_where_pages_are_off_the_nodemask(t):
@@ -133,7 +120,7 @@ def test_strict_fails_with_eio_where_pages_are_off_the_nodemask(t):
     b = t.base
     t.mbind(b, 16 * P, MPOL_PREFERRED, 1, 64, MPOL_MF_STRICT)
     t.mbind(b, 16 * P, MPOL_BIND, 0b11, 64, MPOL_MF_STRICT)
-    assert _errno(t.mbind, b, 4 * P, MPOL_LOCAL, None, 0, MPOL_MF_STRICT) == errno.EIO
+    assert errno_of(t.mbind, b, 4 * P, MPOL_LOCAL, None, 0, MPOL_MF_STRICT) == errno.EIO
     assert _policies(t)[0] == (0, 4 * P, MemPolicy(MPOL_LOCAL))
     t.mbind(b, 4 * P, MPOL_LOCAL, None, 0, MPOL_MF_STRICT | MPOL_MF_MOVE)
     fresh = t.mmap(4 * P, PROT_READ | PROT_WRITE)
@@ -165,24 +152,24 @@ def test_get_mempolicy_of_the_task_and_of_an_address(t):
     t.get_mempolicy(mode, None, 0, ro, MPOL_F_ADDR | MPOL_F_NODE)
     assert t.mm.pt.get(ro) != 0                             # GUP faulted it in
     none = t.mmap(2 * P, PROT_NONE)
-    assert _errno(t.get_mempolicy, mode, None, 0, none, MPOL_F_ADDR | MPOL_F_NODE) \
+    assert errno_of(t.get_mempolicy, mode, None, 0, none, MPOL_F_ADDR | MPOL_F_NODE) \
         == errno.EFAULT
     t.munmap(b + 12 * P, P)
-    assert _errno(t.get_mempolicy, mode, None, 0, b + 12 * P, MPOL_F_ADDR) == errno.EFAULT
+    assert errno_of(t.get_mempolicy, mode, None, 0, b + 12 * P, MPOL_F_ADDR) == errno.EFAULT
     for args in [(mode, nodes, 0, 0, 0),                     # maxnode < nr_node_ids
                  (mode, None, 0, b, 0),                      # an address, no F_ADDR
                  (mode, nodes, 64, 0, MPOL_F_MEMS_ALLOWED | MPOL_F_NODE),
                  (mode, None, 0, 0, 8)]:
-        assert _errno(t.get_mempolicy, *args) == errno.EINVAL
+        assert errno_of(t.get_mempolicy, *args) == errno.EINVAL
     t.set_mempolicy(MPOL_DEFAULT)
     assert t.mempolicy is None
-    assert _errno(t.get_mempolicy, mode, None, 0, 0, MPOL_F_NODE) == errno.EINVAL
+    assert errno_of(t.get_mempolicy, mode, None, 0, 0, MPOL_F_NODE) == errno.EINVAL
 
 
 def test_set_mempolicy_takes_the_nodes_the_task_may_use(t):
     """kernel_set_mempolicy: mbind's mode and node checks; mpol_set_nodemask keeps the
     caller's nodes with STATIC (and folds them onto the memory nodes with RELATIVE)."""
-    assert _errno(t.set_mempolicy, MPOL_BIND, 0b10, 64) == errno.EINVAL
+    assert errno_of(t.set_mempolicy, MPOL_BIND, 0b10, 64) == errno.EINVAL
     t.set_mempolicy(MPOL_BIND | MPOL_F_STATIC_NODES, 0b11, 64)
     assert t.mempolicy == MemPolicy(MPOL_BIND, MPOL_F_STATIC_NODES, 1, 0b11)
     t.set_mempolicy(MPOL_BIND | MPOL_F_RELATIVE_NODES, 0b10, 64)   # folded onto node 0
@@ -197,15 +184,15 @@ def test_set_mempolicy_home_node(t):
     MPOL_BIND / MPOL_PREFERRED_MANY; else the home node joins the policy (and the VMA
     split and merge with it)."""
     b = t.base
-    assert _errno(t.set_mempolicy_home_node, b, 4 * P, 0) == errno.ENOENT
-    assert _errno(t.set_mempolicy_home_node, b, 4 * P, 1) == errno.EINVAL
-    assert _errno(t.set_mempolicy_home_node, b, 4 * P, 0, 1) == errno.EINVAL
-    assert _errno(t.set_mempolicy_home_node, b + 1, 4 * P, 0) == errno.EINVAL
+    assert errno_of(t.set_mempolicy_home_node, b, 4 * P, 0) == errno.ENOENT
+    assert errno_of(t.set_mempolicy_home_node, b, 4 * P, 1) == errno.EINVAL
+    assert errno_of(t.set_mempolicy_home_node, b, 4 * P, 0, 1) == errno.EINVAL
+    assert errno_of(t.set_mempolicy_home_node, b + 1, 4 * P, 0) == errno.EINVAL
     t.mbind(b, 8 * P, MPOL_BIND, 1, 64)
     t.set_mempolicy_home_node(b, 4 * P, 0)
     assert [p.home_node for *_, p in _policies(t)[:2]] == [0, -1]
     t.mbind(b + 8 * P, 2 * P, MPOL_LOCAL)
-    assert _errno(t.set_mempolicy_home_node, b + 4 * P, 8 * P, 0) == errno.EOPNOTSUPP
+    assert errno_of(t.set_mempolicy_home_node, b + 4 * P, 8 * P, 0) == errno.EOPNOTSUPP
     # changed before the error, and then like its lower neighbour: merged with it
     assert _policies(t)[0] == (0, 8 * P, MemPolicy(MPOL_BIND, nodes=1, home_node=0))
 
@@ -221,7 +208,7 @@ def test_policies_follow_mremap_and_fork(t):
     assert [v.policy for v in child.mm.vmas] == [v.policy for v in t.mm.vmas]
 
 
-def test_the_captured_mempolicy_trace_reproduces_every_errno():
+def test_the_captured_mempolicy_trace_reproduces_everyerrno_of():
     """tests/data/mempolicy.c under strace as nobody (no CAP_SYS_NICE): every mbind,
     get/set_mempolicy and set_mempolicy_home_node result, EIO included once the traced
     page faults have put the pages in; without them only the strict calls on pages the

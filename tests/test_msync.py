@@ -5,30 +5,16 @@ import errno
 import pytest
 
 from pysim import File
-from pysim.constants import (MAP_SHARED, MS_ASYNC, MS_INVALIDATE, MS_SYNC, PROT_READ,
-                             PROT_WRITE)
-from pysim.errors import SyscallError
-from pysim.machine import Machine
+from pysim.constants import MAP_SHARED, MS_ASYNC, MS_INVALIDATE, MS_SYNC, PROT_READ, PROT_WRITE
+from rigs import errno_of, written_thread
 
 P = 4096
 
 
 @pytest.fixture
 def t():
-    m = Machine(cpus=1, checker="raise")
-    proc = m.process()
-    th = proc.thread(cpu=0)
-    th.process = proc
-    th.base = th.mmap(16 * P, PROT_READ | PROT_WRITE, MAP_SHARED, file=File("f.dat"))
-    th.write(th.base)
-    th.write(th.base + 5 * P)
-    return th
-
-
-def _errno(fn, *args):
-    with pytest.raises(SyscallError) as ei:
-        fn(*args)
-    return ei.value.errno
+    """16 pages of a shared file mapping, pages 0 and 5 written."""
+    return written_thread(16, MAP_SHARED, File("f.dat"), written=(0, 5))
 
 
 def test_msync_flags_and_range(t):
@@ -37,10 +23,10 @@ def test_msync_flags_and_range(t):
     b = t.base
     for flags in (MS_SYNC, MS_ASYNC, MS_INVALIDATE, MS_SYNC | MS_INVALIDATE):
         assert t.msync(b, 16 * P, flags).value == 0
-    assert _errno(t.msync, b + 1, P, 8) == errno.EINVAL
-    assert _errno(t.msync, b, P, MS_SYNC | MS_ASYNC) == errno.EINVAL
-    assert _errno(t.msync, b + 1, P, MS_SYNC) == errno.EINVAL
-    assert _errno(t.msync, b, (1 << 64) - P, MS_SYNC) == errno.ENOMEM
+    assert errno_of(t.msync, b + 1, P, 8) == errno.EINVAL
+    assert errno_of(t.msync, b, P, MS_SYNC | MS_ASYNC) == errno.EINVAL
+    assert errno_of(t.msync, b + 1, P, MS_SYNC) == errno.EINVAL
+    assert errno_of(t.msync, b, (1 << 64) - P, MS_SYNC) == errno.ENOMEM
     assert t.msync(b, 0, MS_SYNC).value == 0
 
 
@@ -50,12 +36,12 @@ def test_msync_holes_and_locked_vmas(t):
     b = t.base
     t.munmap(b + 4 * P, P)
     for flags in (MS_SYNC, MS_ASYNC, MS_INVALIDATE):
-        assert _errno(t.msync, b, 16 * P, flags) == errno.ENOMEM
-    assert _errno(t.msync, b + 4 * P, P, MS_SYNC) == errno.ENOMEM
-    assert _errno(t.msync, b + 4 * P, 2 * P, MS_ASYNC) == errno.ENOMEM
+        assert errno_of(t.msync, b, 16 * P, flags) == errno.ENOMEM
+    assert errno_of(t.msync, b + 4 * P, P, MS_SYNC) == errno.ENOMEM
+    assert errno_of(t.msync, b + 4 * P, 2 * P, MS_ASYNC) == errno.ENOMEM
     q = t.mmap(2 * P, PROT_READ | PROT_WRITE)
     t.mlock(q, P)
-    assert _errno(t.msync, q, P, MS_INVALIDATE) == errno.EBUSY
+    assert errno_of(t.msync, q, P, MS_INVALIDATE) == errno.EBUSY
     assert t.msync(q, P, MS_SYNC).value == 0
 
 
@@ -68,8 +54,8 @@ def test_mincore_reports_present_pages(t):
     t.mincore(b, 8 * P, vec)
     assert vec == [1, 0, 0, 0, 0, 1, 0, 0]
     t.munmap(b + 2 * P, P)
-    assert _errno(t.mincore, b, 4 * P, vec) == errno.ENOMEM and vec == [1, 0]
-    assert _errno(t.mincore, b + 1, P, vec) == errno.EINVAL
-    assert _errno(t.mincore, (1 << 47) - P, 2 * P, vec) == errno.ENOMEM
-    assert _errno(t.mincore, b, P, 8) == errno.EFAULT
+    assert errno_of(t.mincore, b, 4 * P, vec) == errno.ENOMEM and vec == [1, 0]
+    assert errno_of(t.mincore, b + 1, P, vec) == errno.EINVAL
+    assert errno_of(t.mincore, (1 << 47) - P, 2 * P, vec) == errno.ENOMEM
+    assert errno_of(t.mincore, b, P, 8) == errno.EFAULT
     assert t.mincore(b, 0, vec).value == 0 and vec == []

@@ -213,6 +213,8 @@ def run(iterations: int = 1500, refit: bool = False, workers: int = 2,
                       "idle_entries_per_loop": round(sum(usage.values()) / loops, 4),
                       "wrong_cpu_ipis_per_loop": round(
                           sum(r.get("tlb_remote_wrong_cpu", 0) for r in rs) / loops, 4),
+                      "lazy_ipis_per_loop": round(
+                          sum(r.get("tlb_lazy_ipi", 0) for r in rs) / loops, 4),
                       "published_sleeps_per_loop": PUBLISHED_SLEEPS_PER_LOOP[k],
                       "published_idle_entries_per_loop": PUBLISHED_IDLE_PER_LOOP[k],
                       "wrong_cpu_ipis": sum(r.get("tlb_remote_wrong_cpu", 0) for r in rs),
@@ -302,11 +304,12 @@ def format_text(d: Dict[str, Any]) -> str:
     w("How often, per loop (simulated; the robot's from vmstat.system.cs, cpuidle..usage "
       "and pgfault)")
     w(f"{'kernel':12}{'sleeps':>10}{'robot':>9}{'idle entries':>14}{'robot':>9}"
-      f"{'wrong-CPU IPIs':>16}")
+      f"{'wrong-CPU IPIs':>16}{'late lazy IPIs':>16}")
     for c in d["cells"]:
         w(f"{c['kernel']:12}{c['sleeps_per_loop']:>10.3f}{c['published_sleeps_per_loop']:>9.2f}"
           f"{c['idle_entries_per_loop']:>14.3f}"
-          f"{c['published_idle_entries_per_loop']:>9.2f}{c['wrong_cpu_ipis_per_loop']:>16.4f}")
+          f"{c['published_idle_entries_per_loop']:>9.2f}{c['wrong_cpu_ipis_per_loop']:>16.4f}"
+          f"{c.get('lazy_ipis_per_loop', 0.0):>16.4f}")
     w("")
     idle = d["cells"][0]["time_split"]["idle"] * 100
     w("What the model says it comes from: mmap and munmap take mmap_lock for writing;")

@@ -84,7 +84,7 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
         warmup_ms: float = 0.0, machine: Optional[Machine] = None,
         cpuidle: Optional[str] = None, start_jitter_us: float = 0.0,
         rwsem_steal: bool = False, vma_fallback: bool = False,
-        **overrides: Any) -> Dict[str, Any]:
+        late_lazy_ipis: bool = False, **overrides: Any) -> Dict[str, Any]:
     """One will-it-scale point: `threads` tasks on CPUs 0..threads-1 of a machine of
     `cpus` CPUs (default: threads), `iterations` counted iterations each after
     `warmup_ms` of simulated warm-up (time for rules that sample jiffies, such as the
@@ -99,7 +99,8 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     depend on how the tasks happened to line up.  rwsem_steal lets mmap_lock be
     stolen rather than handed to a woken writer (pysim.mm.mmap_lock, MmapLock.steal);
     vma_fallback makes page faults in VMAs a writer holds write-locked take mmap_lock
-    (MmapLock.vma_fallback)."""
+    (MmapLock.vma_fallback).  late_lazy_ipis: a flush IPI whose target blocked before
+    its handler ran finds it lazy and leaves the mm (X86Flush.late_lazy_ipis)."""
     if test not in PROGRAMS:
         raise ConfigError(f"test {test!r} unknown; allowed: {', '.join(TESTS)}",
                           field="test", allowed=TESTS)
@@ -123,6 +124,8 @@ def run(test: str = "tlb_flush2", mode: str = "threads", threads: int = 4,
     m = machine if machine is not None else Machine(
         cpus=ncpus, preset=preset, profile=profile, checker=checker, seed=seed, **overrides)
     tl = m.timeline(cpuidle=cpuidle)
+    if late_lazy_ipis:
+        m.arch.flush.late_lazy_ipis = True
     proc = m.process()
     for cpu in range(threads):
         if mode == "processes" and cpu:
