@@ -359,7 +359,11 @@ def format_text(d: Dict[str, Any]) -> str:
           f"{lazy['published_sleeps_per_loop']:.2f} times a loop, 55 us")
         w(f"  each, where the model's sleep {lazy['sleeps_per_loop']:.2f} times, for longer: "
           f"what sends")
-        w("  the robot's idle CPUs out of the mm is the mechanism the model lacks.")
+        w("  the robot's idle CPUs out of the mm is the mechanism the model lacks.  A")
+        w("  candidate is modelled but off (X86Flush.late_lazy_ipis, not in this fit): a")
+        w("  flush IPI whose target blocked between the send's check and the handler")
+        w("  finds it lazy and switches it to init_mm; on, lazy comes out -27.8% at the")
+        w("  stored fit (512 loops after 50 ms), with ~1.1 wrong-CPU IPIs a loop.")
         e = d["cells"][0]["time_split"]
         ls = lazy["time_split"]
         w(f"  From eager to lazy the model's idle share moves "
