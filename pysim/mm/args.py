@@ -10,7 +10,18 @@ from typing import Any, Tuple
 
 import numpy as np
 
+from ..constants import PAGE_SIZE as _PAGE
 from ..errors import SyscallError
+
+_ULONG = 1 << 64                    # unsigned long arithmetic wraps here
+
+
+def page_range_end(start: int, length: int) -> "int | None":
+    """start + PAGE_ALIGN(length) on unsigned longs (both taken modulo 2**64): the
+    range's end, or None where it wraps past 2**64 (an aligned length that wraps to 0
+    gives an empty range, as in the kernel)."""
+    end = start % _ULONG + (-(-(length % _ULONG) // _PAGE) * _PAGE) % _ULONG
+    return end if end < _ULONG else None
 
 
 def syscall_ints(call: str, names: Tuple[str, ...], *values: Any) -> Tuple[int, ...]:

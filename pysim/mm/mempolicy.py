@@ -37,7 +37,7 @@ from ..constants import (MAX_NUMNODES, MPOL_BIND, MPOL_DEFAULT, MPOL_F_ADDR,
                          MPOL_PREFERRED, MPOL_PREFERRED_MANY, MPOL_WEIGHTED_INTERLEAVE,
                          PAGE_SIZE, VM_IO, VM_PFNMAP, VM_READ)
 from ..errors import SyscallError
-from .args import syscall_ints
+from .args import page_range_end, syscall_ints
 from .memory import populate
 
 if TYPE_CHECKING:                                   # pragma: no cover
@@ -173,13 +173,10 @@ def _policy_args(mode: int, nmask: Optional[int], maxnode: int) -> tuple:
 
 
 def _range_end(call: str, start: int, length: int) -> int:
-    """PAGE_ALIGN(len) and start + len on unsigned longs: the range's end, or EINVAL
-    for an unaligned start or a range that wraps (an aligned length that wraps to 0
-    gives an empty range)."""
-    if start % PAGE_SIZE:
-        raise SyscallError(errno.EINVAL, f"{call}: start 0x{start:x} is not page aligned")
-    end = start + (-(-length // PAGE_SIZE) * PAGE_SIZE) % (1 << 64)
-    if end >= 1 << 64:
+    """The end of [start, start + PAGE_ALIGN(len)) (args.page_range_end), or EINVAL
+    for a range that wraps."""
+    end = page_range_end(start, length)
+    if end is None:
         raise SyscallError(errno.EINVAL, f"{call}: the range wraps around")
     return end
 
@@ -270,6 +267,8 @@ def do_mbind(mm: "MM", cpu: "CPU", start: int, length: int, mode: int,
         raise SyscallError(errno.EINVAL, f"mbind: unknown flags 0x{flags & ~MPOL_MF_VALID:x}")
     if flags & MPOL_MF_MOVE_ALL and not mm.privileged:
         raise SyscallError(errno.EPERM, "mbind: MPOL_MF_MOVE_ALL needs CAP_SYS_NICE")
+    if start % PAGE_SIZE:
+        raise SyscallError(errno.EINVAL, f"mbind: start 0x{start:x} is not page aligned")
     if mode == MPOL_DEFAULT:
         flags &= ~MPOL_MF_STRICT
     end = _range_end("mbind", start, length)

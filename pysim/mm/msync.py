@@ -25,7 +25,7 @@ import mmucore
 
 from ..constants import MS_ASYNC, MS_INVALIDATE, MS_SYNC, PAGE_SIZE, TASK_SIZE, VM_LOCKED
 from ..errors import SyscallError
-from .args import syscall_ints
+from .args import page_range_end, syscall_ints
 
 if TYPE_CHECKING:                                   # pragma: no cover
     from ..arch import CPU
@@ -47,8 +47,8 @@ def do_msync(mm: "MM", cpu: "CPU", start: int, length: int, flags: int) -> int:
         raise SyscallError(errno.EINVAL, f"msync: start 0x{start:x} is not page aligned")
     if flags & MS_ASYNC and flags & MS_SYNC:
         raise SyscallError(errno.EINVAL, "msync: MS_ASYNC and MS_SYNC together")
-    end = start + (-(-length // PAGE_SIZE) * PAGE_SIZE) % _ULONG
-    if end >= _ULONG:
+    end = page_range_end(start, length)
+    if end is None:
         raise SyscallError(errno.ENOMEM, "msync: the range wraps around")
     if end == start:
         return 0
